@@ -1,0 +1,5 @@
+import sys
+
+from onionchat.cli import main
+
+sys.exit(main())

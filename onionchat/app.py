@@ -1,0 +1,401 @@
+"""The Starlette application: HTTP endpoints, the WebSocket endpoint, security headers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from onionchat import PROTOCOL_VERSION, __version__, protocol
+from onionchat.auth import SALT_BYTES, SECRET_BYTES, Accounts, AuthError, Session, b64decode
+from onionchat.auth import b64encode as b64
+from onionchat.config import Settings
+from onionchat.hub import Connection
+from onionchat.node import Node
+from onionchat.protocol import Auth, Close, Code, ProtocolError
+from onionchat.ratelimit import TokenBucket, Windows
+from onionchat.store import Store
+
+log = logging.getLogger("onionchat.app")
+
+COOKIE = "onionchat_session"
+MAX_BODY = 16 * 1024
+CLOSE_TIMEOUT = 5.0
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        b"connect-src 'self'; font-src 'self'; manifest-src 'self'; frame-ancestors 'none'; "
+        b"base-uri 'none'; form-action 'self'",
+    ),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+    (
+        b"permissions-policy",
+        b"accelerometer=(), camera=(), geolocation=(), gyroscope=(), microphone=(), "
+        b"payment=(), usb=(), interest-cohort=()",
+    ),
+    (b"cache-control", b"no-store"),
+]
+
+Username = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+B64 = Annotated[str, msgspec.Meta(max_length=128)]
+T = TypeVar("T")
+
+
+class PreloginBody(msgspec.Struct, forbid_unknown_fields=True):
+    username: Username
+
+
+class RegisterBody(msgspec.Struct, forbid_unknown_fields=True):
+    username: Username
+    salt: B64
+    iterations: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)]
+    secret: B64
+
+
+class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
+    username: Username
+    secret: B64
+
+
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = list(message.get("headers", [])) + SECURITY_HEADERS
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def problem(code: Code, message: str, status: int, **headers: str) -> JSONResponse:
+    return JSONResponse({"error": code.value, "message": message}, status, headers=headers)
+
+
+async def _body(request: Request, kind: type[T]) -> T:
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise AuthError(Code.BAD_FRAME, "send the body as application/json", 415)
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise AuthError(Code.TOO_LARGE, f"the body is over {MAX_BODY} bytes", 413)
+        chunks.append(chunk)
+    try:
+        return msgspec.json.decode(b"".join(chunks), type=kind)
+    except msgspec.ValidationError as exc:
+        raise AuthError(Code.BAD_FRAME, f"invalid body: {exc}", 400) from None
+    except msgspec.DecodeError as exc:
+        raise AuthError(Code.BAD_JSON, f"malformed JSON: {exc}", 400) from None
+
+
+def _node(conn: HTTPConnection) -> Node:
+    node: Node = conn.app.state.node
+    return node
+
+
+def _session_response(
+    request: Request, user: str, token: str, expires: int, status: int
+) -> JSONResponse:
+    response = JSONResponse({"user": user, "token": token, "expires": expires}, status)
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=max(0, expires - int(time.time())),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+def _errors(handler: Any) -> Any:
+    async def endpoint(request: Request) -> Response:
+        try:
+            response: Response = await handler(request)
+        except AuthError as exc:
+            headers = {"Retry-After": str(int(exc.retry_after))} if exc.retry_after else {}
+            return problem(exc.code, exc.message, exc.status, **headers)
+        except ProtocolError as exc:
+            return problem(exc.code, exc.message, 400)
+        return response
+
+    return endpoint
+
+
+@_errors
+async def prelogin(request: Request) -> Response:
+    body = await _body(request, PreloginBody)
+    salt, iterations = await _node(request).accounts.prelogin(body.username)
+    return JSONResponse({"salt": b64(salt), "iterations": iterations})
+
+
+@_errors
+async def register(request: Request) -> Response:
+    body = await _body(request, RegisterBody)
+    salt = b64decode(body.salt, SALT_BYTES, "salt")
+    secret = b64decode(body.secret, SECRET_BYTES, "secret")
+    user, token, expires = await _node(request).accounts.register(
+        body.username, salt, body.iterations, secret
+    )
+    return _session_response(request, user.name, token, expires, 201)
+
+
+@_errors
+async def login(request: Request) -> Response:
+    body = await _body(request, LoginBody)
+    secret = b64decode(body.secret, SECRET_BYTES, "secret")
+    user, token, expires = await _node(request).accounts.login(body.username, secret)
+    return _session_response(request, user.name, token, expires, 200)
+
+
+def _token(conn: HTTPConnection) -> str | None:
+    header = conn.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return conn.cookies.get(COOKIE)
+
+
+@_errors
+async def logout(request: Request) -> Response:
+    token = _token(request)
+    if not token:
+        raise AuthError(
+            Code.NOT_AUTHENTICATED, "no session: send the cookie or a bearer token", 401
+        )
+    node = _node(request)
+    session = await node.accounts.session(token)
+    await node.accounts.logout(session)
+    node.revoke(session)
+    response = Response(status_code=204)
+    response.delete_cookie(COOKIE, httponly=True, samesite="strict")
+    return response
+
+
+async def health(request: Request) -> Response:
+    node = _node(request)
+    try:
+        database = "ok" if await node.store.ping() else "error"
+    except Exception:
+        log.exception("database check failed", extra={"event": "error"})
+        database = "error"
+    ok = database == "ok"
+    return JSONResponse(
+        {
+            "status": "ok" if ok else "degraded",
+            "version": __version__,
+            "protocol": PROTOCOL_VERSION,
+            "uptime": round(time.monotonic() - node.started, 3),
+            "clients": node.hub.connections,
+            "database": database,
+        },
+        200 if ok else 503,
+    )
+
+
+INDEX = b"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>OnionChat</title></head>
+<body><h1>OnionChat</h1>
+<p>This node is running. Connect with the command-line client:</p>
+<pre>onionchat connect URL --user NAME --register</pre>
+</body></html>
+"""
+
+
+async def index(request: Request) -> Response:
+    return Response(INDEX, media_type="text/html; charset=utf-8")
+
+
+# -- WebSocket ----------------------------------------------------------------------------
+
+
+def _origin_allowed(ws: WebSocket, extra: set[str]) -> bool:
+    origin = ws.headers.get("origin")
+    if origin is None:
+        return True
+    host = ws.headers.get("host", "")
+    return origin in extra or origin in (f"http://{host}", f"https://{host}")
+
+
+async def _authenticate(ws: WebSocket, node: Node) -> Session | None:
+    """By cookie, or else by a first `auth` frame. Frames before it get an error, not a close."""
+    accounts = node.accounts
+    token = ws.cookies.get(COOKIE)
+    deadline = time.monotonic() + node.settings.auth.auth_timeout
+    while token is None:
+        remaining = deadline - time.monotonic()
+        try:
+            message = await asyncio.wait_for(ws.receive(), max(remaining, 0.001))
+        except TimeoutError:
+            await ws.close(Close.AUTH_FAILED, "authenticate within the first seconds")
+            return None
+        if message["type"] == "websocket.disconnect":
+            return None
+        text = message.get("text")
+        try:
+            if text is None:
+                raise ProtocolError(Code.BINARY_FRAME, "send JSON in text frames, not binary")
+            frame = protocol.decode(text)
+            if not isinstance(frame, Auth):
+                raise ProtocolError(
+                    Code.NOT_AUTHENTICATED,
+                    f"authenticate first: {type(frame).__name__.lower()} frames need a "
+                    "session (send an auth frame)",
+                )
+            token = frame.token
+        except ProtocolError as exc:
+            await ws.send_text(protocol.error(exc.code, exc.message))
+    try:
+        return await accounts.session(token)
+    except AuthError as exc:
+        await ws.send_text(protocol.error(exc.code, exc.message))
+        code = Close.SESSION_EXPIRED if exc.code == Code.SESSION_EXPIRED else Close.AUTH_FAILED
+        await ws.close(code, exc.message)
+        return None
+
+
+async def _read(ws: WebSocket, node: Node, conn: Connection) -> None:
+    limits = node.settings.limits
+    bucket = TokenBucket(limits.rate, limits.burst)
+    strikes = Windows(limits.flood_strikes, 10.0, keys=1)
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        ref = None
+        try:
+            if conn.session.expired:
+                conn.close(Close.SESSION_EXPIRED, "the session has expired; log in again")
+                return
+            if not bucket.allow():
+                strikes.hit("conn")
+                if strikes.retry_after("conn") > 0:
+                    conn.close(Close.FLOODING, "flooding: too many frames over the rate limit")
+                    return
+                raise ProtocolError(
+                    Code.RATE_LIMITED,
+                    f"slow down: at most {limits.rate:g} frames a second; this one was dropped",
+                )
+            text = message.get("text")
+            if text is None:
+                raise ProtocolError(Code.BINARY_FRAME, "send JSON in text frames, not binary")
+            size = len(text.encode()) if len(text) * 4 > limits.max_frame_bytes else len(text)
+            if size > limits.max_frame_bytes:
+                raise ProtocolError(
+                    Code.TOO_LARGE,
+                    f"the frame is {size} bytes; at most {limits.max_frame_bytes} are allowed",
+                )
+            frame = protocol.decode(text)
+            ref = frame.ref
+            await node.handle(conn, frame)
+        except ProtocolError as exc:
+            conn.send(protocol.error(exc.code, exc.message, ref))
+        except Exception:
+            log.exception("frame failed", extra={"event": "error", "user": conn.user})
+            conn.send(protocol.error(Code.INTERNAL, "the node failed on this frame", ref))
+
+
+async def _write(ws: WebSocket, conn: Connection) -> None:
+    while True:
+        for frame in await conn.drain():
+            await ws.send_text(frame)
+
+
+async def chat(ws: WebSocket) -> None:
+    node = _node(ws)
+    if not _origin_allowed(ws, ws.app.state.origins):
+        await ws.close(Close.FORBIDDEN_ORIGIN)
+        return
+    await ws.accept()
+    try:
+        session = await _authenticate(ws, node)
+    except WebSocketDisconnect:
+        return
+    if session is None:
+        return
+    conn = await node.connect(session)
+    tasks = [
+        asyncio.create_task(_read(ws, node, conn)),
+        asyncio.create_task(_write(ws, conn)),
+        asyncio.create_task(conn.closed.wait()),
+    ]
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                exc = task.exception()
+                if not isinstance(exc, WebSocketDisconnect | OSError):
+                    log.error(
+                        "connection failed",
+                        exc_info=exc,
+                        extra={"event": "error", "user": conn.user},
+                    )
+                    conn.close(Close.INTERNAL, "internal error")
+        await asyncio.gather(*pending, return_exceptions=True)
+    finally:
+        node.disconnect(conn)
+    if conn.close_code is not None and ws.application_state != WebSocketState.DISCONNECTED:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.close(conn.close_code, conn.close_reason), CLOSE_TIMEOUT)
+
+
+# -- the application ----------------------------------------------------------------------
+
+
+def create_app(settings: Settings) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        data_dir = settings.server.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        store = await Store.open(data_dir / "onionchat.sqlite3")
+        secret = await store.get_meta("node_secret")
+        if secret is None:
+            secret = secrets.token_bytes(32)
+            await store.put_meta("node_secret", secret)
+        await store.delete_expired_sessions()
+        accounts = Accounts(store, settings.auth, secret)
+        app.state.node = Node(settings, store, accounts)
+        app.state.origins = {o.strip() for o in settings.server.origins.split(",") if o.strip()}
+        try:
+            yield
+        finally:
+            await store.close()
+
+    routes = [
+        Route("/", index),
+        Route("/api/health", health),
+        Route("/api/prelogin", prelogin, methods=["POST"]),
+        Route("/api/register", register, methods=["POST"]),
+        Route("/api/login", login, methods=["POST"]),
+        Route("/api/logout", logout, methods=["POST"]),
+        WebSocketRoute("/ws", chat),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.add_middleware(SecurityHeaders)
+    return app

@@ -1,0 +1,122 @@
+"""Slash commands: one table, each with a usage line and one line of help.
+
+Clients send the line as typed (`{"type": "command", "line": "/topic hi", "room": "lobby"}`)
+with the room they are looking at, so every client gets the same commands and the same help.
+In a key-protected room a client must seal `/me` and `/topic` text itself: the node refuses
+to see it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from onionchat.protocol import Clear, Code, ProtocolError, Send, encode
+
+if TYPE_CHECKING:
+    from onionchat.hub import Connection
+    from onionchat.node import Node
+
+Handler = Callable[["Node", "Connection", str, "str | None", "str | None"], Awaitable[None]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    usage: str
+    help: str
+    run: Handler
+
+
+def _room(room: str | None, name: str) -> str:
+    if room is None:
+        raise ProtocolError(Code.BAD_COMMAND, f"/{name} needs a room: join one first")
+    return room
+
+
+async def _help(node: Node, conn: Connection, args: str, room: str | None, ref: str | None) -> None:
+    width = max(len(spec.usage) for spec in COMMANDS.values())
+    lines = [f"{spec.usage.ljust(width)}  {spec.help}" for spec in COMMANDS.values()]
+    node.notice(conn, "Commands:\n" + "\n".join(lines), room, ref)
+
+
+async def _clear(
+    node: Node, conn: Connection, args: str, room: str | None, ref: str | None
+) -> None:
+    conn.send(encode(Clear(room=room, ref=ref)))
+
+
+async def _me(node: Node, conn: Connection, args: str, room: str | None, ref: str | None) -> None:
+    if not args:
+        raise ProtocolError(Code.BAD_COMMAND, "usage: /me ACTION")
+    frame = Send(v=1, room=_room(room, "me"), text=args, me=True, ref=ref)
+    await node.send(conn, frame)
+
+
+async def _who(node: Node, conn: Connection, args: str, room: str | None, ref: str | None) -> None:
+    node.who(conn, args or _room(room, "who"), ref)
+
+
+async def _join(node: Node, conn: Connection, args: str, room: str | None, ref: str | None) -> None:
+    if not args or " " in args:
+        raise ProtocolError(Code.BAD_COMMAND, "usage: /join ROOM")
+    await node.join(conn, args, create=True, ref=ref)
+
+
+async def _leave(
+    node: Node, conn: Connection, args: str, room: str | None, ref: str | None
+) -> None:
+    await node.leave(conn, args or _room(room, "leave"), ref)
+
+
+async def _rooms(
+    node: Node, conn: Connection, args: str, room: str | None, ref: str | None
+) -> None:
+    await node.list_rooms(conn, ref)
+
+
+async def _msg(node: Node, conn: Connection, args: str, room: str | None, ref: str | None) -> None:
+    to, _, text = args.partition(" ")
+    if not to or not text.strip():
+        raise ProtocolError(Code.BAD_COMMAND, "usage: /msg USER MESSAGE")
+    await node.direct(conn, to.removeprefix("@"), text.strip(), None, False, ref)
+
+
+async def _topic(
+    node: Node, conn: Connection, args: str, room: str | None, ref: str | None
+) -> None:
+    name = _room(room, "topic")
+    if not args:
+        current = await node.room(name)
+        if current.protected:
+            text = "the topic is sealed: your client shows it"
+        else:
+            text = f"topic of #{current.name}: {current.topic or '(none)'}"
+        node.notice(conn, text, current.name, ref)
+        return
+    await node.set_topic(conn, name, args, None, ref)
+
+
+COMMANDS: dict[str, Spec] = {
+    "help": Spec("/help", "list the commands", _help),
+    "clear": Spec("/clear", "clear this window (only on your screen)", _clear),
+    "me": Spec("/me ACTION", "say what you are doing: * alice waves", _me),
+    "who": Spec("/who [ROOM]", "who is in the room now", _who),
+    "join": Spec("/join ROOM", "join a room, creating an open one if it does not exist", _join),
+    "leave": Spec("/leave [ROOM]", "leave this room (or ROOM)", _leave),
+    "rooms": Spec("/rooms", "list the rooms on this node", _rooms),
+    "msg": Spec("/msg USER MESSAGE", "send a direct message", _msg),
+    "topic": Spec("/topic [TEXT]", "show or set the room's topic", _topic),
+}
+
+
+async def run(node: Node, conn: Connection, line: str, room: str | None, ref: str | None) -> None:
+    if not line.startswith("/") or line.startswith("//"):
+        raise ProtocolError(Code.BAD_COMMAND, "a command starts with one /, e.g. /help")
+    name, _, args = line[1:].partition(" ")
+    spec = COMMANDS.get(name.casefold())
+    if spec is None:
+        raise ProtocolError(
+            Code.UNKNOWN_COMMAND, f"unknown command /{name}: /help lists the commands"
+        )
+    await spec.run(node, conn, args.strip(), room, ref)

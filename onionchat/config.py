@@ -1,0 +1,276 @@
+"""Settings: embedded defaults, then `onionchat.toml`, then `ONIONCHAT_*` variables, then flags.
+
+Each key lives in a section (`[server] port = 8080`), has an environment variable named after
+both (`ONIONCHAT_SERVER_PORT`), and is checked at start: a bad value stops the node with a
+message naming the key, where it came from, and what is wrong (`onionchat serve` exits 2).
+`docs/config.md` documents every key; a test keeps it in step with this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """An invalid setting; the message names the key and the reason."""
+
+
+def _key(
+    doc: str, *, low: float | None = None, high: float | None = None, choices: tuple[str, ...] = ()
+) -> Any:
+    return {"doc": doc, "low": low, "high": high, "choices": choices}
+
+
+@dataclasses.dataclass(frozen=True)
+class Server:
+    host: str = dataclasses.field(
+        default="127.0.0.1",
+        metadata=_key("Address to listen on. Keep 127.0.0.1 when the node is reached through Tor."),
+    )
+    port: int = dataclasses.field(
+        default=8080,
+        metadata=_key("TCP port to listen on (0 picks a free one).", low=0, high=65535),
+    )
+    data_dir: Path = dataclasses.field(
+        default=Path("data"),
+        metadata=_key("Directory for the database and the node's secrets (created 0700)."),
+    )
+    origins: str = dataclasses.field(
+        default="",
+        metadata=_key(
+            "Extra allowed WebSocket `Origin`s, comma-separated; the node's own origin is always "
+            "allowed and clients that send no Origin (the CLI) are not affected."
+        ),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Log:
+    level: str = dataclasses.field(
+        default="info",
+        metadata=_key("Least severe level logged.", choices=("debug", "info", "warning", "error")),
+    )
+    format: str = dataclasses.field(
+        default="text",
+        metadata=_key(
+            "`text` for people, `json` for one JSON object per line.", choices=("text", "json")
+        ),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    max_frame_bytes: int = dataclasses.field(
+        default=65536,
+        metadata=_key(
+            "Largest WebSocket frame the node reads; larger ones get a `too_large` error "
+            "(and frames over four times this size close the connection with 1009).",
+            low=1024,
+            high=16 * 1024 * 1024,
+        ),
+    )
+    max_text_chars: int = dataclasses.field(
+        default=4000,
+        metadata=_key(
+            "Longest message text, in characters (a key-protected room's ciphertext may be as "
+            "long as the same text sealed).",
+            low=1,
+            high=1_000_000,
+        ),
+    )
+    send_queue: int = dataclasses.field(
+        default=512,
+        metadata=_key(
+            "Frames waiting for one client before it is dropped as too slow (close 4009).",
+            low=8,
+            high=1_000_000,
+        ),
+    )
+    rate: float = dataclasses.field(
+        default=20.0,
+        metadata=_key(
+            "Frames per second one connection may send, on average.", low=0.1, high=1_000_000
+        ),
+    )
+    burst: int = dataclasses.field(
+        default=60,
+        metadata=_key(
+            "Frames one connection may send at once above the rate.", low=1, high=1_000_000
+        ),
+    )
+    flood_strikes: int = dataclasses.field(
+        default=50,
+        metadata=_key(
+            "Frames refused for rate within ten seconds before the connection is closed (4008).",
+            low=1,
+            high=1_000_000,
+        ),
+    )
+    history_page: int = dataclasses.field(
+        default=50, metadata=_key("Messages sent on joining a room.", low=0, high=200)
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Auth:
+    session_hours: float = dataclasses.field(
+        default=720.0, metadata=_key("How long a session token lasts.", low=0.001, high=24 * 3650)
+    )
+    pbkdf2_iterations: int = dataclasses.field(
+        default=600_000,
+        metadata=_key(
+            "PBKDF2-SHA256 iterations clients use on new accounts to derive the login secret.",
+            low=1000,
+            high=10_000_000,
+        ),
+    )
+    argon2: str = dataclasses.field(
+        default="interactive",
+        metadata=_key(
+            "argon2id cost for hashing login secrets (`min` is for tests only).",
+            choices=("min", "interactive", "moderate", "sensitive"),
+        ),
+    )
+    hash_workers: int = dataclasses.field(
+        default=2,
+        metadata=_key(
+            "Hashes computed at once; each takes the argon2 memory cost.", low=1, high=64
+        ),
+    )
+    user_attempts: int = dataclasses.field(
+        default=5,
+        metadata=_key(
+            "Failed logins allowed per username in `attempt_window` seconds.", low=1, high=10_000
+        ),
+    )
+    node_attempts: int = dataclasses.field(
+        default=120,
+        metadata=_key(
+            "Login attempts allowed for the whole node in `attempt_window` seconds.",
+            low=1,
+            high=1_000_000,
+        ),
+    )
+    attempt_window: float = dataclasses.field(
+        default=300.0, metadata=_key("Window of the login limits, in seconds.", low=1, high=86_400)
+    )
+    auth_timeout: float = dataclasses.field(
+        default=10.0,
+        metadata=_key("Seconds a new WebSocket has to authenticate.", low=0.1, high=600),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    server: Server = Server()
+    log: Log = Log()
+    limits: Limits = Limits()
+    auth: Auth = Auth()
+
+
+SECTIONS: dict[str, type[Any]] = {"server": Server, "log": Log, "limits": Limits, "auth": Auth}
+
+
+def env_name(section: str, key: str) -> str:
+    return f"ONIONCHAT_{section}_{key}".upper()
+
+
+def _convert(raw: Any, kind: Any, where: str, meta: Mapping[str, Any]) -> Any:
+    from_text = isinstance(raw, str)
+    try:
+        if kind in (int, "int"):
+            if isinstance(raw, bool) or not (isinstance(raw, int) or from_text):
+                raise ValueError
+            value: Any = int(raw)
+        elif kind in (float, "float"):
+            if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+                raise ValueError
+            value = float(raw)
+        elif kind in (Path, "Path"):
+            if not from_text:
+                raise ValueError
+            value = Path(raw).expanduser()
+        else:
+            if not from_text:
+                raise ValueError
+            value = raw
+    except ValueError:
+        name = getattr(kind, "__name__", kind)
+        raise ConfigError(f"{where}: expected {_article(name)}, got {raw!r}") from None
+    if meta["choices"] and value not in meta["choices"]:
+        raise ConfigError(f"{where}: must be one of {', '.join(meta['choices'])}, got {raw!r}")
+    if meta["low"] is not None and value < meta["low"]:
+        raise ConfigError(f"{where}: must be at least {meta['low']}, got {raw!r}")
+    if meta["high"] is not None and value > meta["high"]:
+        raise ConfigError(f"{where}: must be at most {meta['high']}, got {raw!r}")
+    return value
+
+
+def _article(name: str) -> str:
+    return {"int": "an integer", "float": "a number", "Path": "a path", "str": "a string"}.get(
+        name, name
+    )
+
+
+def load(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Layer the sources; `overrides` maps `section.key` to values from flags."""
+    env = os.environ if env is None else env
+    table: dict[str, Any] = {}
+    if path is not None:
+        try:
+            table = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for section in table:
+        if section not in SECTIONS:
+            raise ConfigError(f"{path}: unknown section [{section}]")
+        if not isinstance(table[section], dict):
+            raise ConfigError(f"{path}: {section} must be a table ([{section}])")
+    known = {env_name(s, f.name) for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+    for name in env:
+        if name.startswith("ONIONCHAT_") and name not in known:
+            raise ConfigError(f"{name}: unknown setting (see docs/config.md)")
+    for dotted in overrides or {}:
+        if dotted.partition(".")[0] not in SECTIONS:
+            raise ConfigError(f"{dotted}: unknown setting")
+    sections = {}
+    for section, cls in SECTIONS.items():
+        given = dict(table.get(section, {}))
+        values = {}
+        for field in dataclasses.fields(cls):
+            meta = field.metadata
+            dotted = f"{section}.{field.name}"
+            if overrides and overrides.get(dotted) is not None:
+                values[field.name] = _convert(
+                    overrides[dotted], field.type, f"--{field.name.replace('_', '-')}", meta
+                )
+            elif env_name(section, field.name) in env:
+                name = env_name(section, field.name)
+                values[field.name] = _convert(env[name], field.type, name, meta)
+            elif field.name in given:
+                values[field.name] = _convert(given[field.name], field.type, dotted, meta)
+            given.pop(field.name, None)
+        if given:
+            raise ConfigError(f"{path}: unknown key {section}.{sorted(given)[0]}")
+        sections[section] = cls(**values)
+    return Settings(**sections)
+
+
+def documented_keys() -> list[tuple[str, str, Any, str]]:
+    """(section.key, environment variable, default, doc) for every setting."""
+    return [
+        (f"{s}.{f.name}", env_name(s, f.name), f.default, f.metadata["doc"])
+        for s, cls in SECTIONS.items()
+        for f in dataclasses.fields(cls)
+    ]

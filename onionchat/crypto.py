@@ -1,0 +1,70 @@
+"""Client-side cryptography, byte-compatible with the browser client (WebCrypto + tweetnacl).
+
+- Login secret and wrapping key: PBKDF2-SHA256 over the password, with the account's salt
+  prefixed by a purpose label, 32 bytes each. Two labels make two unrelated keys: the node
+  sees the login secret, never the wrapping key.
+- Room messages: NaCl secretbox (XSalsa20-Poly1305) with the 32-byte room key; the box on
+  the wire is standard base64 of nonce (24 bytes) followed by the ciphertext.
+- Room keys travel as unpadded base64url (43 characters), e.g. in a URL fragment.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+
+import nacl.exceptions
+import nacl.secret
+import nacl.utils
+
+KEY_BYTES = nacl.secret.SecretBox.KEY_SIZE
+LOGIN_LABEL = b"onionchat login\0"
+WRAP_LABEL = b"onionchat wrap\0"
+
+
+class CryptoError(Exception):
+    """A key or a box that cannot be used."""
+
+
+def _derive(password: str, salt: bytes, iterations: int, label: bytes) -> bytes:
+    return hashlib.pbkdf2_hmac("sha256", password.encode(), label + salt, iterations, 32)
+
+
+def login_secret(password: str, salt: bytes, iterations: int) -> bytes:
+    return _derive(password, salt, iterations, LOGIN_LABEL)
+
+
+def wrapping_key(password: str, salt: bytes, iterations: int) -> bytes:
+    return _derive(password, salt, iterations, WRAP_LABEL)
+
+
+def new_room_key() -> bytes:
+    return nacl.utils.random(KEY_BYTES)
+
+
+def encode_key(key: bytes) -> str:
+    return base64.urlsafe_b64encode(key).rstrip(b"=").decode()
+
+
+def decode_key(text: str) -> bytes:
+    try:
+        key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise CryptoError("the room key is not base64url") from None
+    if len(key) != KEY_BYTES:
+        raise CryptoError(f"the room key must be {KEY_BYTES} bytes, got {len(key)}")
+    return key
+
+
+def seal(key: bytes, text: str) -> str:
+    box = nacl.secret.SecretBox(key).encrypt(text.encode())
+    return base64.b64encode(bytes(box)).decode()
+
+
+def open_box(key: bytes, box: str) -> str:
+    try:
+        raw = base64.b64decode(box, validate=True)
+        return nacl.secret.SecretBox(key).decrypt(raw).decode()
+    except (binascii.Error, ValueError, nacl.exceptions.CryptoError):
+        raise CryptoError("cannot decrypt: wrong room key or damaged message") from None

@@ -1,0 +1,156 @@
+"""Live connections: who is connected, who is in which room, and fan-out to them.
+
+Every connection has its own bounded queue of encoded frames. Fan-out only appends the same
+string to each member's queue, so a room never waits on any one client: one that stops
+reading fills its queue and is closed as too slow (4009) while the others go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Iterable
+
+from onionchat import names
+from onionchat.auth import Session
+from onionchat.protocol import Close
+
+
+class Connection:
+    """One authenticated client connection, seen from the core (no transport in here)."""
+
+    __slots__ = (
+        "_frames",
+        "_limit",
+        "_ready",
+        "close_code",
+        "close_reason",
+        "closed",
+        "rooms",
+        "session",
+        "user",
+        "user_key",
+    )
+
+    def __init__(self, session: Session, limit: int) -> None:
+        self.session = session
+        self.user = session.user.name
+        self.user_key = names.key(session.user.name)
+        self.rooms: set[str] = set()
+        self._frames: collections.deque[str] = collections.deque()
+        self._limit = limit
+        self._ready = asyncio.Event()
+        self.closed = asyncio.Event()
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    def send(self, frame: str) -> None:
+        """Queue a frame; never blocks. A full queue closes the connection as too slow."""
+        if self.close_code is not None:
+            return
+        if len(self._frames) >= self._limit:
+            self.close(
+                Close.TOO_SLOW,
+                f"too slow: {self._limit} frames were waiting for this client",
+            )
+            return
+        self._frames.append(frame)
+        self._ready.set()
+
+    async def drain(self) -> list[str]:
+        """Wait for frames, then take every frame waiting."""
+        await self._ready.wait()
+        self._ready.clear()
+        frames = list(self._frames)
+        self._frames.clear()
+        return frames
+
+    def close(self, code: int, reason: str) -> None:
+        if self.close_code is None:
+            self.close_code = code
+            self.close_reason = reason
+            self._frames.clear()
+            self.closed.set()
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._rooms: dict[str, set[Connection]] = {}
+        self._present: dict[str, collections.Counter[str]] = {}
+        self._names: dict[str, str] = {}
+        self._users: dict[str, set[Connection]] = {}
+
+    @property
+    def connections(self) -> int:
+        return sum(len(conns) for conns in self._users.values())
+
+    def attach(self, conn: Connection) -> None:
+        self._users.setdefault(conn.user_key, set()).add(conn)
+        self._names[conn.user_key] = conn.user
+
+    def detach(self, conn: Connection) -> list[str]:
+        """Forget a connection; returns the rooms its user is no longer present in."""
+        gone = [room for room in sorted(conn.rooms) if self.leave(conn, room)]
+        conns = self._users.get(conn.user_key)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self._users[conn.user_key]
+        return gone
+
+    def join(self, conn: Connection, room: str) -> bool:
+        """Add a connection to a room; True when its user was not present there before."""
+        if room in conn.rooms:
+            return False
+        conn.rooms.add(room)
+        self._rooms.setdefault(room, set()).add(conn)
+        present = self._present.setdefault(room, collections.Counter())
+        present[conn.user_key] += 1
+        return present[conn.user_key] == 1
+
+    def leave(self, conn: Connection, room: str) -> bool:
+        """Remove a connection from a room; True when its user is no longer present there."""
+        if room not in conn.rooms:
+            return False
+        conn.rooms.discard(room)
+        members = self._rooms[room]
+        members.discard(conn)
+        present = self._present[room]
+        present[conn.user_key] -= 1
+        last = present[conn.user_key] == 0
+        if last:
+            del present[conn.user_key]
+        if not members:
+            del self._rooms[room]
+            del self._present[room]
+        return last
+
+    def members(self, room: str) -> list[str]:
+        """Names of the users present in a room."""
+        return sorted((self._names[k] for k in self._present.get(room, ())), key=names.key)
+
+    def online(self, room: str) -> int:
+        return len(self._present.get(room, ()))
+
+    def user_connections(self, user_key: str) -> Iterable[Connection]:
+        return tuple(self._users.get(user_key, ()))
+
+    def is_online(self, user_key: str) -> bool:
+        return user_key in self._users
+
+    def broadcast(self, room: str, frame: str, skip: Connection | None = None) -> None:
+        for conn in tuple(self._rooms.get(room, ())):
+            if conn is not skip:
+                conn.send(frame)
+
+    def to_user(self, user_key: str, frame: str) -> None:
+        for conn in tuple(self._users.get(user_key, ())):
+            conn.send(frame)
+
+    def session_connections(self, token_hash: bytes) -> list[Connection]:
+        return [
+            conn
+            for conns in self._users.values()
+            for conn in conns
+            if conn.session.token_hash == token_hash
+        ]

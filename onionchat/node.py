@@ -1,0 +1,408 @@
+"""What each frame does: the chat node's core, free of any transport.
+
+A message is checked here (sender, room, size, body), given its identity, stored, acknowledged
+and fanned out. Transports (the WebSocket endpoint now; federation and bots later) call into
+`Node`; nothing in here knows of HTTP, MQTT or Tor.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+import time
+
+from onionchat import __version__, commands, names
+from onionchat.auth import Accounts, Session
+from onionchat.config import Settings
+from onionchat.hub import Connection, Hub
+from onionchat.ids import IdGenerator, is_valid
+from onionchat.protocol import (
+    Ack,
+    AnyClientFrame,
+    Close,
+    Code,
+    Command,
+    HistoryPage,
+    Join,
+    Joined,
+    Leave,
+    Left,
+    Mention,
+    Message,
+    Notice,
+    Ping,
+    Pong,
+    Presence,
+    ProtocolError,
+    Ready,
+    RoomInfo,
+    RoomList,
+    Rooms,
+    Send,
+    Topic,
+    TopicChanged,
+    Who,
+    WhoList,
+    encode,
+    message_frame,
+)
+from onionchat.protocol import History as HistoryRequest
+from onionchat.store import Conflict, Room, Store
+
+log = logging.getLogger("onionchat.node")
+
+NONCE_BYTES = 24
+MAC_BYTES = 16
+MAX_TOPIC_CHARS = 300
+_MENTION = re.compile(r"(?<![\w@])@([\w.-]+)")
+
+
+class Node:
+    def __init__(self, settings: Settings, store: Store, accounts: Accounts) -> None:
+        self.settings = settings
+        self.store = store
+        self.accounts = accounts
+        self.hub = Hub()
+        self.started = time.monotonic()
+        self._ids = IdGenerator()
+        self._rooms: dict[str, Room] = {}
+        limits = settings.limits
+        self._max_box = _b64_length(NONCE_BYTES + MAC_BYTES + 4 * limits.max_text_chars)
+
+    # -- connections ----------------------------------------------------------------------
+
+    async def connect(self, session: Session) -> Connection:
+        conn = Connection(session, self.settings.limits.send_queue)
+        self.hub.attach(conn)
+        rooms = await self.store.rooms_of(session.user.id)
+        limits = self.settings.limits
+        conn.send(
+            encode(
+                Ready(
+                    user=conn.user,
+                    version=__version__,
+                    rooms=[r for r in rooms if not r.startswith("@")],
+                    limits={
+                        "max_frame_bytes": limits.max_frame_bytes,
+                        "max_text_chars": limits.max_text_chars,
+                        "history_page": limits.history_page,
+                    },
+                )
+            )
+        )
+        log.info("connected", extra={"event": "connect", "user": conn.user})
+        return conn
+
+    def disconnect(self, conn: Connection) -> None:
+        for room in self.hub.detach(conn):
+            self.hub.broadcast(room, encode(Presence(room=room, user=conn.user, state="leave")))
+        log.info(
+            "disconnected",
+            extra={"event": "disconnect", "user": conn.user, "code": conn.close_code},
+        )
+
+    def revoke(self, session: Session) -> None:
+        """Close every connection of a session that was logged out."""
+        for conn in self.hub.session_connections(session.token_hash):
+            conn.close(Close.SESSION_EXPIRED, "logged out")
+
+    # -- frames ---------------------------------------------------------------------------
+
+    async def handle(self, conn: Connection, frame: AnyClientFrame) -> None:
+        """Carry out one frame; a ProtocolError becomes an error frame for the sender."""
+        match frame:
+            case Send():
+                await self.send(conn, frame)
+            case Join():
+                await self.join(
+                    conn, frame.room, create=frame.create, protected=frame.protected, ref=frame.ref
+                )
+            case Leave():
+                await self.leave(conn, frame.room, ref=frame.ref)
+            case HistoryRequest():
+                await self.history(conn, frame)
+            case Topic():
+                await self.set_topic(conn, frame.room, frame.text, frame.box, ref=frame.ref)
+            case Who():
+                self.who(conn, frame.room, ref=frame.ref)
+            case Rooms():
+                await self.list_rooms(conn, ref=frame.ref)
+            case Command():
+                await commands.run(self, conn, frame.line, frame.room, frame.ref)
+            case Ping():
+                conn.send(encode(Pong(ref=frame.ref)))
+            case _:
+                raise ProtocolError(Code.BAD_FRAME, f"{type(frame).__name__} is only valid first")
+
+    async def room(self, raw: str) -> Room:
+        name = names.room(raw)
+        room = self._rooms.get(name)
+        if room is None:
+            room = await self.store.room(name)
+            if room is None:
+                raise ProtocolError(Code.UNKNOWN_ROOM, f"there is no room #{name}")
+            self._rooms[name] = room
+        return room
+
+    def _joined(self, conn: Connection, room: Room) -> None:
+        if room.name not in conn.rooms:
+            raise ProtocolError(Code.NOT_JOINED, f"join #{room.name} first")
+
+    async def join(
+        self,
+        conn: Connection,
+        raw: str,
+        *,
+        create: bool = False,
+        protected: bool = False,
+        ref: str | None = None,
+    ) -> None:
+        name = names.room(raw)
+        try:
+            room = await self.room(name)
+        except ProtocolError:
+            if not create:
+                raise
+            try:
+                room = await self.store.create_room(name, protected)
+            except Conflict:
+                room = await self.room(name)
+            else:
+                self._rooms[name] = room
+                log.info("room created", extra={"event": "room_created", "room": name})
+        if create and room.protected != protected:
+            kind = "key-protected" if room.protected else "open"
+            raise ProtocolError(Code.ROOM_MODE, f"#{name} already exists and is {kind}")
+        first = self.hub.join(conn, name)
+        await self.store.set_member(conn.session.user.id, room.id, True)
+        messages, more = await self.store.history(room, None, self.settings.limits.history_page)
+        conn.send(
+            encode(
+                Joined(
+                    ref=ref,
+                    room=self._info(room),
+                    members=self.hub.members(name),
+                    history=[message_frame(m) for m in messages],
+                    more=more,
+                )
+            )
+        )
+        if first:
+            self.hub.broadcast(
+                name, encode(Presence(room=name, user=conn.user, state="join")), skip=conn
+            )
+        log.info("joined", extra={"event": "join", "user": conn.user, "room": name})
+
+    async def leave(self, conn: Connection, raw: str, ref: str | None = None) -> None:
+        room = await self.room(raw)
+        self._joined(conn, room)
+        if self.hub.leave(conn, room.name):
+            self.hub.broadcast(
+                room.name, encode(Presence(room=room.name, user=conn.user, state="leave"))
+            )
+        await self.store.set_member(conn.session.user.id, room.id, False)
+        conn.send(encode(Left(room=room.name, ref=ref)))
+        log.info("left", extra={"event": "leave", "user": conn.user, "room": room.name})
+
+    def _info(self, room: Room) -> RoomInfo:
+        return RoomInfo(
+            name=room.name,
+            protected=room.protected,
+            topic=room.topic,
+            topic_box=room.topic_box,
+            online=self.hub.online(room.name),
+        )
+
+    async def list_rooms(self, conn: Connection, ref: str | None = None) -> None:
+        rooms = await self.store.rooms()
+        conn.send(encode(RoomList(rooms=[self._info(r) for r in rooms], ref=ref)))
+
+    def who(self, conn: Connection, raw: str, ref: str | None = None) -> None:
+        name = names.room(raw)
+        if name not in conn.rooms:
+            raise ProtocolError(Code.NOT_JOINED, f"join #{name} first")
+        conn.send(encode(WhoList(room=name, members=self.hub.members(name), ref=ref)))
+
+    # -- messages -------------------------------------------------------------------------
+
+    def _body(
+        self, room: Room | None, text: str | None, box: str | None, limit: int
+    ) -> tuple[str | None, str | None]:
+        """Check a body against the room's mode: text in open rooms, box in protected ones."""
+        if (text is None) == (box is None):
+            raise ProtocolError(Code.BAD_BODY, "give exactly one of text or box")
+        if room is not None and room.protected and text is not None:
+            raise ProtocolError(
+                Code.BAD_BODY,
+                f"#{room.name} is key-protected: send a box sealed with the room key, not text",
+            )
+        if room is not None and not room.protected and box is not None:
+            raise ProtocolError(Code.BAD_BODY, f"#{room.name} is open: send text, not a box")
+        if text is not None:
+            if not text.strip():
+                raise ProtocolError(Code.BAD_BODY, "the message is empty")
+            if len(text) > limit:
+                raise ProtocolError(
+                    Code.BAD_BODY,
+                    f"the message is too long ({len(text)} characters, at most {limit})",
+                )
+            return text, None
+        assert box is not None
+        _check_box(box, self._max_box)
+        return None, box
+
+    async def send(self, conn: Connection, frame: Send) -> None:
+        if (frame.room is None) == (frame.to is None):
+            raise ProtocolError(Code.BAD_FRAME, "give exactly one of room or to")
+        if frame.to is not None:
+            await self.direct(conn, frame.to, frame.text, frame.box, frame.me, frame.ref)
+            return
+        assert frame.room is not None
+        room = await self.room(frame.room)
+        self._joined(conn, room)
+        text, box = self._body(room, frame.text, frame.box, self.settings.limits.max_text_chars)
+        message = await self._publish(conn, room, text, box, frame.me, None, frame.ref)
+        self.hub.broadcast(room.name, encode(message_frame(message)))
+        if text is not None:
+            self._mention(room.name, message)
+
+    async def direct(
+        self,
+        conn: Connection,
+        to: str,
+        text: str | None,
+        box: str | None,
+        me: bool,
+        ref: str | None,
+    ) -> None:
+        target = await self.store.user_by_key(names.key(to))
+        if target is None:
+            raise ProtocolError(Code.UNKNOWN_USER, f"there is no user {to!r}")
+        text, box = self._body(None, text, box, self.settings.limits.max_text_chars)
+        name = names.direct_room(conn.user, target.name)
+        room = self._rooms.get(name) or await self.store.room(name)
+        if room is None:
+            try:
+                room = await self.store.create_room(name, False)
+            except Conflict:
+                room = await self.store.room(name)
+                assert room is not None
+        self._rooms[name] = room
+        message = await self._publish(conn, room, text, box, me, target.name, ref)
+        frame = encode(message_frame(message))
+        self.hub.to_user(conn.user_key, frame)
+        if names.key(target.name) != conn.user_key:
+            self.hub.to_user(names.key(target.name), frame)
+
+    async def _publish(
+        self,
+        conn: Connection,
+        room: Room,
+        text: str | None,
+        box: str | None,
+        me: bool,
+        to: str | None,
+        ref: str | None,
+    ) -> Message:
+        """Give a message its identity, store it, and acknowledge it once it is committed."""
+        id_, ts = self._ids.next()
+        message = Message(
+            id=id_, room=room.name, ts=ts, sender=conn.user, text=text, box=box, me=me, to=to
+        )
+        await self.store.add_message(room.id, message)
+        conn.send(encode(Ack(ref=ref, room=room.name, id=id_, ts=ts)))
+        size = len(text) if text is not None else len(box or "")
+        log.info(
+            "message accepted",
+            extra={"event": "message", "id": id_, "room": room.name, "size": size},
+        )
+        return message
+
+    def _mention(self, room: str, message: Message) -> None:
+        assert message.text is not None
+        seen: set[str] = set()
+        for match in _MENTION.finditer(message.text):
+            key = names.key(match.group(1).rstrip(".-"))
+            if key in seen or key == names.key(message.sender):
+                continue
+            seen.add(key)
+            frame: str | None = None
+            for conn in self.hub.user_connections(key):
+                if room not in conn.rooms:
+                    frame = frame or encode(
+                        Mention(room=room, id=message.id, sender=message.sender, text=message.text)
+                    )
+                    conn.send(frame)
+
+    async def history(self, conn: Connection, frame: HistoryRequest) -> None:
+        if frame.before is not None and not is_valid(frame.before):
+            raise ProtocolError(Code.BAD_FRAME, "before must be a message id")
+        if frame.room.startswith("@"):
+            room = await self._direct_room(conn, frame.room)
+        else:
+            room = await self.room(frame.room)
+            self._joined(conn, room)
+        messages, more = await self.store.history(room, frame.before, frame.limit)
+        conn.send(
+            encode(
+                HistoryPage(
+                    room=room.name,
+                    messages=[message_frame(m) for m in messages],
+                    more=more,
+                    ref=frame.ref,
+                )
+            )
+        )
+
+    async def _direct_room(self, conn: Connection, name: str) -> Room:
+        parts = name[1:].split("+")
+        if len(parts) != 2 or conn.user_key not in parts:
+            raise ProtocolError(Code.FORBIDDEN, "that conversation is not yours")
+        room = await self.store.room(name)
+        if room is None:
+            raise ProtocolError(Code.UNKNOWN_ROOM, "there are no messages with that user yet")
+        return room
+
+    async def set_topic(
+        self, conn: Connection, raw: str, text: str | None, box: str | None, ref: str | None = None
+    ) -> None:
+        room = await self.room(raw)
+        self._joined(conn, room)
+        if text is not None and not text.strip():
+            raise ProtocolError(Code.BAD_BODY, "the topic is empty")
+        text, box = self._body(room, text, box, MAX_TOPIC_CHARS)
+        await self.store.set_topic(room.id, text, box)
+        updated = Room(room.id, room.name, room.protected, text, box)
+        self._rooms[room.name] = updated
+        self.hub.broadcast(
+            room.name, encode(TopicChanged(room=room.name, by=conn.user, text=text, box=box))
+        )
+
+    def notice(
+        self, conn: Connection, text: str, room: str | None = None, ref: str | None = None
+    ) -> None:
+        conn.send(encode(Notice(text=text, room=room, ref=ref)))
+
+
+def _b64_length(raw: int) -> int:
+    return 4 * ((raw + 2) // 3)
+
+
+def _check_box(box: str, max_length: int) -> None:
+    if len(box) > max_length:
+        raise ProtocolError(
+            Code.BAD_CIPHERTEXT,
+            f"the box is too long ({len(box)} base64 characters, at most {max_length})",
+        )
+    try:
+        raw = base64.b64decode(box, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError(Code.BAD_CIPHERTEXT, "the box is not valid base64") from None
+    if len(raw) < NONCE_BYTES + MAC_BYTES + 1:
+        raise ProtocolError(
+            Code.BAD_CIPHERTEXT,
+            f"the box is too short to be a secretbox ({len(raw)} bytes: a 24-byte nonce, "
+            "a 16-byte tag and at least one byte of message)",
+        )

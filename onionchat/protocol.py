@@ -1,0 +1,314 @@
+"""The wire: frames in both directions, the stored message envelope, and error codes.
+
+Every frame is one JSON object in one WebSocket text frame, with a `type` and the protocol
+version `v`. Decoding checks the shape (types, required fields, hard length caps); the node
+checks what depends on configuration or state (size limits, rooms, rate). `docs/protocol.md`
+is the reference for everything here.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated
+
+import msgspec
+
+from onionchat import PROTOCOL_VERSION
+
+Ref = Annotated[str, msgspec.Meta(max_length=64)]
+NameField = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Line = Annotated[str, msgspec.Meta(max_length=65536)]
+Limit = Annotated[int, msgspec.Meta(ge=1, le=200)]
+
+
+class Code(enum.StrEnum):
+    """Error codes carried by `error` frames and HTTP error bodies."""
+
+    BAD_JSON = "bad_json"
+    BAD_FRAME = "bad_frame"
+    BINARY_FRAME = "binary_frame"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    TOO_LARGE = "too_large"
+    NOT_AUTHENTICATED = "not_authenticated"
+    AUTH_FAILED = "auth_failed"
+    SESSION_EXPIRED = "session_expired"
+    BAD_NAME = "bad_name"
+    NAME_TAKEN = "name_taken"
+    UNKNOWN_ROOM = "unknown_room"
+    UNKNOWN_USER = "unknown_user"
+    NOT_JOINED = "not_joined"
+    ROOM_MODE = "room_mode"
+    BAD_BODY = "bad_body"
+    BAD_CIPHERTEXT = "bad_ciphertext"
+    RATE_LIMITED = "rate_limited"
+    UNKNOWN_COMMAND = "unknown_command"
+    BAD_COMMAND = "bad_command"
+    FORBIDDEN = "forbidden"
+    INTERNAL = "internal"
+
+
+class Close(enum.IntEnum):
+    """WebSocket close codes the node uses (1xxx are RFC 6455, 4xxx are OnionChat's)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    INVALID_UTF8 = 1007
+    TOO_BIG = 1009
+    INTERNAL = 1011
+    AUTH_FAILED = 4001
+    SESSION_EXPIRED = 4002
+    FORBIDDEN_ORIGIN = 4003
+    FLOODING = 4008
+    TOO_SLOW = 4009
+
+
+class ProtocolError(Exception):
+    """A client did something wrong; becomes an `error` frame, the connection lives on."""
+
+    def __init__(self, code: Code, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# ---------------------------------------------------------------------------------------------
+# Client → node
+
+
+class ClientFrame(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True):
+    v: int
+    ref: Ref | None = None
+
+
+class Auth(ClientFrame, tag="auth"):
+    token: Annotated[str, msgspec.Meta(max_length=256)]
+
+
+class Join(ClientFrame, tag="join"):
+    room: NameField
+    create: bool = False
+    protected: bool = False
+
+
+class Leave(ClientFrame, tag="leave"):
+    room: NameField
+
+
+class Rooms(ClientFrame, tag="rooms"):
+    pass
+
+
+class Send(ClientFrame, tag="send"):
+    """A message to a room (`room`) or a direct message to a user (`to`)."""
+
+    room: NameField | None = None
+    to: NameField | None = None
+    text: Line | None = None
+    box: Line | None = None
+    me: bool = False
+
+
+class History(ClientFrame, tag="history"):
+    room: NameField
+    before: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+    limit: Limit = 50
+
+
+class Topic(ClientFrame, tag="topic"):
+    room: NameField
+    text: Line | None = None
+    box: Line | None = None
+
+
+class Who(ClientFrame, tag="who"):
+    room: NameField
+
+
+class Command(ClientFrame, tag="command"):
+    line: Line
+    room: NameField | None = None
+
+
+class Ping(ClientFrame, tag="ping"):
+    pass
+
+
+AnyClientFrame = Auth | Join | Leave | Rooms | Send | History | Topic | Who | Command | Ping
+
+_decoder = msgspec.json.Decoder(AnyClientFrame)
+
+
+def decode(data: str | bytes) -> AnyClientFrame:
+    """Parse one client frame, or raise ProtocolError saying exactly what is wrong."""
+    try:
+        frame: AnyClientFrame = _decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError(Code.BAD_FRAME, f"invalid frame: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(Code.BAD_JSON, f"malformed JSON: {exc}") from None
+    if frame.v != PROTOCOL_VERSION:
+        raise ProtocolError(
+            Code.UNSUPPORTED_VERSION,
+            f"protocol version {frame.v} is not supported; this node speaks {PROTOCOL_VERSION}",
+        )
+    return frame
+
+
+# ---------------------------------------------------------------------------------------------
+# The stored envelope: one message as the store keeps it and every transport carries it
+
+
+class Message(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """A message with its identity. Exactly one of `text` (open room) or `box` (key-protected:
+    base64 of a NaCl secretbox, nonce first) is set. `to` is set on direct messages."""
+
+    id: str
+    room: str
+    ts: int
+    sender: str
+    text: str | None = None
+    box: str | None = None
+    me: bool = False
+    to: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Node → client
+
+
+def _version() -> int:
+    return PROTOCOL_VERSION
+
+
+class ServerFrame(msgspec.Struct, tag_field="type", omit_defaults=True, kw_only=True):
+    v: int = msgspec.field(default_factory=_version)  # a factory, so it is never omitted
+
+
+class Ready(ServerFrame, tag="ready"):
+    user: str
+    version: str
+    rooms: list[str]
+    limits: dict[str, int]
+
+
+class Ack(ServerFrame, tag="ack"):
+    room: str
+    id: str
+    ts: int
+    ref: str | None = None
+
+
+class MessageFrame(ServerFrame, tag="message"):
+    id: str
+    room: str
+    ts: int
+    sender: str
+    text: str | None = None
+    box: str | None = None
+    me: bool = False
+    to: str | None = None
+
+
+class RoomInfo(msgspec.Struct, omit_defaults=True, kw_only=True):
+    name: str
+    protected: bool = False
+    topic: str | None = None
+    topic_box: str | None = None
+    online: int = 0
+
+
+class Joined(ServerFrame, tag="joined"):
+    room: RoomInfo
+    members: list[str]
+    history: list[MessageFrame]
+    more: bool
+    ref: str | None = None
+
+
+class Left(ServerFrame, tag="left"):
+    room: str
+    ref: str | None = None
+
+
+class Presence(ServerFrame, tag="presence"):
+    room: str
+    user: str
+    state: str
+
+
+class HistoryPage(ServerFrame, tag="history"):
+    room: str
+    messages: list[MessageFrame]
+    more: bool
+    ref: str | None = None
+
+
+class TopicChanged(ServerFrame, tag="topic"):
+    room: str
+    by: str
+    text: str | None = None
+    box: str | None = None
+
+
+class RoomList(ServerFrame, tag="rooms"):
+    rooms: list[RoomInfo]
+    ref: str | None = None
+
+
+class WhoList(ServerFrame, tag="who"):
+    room: str
+    members: list[str]
+    ref: str | None = None
+
+
+class Notice(ServerFrame, tag="notice"):
+    text: str
+    room: str | None = None
+    ref: str | None = None
+
+
+class Mention(ServerFrame, tag="mention"):
+    room: str
+    id: str
+    sender: str
+    text: str
+
+
+class Clear(ServerFrame, tag="clear"):
+    room: str | None = None
+    ref: str | None = None
+
+
+class Pong(ServerFrame, tag="pong"):
+    ref: str | None = None
+
+
+class Error(ServerFrame, tag="error"):
+    code: str
+    message: str
+    ref: str | None = None
+
+
+def message_frame(message: Message) -> MessageFrame:
+    return MessageFrame(
+        id=message.id,
+        room=message.room,
+        ts=message.ts,
+        sender=message.sender,
+        text=message.text,
+        box=message.box,
+        me=message.me,
+        to=message.to,
+    )
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(frame: ServerFrame | msgspec.Struct) -> str:
+    """Encode once; the same string goes to every recipient."""
+    return _encoder.encode(frame).decode()
+
+
+def error(code: Code, message: str, ref: str | None = None) -> str:
+    return encode(Error(code=code.value, message=message, ref=ref))

@@ -1,0 +1,61 @@
+"""Rate limits: a token bucket per connection, and sliding windows for login attempts."""
+
+from __future__ import annotations
+
+import collections
+import time
+
+
+class TokenBucket:
+    """Allows `rate` events a second on average and `burst` at once."""
+
+    __slots__ = ("_burst", "_last", "_rate", "_tokens")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._last = time.monotonic()
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+class Windows:
+    """At most `limit` events per key within `window` seconds; remembers at most `keys` keys."""
+
+    def __init__(self, limit: int, window: float, keys: int = 100_000) -> None:
+        self._limit = limit
+        self._window = window
+        self._keys = keys
+        self._events: collections.OrderedDict[str, collections.deque[float]] = (
+            collections.OrderedDict()
+        )
+
+    def retry_after(self, key: str) -> float:
+        """Seconds until `key` may act again (0 when it may act now)."""
+        events = self._events.get(key)
+        if not events:
+            return 0.0
+        now = time.monotonic()
+        while events and events[0] <= now - self._window:
+            events.popleft()
+        if len(events) < self._limit:
+            return 0.0
+        return events[0] + self._window - now
+
+    def hit(self, key: str) -> None:
+        events = self._events.pop(key, None) or collections.deque(maxlen=self._limit)
+        events.append(time.monotonic())
+        self._events[key] = events
+        while len(self._events) > self._keys:
+            self._events.popitem(last=False)
+
+    def clear(self, key: str) -> None:
+        self._events.pop(key, None)

@@ -1,0 +1,397 @@
+"""SQLite storage: users, sessions, rooms, members and messages.
+
+One writer connection (SQLite has one writer anyway) drains a queue of writes and commits
+them in groups: many messages per transaction, each acknowledged only after its commit. A
+second connection reads; WAL lets it read while the writer writes. With
+`synchronous=NORMAL` a commit is in the WAL before it is acknowledged, so killing the node
+loses nothing it acknowledged (a power cut may lose the last commits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from onionchat.protocol import Message
+
+T = TypeVar("T")
+
+MIGRATIONS = [
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        key TEXT NOT NULL UNIQUE,
+        salt BLOB NOT NULL,
+        iterations INTEGER NOT NULL,
+        hash TEXT NOT NULL,
+        created INTEGER NOT NULL
+    );
+    CREATE TABLE sessions (
+        hash BLOB PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        created INTEGER NOT NULL,
+        expires INTEGER NOT NULL
+    );
+    CREATE INDEX sessions_expires ON sessions(expires);
+    CREATE TABLE rooms (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        protected INTEGER NOT NULL,
+        topic TEXT,
+        topic_box TEXT,
+        created INTEGER NOT NULL
+    );
+    CREATE TABLE members (
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        room_id INTEGER NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+        joined INTEGER NOT NULL,
+        PRIMARY KEY (user_id, room_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE messages (
+        room_id INTEGER NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+        id TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        sender TEXT NOT NULL,
+        text TEXT,
+        box TEXT,
+        me INTEGER NOT NULL DEFAULT 0,
+        recipient TEXT,
+        PRIMARY KEY (room_id, id)
+    ) WITHOUT ROWID;
+    """,
+]
+
+
+class Conflict(Exception):
+    """A unique name is already taken."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    name: str
+    salt: bytes
+    iterations: int
+    hash: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Room:
+    id: int
+    name: str
+    protected: bool
+    topic: str | None = None
+    topic_box: str | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class _Write:
+    future: asyncio.Future[Any]
+    message: tuple[Any, ...] | None = None
+    op: Callable[[aiosqlite.Connection], Awaitable[Any]] | None = None
+
+
+_INSERT_MESSAGE = (
+    "INSERT OR IGNORE INTO messages (room_id, id, ts, sender, text, box, me, recipient) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+async def _connect(path: Path) -> aiosqlite.Connection:
+    db = await aiosqlite.connect(path, isolation_level=None)
+    await db.execute("PRAGMA journal_mode=WAL")
+    await db.execute("PRAGMA synchronous=NORMAL")
+    await db.execute("PRAGMA busy_timeout=5000")
+    await db.execute("PRAGMA foreign_keys=ON")
+    return db
+
+
+class Store:
+    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self._writer = writer
+        self._reader = reader
+        self._queue: asyncio.Queue[_Write] = asyncio.Queue()
+        self._task = asyncio.create_task(self._write_loop(), name="store-writer")
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        """Open (creating, migrating) the database; the files are readable by the owner only."""
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        old_umask = os.umask(0o077)
+        try:
+            writer = await _connect(path)
+            await _migrate(writer)
+            reader = await _connect(path)
+        finally:
+            os.umask(old_umask)
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(f"{path}{suffix}", 0o600)
+        return cls(writer, reader)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self._reader.close()
+        await self._writer.close()
+
+    # -- writes ---------------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._commit(batch)
+            except Exception as exc:  # the database itself failed: every caller hears of it
+                for write in batch:
+                    if not write.future.done():
+                        write.future.set_exception(exc)
+
+    async def _commit(self, batch: list[_Write]) -> None:
+        db = self._writer
+        results: list[tuple[_Write, Any, BaseException | None]] = []
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            messages = [w.message for w in batch if w.message is not None]
+            if messages:
+                await db.executemany(_INSERT_MESSAGE, messages)
+            for write in batch:
+                if write.op is None:
+                    results.append((write, None, None))
+                    continue
+                await db.execute("SAVEPOINT op")
+                try:
+                    value = await write.op(db)
+                except sqlite3.IntegrityError as exc:
+                    await db.execute("ROLLBACK TO op")
+                    results.append((write, None, Conflict(str(exc))))
+                except Exception as exc:
+                    await db.execute("ROLLBACK TO op")
+                    results.append((write, None, exc))
+                else:
+                    results.append((write, value, None))
+                await db.execute("RELEASE op")
+            await db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await db.execute("ROLLBACK")
+            raise
+        for write, value, failure in results:
+            if write.future.done():
+                continue
+            if failure is None:
+                write.future.set_result(value)
+            else:
+                write.future.set_exception(failure)
+
+    async def _write(self, op: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Write(future, op=op))
+        return await future
+
+    async def add_message(self, room_id: int, message: Message) -> None:
+        """Returns once the message is committed (a duplicate id is ignored)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        row = (
+            room_id,
+            message.id,
+            message.ts,
+            message.sender,
+            message.text,
+            message.box,
+            int(message.me),
+            message.to,
+        )
+        self._queue.put_nowait(_Write(future, message=row))
+        await future
+
+    async def create_user(
+        self, name: str, key: str, salt: bytes, iterations: int, hash: str
+    ) -> User:
+        async def op(db: aiosqlite.Connection) -> int:
+            cursor = await db.execute(
+                "INSERT INTO users (name, key, salt, iterations, hash, created) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (name, key, salt, iterations, hash, _now()),
+            )
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+        return User(await self._write(op), name, salt, iterations, hash)
+
+    async def create_session(self, token_hash: bytes, user_id: int, expires: int) -> None:
+        async def op(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "INSERT INTO sessions (hash, user_id, created, expires) VALUES (?, ?, ?, ?)",
+                (token_hash, user_id, _now(), expires),
+            )
+
+        await self._write(op)
+
+    async def delete_session(self, token_hash: bytes) -> None:
+        async def op(db: aiosqlite.Connection) -> None:
+            await db.execute("DELETE FROM sessions WHERE hash = ?", (token_hash,))
+
+        await self._write(op)
+
+    async def delete_expired_sessions(self) -> None:
+        async def op(db: aiosqlite.Connection) -> None:
+            await db.execute("DELETE FROM sessions WHERE expires <= ?", (_now(),))
+
+        await self._write(op)
+
+    async def create_room(self, name: str, protected: bool) -> Room:
+        async def op(db: aiosqlite.Connection) -> int:
+            cursor = await db.execute(
+                "INSERT INTO rooms (name, protected, created) VALUES (?, ?, ?)",
+                (name, int(protected), _now()),
+            )
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+        return Room(await self._write(op), name, protected)
+
+    async def set_topic(self, room_id: int, text: str | None, box: str | None) -> None:
+        async def op(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "UPDATE rooms SET topic = ?, topic_box = ? WHERE id = ?", (text, box, room_id)
+            )
+
+        await self._write(op)
+
+    async def set_member(self, user_id: int, room_id: int, member: bool) -> None:
+        async def op(db: aiosqlite.Connection) -> None:
+            if member:
+                await db.execute(
+                    "INSERT OR IGNORE INTO members (user_id, room_id, joined) VALUES (?, ?, ?)",
+                    (user_id, room_id, _now()),
+                )
+            else:
+                await db.execute(
+                    "DELETE FROM members WHERE user_id = ? AND room_id = ?", (user_id, room_id)
+                )
+
+        await self._write(op)
+
+    async def put_meta(self, key: str, value: bytes) -> None:
+        async def op(db: aiosqlite.Connection) -> None:
+            await db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+        await self._write(op)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def _one(self, sql: str, args: tuple[Any, ...]) -> Any:
+        async with self._reader.execute(sql, args) as cursor:
+            return await cursor.fetchone()
+
+    async def _all(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        async with self._reader.execute(sql, args) as cursor:
+            return list(await cursor.fetchall())
+
+    async def ping(self) -> bool:
+        return bool(await self._one("SELECT 1", ()))
+
+    async def get_meta(self, key: str) -> bytes | None:
+        row = await self._one("SELECT value FROM meta WHERE key = ?", (key,))
+        return None if row is None else bytes(row[0])
+
+    async def user_by_key(self, key: str) -> User | None:
+        row = await self._one(
+            "SELECT id, name, salt, iterations, hash FROM users WHERE key = ?", (key,)
+        )
+        return None if row is None else User(row[0], row[1], bytes(row[2]), row[3], row[4])
+
+    async def session(self, token_hash: bytes) -> tuple[User, int] | None:
+        """The session's user and expiry (epoch seconds), expired or not."""
+        row = await self._one(
+            "SELECT u.id, u.name, u.salt, u.iterations, u.hash, s.expires "
+            "FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.hash = ?",
+            (token_hash,),
+        )
+        if row is None:
+            return None
+        return User(row[0], row[1], bytes(row[2]), row[3], row[4]), row[5]
+
+    async def room(self, name: str) -> Room | None:
+        row = await self._one(
+            "SELECT id, name, protected, topic, topic_box FROM rooms WHERE name = ?", (name,)
+        )
+        return None if row is None else Room(row[0], row[1], bool(row[2]), row[3], row[4])
+
+    async def rooms(self) -> list[Room]:
+        rows = await self._all(
+            "SELECT id, name, protected, topic, topic_box FROM rooms "
+            "WHERE name NOT LIKE '@%' ORDER BY name"
+        )
+        return [Room(r[0], r[1], bool(r[2]), r[3], r[4]) for r in rows]
+
+    async def rooms_of(self, user_id: int) -> list[str]:
+        rows = await self._all(
+            "SELECT r.name FROM members m JOIN rooms r ON r.id = m.room_id "
+            "WHERE m.user_id = ? ORDER BY r.name",
+            (user_id,),
+        )
+        return [r[0] for r in rows]
+
+    async def history(
+        self, room: Room, before: str | None, limit: int
+    ) -> tuple[list[Message], bool]:
+        """Up to `limit` messages before `before` (or the newest), oldest first, and whether
+        older ones remain."""
+        if before is None:
+            sql = (
+                "SELECT id, ts, sender, text, box, me, recipient FROM messages "
+                "WHERE room_id = ? ORDER BY id DESC LIMIT ?"
+            )
+            args: tuple[Any, ...] = (room.id, limit + 1)
+        else:
+            sql = (
+                "SELECT id, ts, sender, text, box, me, recipient FROM messages "
+                "WHERE room_id = ? AND id < ? ORDER BY id DESC LIMIT ?"
+            )
+            args = (room.id, before, limit + 1)
+        rows = await self._all(sql, args)
+        more = len(rows) > limit
+        messages = [
+            Message(
+                id=r[0],
+                room=room.name,
+                ts=r[1],
+                sender=r[2],
+                text=r[3],
+                box=r[4],
+                me=bool(r[5]),
+                to=r[6],
+            )
+            for r in reversed(rows[:limit])
+        ]
+        return messages, more
+
+
+async def _migrate(db: aiosqlite.Connection) -> None:
+    async with db.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    version = row[0] if row else 0
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        await db.executescript(
+            f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
+        )
