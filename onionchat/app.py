@@ -53,7 +53,7 @@ SECURITY_HEADERS = [
     (b"cache-control", b"no-store"),
 ]
 
-Username = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Username = Annotated[str, msgspec.Meta(max_length=128)]
 B64 = Annotated[str, msgspec.Meta(max_length=128)]
 T = TypeVar("T")
 
@@ -313,7 +313,7 @@ async def _read(ws: WebSocket, node: Node, conn: Connection) -> None:
             ref = frame.ref
             await node.handle(conn, frame)
         except ProtocolError as exc:
-            conn.send(protocol.error(exc.code, exc.message, ref))
+            conn.send(protocol.error(exc.code, exc.message, exc.ref or ref))
         except Exception:
             log.exception("frame failed", extra={"event": "error", "user": conn.user})
             conn.send(protocol.error(Code.INTERNAL, "the node failed on this frame", ref))
@@ -362,7 +362,10 @@ async def chat(ws: WebSocket) -> None:
         node.disconnect(conn)
     if conn.close_code is not None and ws.application_state != WebSocketState.DISCONNECTED:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(ws.close(conn.close_code, conn.close_reason), CLOSE_TIMEOUT)
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                for frame in conn.take():
+                    await ws.send_text(frame)
+                await ws.close(conn.close_code, conn.close_reason)
 
 
 # -- the application ----------------------------------------------------------------------

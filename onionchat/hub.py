@@ -60,16 +60,21 @@ class Connection:
     async def drain(self) -> list[str]:
         """Wait for frames, then take every frame waiting."""
         await self._ready.wait()
+        return self.take()
+
+    def take(self) -> list[str]:
         self._ready.clear()
         frames = list(self._frames)
         self._frames.clear()
         return frames
 
     def close(self, code: int, reason: str) -> None:
+        """Close after the frames already queued (a client too slow for them gets none)."""
         if self.close_code is None:
             self.close_code = code
             self.close_reason = reason
-            self._frames.clear()
+            if code == Close.TOO_SLOW:
+                self._frames.clear()
             self.closed.set()
 
 

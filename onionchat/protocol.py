@@ -16,7 +16,7 @@ import msgspec
 from onionchat import PROTOCOL_VERSION
 
 Ref = Annotated[str, msgspec.Meta(max_length=64)]
-NameField = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+NameField = Annotated[str, msgspec.Meta(max_length=128)]
 Line = Annotated[str, msgspec.Meta(max_length=65536)]
 Limit = Annotated[int, msgspec.Meta(ge=1, le=200)]
 
@@ -65,10 +65,11 @@ class Close(enum.IntEnum):
 class ProtocolError(Exception):
     """A client did something wrong; becomes an `error` frame, the connection lives on."""
 
-    def __init__(self, code: Code, message: str) -> None:
+    def __init__(self, code: Code, message: str, ref: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.ref = ref
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,18 +139,28 @@ AnyClientFrame = Auth | Join | Leave | Rooms | Send | History | Topic | Who | Co
 _decoder = msgspec.json.Decoder(AnyClientFrame)
 
 
+def _ref(data: str | bytes) -> str | None:
+    """The `ref` of a frame that failed validation, so its error can still be matched."""
+    try:
+        ref = msgspec.json.decode(data)["ref"]
+    except (msgspec.DecodeError, KeyError, TypeError):
+        return None
+    return ref if isinstance(ref, str) and len(ref) <= 64 else None
+
+
 def decode(data: str | bytes) -> AnyClientFrame:
     """Parse one client frame, or raise ProtocolError saying exactly what is wrong."""
     try:
         frame: AnyClientFrame = _decoder.decode(data)
     except msgspec.ValidationError as exc:
-        raise ProtocolError(Code.BAD_FRAME, f"invalid frame: {exc}") from None
+        raise ProtocolError(Code.BAD_FRAME, f"invalid frame: {exc}", _ref(data)) from None
     except msgspec.DecodeError as exc:
         raise ProtocolError(Code.BAD_JSON, f"malformed JSON: {exc}") from None
     if frame.v != PROTOCOL_VERSION:
         raise ProtocolError(
             Code.UNSUPPORTED_VERSION,
             f"protocol version {frame.v} is not supported; this node speaks {PROTOCOL_VERSION}",
+            frame.ref,
         )
     return frame
 

@@ -1,0 +1,216 @@
+"""The test bed: real nodes (uvicorn in their own process) on free loopback ports, real
+SQLite files, real WebSocket and HTTP clients."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from onionchat import crypto
+
+FAST_AUTH = {
+    "ONIONCHAT_AUTH_ARGON2": "min",
+    "ONIONCHAT_AUTH_PBKDF2_ITERATIONS": "1000",
+}
+PASSWORD = "correct horse battery staple"
+
+
+class NodeProcess:
+    """`onionchat serve` in a subprocess; its JSON log lines are kept for inspection."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+        self.data_dir = data_dir
+        self.env = env
+        self.log_path = data_dir.parent / f"{data_dir.name}.log"
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *args: str, port: int | None = None) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ONIONCHAT_")}
+        env.update(self.env)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "onionchat", "serve", "--port", str(port or self.port or 0),
+             "--data-dir", str(self.data_dir), "--log-format", "json", *args],
+            stdout=log,
+            stderr=log,
+            env=env,
+        )
+        log.close()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            for event in self.events():
+                if event.get("event") == "start":
+                    self.port = int(event["port"])
+            if self.port and self._healthy():
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"node exited: {self.log_path.read_text()}")
+            time.sleep(0.05)
+        raise RuntimeError(f"node did not start: {self.log_path.read_text()}")
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def events(self) -> list[dict[str, Any]]:
+        if not self.log_path.exists():
+            return []
+        out = []
+        for line in self.log_path.read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                out.append(json.loads(line))
+        return out
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start(port=self.port)
+
+
+@pytest.fixture
+def node_factory(tmp_path: Path) -> Iterator[Any]:
+    nodes: list[NodeProcess] = []
+
+    def make(*args: str, env: dict[str, str] | None = None, name: str = "node") -> NodeProcess:
+        node = NodeProcess(tmp_path / name, {**FAST_AUTH, **(env or {})})
+        node.start(*args)
+        nodes.append(node)
+        return node
+
+    yield make
+    for node in nodes:
+        node.stop()
+
+
+@pytest.fixture
+def node(node_factory: Any) -> NodeProcess:
+    started: NodeProcess = node_factory()
+    return started
+
+
+def b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+async def register(node: NodeProcess, name: str, password: str = PASSWORD) -> str:
+    """Create an account the way every client does; returns a session token."""
+    async with httpx.AsyncClient(base_url=node.url) as http:
+        params = (await http.post("/api/prelogin", json={"username": name})).json()
+        salt = secrets.token_bytes(16)
+        secret = crypto.login_secret(password, salt, params["iterations"])
+        response = await http.post(
+            "/api/register",
+            json={"username": name, "salt": b64url(salt), "iterations": params["iterations"],
+                  "secret": b64url(secret)},
+        )
+        assert response.status_code == 201, response.text
+        token: str = response.json()["token"]
+        return token
+
+
+async def login(node: NodeProcess, name: str, password: str = PASSWORD) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=node.url) as http:
+        params = (await http.post("/api/prelogin", json={"username": name})).json()
+        salt = base64.urlsafe_b64decode(params["salt"] + "==")
+        secret = crypto.login_secret(password, salt, params["iterations"])
+        return await http.post("/api/login", json={"username": name, "secret": b64url(secret)})
+
+
+class Client:
+    """A raw WebSocket chat client: frames in, frames out, nothing hidden."""
+
+    def __init__(self, ws: ClientConnection, user: str) -> None:
+        self.ws = ws
+        self.user = user
+        self.seen: list[dict[str, Any]] = []
+
+    async def send(self, **frame: Any) -> None:
+        await self.ws.send(json.dumps({"v": 1, **frame}))
+
+    async def send_raw(self, data: str | bytes) -> None:
+        await self.ws.send(data)
+
+    async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
+        frame: dict[str, Any] = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        assert frame.get("v") == 1, frame
+        self.seen.append(frame)
+        return frame
+
+    async def expect(self, kind: str, timeout: float = 5.0, **fields: Any) -> dict[str, Any]:
+        """The next frame of this type whose fields match; other frames are skipped."""
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = await self.recv(max(0.01, deadline - time.monotonic()))
+            if frame["type"] == kind and all(frame.get(k) == v for k, v in fields.items()):
+                return frame
+
+    async def nothing(self, wait: float = 0.3) -> None:
+        """Assert that no frame arrives for a moment."""
+        with pytest.raises(TimeoutError):
+            frame = await self.recv(wait)
+            raise AssertionError(f"unexpected frame: {frame}")
+
+    async def join(self, room: str, **options: Any) -> dict[str, Any]:
+        await self.send(type="join", room=room, create=True, **options)
+        return await self.expect("joined")
+
+    async def say(self, room: str, text: str, ref: str = "r") -> dict[str, Any]:
+        await self.send(type="send", room=room, text=text, ref=ref)
+        return await self.expect("ack", ref=ref)
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+@contextlib.asynccontextmanager
+async def connect(node: NodeProcess, token: str, user: str = "") -> AsyncIterator[Client]:
+    async with websockets.connect(node.ws_url, proxy=None, compression=None) as ws:
+        client = Client(ws, user)
+        await client.send(type="auth", token=token)
+        ready = await client.expect("ready")
+        client.user = ready["user"]
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def user(node: NodeProcess, name: str) -> AsyncIterator[Client]:
+    """A new account, connected."""
+    token = await register(node, name)
+    async with connect(node, token) as client:
+        yield client

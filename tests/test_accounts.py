@@ -1,0 +1,205 @@
+"""Accounts and sessions: what the node learns, what it stores, and what it tells strangers."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+import sqlite3
+import time
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from conftest import PASSWORD, NodeProcess, b64url, connect, login, register
+from onionchat import crypto
+
+
+async def test_register_login_logout(node: NodeProcess) -> None:
+    await register(node, "alice")
+    response = await login(node, "alice")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["user"] == "alice" and len(base64.urlsafe_b64decode(body["token"] + "=")) == 32
+    cookie = response.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
+
+    async with connect(node, body["token"]) as client:
+        async with httpx.AsyncClient(base_url=node.url) as http:
+            out = await http.post("/api/logout",
+                                  headers={"Authorization": f"Bearer {body['token']}"})
+            assert out.status_code == 204
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await client.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4002
+        assert "logged out" in closed.value.rcvd.reason
+
+    with pytest.raises(websockets.ConnectionClosed) as refused:
+        async with connect(node, body["token"]):
+            pass
+    assert refused.value.rcvd is not None and refused.value.rcvd.code == 4001
+
+
+async def test_the_password_never_reaches_the_node(node: NodeProcess) -> None:
+    """The node stores an argon2id hash of a secret derived from the password; neither the
+    password nor the derived secret appears in its files."""
+    async with httpx.AsyncClient(base_url=node.url) as http:
+        salt = secrets.token_bytes(16)
+        secret = crypto.login_secret(PASSWORD, salt, 1000)
+        response = await http.post(
+            "/api/register",
+            json={"username": "alice", "salt": b64url(salt), "iterations": 1000,
+                  "secret": b64url(secret)},
+        )
+        assert response.status_code == 201
+    database = node.data_dir / "onionchat.sqlite3"
+    with sqlite3.connect(database) as db:
+        (stored,) = db.execute("SELECT hash FROM users").fetchone()
+    assert stored.startswith("$argon2id$")
+    everything = b"".join(p.read_bytes() for p in node.data_dir.iterdir()) + (
+        node.log_path.read_bytes()
+    )
+    for needle in (PASSWORD.encode(), secret, b64url(secret).encode()):
+        assert needle not in everything
+    assert crypto.wrapping_key(PASSWORD, salt, 1000) != secret
+
+
+async def test_wrong_password_and_unknown_name_look_the_same(node: NodeProcess) -> None:
+    await register(node, "alice")
+    wrong = await login(node, "alice", "not the password")
+    unknown = await login(node, "nobody", "not the password")
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.json() == unknown.json() == {
+        "error": "auth_failed",
+        "message": "wrong username or password",
+    }
+    async with httpx.AsyncClient(base_url=node.url) as http:
+        first = (await http.post("/api/prelogin", json={"username": "nobody"})).json()
+        again = (await http.post("/api/prelogin", json={"username": "NOBODY"})).json()
+        real = (await http.post("/api/prelogin", json={"username": "alice"})).json()
+    assert first == again  # a stable answer, like a real account's
+    assert set(first) == set(real) == {"salt", "iterations"}
+    assert len(base64.urlsafe_b64decode(first["salt"] + "==")) == 16
+
+
+async def test_login_attempts_are_limited_per_name(node: NodeProcess) -> None:
+    await register(node, "alice")
+    for _ in range(5):
+        assert (await login(node, "alice", "guess")).status_code == 401
+    limited = await login(node, "alice", PASSWORD)
+    assert limited.status_code == 429
+    assert limited.json()["error"] == "rate_limited"
+    assert int(limited.headers["retry-after"]) > 0
+    # the same limit for a name that does not exist, so the limit tells nothing either
+    for _ in range(5):
+        await login(node, "ghost", "guess")
+    assert (await login(node, "ghost", "guess")).status_code == 429
+    # others are not locked out by alice's attacker
+    await register(node, "bob")
+    assert (await login(node, "bob")).status_code == 200
+
+
+async def test_login_attempts_are_limited_per_node(node_factory: Any) -> None:
+    node = node_factory(env={"ONIONCHAT_AUTH_NODE_ATTEMPTS": "4"})
+    results = [(await login(node, f"user{i}", "x")).status_code for i in range(6)]
+    assert results[:3] == [401, 401, 401] and 429 in results[3:]
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("Оlga", "mixes Cyrillic and Latin"),  # a Cyrillic О before Latin letters
+        ("pаypal", "mixes Cyrillic and Latin"),  # a Cyrillic а inside
+        ("a" * 33, "too long"),
+        ("", "empty"),
+        ("two words", "only letters"),
+        ("<script>", "only letters"),
+    ],
+)
+async def test_names_that_could_deceive_are_refused(
+    node: NodeProcess, name: str, reason: str
+) -> None:
+    async with httpx.AsyncClient(base_url=node.url) as http:
+        response = await http.post(
+            "/api/register",
+            json={"username": name, "salt": b64url(bytes(16)), "iterations": 1000,
+                  "secret": b64url(bytes(32))},
+        )
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"] in ("bad_name", "bad_frame") and reason in body["message"]
+
+
+async def test_unicode_names_are_welcome_and_unique_without_case(node: NodeProcess) -> None:
+    for name in ("Ольга", "Дмитрий", "山田たろう", "José"):
+        await register(node, name)
+        assert (await login(node, name)).json()["user"] == name
+    assert (await login(node, "ольга")).status_code == 200
+    for taken in ("ОЛЬГА", "ｊｏｓé"):  # other case; full-width letters fold by NFKC
+        async with httpx.AsyncClient(base_url=node.url) as http:
+            response = await http.post(
+                "/api/register",
+                json={"username": taken, "salt": b64url(bytes(16)), "iterations": 1000,
+                      "secret": b64url(bytes(32))},
+            )
+        assert response.status_code == 409
+        assert response.json()["error"] == "name_taken"
+
+
+async def test_weak_iterations_are_refused(node: NodeProcess) -> None:
+    async with httpx.AsyncClient(base_url=node.url) as http:
+        response = await http.post(
+            "/api/register",
+            json={"username": "alice", "salt": b64url(bytes(16)), "iterations": 10,
+                  "secret": b64url(bytes(32))},
+        )
+    assert response.status_code == 400 and "iterations" in response.json()["message"]
+
+
+async def test_an_expired_session_is_refused_and_closes_its_connection(
+    node_factory: Any,
+) -> None:
+    node = node_factory(env={"ONIONCHAT_AUTH_SESSION_HOURS": "0.001"})  # 3.6 seconds
+    token = await register(node, "alice")
+    started = time.monotonic()
+    async with connect(node, token) as alice:
+        await alice.join("lobby")
+        await asyncio.sleep(max(0.0, 3.8 - (time.monotonic() - started)))
+        await alice.send(type="ping")
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await alice.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4002
+        assert "expired" in closed.value.rcvd.reason
+    async with websockets.connect(node.ws_url, proxy=None) as ws:
+        await ws.send(f'{{"v":1,"type":"auth","token":"{token}"}}')
+        error = await ws.recv()
+        assert '"session_expired"' in str(error)
+        with pytest.raises(websockets.ConnectionClosed):
+            await ws.recv()
+        assert ws.close_code == 4002
+
+
+async def test_the_websocket_takes_the_session_cookie(node: NodeProcess) -> None:
+    token = await register(node, "alice")
+    headers = {"Cookie": f"onionchat_session={token}"}
+    async with websockets.connect(node.ws_url, proxy=None, additional_headers=headers) as ws:
+        assert '"ready"' in str(await ws.recv())
+
+
+async def test_a_token_in_the_url_is_not_a_session(node: NodeProcess) -> None:
+    token = await register(node, "alice")
+    async with websockets.connect(f"{node.ws_url}?token={token}", proxy=None) as ws:
+        await ws.send('{"v":1,"type":"ping"}')
+        assert '"not_authenticated"' in str(await ws.recv())
+
+
+async def test_a_foreign_origin_is_refused(node: NodeProcess) -> None:
+    token = await register(node, "alice")
+    headers = {"Cookie": f"onionchat_session={token}"}
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with websockets.connect(node.ws_url, proxy=None, additional_headers=headers,
+                                      origin=websockets.Origin("http://evil.example")):
+            pass
+    assert refused.value.response.status_code == 403
