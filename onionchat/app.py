@@ -389,6 +389,7 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             await store.close()
+            log.info("stopped", extra={"event": "stop"})
 
     routes = [
         Route("/", index),

@@ -181,7 +181,6 @@ def run_server(settings: config.Settings) -> int:
         extra={"event": "hint"},
     )
     server.run(sockets=[sock])
-    log.info("stopped", extra={"event": "stop"})
     return 0
 
 

@@ -8,6 +8,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -55,9 +56,9 @@ class NodeProcess:
         log.close()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            for event in self.events():
-                if event.get("event") == "start":
-                    self.port = int(event["port"])
+            started = re.findall(r'"port": (\d+)|port=(\d+)', self.log_path.read_text())
+            if started:
+                self.port = int("".join(started[-1]))
             if self.port and self._healthy():
                 return
             if self.proc.poll() is not None:

@@ -1,0 +1,151 @@
+"""The node as an operator meets it: command line, configuration, health, headers and logs."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import NodeProcess, connect, login, register, user
+from onionchat import config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def onionchat(*args: str, env: dict[str, str] | None = None,
+              cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ONIONCHAT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "onionchat", *args],
+        capture_output=True, text=True, timeout=30, env={**clean, **(env or {})}, cwd=cwd,
+    )
+
+
+def test_help_documents_every_option() -> None:
+    top = onionchat("--help")
+    assert top.returncode == 0 and "serve" in top.stdout and "connect" in top.stdout
+    serve = onionchat("serve", "--help").stdout
+    for option in ("--host", "--port", "--data-dir", "--config", "--log-level", "--log-format"):
+        assert option in serve
+    connect_help = onionchat("connect", "--help").stdout
+    for option in ("--user", "--room", "--password-file", "--register", "--key", "--pipe",
+                   "--socks", "--timeout", "URL"):
+        assert option in connect_help
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "toml", "says"),
+    [
+        ((), {"ONIONCHAT_SERVER_PORT": "eighty"}, "",
+         "ONIONCHAT_SERVER_PORT: expected an integer, got 'eighty'"),
+        (("--port", "70000"), {}, "", "--port: must be at most 65535"),
+        ((), {}, "[limits]\nsend_queue = 2\n", "limits.send_queue: must be at least 8"),
+        ((), {}, "[log]\nformat = 'xml'\n", "log.format: must be one of text, json"),
+        ((), {}, "[server]\nprot = 1\n", "unknown key server.prot"),
+        ((), {}, "[servers]\n", "unknown section [servers]"),
+        ((), {}, "[server\n", "not valid TOML"),
+        ((), {"ONIONCHAT_SERVER_PROT": "1"}, "", "ONIONCHAT_SERVER_PROT: unknown setting"),
+    ],
+)
+def test_an_invalid_setting_exits_2_naming_the_key(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str], toml: str, says: str
+) -> None:
+    (tmp_path / "onionchat.toml").write_text(toml)
+    result = onionchat("serve", "--data-dir", str(tmp_path / "d"), *args, env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert says in result.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_settings_layer_file_then_environment_then_flags(tmp_path: Path) -> None:
+    path = tmp_path / "onionchat.toml"
+    path.write_text('[server]\nport = 1111\nhost = "::1"\n[limits]\nrate = 3\nburst = 4\n')
+    settings = config.load(path, env={"ONIONCHAT_SERVER_PORT": "2222",
+                                      "ONIONCHAT_LIMITS_RATE": "5.5"},
+                           overrides={"server.port": "3333"})
+    assert settings.server.port == 3333
+    assert settings.server.host == "::1"
+    assert settings.limits.rate == 5.5
+    assert settings.limits.burst == 4
+    assert settings.auth == config.Auth()
+
+
+def test_every_setting_is_documented() -> None:
+    docs = (ROOT / "docs" / "config.md").read_text()
+    for dotted, env_name, _, _ in config.documented_keys():
+        assert f"`{dotted}`" in docs, dotted
+        assert env_name in docs, env_name
+
+
+async def test_the_node_reads_its_config_file(node_factory: Any, tmp_path: Path) -> None:
+    path = tmp_path / "custom.toml"
+    path.write_text("[limits]\nhistory_page = 3\n")
+    node: NodeProcess = node_factory("--config", str(path))
+    async with user(node, "alice") as alice:
+        await alice.join("lobby")
+        for i in range(5):
+            await alice.say("lobby", f"m{i}", ref=str(i))
+        await alice.send(type="leave", room="lobby")
+        await alice.expect("left")
+        joined = await alice.join("lobby")
+        assert [m["text"] for m in joined["history"]] == ["m2", "m3", "m4"]
+
+
+async def test_health_reports_version_uptime_clients_and_database(node: NodeProcess) -> None:
+    token = await register(node, "alice")
+    async with connect(node, token), connect(node, token):
+        health = httpx.get(f"{node.url}/api/health").json()
+    assert health["status"] == "ok" and health["database"] == "ok"
+    assert health["clients"] == 2 and health["uptime"] > 0
+    assert re.fullmatch(r"\d+\.\d+\.\d+", health["version"]) and health["protocol"] == 1
+
+
+async def test_every_response_carries_the_security_headers(node: NodeProcess) -> None:
+    for path in ("/", "/api/health", "/no/such/page"):
+        headers = httpx.get(f"{node.url}{path}").headers
+        csp = headers["content-security-policy"]
+        assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+        assert headers["referrer-policy"] == "no-referrer"
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["cache-control"] == "no-store"
+        assert "server" not in headers
+
+
+async def test_logs_are_json_events_without_contents_tokens_or_addresses(
+    node: NodeProcess,
+) -> None:
+    await register(node, "alice")
+    token = (await login(node, "alice")).json()["token"]
+    async with user(node, "bob") as bob, connect(node, token) as alice:
+        await alice.join("lobby")
+        await bob.join("lobby")
+        await alice.say("lobby", "a confidential sentence")
+        local_port = alice.ws.local_address[1]
+        await alice.send(type="bogus")
+        await alice.expect("error")
+    node.stop()
+    events = node.events()
+    kinds = {e.get("event") for e in events}
+    assert {"start", "stop", "register", "auth_success", "connect", "join", "message",
+            "disconnect"} <= kinds
+    message = next(e for e in events if e.get("event") == "message")
+    assert message["room"] == "lobby" and message["size"] == len("a confidential sentence")
+    assert len(message["id"]) == 26
+    raw = node.log_path.read_text()
+    assert "confidential" not in raw
+    assert token not in raw
+    assert f":{local_port}" not in raw and f" {local_port}" not in raw
+    assert "127.0.0.1:" not in raw.replace(f"127.0.0.1:{node.port}", "")
+
+
+def test_text_logs_for_people(node_factory: Any) -> None:
+    node = node_factory("--log-format", "text")
+    node.stop()
+    first = node.log_path.read_text().splitlines()[0]
+    assert re.match(r"\d{4}-\d\d-\d\dT[\d:.]+\+00:00 INFO +OnionChat .* listening on", first)
