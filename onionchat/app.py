@@ -299,6 +299,7 @@ async def _read(ws: WebSocket, node: Node, conn: Connection) -> None:
                 raise ProtocolError(
                     Code.RATE_LIMITED,
                     f"slow down: at most {limits.rate:g} frames a second; this one was dropped",
+                    protocol.ref_of(message["text"]) if message.get("text") else None,
                 )
             text = message.get("text")
             if text is None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import collections
 import contextlib
 import dataclasses
@@ -27,7 +29,7 @@ import threading
 import time
 import unicodedata
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 from urllib.parse import parse_qs, urlsplit
@@ -44,7 +46,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.exceptions import ProxyError as WebSocketProxyError
 
-from onionchat import PROTOCOL_VERSION, __version__, crypto
+from onionchat import PROTOCOL_VERSION, crypto
 from onionchat.protocol import (
     Ack,
     Clear,
@@ -88,10 +90,15 @@ MAX_FRAME = 16 * 1024 * 1024  # a `joined` frame carries a page of history, seal
 USER_AGENT = "OnionChat"  # the same for every client: no versions to fingerprint
 NO_KEY = "cannot decrypt: the room is key-protected and no --key was given"
 SEEN_IDS = 10_000
-MAX_RETRIES = 5
+MAX_ROUNDS = 6  # of resending messages the node dropped for rate
 _MENTION = re.compile(r"(?<![\w@])@([\w.-]+)")
 # Terminal control and bidi override characters: incoming text must not drive the terminal.
 _UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_CLOSE_REASONS = {
+    1001: "(the node is going away)",
+    1011: "(the node failed)",
+    1012: "(the node is restarting)",
+}
 _COLOURS = ("ansigreen", "ansiblue", "ansimagenta", "ansicyan", "ansibrightgreen", "ansibrightblue")
 
 
@@ -246,9 +253,9 @@ def _read_password(options: Options) -> str:
         raise ClientError("no terminal to ask for the password on: use --password-file") from None
     password = _ask(f"Password for {options.user}: ")
     if not password:
-        raise ClientError("the password is empty")
+        raise ChatError("the password is empty")
     if options.register and _ask("Repeat the password: ") != password:
-        raise ClientError("the passwords do not match")
+        raise ChatError("the passwords do not match")
     return password
 
 
@@ -261,7 +268,7 @@ def _ask(prompt: str) -> str:
     try:
         return getpass.getpass(prompt)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,22 +285,12 @@ def _b64(raw: bytes) -> str:
 
 
 def _unb64(text: object, what: str) -> bytes:
-    try:
-        if not isinstance(text, str):
-            raise ValueError
-        return crypto.decode_key(text) if len(text) == 43 else _b64decode(text)
-    except (ValueError, crypto.CryptoError):
-        raise ChatError(f"the node sent a bad {what}") from None
-
-
-def _b64decode(text: str) -> bytes:
-    import base64
-    import binascii
-
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except binascii.Error as exc:
-        raise ValueError(str(exc)) from None
+    if isinstance(text, str):
+        try:
+            return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        except (binascii.Error, ValueError):
+            pass
+    raise ChatError(f"the node sent a bad {what}")
 
 
 def _http(options: Options, timeout: float | None = None) -> httpx.AsyncClient:
@@ -325,8 +322,7 @@ async def _post(
         if isinstance(data.get("message"), str):
             raise ChatError(data["message"])
     raise ChatError(
-        f"{options.url} answered HTTP {response.status_code} to {path}: "
-        "is it an OnionChat node?"
+        f"{options.url} answered HTTP {response.status_code} to {path}: is it an OnionChat node?"
     )
 
 
@@ -381,7 +377,9 @@ def _reason(exc: BaseException) -> str:
         seen.add(id(current))
         last = current
         if isinstance(current, OSError) and current.errno is not None:
-            text = current.strerror or os.strerror(current.errno)
+            # asyncio's strerror is "Connect call failed (...)": the errno says it better.
+            text = os.strerror(current.errno) if current.errno > 0 else current.strerror
+            text = text or os.strerror(current.errno)
             return text[:1].lower() + text[1:]
         if isinstance(current, BaseExceptionGroup):
             todo.extend(current.exceptions)
@@ -420,8 +418,7 @@ async def open_websocket(options: Options) -> ClientConnection:
         )
     except InvalidStatus as exc:
         raise ChatError(
-            f"the node refused the WebSocket at {options.ws_url}: "
-            f"HTTP {exc.response.status_code}"
+            f"the node refused the WebSocket at {options.ws_url}: HTTP {exc.response.status_code}"
         ) from None
     except InvalidURI as exc:
         raise ChatError(f"bad WebSocket address {options.ws_url}: {exc}") from None
@@ -587,14 +584,14 @@ class TerminalView:
     def frame(self, frame: Frame | None, data: dict[str, Any]) -> None:
         match frame:
             case Joined():
-                room = frame.room
-                online = ", ".join(frame.members)
-                self._info(f"you joined #{room.name} · {len(frame.members)} here: {online}")
-                if room.protected:
-                    self._info(f"#{room.name} is key-protected: messages are end-to-end sealed")
-                topic = self._state.rooms.get(room.name)
-                if topic is not None and topic.topic:
-                    self._info(f"topic: {topic.topic}")
+                info = frame.room
+                here = ", ".join(frame.members)
+                self._info(f"you joined #{info.name} · {len(frame.members)} here: {here}")
+                if info.protected:
+                    self._info(f"#{info.name} is key-protected: messages are end-to-end sealed")
+                joined = self._state.rooms.get(info.name)
+                if joined is not None and joined.topic:
+                    self._info(f"topic: {joined.topic}")
                 _redraw()
             case Left():
                 self._info(f"you left #{frame.room}")
@@ -603,17 +600,15 @@ class TerminalView:
                 verb = {"join": "joined", "leave": "left"}.get(frame.state, frame.state)
                 self._info(f"{frame.user} {verb} #{frame.room}")
             case TopicChanged():
-                shown = data.get("text") or f"[{data.get('error', 'no topic')}]"
-                self._info(f"{frame.by} set the topic of #{frame.room}: {shown}")
+                topic = data.get("text") or f"[{data.get('error', 'no topic')}]"
+                self._info(f"{frame.by} set the topic of #{frame.room}: {topic}")
             case RoomList():
                 self._info("rooms:")
-                for room in frame.rooms:
-                    kind = " · key-protected" if room.protected else ""
-                    topic = f" · {room.topic}" if room.topic else ""
-                    self._print(
-                        [("ansibrightblack", _safe(f"   #{room.name} · {room.online} online"))]
-                        + [("ansibrightblack", _safe(kind + topic))]
-                    )
+                for listed in frame.rooms:
+                    kind = " · key-protected" if listed.protected else ""
+                    about = f" · {listed.topic}" if listed.topic else ""
+                    line = f"   #{listed.name} · {listed.online} online{kind}{about}"
+                    self._print([("ansibrightblack", _safe(line))])
             case WhoList():
                 self._info(f"here in #{frame.room}: {', '.join(frame.members)}")
             case Notice():
@@ -623,8 +618,10 @@ class TerminalView:
                 self._print(
                     [
                         ("ansibrightblack", f"{time.strftime('%H:%M')} "),
-                        ("bold ansiyellow", _safe(f"{frame.sender} mentioned you in #{frame.room}: "))
-                        + ("",)[:0],
+                        (
+                            "bold ansiyellow",
+                            _safe(f"{frame.sender} mentioned you in #{frame.room}: "),
+                        ),
                         ("bold ansiyellow", _safe(frame.text)),
                     ]
                 )
@@ -669,6 +666,7 @@ class Pacer:
         self._burst = float(burst)
         self._tokens = float(burst)
         self._last = time.monotonic()
+        self._slowed = 0.0
 
     async def wait(self) -> None:
         while True:
@@ -681,17 +679,14 @@ class Pacer:
             await asyncio.sleep((1.0 - self._tokens) / self.rate)
 
     def slow_down(self) -> None:
-        """The node refused a frame for rate: it is stricter than we guessed."""
-        self.rate = max(1.0, self.rate / 2)
+        """The node refused a frame for rate: it is stricter than we guessed. Refusals come in
+        bursts, so halve at most once a second."""
+        now = time.monotonic()
         self._tokens = 0.0
-
-
-@dataclasses.dataclass
-class Outgoing:
-    """A sent message waiting for its ack (kept to resend it if it was refused for rate)."""
-
-    frame: dict[str, Any]
-    tries: int = 0
+        if now - self._slowed >= 1.0:
+            self._slowed = now
+            self.rate = max(1.0, self.rate / 2)
+            self._burst = max(1.0, self._burst / 2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -720,12 +715,13 @@ class Chat:
         self._closing = False
         self._refs = itertools.count(1)
         self._ready: asyncio.Future[Ready] = asyncio.get_running_loop().create_future()
-        self._pending: dict[str, Outgoing] = {}
+        self._pending: dict[str, dict[str, Any]] = {}  # sent messages by ref, until acked
         self._joins: dict[str, JoinRequest] = {}
         self._waiters: dict[str, asyncio.Future[Frame]] = {}
-        self._retries: set[asyncio.Task[None]] = set()
+        self._limited = asyncio.Event()  # the node dropped a frame for rate...
+        self._rate_hits = 0  # ...this many times in all
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self._pacer = Pacer(15.0, 40)
+        self._pacer = Pacer(18.0, 50)  # under the default node limits (20/s, 60 at once)
 
     # -- frames out ---------------------------------------------------------------------------
 
@@ -742,7 +738,7 @@ class Chat:
         ref = self._ref()
         full = {"v": PROTOCOL_VERSION, **frame, "ref": ref}
         if full["type"] == "send":
-            self._pending[ref] = Outgoing(full)
+            self._pending[ref] = full
         await self._transmit(full)
         return ref
 
@@ -765,9 +761,7 @@ class Chat:
             async with asyncio.timeout(self.options.timeout):
                 return await future
         except TimeoutError:
-            raise ChatError(
-                f"the node did not answer within {self.options.timeout:g} s"
-            ) from None
+            raise ChatError(f"the node did not answer within {self.options.timeout:g} s") from None
 
     async def join(self, room: str, done: asyncio.Future[Joined] | None = None) -> None:
         """Join (creating it if missing); key-protected only for the room our key is for."""
@@ -794,7 +788,9 @@ class Chat:
             self._refuse("you are in no room: /join ROOM first")
             return
         if self.max_text and len(text) > self.max_text:
-            self._refuse(f"the message is too long ({len(text)} characters, at most {self.max_text})")
+            self._refuse(
+                f"the message is too long ({len(text)} characters, at most {self.max_text})"
+            )
             return
         frame: dict[str, Any] = {"type": "send", "room": room}
         if self.state.protected(room):
@@ -872,8 +868,9 @@ class Chat:
             pass
         finally:
             received = self.ws.protocol.close_rcvd
-            if received is not None:
-                reason = f" {received.reason}" if received.reason else ""
+            if received is not None and not self._closing:
+                reason = received.reason or _CLOSE_REASONS.get(received.code, "")
+                reason = f" {reason}" if reason else ""
                 self.close_message = f"disconnected by the node: {received.code}{reason}"
             self.closed.set()
             failure = ChatError(self.close_message)
@@ -983,9 +980,14 @@ class Chat:
         if info.topic_box is not None:
             room_data["topic"] = topic["text"]
             room_data["topic_decrypted"] = topic.get("decrypted", False)
-        self.view.frame(frame, {**data, "room": room_data, "history": None} | {"history": None})
+            if "error" in topic:
+                room_data["topic_error"] = topic["error"]
+        rest = {k: v for k, v in data.items() if k != "history"}  # shown one by one below
+        self.view.frame(frame, {**rest, "room": room_data})
         if info.protected and info.name not in self.keys:
-            self.view.warn(f"#{info.name} is key-protected: its messages cannot be read without --key")
+            self.view.warn(
+                f"#{info.name} is key-protected: its messages cannot be read without --key"
+            )
         for message in frame.history:
             self._show(message)
 
@@ -1006,50 +1008,58 @@ class Chat:
                     hint = " (a --key is only for key-protected rooms)"
                 request.done.set_exception(ChatError(frame.message + hint))
                 return
-        outgoing = self._pending.get(ref) if ref is not None else None
-        if outgoing is not None and ref is not None:
-            if frame.code == Code.RATE_LIMITED and outgoing.tries < MAX_RETRIES:
-                self._retry(outgoing)
-                return
-            del self._pending[ref]
+        if frame.code == Code.RATE_LIMITED and (ref is None or ref in self._pending):
+            # The node drops such frames before reading them, so the error carries no ref:
+            # the message stays pending and settle() sends it again, more slowly.
+            self._pacer.slow_down()
+            self._rate_hits += 1
+            self._limited.set()
+            if not self.options.pipe:
+                self.view.frame(frame, data)
+            return
         if ref is not None:
+            self._pending.pop(ref, None)
             self.failures += 1
         self.view.frame(frame, data)
-
-    def _retry(self, outgoing: Outgoing) -> None:
-        outgoing.tries += 1
-        self._pacer.slow_down()
-        task = asyncio.create_task(self._resend(outgoing))
-        self._retries.add(task)
-        task.add_done_callback(self._retries.discard)
-
-    async def _resend(self, outgoing: Outgoing) -> None:
-        await asyncio.sleep(0.5 * 2**outgoing.tries)
-        await self._transmit(outgoing.frame)
 
     # -- the end ------------------------------------------------------------------------------
 
     async def _barrier(self) -> None:
-        """The node handles a connection's frames in order: once it answers this ping, it has
-        answered every frame sent before it."""
-        ref = self._ref()
+        """The node handles a connection's frames in order: once it answers a ping, it has
+        answered every frame sent before it. The ping itself may be dropped for rate (with
+        an error that cannot say so), so each such error sends another; any answer will do."""
         future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
-        self._waiters[ref] = future
-        if self.closed.is_set():
-            raise ChatError(self.close_message)
-        await self._transmit({"v": PROTOCOL_VERSION, "type": "ping", "ref": ref})
-        await future
+        refs: list[str] = []
+        try:
+            while not future.done():
+                if self.closed.is_set():
+                    raise ChatError(self.close_message)
+                refs.append(self._ref())
+                self._waiters[refs[-1]] = future
+                self._limited.clear()
+                await self._transmit({"v": PROTOCOL_VERSION, "type": "ping", "ref": refs[-1]})
+                limited = asyncio.create_task(self._limited.wait())
+                either: set[asyncio.Future[Any]] = {future, limited}
+                try:
+                    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    limited.cancel()
+            future.result()
+        finally:
+            for ref in refs:
+                self._waiters.pop(ref, None)
 
     async def settle(self) -> None:
-        """Wait (at most --timeout) until every message sent is acknowledged or refused."""
+        """Wait (at most --timeout) until every message sent is acknowledged or refused,
+        sending again those the node dropped for rate."""
         try:
             async with asyncio.timeout(self.options.timeout):
-                while True:
-                    while self._retries:
-                        await asyncio.gather(*self._retries, return_exceptions=True)
+                for _ in range(MAX_ROUNDS):
                     await self._barrier()
-                    if not self._retries:
+                    if not self._pending or not self._rate_hits:
                         break
+                    for frame in list(self._pending.values()):
+                        await self._transmit(frame)  # the same ref: one ack settles either
         except TimeoutError:
             raise ChatError(
                 f"the node did not acknowledge {len(self._pending)} message(s) "
@@ -1063,8 +1073,6 @@ class Chat:
     async def close(self) -> None:
         """Close with 1000: we are leaving, nothing went wrong."""
         self._closing = True
-        for task in list(self._retries):
-            task.cancel()
         with contextlib.suppress(Exception):
             await self.ws.close(1000, "bye")
 
@@ -1110,8 +1118,8 @@ def _stdin_lines(loop: asyncio.AbstractEventLoop) -> asyncio.Queue[str | None]:
     return queue
 
 
-async def _first(chat: Chat, task: asyncio.Task[Any]) -> None:
-    """Wait for `task`, unless the node hangs up first (then ChatError says how)."""
+async def _first(chat: Chat, task: asyncio.Task[None]) -> None:
+    """Run `task` to its end, unless the node hangs up first: then ChatError says how."""
     closed = asyncio.create_task(chat.closed.wait())
     try:
         await asyncio.wait({task, closed}, return_when=asyncio.FIRST_COMPLETED)
@@ -1121,10 +1129,9 @@ async def _first(chat: Chat, task: asyncio.Task[Any]) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-    if not task.cancelled() and task.done():
-        task.result()
-    if chat.closed.is_set() and not task.done():
+    if task.cancelled():
         raise ChatError(chat.close_message)
+    task.result()
 
 
 async def run_pipe(chat: Chat) -> int:
@@ -1136,10 +1143,7 @@ async def run_pipe(chat: Chat) -> int:
             if not await chat.line(line):
                 return
 
-    task = asyncio.create_task(feed())
-    await _first(chat, task)
-    if task.cancelled() or chat.closed.is_set():
-        raise ChatError(chat.close_message)
+    await _first(chat, asyncio.create_task(feed()))
     await chat.settle()
     if chat.failures:
         raise ChatError(f"{chat.failures} line(s) were refused (see the error lines)")
@@ -1162,10 +1166,7 @@ async def run_interactive(chat: Chat) -> int:
             if not await chat.line(line):
                 return
 
-    task = asyncio.create_task(typing())
-    await _first(chat, task)
-    if task.cancelled() or chat.closed.is_set():
-        raise ChatError(chat.close_message)
+    await _first(chat, asyncio.create_task(typing()))
     return 0
 
 
@@ -1214,6 +1215,9 @@ async def _run(options: Options) -> int:
     except ClientError as exc:
         _fail(str(exc))
         return 2
+    except ChatError as exc:
+        _fail(str(exc))
+        return 1
     except (KeyboardInterrupt, EOFError):
         print(file=sys.stderr)
         _fail("no password given")
@@ -1240,7 +1244,9 @@ async def _chat(options: Options, session: Login) -> int:
     view: View = PipeView() if options.pipe else TerminalView(state)
     chat = Chat(ws, view, state, options)
     reader = asyncio.create_task(chat.read())
-    output = contextlib.nullcontext() if options.pipe else patch_stdout()
+    output: contextlib.AbstractContextManager[Any] = (
+        contextlib.nullcontext() if options.pipe else patch_stdout()
+    )
     try:
         with output:
             await chat.start(session.token)
@@ -1270,5 +1276,3 @@ __all__ = [
     "open_websocket",
     "unreachable",
 ]
-
-_ = (__version__, Callable)

@@ -60,7 +60,12 @@ async def _who(node: Node, conn: Connection, args: str, room: str | None, ref: s
 async def _join(node: Node, conn: Connection, args: str, room: str | None, ref: str | None) -> None:
     if not args or " " in args:
         raise ProtocolError(Code.BAD_COMMAND, "usage: /join ROOM")
-    await node.join(conn, args, create=True, ref=ref)
+    try:  # an existing room is joined whatever its mode; only a missing one is created open
+        await node.join(conn, args, ref=ref)
+    except ProtocolError as exc:
+        if exc.code != Code.UNKNOWN_ROOM:
+            raise
+        await node.join(conn, args, create=True, ref=ref)
 
 
 async def _leave(

@@ -88,6 +88,8 @@ class Node:
                         "max_frame_bytes": limits.max_frame_bytes,
                         "max_text_chars": limits.max_text_chars,
                         "history_page": limits.history_page,
+                        "rate": limits.rate,
+                        "burst": limits.burst,
                     },
                 )
             )

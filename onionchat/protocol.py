@@ -139,7 +139,7 @@ AnyClientFrame = Auth | Join | Leave | Rooms | Send | History | Topic | Who | Co
 _decoder = msgspec.json.Decoder(AnyClientFrame)
 
 
-def _ref(data: str | bytes) -> str | None:
+def ref_of(data: str | bytes) -> str | None:
     """The `ref` of a frame that failed validation, so its error can still be matched."""
     try:
         ref = msgspec.json.decode(data)["ref"]
@@ -153,7 +153,7 @@ def decode(data: str | bytes) -> AnyClientFrame:
     try:
         frame: AnyClientFrame = _decoder.decode(data)
     except msgspec.ValidationError as exc:
-        raise ProtocolError(Code.BAD_FRAME, f"invalid frame: {exc}", _ref(data)) from None
+        raise ProtocolError(Code.BAD_FRAME, f"invalid frame: {exc}", ref_of(data)) from None
     except msgspec.DecodeError as exc:
         raise ProtocolError(Code.BAD_JSON, f"malformed JSON: {exc}") from None
     if frame.v != PROTOCOL_VERSION:
@@ -199,7 +199,7 @@ class Ready(ServerFrame, tag="ready"):
     user: str
     version: str
     rooms: list[str]
-    limits: dict[str, int]
+    limits: dict[str, int | float]
 
 
 class Ack(ServerFrame, tag="ack"):

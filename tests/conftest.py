@@ -47,8 +47,19 @@ class NodeProcess:
         env.update(self.env)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "onionchat", "serve", "--port", str(port or self.port or 0),
-             "--data-dir", str(self.data_dir), "--log-format", "json", *args],
+            [
+                sys.executable,
+                "-m",
+                "onionchat",
+                "serve",
+                "--port",
+                str(port or self.port or 0),
+                "--data-dir",
+                str(self.data_dir),
+                "--log-format",
+                "json",
+                *args,
+            ],
             stdout=log,
             stderr=log,
             env=env,
@@ -137,8 +148,12 @@ async def register(node: NodeProcess, name: str, password: str = PASSWORD) -> st
         secret = crypto.login_secret(password, salt, params["iterations"])
         response = await http.post(
             "/api/register",
-            json={"username": name, "salt": b64url(salt), "iterations": params["iterations"],
-                  "secret": b64url(secret)},
+            json={
+                "username": name,
+                "salt": b64url(salt),
+                "iterations": params["iterations"],
+                "secret": b64url(secret),
+            },
         )
         assert response.status_code == 201, response.text
         token: str = response.json()["token"]

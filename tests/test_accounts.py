@@ -13,8 +13,9 @@ import httpx
 import pytest
 import websockets
 
-from conftest import PASSWORD, NodeProcess, b64url, connect, login, register
 from onionchat import crypto
+
+from conftest import PASSWORD, NodeProcess, b64url, connect, login, register
 
 
 async def test_register_login_logout(node: NodeProcess) -> None:
@@ -28,8 +29,9 @@ async def test_register_login_logout(node: NodeProcess) -> None:
 
     async with connect(node, body["token"]) as client:
         async with httpx.AsyncClient(base_url=node.url) as http:
-            out = await http.post("/api/logout",
-                                  headers={"Authorization": f"Bearer {body['token']}"})
+            out = await http.post(
+                "/api/logout", headers={"Authorization": f"Bearer {body['token']}"}
+            )
             assert out.status_code == 204
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await client.recv()
@@ -50,8 +52,12 @@ async def test_the_password_never_reaches_the_node(node: NodeProcess) -> None:
         secret = crypto.login_secret(PASSWORD, salt, 1000)
         response = await http.post(
             "/api/register",
-            json={"username": "alice", "salt": b64url(salt), "iterations": 1000,
-                  "secret": b64url(secret)},
+            json={
+                "username": "alice",
+                "salt": b64url(salt),
+                "iterations": 1000,
+                "secret": b64url(secret),
+            },
         )
         assert response.status_code == 201
     database = node.data_dir / "onionchat.sqlite3"
@@ -71,10 +77,14 @@ async def test_wrong_password_and_unknown_name_look_the_same(node: NodeProcess) 
     wrong = await login(node, "alice", "not the password")
     unknown = await login(node, "nobody", "not the password")
     assert wrong.status_code == unknown.status_code == 401
-    assert wrong.json() == unknown.json() == {
-        "error": "auth_failed",
-        "message": "wrong username or password",
-    }
+    assert (
+        wrong.json()
+        == unknown.json()
+        == {
+            "error": "auth_failed",
+            "message": "wrong username or password",
+        }
+    )
     async with httpx.AsyncClient(base_url=node.url) as http:
         first = (await http.post("/api/prelogin", json={"username": "nobody"})).json()
         again = (await http.post("/api/prelogin", json={"username": "NOBODY"})).json()
@@ -124,8 +134,12 @@ async def test_names_that_could_deceive_are_refused(
     async with httpx.AsyncClient(base_url=node.url) as http:
         response = await http.post(
             "/api/register",
-            json={"username": name, "salt": b64url(bytes(16)), "iterations": 1000,
-                  "secret": b64url(bytes(32))},
+            json={
+                "username": name,
+                "salt": b64url(bytes(16)),
+                "iterations": 1000,
+                "secret": b64url(bytes(32)),
+            },
         )
     assert response.status_code == 400
     body = response.json()
@@ -141,8 +155,12 @@ async def test_unicode_names_are_welcome_and_unique_without_case(node: NodeProce
         async with httpx.AsyncClient(base_url=node.url) as http:
             response = await http.post(
                 "/api/register",
-                json={"username": taken, "salt": b64url(bytes(16)), "iterations": 1000,
-                      "secret": b64url(bytes(32))},
+                json={
+                    "username": taken,
+                    "salt": b64url(bytes(16)),
+                    "iterations": 1000,
+                    "secret": b64url(bytes(32)),
+                },
             )
         assert response.status_code == 409
         assert response.json()["error"] == "name_taken"
@@ -152,8 +170,12 @@ async def test_weak_iterations_are_refused(node: NodeProcess) -> None:
     async with httpx.AsyncClient(base_url=node.url) as http:
         response = await http.post(
             "/api/register",
-            json={"username": "alice", "salt": b64url(bytes(16)), "iterations": 10,
-                  "secret": b64url(bytes(32))},
+            json={
+                "username": "alice",
+                "salt": b64url(bytes(16)),
+                "iterations": 10,
+                "secret": b64url(bytes(32)),
+            },
         )
     assert response.status_code == 400 and "iterations" in response.json()["message"]
 
@@ -199,7 +221,11 @@ async def test_a_foreign_origin_is_refused(node: NodeProcess) -> None:
     token = await register(node, "alice")
     headers = {"Cookie": f"onionchat_session={token}"}
     with pytest.raises(websockets.InvalidStatus) as refused:
-        async with websockets.connect(node.ws_url, proxy=None, additional_headers=headers,
-                                      origin=websockets.Origin("http://evil.example")):
+        async with websockets.connect(
+            node.ws_url,
+            proxy=None,
+            additional_headers=headers,
+            origin=websockets.Origin("http://evil.example"),
+        ):
             pass
     assert refused.value.response.status_code == 403

@@ -50,43 +50,96 @@ BAD_FRAMES: list[tuple[str, str | bytes, str, str]] = [
     ("missing version", '{"type":"ping"}', "bad_frame", "missing required field `v`"),
     ("wrong version", '{"v":7,"type":"ping"}', "unsupported_version", "version 7"),
     ("missing field", '{"v":1,"type":"join"}', "bad_frame", "`room`"),
-    ("mistyped field", '{"v":1,"type":"send","room":"lobby","text":42}', "bad_frame",
-     "Expected `str | null`, got `int` - at `$.text`"),
+    (
+        "mistyped field",
+        '{"v":1,"type":"send","room":"lobby","text":42}',
+        "bad_frame",
+        "Expected `str | null`, got `int` - at `$.text`",
+    ),
     ("unknown field", '{"v":1,"type":"ping","extra":1}', "bad_frame", "unknown field `extra`"),
     ("binary frame", b"\x00\x01binary", "binary_frame", "text frames"),
-    ("frame over the limit", json.dumps({"v": 1, "type": "send", "room": "lobby",
-                                         "text": "x" * 9000}), "too_large", "at most 8192"),
-    ("text over the limit", json.dumps({"v": 1, "type": "send", "room": "lobby",
-                                        "text": "y" * 1001}), "bad_body", "at most 1000"),
+    (
+        "frame over the limit",
+        json.dumps({"v": 1, "type": "send", "room": "lobby", "text": "x" * 9000}),
+        "too_large",
+        "at most 8192",
+    ),
+    (
+        "text over the limit",
+        json.dumps({"v": 1, "type": "send", "room": "lobby", "text": "y" * 1001}),
+        "bad_body",
+        "at most 1000",
+    ),
     ("empty message", '{"v":1,"type":"send","room":"lobby","text":"   "}', "bad_body", "empty"),
-    ("room and to", '{"v":1,"type":"send","room":"lobby","to":"bob","text":"x"}', "bad_frame",
-     "exactly one of room or to"),
-    ("text and box", '{"v":1,"type":"send","room":"lobby","text":"x","box":"eA=="}',
-     "bad_body", "exactly one of text or box"),
-    ("room not joined", '{"v":1,"type":"send","room":"vault2","text":"x"}', "unknown_room",
-     "no room #vault2"),
+    (
+        "room and to",
+        '{"v":1,"type":"send","room":"lobby","to":"bob","text":"x"}',
+        "bad_frame",
+        "exactly one of room or to",
+    ),
+    (
+        "text and box",
+        '{"v":1,"type":"send","room":"lobby","text":"x","box":"eA=="}',
+        "bad_body",
+        "exactly one of text or box",
+    ),
+    (
+        "room not joined",
+        '{"v":1,"type":"send","room":"vault2","text":"x"}',
+        "unknown_room",
+        "no room #vault2",
+    ),
     ("unknown room", '{"v":1,"type":"join","room":"nowhere"}', "unknown_room", "#nowhere"),
     ("empty room name", '{"v":1,"type":"join","room":"","create":true}', "bad_name", "empty"),
-    ("long room name", json.dumps({"v": 1, "type": "join", "room": "r" * 65, "create": True}),
-     "bad_name", "too long"),
-    ("room name with spaces", '{"v":1,"type":"join","room":"a b","create":true}', "bad_name",
-     "only letters"),
-    ("ciphertext not base64", '{"v":1,"type":"send","room":"vault","box":"not base64!!"}',
-     "bad_ciphertext", "not valid base64"),
-    ("ciphertext too short", '{"v":1,"type":"send","room":"vault","box":"AAAAAAAAAAAA"}',
-     "bad_ciphertext", "too short"),
-    ("box in an open room", '{"v":1,"type":"send","room":"lobby","box":"AAAA"}', "bad_body",
-     "open"),
-    ("history before a bad id", '{"v":1,"type":"history","room":"lobby","before":"x"}',
-     "bad_frame", "message id"),
+    (
+        "long room name",
+        json.dumps({"v": 1, "type": "join", "room": "r" * 65, "create": True}),
+        "bad_name",
+        "too long",
+    ),
+    (
+        "room name with spaces",
+        '{"v":1,"type":"join","room":"a b","create":true}',
+        "bad_name",
+        "only letters",
+    ),
+    (
+        "ciphertext not base64",
+        '{"v":1,"type":"send","room":"vault","box":"not base64!!"}',
+        "bad_ciphertext",
+        "not valid base64",
+    ),
+    (
+        "ciphertext too short",
+        '{"v":1,"type":"send","room":"vault","box":"AAAAAAAAAAAA"}',
+        "bad_ciphertext",
+        "too short",
+    ),
+    (
+        "box in an open room",
+        '{"v":1,"type":"send","room":"lobby","box":"AAAA"}',
+        "bad_body",
+        "open",
+    ),
+    (
+        "history before a bad id",
+        '{"v":1,"type":"history","room":"lobby","before":"x"}',
+        "bad_frame",
+        "message id",
+    ),
     ("auth twice", '{"v":1,"type":"auth","token":"abc"}', "bad_frame", "only valid first"),
-    ("command without slash", '{"v":1,"type":"command","line":"help"}', "bad_command",
-     "starts with one /"),
+    (
+        "command without slash",
+        '{"v":1,"type":"command","line":"help"}',
+        "bad_command",
+        "starts with one /",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("frame", "code", "says"), [b[1:] for b in BAD_FRAMES],
-                         ids=[b[0] for b in BAD_FRAMES])
+@pytest.mark.parametrize(
+    ("frame", "code", "says"), [b[1:] for b in BAD_FRAMES], ids=[b[0] for b in BAD_FRAMES]
+)
 async def test_a_bad_frame_gets_a_clear_error(
     node_factory: Any, frame: str | bytes, code: str, says: str
 ) -> None:
@@ -132,7 +185,7 @@ async def test_invalid_utf8_closes_with_1007(node: NodeProcess) -> None:
 
 async def test_a_frame_far_over_the_limit_closes_with_1009(node_factory: Any) -> None:
     node = node_factory(env=LIMITS)
-    async with room_of_two(node) as (alice, bob, good_id):
+    async with room_of_two(node) as (alice, bob, _):
         await alice.send_raw("z" * (4 * 8192 + 1))
         with pytest.raises(websockets.ConnectionClosed):
             while True:
@@ -171,9 +224,14 @@ async def test_silence_instead_of_authentication_closes_with_4001(node_factory: 
 
 
 async def test_a_flood_gets_errors_then_a_close(node_factory: Any) -> None:
-    node = node_factory(env={"ONIONCHAT_LIMITS_RATE": "5", "ONIONCHAT_LIMITS_BURST": "10",
-                             "ONIONCHAT_LIMITS_FLOOD_STRIKES": "20"})
-    async with room_of_two(node) as (alice, bob, good_id):
+    node = node_factory(
+        env={
+            "ONIONCHAT_LIMITS_RATE": "5",
+            "ONIONCHAT_LIMITS_BURST": "10",
+            "ONIONCHAT_LIMITS_FLOOD_STRIKES": "20",
+        }
+    )
+    async with room_of_two(node) as (alice, bob, _):
         codes: list[str] = []
         with contextlib.suppress(websockets.ConnectionClosed):
             for n in range(200):
@@ -195,8 +253,13 @@ async def test_a_flood_gets_errors_then_a_close(node_factory: Any) -> None:
 async def test_a_client_that_stops_reading_is_dropped_and_the_room_goes_on(
     node_factory: Any,
 ) -> None:
-    node = node_factory(env={"ONIONCHAT_LIMITS_SEND_QUEUE": "16", "ONIONCHAT_LIMITS_RATE": "1e5",
-                             "ONIONCHAT_LIMITS_BURST": "100000"})
+    node = node_factory(
+        env={
+            "ONIONCHAT_LIMITS_SEND_QUEUE": "16",
+            "ONIONCHAT_LIMITS_RATE": "1e5",
+            "ONIONCHAT_LIMITS_BURST": "100000",
+        }
+    )
     slow_token = await register(node, "slow")
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -218,8 +281,13 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_room_goes_on(
             sent.append(ack["id"])
             got = await bob.expect("message")
             assert got["id"] == ack["id"]
-            if {"type": "presence", "room": "lobby", "user": "slow", "state": "leave",
-                "v": 1} in bob.seen:
+            if {
+                "type": "presence",
+                "room": "lobby",
+                "user": "slow",
+                "state": "leave",
+                "v": 1,
+            } in bob.seen:
                 break
         else:
             raise AssertionError("the slow client was never dropped")
@@ -236,15 +304,19 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_room_goes_on(
 
 async def test_bad_http_bodies(node: NodeProcess) -> None:
     async with httpx.AsyncClient(base_url=node.url) as http:
-        malformed = await http.post("/api/login", content=b"{oops",
-                                    headers={"content-type": "application/json"})
+        malformed = await http.post(
+            "/api/login", content=b"{oops", headers={"content-type": "application/json"}
+        )
         assert malformed.status_code == 400 and malformed.json()["error"] == "bad_json"
         wrong_type = await http.post("/api/login", json={"username": 5, "secret": "x"})
         assert wrong_type.status_code == 400 and "$.username" in wrong_type.json()["message"]
         form = await http.post("/api/login", data={"username": "a"})
         assert form.status_code == 415
-        huge = await http.post("/api/login", content=b"{" + b" " * 20000 + b"}",
-                               headers={"content-type": "application/json"})
+        huge = await http.post(
+            "/api/login",
+            content=b"{" + b" " * 20000 + b"}",
+            headers={"content-type": "application/json"},
+        )
         assert huge.status_code == 413
         bad_secret = await http.post("/api/login", json={"username": "a", "secret": "c2hvcnQ"})
         assert bad_secret.status_code == 400 and "32 bytes" in bad_secret.json()["message"]

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import NodeProcess, connect, register, user
 from onionchat import crypto
+
+from conftest import NodeProcess, connect, register, user
 
 
 async def test_a_message_reaches_everyone_in_the_room_after_its_ack(node: NodeProcess) -> None:
@@ -48,13 +49,15 @@ async def test_history_on_join_and_older_pages(node_factory: Any) -> None:
         assert texts == [f"line {i}" for i in range(210, 260)]
         assert joined["more"] is True
 
-        await bob.send(type="history", room="lobby", before=joined["history"][0]["id"],
-                       limit=200, ref="h")
+        await bob.send(
+            type="history", room="lobby", before=joined["history"][0]["id"], limit=200, ref="h"
+        )
         page = await bob.expect("history", ref="h")
         assert [m["text"] for m in page["messages"]] == [f"line {i}" for i in range(10, 210)]
         assert page["more"] is True
-        await bob.send(type="history", room="lobby", before=page["messages"][0]["id"],
-                       limit=200, ref="h2")
+        await bob.send(
+            type="history", room="lobby", before=page["messages"][0]["id"], limit=200, ref="h2"
+        )
         last = await bob.expect("history", ref="h2")
         assert [m["text"] for m in last["messages"]] == [f"line {i}" for i in range(10)]
         assert last["more"] is False
@@ -130,9 +133,7 @@ async def test_direct_messages_reach_only_the_two(node: NodeProcess) -> None:
         await eve.nothing()
 
         await olga.send(type="history", room=got["room"], ref="h")
-        assert [m["text"] for m in (await olga.expect("history"))["messages"]] == [
-            "hi, just you"
-        ]
+        assert [m["text"] for m in (await olga.expect("history"))["messages"]] == ["hi, just you"]
         await eve.send(type="history", room=got["room"], ref="spy")
         assert (await eve.expect("error", ref="spy"))["code"] == "forbidden"
 

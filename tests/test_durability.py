@@ -10,8 +10,9 @@ from typing import Any
 
 import websockets
 
-from conftest import NodeProcess, connect, register, user
 from onionchat import crypto
+
+from conftest import NodeProcess, connect, register, user
 
 FAST = {"ONIONCHAT_LIMITS_RATE": "100000", "ONIONCHAT_LIMITS_BURST": "100000"}
 
@@ -61,8 +62,9 @@ async def test_kill_9_loses_no_acknowledged_message(node_factory: Any) -> None:
         joined = await reader.join("lobby")
         messages, more = joined["history"], joined["more"]
         while more:
-            await reader.send(type="history", room="lobby", before=messages[0]["id"],
-                              limit=200, ref="p")
+            await reader.send(
+                type="history", room="lobby", before=messages[0]["id"], limit=200, ref="p"
+            )
             page = await reader.expect("history", ref="p")
             messages, more = page["messages"] + messages, page["more"]
     stored = {m["id"]: m["text"] for m in messages}

@@ -12,18 +12,24 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import NodeProcess, connect, login, register, user
 from onionchat import config
+
+from conftest import NodeProcess, connect, login, register, user
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def onionchat(*args: str, env: dict[str, str] | None = None,
-              cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def onionchat(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("ONIONCHAT_")}
     return subprocess.run(
         [sys.executable, "-m", "onionchat", *args],
-        capture_output=True, text=True, timeout=30, env={**clean, **(env or {})}, cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**clean, **(env or {})},
+        cwd=cwd,
     )
 
 
@@ -34,16 +40,29 @@ def test_help_documents_every_option() -> None:
     for option in ("--host", "--port", "--data-dir", "--config", "--log-level", "--log-format"):
         assert option in serve
     connect_help = onionchat("connect", "--help").stdout
-    for option in ("--user", "--room", "--password-file", "--register", "--key", "--pipe",
-                   "--socks", "--timeout", "URL"):
+    for option in (
+        "--user",
+        "--room",
+        "--password-file",
+        "--register",
+        "--key",
+        "--pipe",
+        "--socks",
+        "--timeout",
+        "URL",
+    ):
         assert option in connect_help
 
 
 @pytest.mark.parametrize(
     ("args", "env", "toml", "says"),
     [
-        ((), {"ONIONCHAT_SERVER_PORT": "eighty"}, "",
-         "ONIONCHAT_SERVER_PORT: expected an integer, got 'eighty'"),
+        (
+            (),
+            {"ONIONCHAT_SERVER_PORT": "eighty"},
+            "",
+            "ONIONCHAT_SERVER_PORT: expected an integer, got 'eighty'",
+        ),
         (("--port", "70000"), {}, "", "--port: must be at most 65535"),
         ((), {}, "[limits]\nsend_queue = 2\n", "limits.send_queue: must be at least 8"),
         ((), {}, "[log]\nformat = 'xml'\n", "log.format: must be one of text, json"),
@@ -66,9 +85,11 @@ def test_an_invalid_setting_exits_2_naming_the_key(
 def test_settings_layer_file_then_environment_then_flags(tmp_path: Path) -> None:
     path = tmp_path / "onionchat.toml"
     path.write_text('[server]\nport = 1111\nhost = "::1"\n[limits]\nrate = 3\nburst = 4\n')
-    settings = config.load(path, env={"ONIONCHAT_SERVER_PORT": "2222",
-                                      "ONIONCHAT_LIMITS_RATE": "5.5"},
-                           overrides={"server.port": "3333"})
+    settings = config.load(
+        path,
+        env={"ONIONCHAT_SERVER_PORT": "2222", "ONIONCHAT_LIMITS_RATE": "5.5"},
+        overrides={"server.port": "3333"},
+    )
     assert settings.server.port == 3333
     assert settings.server.host == "::1"
     assert settings.limits.rate == 5.5
@@ -132,8 +153,16 @@ async def test_logs_are_json_events_without_contents_tokens_or_addresses(
     node.stop()
     events = node.events()
     kinds = {e.get("event") for e in events}
-    assert {"start", "stop", "register", "auth_success", "connect", "join", "message",
-            "disconnect"} <= kinds
+    assert {
+        "start",
+        "stop",
+        "register",
+        "auth_success",
+        "connect",
+        "join",
+        "message",
+        "disconnect",
+    } <= kinds
     message = next(e for e in events if e.get("event") == "message")
     assert message["room"] == "lobby" and message["size"] == len("a confidential sentence")
     assert len(message["id"]) == 26

@@ -1,0 +1,357 @@
+"""The command-line client, run for real as a subprocess against a real node."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from onionchat import crypto
+
+from conftest import PASSWORD, NodeProcess, register, user
+from socks5 import Socks5Proxy
+
+
+def client_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONIONCHAT_")}
+    # a proxy in the environment must never be picked up by accident
+    env.update(
+        ALL_PROXY="socks5://127.0.0.1:9",
+        HTTP_PROXY="http://127.0.0.1:9",
+        HTTPS_PROXY="http://127.0.0.1:9",
+        http_proxy="http://127.0.0.1:9",
+    )
+    return env
+
+
+@pytest.fixture
+def password_file(tmp_path: Path) -> Path:
+    path = tmp_path / "password"
+    path.write_text(PASSWORD + "\n")
+    path.chmod(0o600)
+    return path
+
+
+class PipeClient:
+    """`onionchat connect --pipe`: lines in, JSON lines out."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[dict[str, Any]] = []
+
+    async def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        await self.proc.stdin.drain()
+
+    async def next(self, timeout: float = 10, **fields: Any) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            raw = await asyncio.wait_for(
+                self.proc.stdout.readline(), max(0.01, deadline - time.monotonic())
+            )
+            assert raw, "the client closed its output"
+            line: dict[str, Any] = json.loads(raw)
+            self.lines.append(line)
+            if all(line.get(k) == v for k, v in fields.items()):
+                return line
+
+    async def finish(self, timeout: float = 20) -> tuple[int, str, str]:
+        """Close stdin (end of input) and collect the rest."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        out, err = await asyncio.wait_for(self.proc.communicate(), timeout)
+        for raw in out.decode().splitlines():
+            self.lines.append(json.loads(raw))
+        assert self.proc.returncode is not None
+        return self.proc.returncode, out.decode(), err.decode()
+
+
+@asynccontextmanager
+async def pipe_client(
+    url: str, name: str, password_file: Path, *args: str
+) -> AsyncIterator[PipeClient]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "onionchat",
+        "connect",
+        url,
+        "--user",
+        name,
+        "--password-file",
+        str(password_file),
+        "--pipe",
+        *args,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=client_env(),
+    )
+    client = PipeClient(proc)
+    try:
+        yield client
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def run_client(url: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "onionchat", "connect", url, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=client_env(),
+    )
+
+
+async def test_two_pipe_clients_talk(node: NodeProcess, password_file: Path) -> None:
+    await register(node, "bob")
+    async with pipe_client(node.url, "bob", password_file) as bob:
+        await bob.next(type="joined")
+        async with pipe_client(node.url, "Ольга", password_file, "--register") as olga:
+            await olga.next(type="joined")
+            await olga.send("привет, bob")
+            await olga.send("<script>alert(1)</script>")
+            code, _, err = await olga.finish()
+            assert code == 0, err
+        first = await bob.next(type="message", sender="Ольга")
+        second = await bob.next(type="message", sender="Ольга")
+        assert first["text"] == "привет, bob" and first["room"] == "lobby"
+        assert second["text"] == "<script>alert(1)</script>"
+        assert first["id"] < second["id"]
+        await bob.send("/me waves back")
+        await bob.send("hello Ольга")
+        code, _, err = await bob.finish()
+        assert code == 0, err
+    messages = [line for line in bob.lines if line.get("type") == "message"]
+    assert [m["text"] for m in messages[-2:]] == ["waves back", "hello Ольга"]
+    assert messages[-2]["me"] is True
+
+    # everything sent was acknowledged and is in the history
+    async with user(node, "carol") as carol:
+        joined = await carol.join("lobby")
+        assert [m["text"] for m in joined["history"]] == [
+            "привет, bob",
+            "<script>alert(1)</script>",
+            "waves back",
+            "hello Ольга",
+        ]
+
+
+async def test_history_on_join_in_pipe_mode(node: NodeProcess, password_file: Path) -> None:
+    async with user(node, "alice") as alice:
+        await alice.join("dev")
+        await alice.say("dev", "earlier news")
+    await register(node, "bob")
+    async with pipe_client(node.url, "bob", password_file, "--room", "dev") as bob:
+        line = await bob.next(type="message")
+        assert line["text"] == "earlier news" and line["sender"] == "alice"
+        assert (await bob.finish())[0] == 0
+
+
+async def test_key_protected_room_from_the_url_fragment(
+    node: NodeProcess, password_file: Path
+) -> None:
+    key = crypto.encode_key(crypto.new_room_key())
+    url = f"{node.url}/#room=plans&key={key}"
+    async with pipe_client(url, "alice", password_file, "--register") as alice:
+        await alice.next(type="joined")
+        async with pipe_client(url, "bob", password_file, "--register") as bob:
+            await bob.next(type="joined")
+            await alice.send("the eagle lands at dawn")
+            line = await bob.next(type="message")
+            assert line["room"] == "plans" and line["text"] == "the eagle lands at dawn"
+            assert line["decrypted"] is True
+            assert (await bob.finish())[0] == 0
+        assert (await alice.finish())[0] == 0
+    # a client holding another key sees that it cannot read, never garbage
+    wrong = crypto.encode_key(crypto.new_room_key())
+    async with pipe_client(
+        f"{node.url}/#room=plans&key={wrong}", "carol", password_file, "--register"
+    ) as carol:
+        line = await carol.next(type="message")
+        assert line["text"] is None and "cannot decrypt" in line["error"]
+        assert (await carol.finish())[0] == 0
+    node.stop()
+    with sqlite3.connect(node.data_dir / "onionchat.sqlite3") as db:
+        (box,) = db.execute("SELECT box FROM messages").fetchone()
+        assert db.execute("SELECT text FROM messages").fetchone() == (None,)
+    assert crypto.open_box(crypto.decode_key(key), box) == "the eagle lands at dawn"
+    assert b"eagle" not in (node.data_dir / "onionchat.sqlite3").read_bytes()
+
+
+async def test_a_direct_message_in_pipe_mode(node: NodeProcess, password_file: Path) -> None:
+    await register(node, "alice")
+    async with user(node, "bob") as bob:
+        await bob.join("lobby")
+        result = run_client(
+            node.url,
+            "--user",
+            "alice",
+            "--password-file",
+            str(password_file),
+            "--pipe",
+            stdin="/msg bob are you free?\n",
+        )
+        assert result.returncode == 0, result.stderr
+        got = await bob.expect("message")
+        assert got["text"] == "are you free?" and got["to"] == "bob"
+
+
+def test_wrong_password_and_taken_name(
+    node: NodeProcess, password_file: Path, tmp_path: Path
+) -> None:
+    args = ("--password-file", str(password_file), "--pipe")
+    assert run_client(node.url, "--user", "alice", "--register", *args).returncode == 0
+    taken = run_client(node.url, "--user", "ALICE", "--register", *args)
+    assert taken.returncode == 1 and "taken" in taken.stderr
+    wrong_file = tmp_path / "wrong"
+    wrong_file.write_text("not it\n")
+    wrong = run_client(node.url, "--user", "alice", "--password-file", str(wrong_file), "--pipe")
+    assert wrong.returncode == 1 and "wrong username or password" in wrong.stderr
+    assert "not it" not in wrong.stderr + wrong.stdout
+
+
+def test_bad_options_exit_2(node: NodeProcess, password_file: Path) -> None:
+    bad_key = run_client(
+        f"{node.url}/#room=x&key=short",
+        "--user",
+        "a",
+        "--password-file",
+        str(password_file),
+        "--pipe",
+    )
+    assert bad_key.returncode == 2 and "key" in bad_key.stderr
+
+
+async def test_through_a_socks5_proxy_with_remote_names(
+    node: NodeProcess, password_file: Path
+) -> None:
+    """The node is reached by a name only the proxy knows: the client cannot have resolved it
+    itself, and the proxy saw a name, never an address."""
+    async with Socks5Proxy({"chat.onionchat.test": "127.0.0.1"}) as proxy:
+        url = f"http://chat.onionchat.test:{node.port}"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "onionchat",
+            "connect",
+            url,
+            "--user",
+            "alice",
+            "--register",
+            "--password-file",
+            str(password_file),
+            "--pipe",
+            "--socks",
+            f"127.0.0.1:{proxy.port}",
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=client_env(),
+        )
+        _, err = await asyncio.wait_for(proc.communicate(b"over the proxy\n"), 30)
+        assert proc.returncode == 0, err.decode()
+        assert proxy.requests and {r.kind for r in proxy.requests} == {"domain"}
+        assert {r.host for r in proxy.requests} == {"chat.onionchat.test"}
+    async with user(node, "bob") as bob:
+        joined = await bob.join("lobby")
+        assert [m["text"] for m in joined["history"]] == ["over the proxy"]
+
+
+async def test_a_missing_proxy_is_a_clear_error(node: NodeProcess, password_file: Path) -> None:
+    async with Socks5Proxy({}) as proxy:
+        port = proxy.port  # a port that was just free, and is closed again after this block
+    result = await asyncio.to_thread(
+        run_client,
+        node.url,
+        "--user",
+        "alice",
+        "--register",
+        "--password-file",
+        str(password_file),
+        "--pipe",
+        "--socks",
+        f"127.0.0.1:{port}",
+    )
+    assert result.returncode == 1
+    assert "proxy" in result.stderr.lower() and f"127.0.0.1:{port}" in result.stderr
+
+
+def test_an_unreachable_node_is_a_clear_error(password_file: Path) -> None:
+    result = run_client(
+        "http://127.0.0.1:9",
+        "--user",
+        "alice",
+        "--password-file",
+        str(password_file),
+        "--pipe",
+        "--timeout",
+        "5",
+    )
+    assert result.returncode == 1
+    assert "127.0.0.1:9" in result.stderr
+
+
+async def test_interactive_mode_in_a_terminal(node: NodeProcess, password_file: Path) -> None:
+    """A person at a real terminal (tmux): history on join, typing, mentions in colour."""
+    assert shutil.which("tmux"), "tmux is missing: scripts/system-packages installs it"
+    async with user(node, "alice") as alice:
+        await alice.join("lobby")
+        await alice.say("lobby", "welcome, whoever comes next")
+        session = f"onionchat-test-{os.getpid()}"
+        command = (
+            f"{sys.executable} -m onionchat connect {node.url} --user bob --register "
+            f"--password-file {password_file}"
+        )
+        subprocess.run(
+            ["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "30", command],
+            check=True,
+            env=client_env(),
+        )
+        try:
+            screen = await wait_for_screen(session, "welcome, whoever comes next")
+            await alice.expect("presence", user="bob", state="join")
+            subprocess.run(["tmux", "send-keys", "-t", session, "hi alice", "Enter"], check=True)
+            got = await alice.expect("message", sender="bob")
+            assert got["text"] == "hi alice"
+            await alice.say("lobby", "@bob look here", ref="m")
+            screen = await wait_for_screen(session, "look here", escapes=True)
+            line = next(line for line in screen.splitlines() if "look here" in line)
+            assert "\x1b[" in line, "a mention of bob is not highlighted"
+            subprocess.run(["tmux", "send-keys", "-t", session, "/who", "Enter"], check=True)
+            await wait_for_screen(session, "alice")
+            subprocess.run(["tmux", "send-keys", "-t", session, "/quit", "Enter"], check=True)
+            await alice.expect("presence", user="bob", state="leave")
+        finally:
+            subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+async def wait_for_screen(
+    session: str, text: str, escapes: bool = False, timeout: float = 15
+) -> str:
+    deadline = time.monotonic() + timeout
+    screen = ""
+    while time.monotonic() < deadline:
+        args = ["tmux", "capture-pane", "-p", "-t", session] + (["-e"] if escapes else [])
+        screen = subprocess.run(args, capture_output=True, text=True).stdout
+        if text in screen:
+            return screen
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{text!r} never appeared on the screen:\n{screen}")
