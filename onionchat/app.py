@@ -288,9 +288,6 @@ async def _read(ws: WebSocket, node: Node, conn: Connection) -> None:
             return
         ref = None
         try:
-            if conn.session.expired:
-                conn.close(Close.SESSION_EXPIRED, "the session has expired; log in again")
-                return
             if not bucket.allow():
                 strikes.hit("conn")
                 if strikes.retry_after("conn") > 0:
@@ -326,6 +323,11 @@ async def _write(ws: WebSocket, conn: Connection) -> None:
             await ws.send_text(frame)
 
 
+async def _expire(conn: Connection) -> None:
+    await asyncio.sleep(max(0.0, conn.session.expires - time.time()))
+    conn.close(Close.SESSION_EXPIRED, "the session has expired; log in again")
+
+
 async def chat(ws: WebSocket) -> None:
     node = _node(ws)
     if not _origin_allowed(ws, ws.app.state.origins):
@@ -343,6 +345,7 @@ async def chat(ws: WebSocket) -> None:
         asyncio.create_task(_read(ws, node, conn)),
         asyncio.create_task(_write(ws, conn)),
         asyncio.create_task(conn.closed.wait()),
+        asyncio.create_task(_expire(conn)),
     ]
     try:
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

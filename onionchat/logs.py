@@ -54,6 +54,17 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class _QuietClientErrors(logging.Filter):
+    """uvicorn logs a client's invalid UTF-8 as an error with a traceback: it is the client's
+    fault, answered with close code 1007, so a warning without the traceback says enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Invalid UTF-8"):
+            record.exc_info = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def setup(level: str, format: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if format == "json" else TextFormatter())
@@ -61,6 +72,8 @@ def setup(level: str, format: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("uvicorn.access").disabled = True
-    logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, root.level))
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    uvicorn_error.setLevel(max(logging.WARNING, root.level))
+    uvicorn_error.addFilter(_QuietClientErrors())
     for name in ("aiosqlite", "asyncio", "websockets", "httpx", "httpcore"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
