@@ -33,6 +33,7 @@ log = logging.getLogger("onionchat.app")
 COOKIE = "onionchat_session"
 MAX_BODY = 16 * 1024
 CLOSE_TIMEOUT = 5.0
+MAX_FRAMES_BEFORE_AUTH = 10
 SECURITY_HEADERS = [
     (
         b"content-security-policy",
@@ -246,7 +247,9 @@ async def _authenticate(ws: WebSocket, node: Node) -> Session | None:
     accounts = node.accounts
     token = ws.cookies.get(COOKIE)
     deadline = time.monotonic() + node.settings.auth.auth_timeout
-    while token is None:
+    for _ in range(MAX_FRAMES_BEFORE_AUTH + 1):
+        if token is not None:
+            break
         remaining = deadline - time.monotonic()
         try:
             message = await asyncio.wait_for(ws.receive(), max(remaining, 0.001))
@@ -268,7 +271,10 @@ async def _authenticate(ws: WebSocket, node: Node) -> Session | None:
                 )
             token = frame.token
         except ProtocolError as exc:
-            await ws.send_text(protocol.error(exc.code, exc.message))
+            await ws.send_text(protocol.error(exc.code, exc.message, exc.ref))
+    if token is None:
+        await ws.close(Close.AUTH_FAILED, "too many frames without authenticating")
+        return None
     try:
         return await accounts.session(token)
     except AuthError as exc:
@@ -331,7 +337,7 @@ async def _expire(conn: Connection) -> None:
 async def chat(ws: WebSocket) -> None:
     node = _node(ws)
     if not _origin_allowed(ws, ws.app.state.origins):
-        await ws.close(Close.FORBIDDEN_ORIGIN)
+        await ws.close()  # before the handshake: the client sees HTTP 403
         return
     await ws.accept()
     try:

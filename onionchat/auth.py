@@ -69,7 +69,7 @@ class Session:
 
 def b64decode(text: str, size: int, what: str) -> bytes:
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
         raise ProtocolError(Code.BAD_FRAME, f"{what} is not base64url") from None
     if len(raw) != size:

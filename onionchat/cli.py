@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import importlib.util
 import logging
+import os
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -176,12 +178,21 @@ def run_server(settings: config.Settings) -> int:
         extra={"event": "start", "url": url, "port": port},
     )
     log.info(
-        "chat from a terminal: onionchat connect %s --user NAME --register",
+        "chat from a terminal: %s connect %s --user NAME --register",
+        _program(),
         url,
         extra={"event": "hint"},
     )
     server.run(sockets=[sock])
     return 0
+
+
+def _program() -> str:
+    """How to run `onionchat` from here: by name when it is on PATH, else by its path."""
+    script = Path(sys.executable).parent / "onionchat"
+    if shutil.which("onionchat") or not script.exists():
+        return "onionchat"
+    return os.path.relpath(script)
 
 
 def _connect(args: argparse.Namespace) -> int:

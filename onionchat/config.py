@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from onionchat.protocol import max_box_length
+
 
 class ConfigError(Exception):
     """An invalid setting; the message names the key and the reason."""
@@ -180,23 +182,24 @@ def env_name(section: str, key: str) -> str:
     return f"ONIONCHAT_{section}_{key}".upper()
 
 
-def _convert(raw: Any, kind: Any, where: str, meta: Mapping[str, Any]) -> Any:
-    from_text = isinstance(raw, str)
+def _convert(raw: Any, kind: Any, where: str, meta: Mapping[str, Any], typed: bool = False) -> Any:
+    """Check one value; `typed` sources (TOML) must give numbers as numbers."""
+    from_text = isinstance(raw, str) and not typed
     try:
         if kind in (int, "int"):
             if isinstance(raw, bool) or not (isinstance(raw, int) or from_text):
                 raise ValueError
             value: Any = int(raw)
         elif kind in (float, "float"):
-            if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+            if isinstance(raw, bool) or not (isinstance(raw, int | float) or from_text):
                 raise ValueError
             value = float(raw)
         elif kind in (Path, "Path"):
-            if not from_text:
+            if not isinstance(raw, str):
                 raise ValueError
             value = Path(raw).expanduser()
         else:
-            if not from_text:
+            if not isinstance(raw, str):
                 raise ValueError
             value = raw
     except ValueError:
@@ -259,12 +262,27 @@ def load(
                 name = env_name(section, field.name)
                 values[field.name] = _convert(env[name], field.type, name, meta)
             elif field.name in given:
-                values[field.name] = _convert(given[field.name], field.type, dotted, meta)
+                values[field.name] = _convert(
+                    given[field.name], field.type, dotted, meta, typed=True
+                )
             given.pop(field.name, None)
         if given:
             raise ConfigError(f"{path}: unknown key {section}.{sorted(given)[0]}")
         sections[section] = cls(**values)
-    return Settings(**sections)
+    settings = Settings(**sections)
+    _check_together(settings)
+    return settings
+
+
+def _check_together(settings: Settings) -> None:
+    limits = settings.limits
+    needed = max_box_length(limits.max_text_chars) + 512
+    if needed > limits.max_frame_bytes:
+        raise ConfigError(
+            f"limits.max_text_chars: {limits.max_text_chars} characters, sealed in a "
+            f"key-protected room, need frames of {needed} bytes, over "
+            f"limits.max_frame_bytes ({limits.max_frame_bytes})"
+        )
 
 
 def documented_keys() -> list[tuple[str, str, Any, str]]:

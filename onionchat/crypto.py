@@ -49,7 +49,7 @@ def encode_key(key: bytes) -> str:
 
 def decode_key(text: str) -> bytes:
     try:
-        key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        key = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
         raise CryptoError("the room key is not base64url") from None
     if len(key) != KEY_BYTES:

@@ -19,6 +19,8 @@ from onionchat.config import Settings
 from onionchat.hub import Connection, Hub
 from onionchat.ids import IdGenerator, is_valid
 from onionchat.protocol import (
+    MAC_BYTES,
+    NONCE_BYTES,
     Ack,
     AnyClientFrame,
     Close,
@@ -46,6 +48,7 @@ from onionchat.protocol import (
     Who,
     WhoList,
     encode,
+    max_box_length,
     message_frame,
 )
 from onionchat.protocol import History as HistoryRequest
@@ -53,8 +56,6 @@ from onionchat.store import Conflict, Room, Store
 
 log = logging.getLogger("onionchat.node")
 
-NONCE_BYTES = 24
-MAC_BYTES = 16
 MAX_TOPIC_CHARS = 300
 _MENTION = re.compile(r"(?<![\w@])@([\w.-]+)")
 
@@ -68,8 +69,6 @@ class Node:
         self.started = time.monotonic()
         self._ids = IdGenerator()
         self._rooms: dict[str, Room] = {}
-        limits = settings.limits
-        self._max_box = _b64_length(NONCE_BYTES + MAC_BYTES + 4 * limits.max_text_chars)
 
     # -- connections ----------------------------------------------------------------------
 
@@ -84,6 +83,7 @@ class Node:
                     user=conn.user,
                     version=__version__,
                     rooms=[r for r in rooms if not r.startswith("@")],
+                    direct=[r for r in rooms if r.startswith("@")],
                     limits={
                         "max_frame_bytes": limits.max_frame_bytes,
                         "max_text_chars": limits.max_text_chars,
@@ -174,7 +174,7 @@ class Node:
             else:
                 self._rooms[name] = room
                 log.info("room created", extra={"event": "room_created", "room": name})
-        if create and room.protected != protected:
+        if (create or protected) and room.protected != protected:
             kind = "key-protected" if room.protected else "open"
             raise ProtocolError(Code.ROOM_MODE, f"#{name} already exists and is {kind}")
         first = self.hub.join(conn, name)
@@ -198,14 +198,17 @@ class Node:
         log.info("joined", extra={"event": "join", "user": conn.user, "room": name})
 
     async def leave(self, conn: Connection, raw: str, ref: str | None = None) -> None:
+        """Leaving is the user's act: every one of their connections leaves the room."""
         room = await self.room(raw)
         self._joined(conn, room)
-        if self.hub.leave(conn, room.name):
-            self.hub.broadcast(
-                room.name, encode(Presence(room=room.name, user=conn.user, state="leave"))
-            )
         await self.store.set_member(conn.session.user.id, room.id, False)
-        conn.send(encode(Left(room=room.name, ref=ref)))
+        for other in self.hub.user_connections(conn.user_key):
+            if room.name in other.rooms:
+                self.hub.leave(other, room.name)
+                other.send(encode(Left(room=room.name, ref=ref if other is conn else None)))
+        self.hub.broadcast(
+            room.name, encode(Presence(room=room.name, user=conn.user, state="leave"))
+        )
         log.info("left", extra={"event": "leave", "user": conn.user, "room": room.name})
 
     def _info(self, room: Room) -> RoomInfo:
@@ -230,7 +233,12 @@ class Node:
     # -- messages -------------------------------------------------------------------------
 
     def _body(
-        self, room: Room | None, text: str | None, box: str | None, limit: int
+        self,
+        room: Room | None,
+        text: str | None,
+        box: str | None,
+        limit: int,
+        what: str = "message",
     ) -> tuple[str | None, str | None]:
         """Check a body against the room's mode: text in open rooms, box in protected ones."""
         if (text is None) == (box is None):
@@ -244,15 +252,15 @@ class Node:
             raise ProtocolError(Code.BAD_BODY, f"#{room.name} is open: send text, not a box")
         if text is not None:
             if not text.strip():
-                raise ProtocolError(Code.BAD_BODY, "the message is empty")
+                raise ProtocolError(Code.BAD_BODY, f"the {what} is empty")
             if len(text) > limit:
                 raise ProtocolError(
                     Code.BAD_BODY,
-                    f"the message is too long ({len(text)} characters, at most {limit})",
+                    f"the {what} is too long ({len(text)} characters, at most {limit})",
                 )
             return text, None
         assert box is not None
-        _check_box(box, self._max_box)
+        _check_box(box, max_box_length(limit))
         return None, box
 
     async def send(self, conn: Connection, frame: Send) -> None:
@@ -291,6 +299,9 @@ class Node:
             except Conflict:
                 room = await self.store.room(name)
                 assert room is not None
+            else:  # both are members, so both find the conversation in `ready`
+                await self.store.set_member(conn.session.user.id, room.id, True)
+                await self.store.set_member(target.id, room.id, True)
         self._rooms[name] = room
         message = await self._publish(conn, room, text, box, me, target.name, ref)
         frame = encode(message_frame(message))
@@ -360,9 +371,9 @@ class Node:
 
     async def _direct_room(self, conn: Connection, name: str) -> Room:
         parts = name[1:].split("+")
-        if len(parts) != 2 or conn.user_key not in parts:
+        if len(parts) != 2 or conn.user_key not in map(names.key, parts):
             raise ProtocolError(Code.FORBIDDEN, "that conversation is not yours")
-        room = await self.store.room(name)
+        room = await self.store.room(names.direct_room(*parts))
         if room is None:
             raise ProtocolError(Code.UNKNOWN_ROOM, "there are no messages with that user yet")
         return room
@@ -370,26 +381,22 @@ class Node:
     async def set_topic(
         self, conn: Connection, raw: str, text: str | None, box: str | None, ref: str | None = None
     ) -> None:
+        """Set the topic; neither text nor box clears it. The setter's copy carries its ref."""
         room = await self.room(raw)
         self._joined(conn, room)
-        if text is not None and not text.strip():
-            raise ProtocolError(Code.BAD_BODY, "the topic is empty")
-        text, box = self._body(room, text, box, MAX_TOPIC_CHARS)
+        if text is not None or box is not None:
+            text, box = self._body(room, text, box, MAX_TOPIC_CHARS, "topic")
         await self.store.set_topic(room.id, text, box)
-        updated = Room(room.id, room.name, room.protected, text, box)
-        self._rooms[room.name] = updated
-        self.hub.broadcast(
-            room.name, encode(TopicChanged(room=room.name, by=conn.user, text=text, box=box))
-        )
+        self._rooms[room.name] = Room(room.id, room.name, room.protected, text, box)
+        changed = TopicChanged(room=room.name, by=conn.user, text=text, box=box)
+        self.hub.broadcast(room.name, encode(changed), skip=conn)
+        changed.ref = ref
+        conn.send(encode(changed))
 
     def notice(
         self, conn: Connection, text: str, room: str | None = None, ref: str | None = None
     ) -> None:
         conn.send(encode(Notice(text=text, room=room, ref=ref)))
-
-
-def _b64_length(raw: int) -> int:
-    return 4 * ((raw + 2) // 3)
 
 
 def _check_box(box: str, max_length: int) -> None:

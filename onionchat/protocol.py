@@ -15,9 +15,11 @@ import msgspec
 
 from onionchat import PROTOCOL_VERSION
 
+NONCE_BYTES = 24
+MAC_BYTES = 16
+
 Ref = Annotated[str, msgspec.Meta(max_length=64)]
 NameField = Annotated[str, msgspec.Meta(max_length=128)]
-Line = Annotated[str, msgspec.Meta(max_length=65536)]
 Limit = Annotated[int, msgspec.Meta(ge=1, le=200)]
 
 
@@ -51,13 +53,11 @@ class Close(enum.IntEnum):
     """WebSocket close codes the node uses (1xxx are RFC 6455, 4xxx are OnionChat's)."""
 
     NORMAL = 1000
-    GOING_AWAY = 1001
     INVALID_UTF8 = 1007
     TOO_BIG = 1009
     INTERNAL = 1011
     AUTH_FAILED = 4001
     SESSION_EXPIRED = 4002
-    FORBIDDEN_ORIGIN = 4003
     FLOODING = 4008
     TOO_SLOW = 4009
 
@@ -104,8 +104,8 @@ class Send(ClientFrame, tag="send"):
 
     room: NameField | None = None
     to: NameField | None = None
-    text: Line | None = None
-    box: Line | None = None
+    text: str | None = None
+    box: str | None = None
     me: bool = False
 
 
@@ -117,8 +117,8 @@ class History(ClientFrame, tag="history"):
 
 class Topic(ClientFrame, tag="topic"):
     room: NameField
-    text: Line | None = None
-    box: Line | None = None
+    text: str | None = None
+    box: str | None = None
 
 
 class Who(ClientFrame, tag="who"):
@@ -126,7 +126,7 @@ class Who(ClientFrame, tag="who"):
 
 
 class Command(ClientFrame, tag="command"):
-    line: Line
+    line: str
     room: NameField | None = None
 
 
@@ -199,6 +199,7 @@ class Ready(ServerFrame, tag="ready"):
     user: str
     version: str
     rooms: list[str]
+    direct: list[str]
     limits: dict[str, int | float]
 
 
@@ -259,6 +260,7 @@ class TopicChanged(ServerFrame, tag="topic"):
     by: str
     text: str | None = None
     box: str | None = None
+    ref: str | None = None
 
 
 class RoomList(ServerFrame, tag="rooms"):
@@ -298,6 +300,12 @@ class Error(ServerFrame, tag="error"):
     code: str
     message: str
     ref: str | None = None
+
+
+def max_box_length(chars: int) -> int:
+    """The base64 length of a secretbox holding `chars` characters of UTF-8 (4 bytes each)."""
+    raw = NONCE_BYTES + MAC_BYTES + 4 * chars
+    return 4 * ((raw + 2) // 3)
 
 
 def message_frame(message: Message) -> MessageFrame:

@@ -205,6 +205,16 @@ async def test_frames_before_authentication(node: NodeProcess) -> None:
         assert json.loads(await ws.recv())["type"] == "ready"
 
 
+async def test_chatter_without_authenticating_is_cut_short(node: NodeProcess) -> None:
+    async with websockets.connect(node.ws_url, proxy=None) as ws:
+        with pytest.raises(websockets.ConnectionClosed):
+            for _ in range(50):
+                await ws.send('{"v":1,"type":"ping"}')
+                assert json.loads(await ws.recv())["code"] == "not_authenticated"
+        assert ws.close_code == 4001
+        assert ws.close_reason == "too many frames without authenticating"
+
+
 async def test_a_bad_token_closes_with_4001(node: NodeProcess) -> None:
     async with websockets.connect(node.ws_url, proxy=None) as ws:
         await ws.send('{"v":1,"type":"auth","token":"forged"}')

@@ -7,7 +7,7 @@ from typing import Any
 
 from onionchat import crypto
 
-from conftest import NodeProcess, connect, register, user
+from conftest import NodeProcess, connect, login, register, user
 
 
 async def test_a_message_reaches_everyone_in_the_room_after_its_ack(node: NodeProcess) -> None:
@@ -75,14 +75,24 @@ async def test_create_join_leave_list_and_topic(node: NodeProcess) -> None:
         assert (await bob.expect("joined"))["room"]["name"] == "dev"
         await alice.expect("presence", user="bob", state="join")
 
-        await alice.send(type="topic", room="dev", text="release on Friday")
-        for client in (alice, bob):
-            topic = await client.expect("topic")
-            assert topic["text"] == "release on Friday" and topic["by"] == "alice"
+        await alice.send(type="topic", room="dev", text="release on Friday", ref="t")
+        assert (await alice.expect("topic"))["ref"] == "t"
+        topic = await bob.expect("topic")
+        assert topic["text"] == "release on Friday" and topic["by"] == "alice"
+        assert "ref" not in topic
 
         await bob.send(type="rooms", ref="l")
         rooms = (await bob.expect("rooms"))["rooms"]
         assert {"name": "dev", "topic": "release on Friday", "online": 2} in rooms
+
+        await alice.send(type="topic", room="dev", text="x" * 301, ref="long")
+        error = await alice.expect("error", ref="long")
+        assert error["message"] == "the topic is too long (301 characters, at most 300)"
+        await alice.send(type="topic", room="dev", text="for now")
+        await alice.send(type="topic", room="dev")  # neither text nor box: cleared
+        assert (await bob.expect("topic", text=None))["by"] == "alice"
+        await bob.send(type="rooms")
+        assert {"name": "dev", "online": 2} in (await bob.expect("rooms"))["rooms"]
 
         await bob.send(type="leave", room="dev", ref="x")
         assert (await bob.expect("left"))["room"] == "dev"
@@ -101,6 +111,26 @@ async def test_joined_rooms_are_remembered_for_the_next_connection(node: NodePro
         await alice.expect("left")
     async with connect(node, token) as alice:
         assert alice.seen[-1]["rooms"] == ["two"]
+
+
+async def test_leaving_leaves_on_every_device(node: NodeProcess) -> None:
+    token = await register(node, "alice")
+    async with user(node, "bob") as bob, connect(node, token) as phone:
+        await bob.join("lobby")
+        async with connect(node, token) as laptop:
+            await phone.join("lobby")
+            await laptop.join("lobby")
+            await laptop.send(type="leave", room="lobby", ref="bye")
+            assert (await laptop.expect("left"))["ref"] == "bye"
+            left = await phone.expect("left")
+            assert left["room"] == "lobby" and "ref" not in left
+            await bob.expect("presence", user="alice", state="leave")
+            await bob.send(type="who", room="lobby")
+            assert (await bob.expect("who"))["members"] == ["bob"]
+            await phone.send(type="send", room="lobby", text="still in?", ref="s")
+            assert (await phone.expect("error", ref="s"))["code"] == "not_joined"
+    async with connect(node, token) as again:
+        assert again.seen[-1]["rooms"] == []
 
 
 async def test_presence_counts_users_not_connections(node: NodeProcess) -> None:
@@ -136,6 +166,18 @@ async def test_direct_messages_reach_only_the_two(node: NodeProcess) -> None:
         assert [m["text"] for m in (await olga.expect("history"))["messages"]] == ["hi, just you"]
         await eve.send(type="history", room=got["room"], ref="spy")
         assert (await eve.expect("error", ref="spy"))["code"] == "forbidden"
+
+        async with connect(node, await register(node, "frank")) as frank:
+            await frank.send(type="send", to="ALICE", text="hi from frank", ref="f")
+            await frank.expect("ack", ref="f")
+            await alice.expect("message", sender="frank")
+        # the conversation is listed for both, and found under any spelling of the names
+        async with connect(node, (await login(node, "frank")).json()["token"]) as again:
+            assert again.seen[-1]["direct"] == ["@alice+frank"]
+            await again.send(type="history", room="@FRANK+Alice", ref="h2")
+            assert (await again.expect("history", ref="h2"))["messages"][0]["text"] == (
+                "hi from frank"
+            )
 
         await alice.send(type="send", to="nobody", text="hello?", ref="n")
         assert (await alice.expect("error", ref="n"))["code"] == "unknown_user"
@@ -221,3 +263,7 @@ async def test_key_protected_room_carries_only_boxes(node: NodeProcess) -> None:
 
         await bob.send(type="join", room="vault", create=True, protected=False, ref="j")
         assert (await bob.expect("error", ref="j"))["code"] == "room_mode"
+        await alice.join("lobby")
+        await alice.send(type="join", room="lobby", protected=True, ref="k")
+        error = await alice.expect("error", ref="k")
+        assert error["code"] == "room_mode" and "open" in error["message"]
