@@ -268,6 +268,7 @@ async def _authenticate(ws: WebSocket, node: Node) -> Session | None:
                     Code.NOT_AUTHENTICATED,
                     f"authenticate first: {type(frame).__name__.lower()} frames need a "
                     "session (send an auth frame)",
+                    frame.ref,
                 )
             token = frame.token
         except ProtocolError as exc:

@@ -71,8 +71,12 @@ def test_help_documents_every_option() -> None:
         ((), {}, "[server\n", "not valid TOML"),
         ((), {"ONIONCHAT_SERVER_PROT": "1"}, "", "ONIONCHAT_SERVER_PROT: unknown setting"),
         ((), {}, '[server]\nport = "8080"\n', "server.port: expected an integer, got '8080'"),
-        ((), {"ONIONCHAT_LIMITS_MAX_TEXT_CHARS": "20000"}, "",
-         "limits.max_text_chars: 20000 characters, sealed in a key-protected room, need frames"),
+        (
+            (),
+            {"ONIONCHAT_LIMITS_MAX_TEXT_CHARS": "20000"},
+            "",
+            "limits.max_text_chars: 20000 characters, sealed in a key-protected room, need frames",
+        ),
     ],
 )
 def test_an_invalid_setting_exits_2_naming_the_key(
