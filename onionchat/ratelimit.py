@@ -18,6 +18,7 @@ class TokenBucket:
         self._last = time.monotonic()
 
     def allow(self) -> bool:
+        """Count one event if the bucket allows it now."""
         now = time.monotonic()
         self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
         self._last = now
@@ -25,6 +26,15 @@ class TokenBucket:
             self._tokens -= 1.0
             return True
         return False
+
+    def delay(self) -> float:
+        """Seconds until the next event would be allowed (as of the last `allow`)."""
+        return max(0.0, (1.0 - self._tokens) / self._rate)
+
+    def empty(self) -> None:
+        """Start from nothing, as if a full burst had just been spent."""
+        self._tokens = 0.0
+        self._last = time.monotonic()
 
 
 class Windows:

@@ -15,39 +15,13 @@ import dataclasses
 import heapq
 import itertools
 import json
-import time
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from onionchat import PROTOCOL_VERSION
-
-
-class Pacer:
-    """A token bucket: `rate` frames a second on average, `burst` at once."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self._rate = rate
-        self._burst = float(burst)
-        self._tokens = float(burst)
-        self._last = time.monotonic()
-
-    async def wait(self) -> None:
-        """Return when one more frame may go, and count it."""
-        while True:
-            now = time.monotonic()
-            self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
-            self._last = now
-            if self._tokens >= 1.0:
-                self._tokens -= 1.0
-                return
-            await asyncio.sleep((1.0 - self._tokens) / self._rate)
-
-    def drain(self) -> None:
-        """The node's bucket ran dry: give it a full interval before the next frame."""
-        self._tokens = 0.0
-        self._last = time.monotonic()
+from onionchat.ratelimit import TokenBucket
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -62,7 +36,7 @@ class Outbox:
 
     def __init__(self, ws: ClientConnection) -> None:
         self._ws = ws
-        self._pacer: Pacer | None = None  # until the node tells its limits
+        self._pacer: TokenBucket | None = None  # until the node tells its limits
         self._refs = itertools.count(1)
         self._numbers = itertools.count()
         self._lock = asyncio.Lock()  # one sender at a time keeps frames in order
@@ -74,7 +48,7 @@ class Outbox:
     def pace(self, rate: float, burst: int) -> None:
         """Stay under the node's limits with room to spare, since delays on the way can bunch
         frames up: nine tenths of its rate, half of its burst."""
-        self._pacer = Pacer(0.9 * rate, max(1, burst // 2))
+        self._pacer = TokenBucket(0.9 * rate, max(1, burst // 2))
 
     def ref(self) -> str:
         """A fresh ref, for a frame whose answer the caller wants to recognise."""
@@ -88,11 +62,17 @@ class Outbox:
         await self._flush()
         return ref
 
+    async def _pace(self) -> None:
+        """Wait until one more frame may go, and count it."""
+        while self._pacer is not None:
+            if self._pacer.allow():
+                return
+            await asyncio.sleep(self._pacer.delay())
+
     async def _flush(self) -> None:
         async with self._lock:
             while self._queue:
-                if self._pacer is not None:
-                    await self._pacer.wait()
+                await self._pace()
                 frame = heapq.heappop(self._queue)
                 self._unanswered[frame.ref] = frame
                 text = json.dumps(frame.data, ensure_ascii=False, separators=(",", ":"))
@@ -120,8 +100,8 @@ class Outbox:
         if frame is None:
             return False
         heapq.heappush(self._queue, frame)
-        if self._pacer is not None:
-            self._pacer.drain()
+        if self._pacer is not None:  # the node's bucket ran dry: give it time to refill
+            self._pacer.empty()
         if self._resending is None or self._resending.done():
             self._resending = asyncio.create_task(self._flush())
         return True
