@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 
 from onionchat import config
 
@@ -132,6 +133,18 @@ async def test_health_reports_version_uptime_clients_and_database(node: NodeProc
     assert health["status"] == "ok" and health["database"] == "ok"
     assert health["clients"] == 2 and health["uptime"] > 0
     assert re.fullmatch(r"\d+\.\d+\.\d+", health["version"]) and health["protocol"] == 1
+
+
+async def test_the_websocket_never_compresses(node: NodeProcess) -> None:
+    """Compressing secrets next to attacker-chosen text leaks them (CRIME/BREACH): the node
+    declines per-message-deflate even when the client offers it."""
+    token = await register(node, "alice")
+    async with websockets.connect(node.ws_url, proxy=None, compression="deflate") as ws:
+        assert ws.request is not None and ws.response is not None
+        assert "permessage-deflate" in ws.request.headers["Sec-WebSocket-Extensions"]
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
+        await ws.send(f'{{"v":1,"type":"auth","token":"{token}"}}')
+        assert '"ready"' in str(await ws.recv())
 
 
 async def test_every_response_carries_the_security_headers(node: NodeProcess) -> None:
