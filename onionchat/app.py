@@ -7,7 +7,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -34,6 +34,7 @@ COOKIE = "onionchat_session"
 MAX_BODY = 16 * 1024
 CLOSE_TIMEOUT = 5.0
 MAX_FRAMES_BEFORE_AUTH = 10
+BATCH_CHARS = 65536
 SECURITY_HEADERS = [
     (
         b"content-security-policy",
@@ -325,9 +326,24 @@ async def _read(ws: WebSocket, node: Node, conn: Connection) -> None:
 
 
 async def _write(ws: WebSocket, conn: Connection) -> None:
+    """Send what waits, several frames to a message (one per line) when a backlog builds up:
+    under load this saves most of the per-message cost, at no cost when idle."""
     while True:
-        for frame in await conn.drain():
-            await ws.send_text(frame)
+        for batch in _batches(await conn.drain()):
+            await ws.send_text(batch)
+
+
+def _batches(frames: list[str]) -> Iterator[str]:
+    batch: list[str] = []
+    size = 0
+    for frame in frames:
+        if batch and size + len(frame) > BATCH_CHARS:
+            yield "\n".join(batch)
+            batch, size = [], 0
+        batch.append(frame)
+        size += len(frame) + 1
+    if batch:
+        yield "\n".join(batch)
 
 
 async def _expire(conn: Connection) -> None:
@@ -374,8 +390,8 @@ async def chat(ws: WebSocket) -> None:
     if conn.close_code is not None and ws.application_state != WebSocketState.DISCONNECTED:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(CLOSE_TIMEOUT):
-                for frame in conn.take():
-                    await ws.send_text(frame)
+                for batch in _batches(conn.take()):
+                    await ws.send_text(batch)
                 await ws.close(conn.close_code, conn.close_reason)
 
 

@@ -169,6 +169,7 @@ def run_server(settings: config.Settings) -> int:
         server_header=False,
         proxy_headers=False,
         lifespan="on",
+        backlog=4096,
     )
     server = uvicorn.Server(uv_config)
     log.info(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import json
 import os
@@ -175,6 +176,7 @@ class Client:
         self.ws = ws
         self.user = user
         self.seen: list[dict[str, Any]] = []
+        self._pending: collections.deque[dict[str, Any]] = collections.deque()
 
     async def send(self, **frame: Any) -> None:
         await self.ws.send(json.dumps({"v": 1, **frame}))
@@ -183,7 +185,12 @@ class Client:
         await self.ws.send(data)
 
     async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
-        frame: dict[str, Any] = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        """The next frame; a WebSocket message may carry several, one per line."""
+        if not self._pending:
+            raw = await asyncio.wait_for(self.ws.recv(), timeout)
+            assert isinstance(raw, str)
+            self._pending.extend(json.loads(line) for line in raw.split("\n"))
+        frame: dict[str, Any] = self._pending.popleft()
         assert frame.get("v") == 1, frame
         self.seen.append(frame)
         return frame

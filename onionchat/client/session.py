@@ -306,7 +306,8 @@ class Chat:
         try:
             async for raw in self._ws:
                 if isinstance(raw, str):
-                    await self._receive(raw)
+                    for line in raw.split("\n"):  # a message may carry several frames
+                        await self._receive(line)
         except ConnectionClosed:
             pass
         finally:
