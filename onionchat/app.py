@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import time
@@ -346,9 +347,15 @@ def _batches(frames: list[str]) -> Iterator[str]:
         yield "\n".join(batch)
 
 
-async def _expire(conn: Connection) -> None:
-    await asyncio.sleep(max(0.0, conn.session.expires - time.time()))
-    conn.close(Close.SESSION_EXPIRED, "the session has expired; log in again")
+def _ended(conn: Connection, task: asyncio.Task[None]) -> None:
+    """The reader or the writer stopped: the connection is over."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None and not isinstance(exc, WebSocketDisconnect | OSError):
+        log.error("connection failed", exc_info=exc, extra={"event": "error", "user": conn.user})
+        conn.close(Close.INTERNAL, "internal error")
+    conn.end()
 
 
 async def chat(ws: WebSocket) -> None:
@@ -364,28 +371,18 @@ async def chat(ws: WebSocket) -> None:
     if session is None:
         return
     conn = await node.connect(session)
-    tasks = [
-        asyncio.create_task(_read(ws, node, conn)),
-        asyncio.create_task(_write(ws, conn)),
-        asyncio.create_task(conn.closed.wait()),
-        asyncio.create_task(_expire(conn)),
-    ]
-    try:
-        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        for task in done:
-            if not task.cancelled() and task.exception() is not None:
-                exc = task.exception()
-                if not isinstance(exc, WebSocketDisconnect | OSError):
-                    log.error(
-                        "connection failed",
-                        exc_info=exc,
-                        extra={"event": "error", "user": conn.user},
-                    )
-                    conn.close(Close.INTERNAL, "internal error")
-        await asyncio.gather(*pending, return_exceptions=True)
+    tasks = [asyncio.create_task(_read(ws, node, conn)), asyncio.create_task(_write(ws, conn))]
+    for task in tasks:
+        task.add_done_callback(functools.partial(_ended, conn))
+    try:  # two tasks and this wait are all a connection costs: thousands may idle
+        async with asyncio.timeout(max(0.0, session.expires - time.time())):
+            await conn.wait_ended()
+    except TimeoutError:
+        conn.close(Close.SESSION_EXPIRED, "the session has expired; log in again")
     finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         node.disconnect(conn)
     if conn.close_code is not None and ws.application_state != WebSocketState.DISCONNECTED:
         with contextlib.suppress(Exception):

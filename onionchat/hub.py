@@ -17,15 +17,18 @@ from onionchat.protocol import Close
 
 
 class Connection:
-    """One authenticated client connection, seen from the core (no transport in here)."""
+    """One authenticated client connection, seen from the core (no transport in here).
+
+    Thousands may sit idle, so it keeps to a list and two futures (an asyncio.Event costs a
+    deque of its own)."""
 
     __slots__ = (
+        "_ended",
         "_frames",
         "_limit",
-        "_ready",
+        "_waiter",
         "close_code",
         "close_reason",
-        "closed",
         "rooms",
         "session",
         "user",
@@ -37,10 +40,10 @@ class Connection:
         self.user = session.user.name
         self.user_key = names.key(session.user.name)
         self.rooms: set[str] = set()
-        self._frames: collections.deque[str] = collections.deque()
+        self._frames: list[str] = []
         self._limit = limit
-        self._ready = asyncio.Event()
-        self.closed = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
+        self._ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.close_code: int | None = None
         self.close_reason = ""
 
@@ -55,17 +58,21 @@ class Connection:
             )
             return
         self._frames.append(frame)
-        self._ready.set()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def drain(self) -> list[str]:
         """Wait for frames, then take every frame waiting."""
-        await self._ready.wait()
+        if not self._frames:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
         return self.take()
 
     def take(self) -> list[str]:
-        self._ready.clear()
-        frames = list(self._frames)
-        self._frames.clear()
+        frames, self._frames = self._frames, []
         return frames
 
     def close(self, code: int, reason: str) -> None:
@@ -75,7 +82,15 @@ class Connection:
             self.close_reason = reason
             if code == Close.TOO_SLOW:
                 self._frames.clear()
-            self.closed.set()
+            self.end()
+
+    def end(self) -> None:
+        """The connection is over, closed by the node or by the client."""
+        if not self._ended.done():
+            self._ended.set_result(None)
+
+    async def wait_ended(self) -> None:
+        await self._ended
 
 
 class Hub:
