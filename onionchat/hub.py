@@ -147,7 +147,7 @@ class Hub:
 
     def members(self, room: str) -> list[str]:
         """Names of the users present in a room."""
-        return sorted((self._names[k] for k in self._present.get(room, ())), key=names.key)
+        return [self._names[key] for key in sorted(self._present.get(room, ()))]
 
     def online(self, room: str) -> int:
         return len(self._present.get(room, ()))
