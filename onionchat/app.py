@@ -330,8 +330,11 @@ async def _write(ws: WebSocket, conn: Connection) -> None:
     """Send what waits, several frames to a message (one per line) when a backlog builds up:
     under load this saves most of the per-message cost, at no cost when idle."""
     while True:
-        for batch in _batches(await conn.drain()):
+        frames = await conn.drain()
+        conn.sending = True
+        for batch in _batches(frames):
             await ws.send_text(batch)
+        conn.sending = False
 
 
 def _batches(frames: list[str]) -> Iterator[str]:

@@ -25,11 +25,13 @@ class Connection:
     __slots__ = (
         "_ended",
         "_frames",
+        "_held",
         "_limit",
         "_waiter",
         "close_code",
         "close_reason",
         "rooms",
+        "sending",
         "session",
         "user",
         "user_key",
@@ -41,17 +43,24 @@ class Connection:
         self.user_key = names.key(session.user.name)
         self.rooms: set[str] = set()
         self._frames: list[str] = []
+        self._held: dict[str, list[str]] | None = None
         self._limit = limit
+        self.sending = False  # the transport is writing: a client that stops reading shows here
         self._waiter: asyncio.Future[None] | None = None
         self._ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.close_code: int | None = None
         self.close_reason = ""
 
-    def send(self, frame: str) -> None:
-        """Queue a frame; never blocks. A full queue closes the connection as too slow."""
+    def send(self, frame: str, room: str | None = None) -> None:
+        """Queue a frame; never blocks. A queue that fills while the transport is stuck
+        writing closes the connection as too slow; a burst the writer has not yet had a turn
+        for (a join storm) does not."""
         if self.close_code is not None:
             return
-        if len(self._frames) >= self._limit:
+        if self._held is not None and room in self._held:
+            self._held[room].append(frame)
+            return
+        if self.sending and len(self._frames) >= self._limit:
             self.close(
                 Close.TOO_SLOW,
                 f"too slow: {self._limit} frames were waiting for this client",
@@ -70,6 +79,21 @@ class Connection:
             finally:
                 self._waiter = None
         return self.take()
+
+    def hold(self, room: str) -> None:
+        """Keep the room's frames back until `release`: `joined` goes first."""
+        if self._held is None:
+            self._held = {}
+        self._held[room] = []
+
+    def release(self, room: str, deliver: bool = True) -> None:
+        if self._held is None:
+            return
+        frames = self._held.pop(room, [])
+        if not self._held:
+            self._held = None
+        for frame in frames if deliver else ():
+            self.send(frame)
 
     def take(self) -> list[str]:
         frames, self._frames = self._frames, []
@@ -108,15 +132,15 @@ class Hub:
         self._users.setdefault(conn.user_key, set()).add(conn)
         self._names[conn.user_key] = conn.user
 
-    def detach(self, conn: Connection) -> list[str]:
-        """Forget a connection; returns the rooms its user is no longer present in."""
-        gone = [room for room in sorted(conn.rooms) if self.leave(conn, room)]
+    def detach(self, conn: Connection) -> None:
+        """Forget a connection (leave its rooms first to tell the others)."""
+        for room in tuple(conn.rooms):
+            self.leave(conn, room)
         conns = self._users.get(conn.user_key)
         if conns is not None:
             conns.discard(conn)
             if not conns:
                 del self._users[conn.user_key]
-        return gone
 
     def join(self, conn: Connection, room: str) -> bool:
         """Add a connection to a room; True when its user was not present there before."""
@@ -161,7 +185,7 @@ class Hub:
     def broadcast(self, room: str, frame: str, skip: Connection | None = None) -> None:
         for conn in tuple(self._rooms.get(room, ())):
             if conn is not skip:
-                conn.send(frame)
+                conn.send(frame, room)
 
     def to_user(self, user_key: str, frame: str) -> None:
         for conn in tuple(self._users.get(user_key, ())):

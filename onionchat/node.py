@@ -98,8 +98,9 @@ class Node:
         return conn
 
     def disconnect(self, conn: Connection) -> None:
-        for room in self.hub.detach(conn):
-            self.hub.broadcast(room, encode(Presence(room=room, user=conn.user, state="leave")))
+        for room in sorted(conn.rooms):
+            self._part(conn, room)
+        self.hub.detach(conn)
         log.info(
             "disconnected",
             extra={"event": "disconnect", "user": conn.user, "code": conn.close_code},
@@ -177,25 +178,44 @@ class Node:
         if (create or protected) and room.protected != protected:
             kind = "key-protected" if room.protected else "open"
             raise ProtocolError(Code.ROOM_MODE, f"#{name} already exists and is {kind}")
+        # Enter the room, list its members and tell them, all before the first await: the
+        # member list and the presence frames that follow it then add up exactly. Live
+        # frames wait behind `joined`; one stored meanwhile may come both in its history
+        # and live (clients drop a repeated id), none can fall between the two.
+        entering = name not in conn.rooms
         first = self.hub.join(conn, name)
-        await self.store.set_member(conn.session.user.id, room.id, True)
-        messages, more = await self.store.history(room, None, self.settings.limits.history_page)
+        members = self.hub.members(name)
+        if entering:
+            conn.hold(name)
+        if first:
+            self.hub.broadcast(
+                name, encode(Presence(room=name, user=conn.user, state="join")), skip=conn
+            )
+        try:
+            await self.store.set_member(conn.session.user.id, room.id, True)
+            messages, more = await self.store.history(room, None, self.settings.limits.history_page)
+        except BaseException:
+            if entering:
+                conn.release(name, deliver=False)
+                self._part(conn, name)
+            raise
         conn.send(
             encode(
                 Joined(
                     ref=ref,
                     room=self._info(room),
-                    members=self.hub.members(name),
+                    members=members,
                     history=[message_frame(m) for m in messages],
                     more=more,
                 )
             )
         )
-        if first:
-            self.hub.broadcast(
-                name, encode(Presence(room=name, user=conn.user, state="join")), skip=conn
-            )
+        conn.release(name)
         log.info("joined", extra={"event": "join", "user": conn.user, "room": name})
+
+    def _part(self, conn: Connection, room: str) -> None:
+        if self.hub.leave(conn, room):
+            self.hub.broadcast(room, encode(Presence(room=room, user=conn.user, state="leave")))
 
     async def leave(self, conn: Connection, raw: str, ref: str | None = None) -> None:
         """Leaving is the user's act: every one of their connections leaves the room."""
@@ -204,11 +224,9 @@ class Node:
         await self.store.set_member(conn.session.user.id, room.id, False)
         for other in self.hub.user_connections(conn.user_key):
             if room.name in other.rooms:
-                self.hub.leave(other, room.name)
+                other.release(room.name, deliver=False)
+                self._part(other, room.name)
                 other.send(encode(Left(room=room.name, ref=ref if other is conn else None)))
-        self.hub.broadcast(
-            room.name, encode(Presence(room=room.name, user=conn.user, state="leave"))
-        )
         log.info("left", extra={"event": "leave", "user": conn.user, "room": room.name})
 
     def _info(self, room: Room) -> RoomInfo:

@@ -223,7 +223,7 @@ class Client:
 
 @contextlib.asynccontextmanager
 async def connect(node: NodeProcess, token: str, user: str = "") -> AsyncIterator[Client]:
-    async with websockets.connect(node.ws_url, proxy=None, compression=None) as ws:
+    async with websockets.connect(node.ws_url, proxy=None, compression=None, max_queue=None) as ws:
         client = Client(ws, user)
         await client.send(type="auth", token=token)
         ready = await client.expect("ready")

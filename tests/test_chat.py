@@ -3,6 +3,8 @@ people on one real node would see them."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from onionchat import crypto
@@ -267,3 +269,27 @@ async def test_key_protected_room_carries_only_boxes(node: NodeProcess) -> None:
         await alice.send(type="join", room="lobby", protected=True, ref="k")
         error = await alice.expect("error", ref="k")
         assert error["code"] == "room_mode" and "open" in error["message"]
+
+
+async def test_a_join_storm_drops_no_one_and_presence_adds_up(node_factory: Any) -> None:
+    """Many people join at once, with small send queues: everyone stays, `joined` comes first,
+    and each one's member list plus the presence frames after it give exactly the room."""
+    node = node_factory(env={"ONIONCHAT_LIMITS_SEND_QUEUE": "8"})
+    names = [f"storm{i}" for i in range(40)]
+    tokens = await asyncio.gather(*(register(node, name) for name in names))
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(connect(node, t)) for t in tokens]
+        for client in clients:
+            await client.send(type="join", room="storm", create=True)
+        for client in clients:
+            joined = await client.recv()
+            assert joined["type"] == "joined", "frames of the room came before joined"
+            present = set(joined["members"])
+            while present != set(names):
+                frame = await client.recv()
+                assert frame["type"] == "presence" and frame["state"] == "join"
+                assert frame["user"] not in present, "presence repeats the member list"
+                present.add(frame["user"])
+        for client in clients:  # and nothing more: no one was told twice, no one was dropped
+            await client.send(type="ping", ref="done")
+            assert (await client.recv())["type"] == "pong"
