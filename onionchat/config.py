@@ -88,7 +88,8 @@ class Limits:
     send_queue: int = dataclasses.field(
         default=512,
         metadata=_key(
-            "Frames waiting for one client before it is dropped as too slow (close 4009).",
+            "Frames waiting for one client that the node cannot write to before it is "
+            "dropped as too slow (close 4009).",
             low=8,
             high=1_000_000,
         ),
