@@ -330,11 +330,16 @@ async def _write(ws: WebSocket, conn: Connection) -> None:
     """Send what waits, several frames to a message (one per line) when a backlog builds up:
     under load this saves most of the per-message cost, at no cost when idle."""
     while True:
-        frames = await conn.drain()
-        conn.sending = True
-        for batch in _batches(frames):
-            await ws.send_text(batch)
-        conn.sending = False
+        await _send(ws, conn, await conn.drain())
+
+
+async def _send(ws: WebSocket, conn: Connection, frames: list[str]) -> None:
+    """A function of its own, so that nothing sent stays referenced while the writer waits
+    (an idle connection would keep its last `joined`, kilobytes of member list, alive)."""
+    conn.sending = True
+    for batch in _batches(frames):
+        await ws.send_text(batch)
+    conn.sending = False
 
 
 def _batches(frames: list[str]) -> Iterator[str]:
