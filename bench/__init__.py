@@ -1,0 +1,1 @@
+"""OnionChat's benchmark: a load generator beside the node (see issue 3)."""

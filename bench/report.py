@@ -1,0 +1,333 @@
+"""What a run tells: the issue's targets checked, a short table, the JSON file and the plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.stats import ratio
+
+
+def _get(d: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    return d
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}".rstrip("0").rstrip(".")
+    elif isinstance(value, int):
+        text = f"{value:,}"
+    else:
+        text = str(value)
+    return f"{text}{unit}"
+
+
+def targets(modes: dict[str, Any]) -> list[dict[str, Any]]:
+    """The figures the issue asks for, each with its target and whether it was met."""
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, value: Any, target: str, met: bool | None, unit: str = "") -> None:
+        out.append({"figure": name, "value": value, "unit": unit, "target": target, "met": met})
+
+    def oc(mode: str) -> Any:
+        return _get(modes, mode, "onionchat")
+
+    def os_(mode: str) -> Any:
+        return _get(modes, mode, "onionshare")
+
+    fixed = oc("fixed")
+    if fixed:
+        p99 = _get(fixed, "result", "latency_ms", "p99")
+        o = fixed.get("settings", {})
+        name = f"fixed {o.get('clients')}×{o.get('senders')}×{o.get('rate', 0):g}/s: p99"
+        add(name, p99, "≤ 5 ms", p99 is not None and p99 <= 5, " ms")
+        change = _get(fixed, "one_stalled", "p99_change_pct")
+        if change is not None:
+            add(
+                "one client stops reading: others' p99 change",
+                change,
+                "≤ +10 %",
+                change <= 10,  # a drop is noise, not harm
+                " %",
+            )
+            dropped = _get(fixed, "one_stalled", "dropped")
+            add("the stalled client is dropped", dropped, "yes", bool(dropped))
+    sat = oc("saturate")
+    if sat:
+        best = sat.get("highest_passed_deliveries_per_s")
+        other = _get(os_("saturate"), "saturation_deliveries_per_s")
+        r = ratio(best, other)
+        bound = (
+            " (generator-limited: a lower bound)" if sat.get("generator_limited_at_best") else ""
+        )
+        add(
+            f"saturate {_get(sat, 'settings', 'clients')} clients: deliveries/s with p99 ≤ "
+            f"{_get(sat, 'settings', 'p99_limit_ms'):g} ms{bound}",
+            best,
+            "≥ 2 × OnionShare's saturation" + (f" ({2 * other:,.0f})" if other else ""),
+            (r >= 2) if r is not None else None,
+            "/s",
+        )
+    idle = oc("idle")
+    if idle:
+        kib = _get(idle, "memory", "per_connection_kib")
+        conns = _get(idle, "memory", "connections")
+        add(
+            f"idle: node memory per connection ({_fmt(conns)} connections)",
+            kib,
+            "≤ 32 KiB",
+            kib is not None and kib <= 32,
+            " KiB",
+        )
+        secs = _get(idle, "join", "seconds")
+        n = _get(idle, "join", "clients")
+        failed = _get(idle, "join", "failed") or 0
+        if failed:
+            add(f"{_fmt(n)} clients join one room: failed (see errors)", failed, "0", False)
+        else:
+            add(
+                f"{_fmt(n)} clients join one room",
+                secs,
+                "≤ 2 s",
+                secs is not None and secs <= 2,
+                " s",
+            )
+        exp = idle.get("traffic_exponent")
+        add(
+            "join traffic: exponent of total bytes in N (2 = linear per join)",
+            exp,
+            "≈ 2",
+            (exp <= 2.3) if exp is not None else None,
+        )
+    ing = oc("ingest")
+    if ing:
+        rate = ing.get("acked_per_s")
+        stored = _get(ing, "stored", "ok")
+        add(
+            "ingest: acknowledged, persisted msgs/s",
+            rate,
+            "≥ 5,000/s, all stored",
+            rate is not None and rate >= 5000 and stored is not False,
+            "/s",
+        )
+    hist = oc("history")
+    if hist and "join" in hist:
+        m = _get(hist, "settings", "messages") or 0
+        big = f"{m / 1e6:g}M" if m >= 1e6 else f"{m:,}"
+        j = _get(hist, "join", "at_node_ms", "p99")
+        h = _get(hist, "history_before", "at_node_ms", "p99")
+        add(
+            f"history {big}: join → joined (newest 50), p99 at node",
+            j,
+            "≤ 5 ms",
+            j is not None and j <= 5,
+            " ms",
+        )
+        add(
+            f"history {big}: history before=id, p99 at node",
+            h,
+            "≤ 5 ms",
+            h is not None and h <= 5,
+            " ms",
+        )
+    return out
+
+
+def comparison(modes: dict[str, Any]) -> list[dict[str, Any]]:
+    """OnionChat beside OnionShare, figure by figure, with the ratio."""
+    rows: list[dict[str, Any]] = []
+
+    def row(name: str, path: tuple[str, ...], mode: str, better: str) -> None:
+        a = _get(modes, mode, "onionchat", *path)
+        b = _get(modes, mode, "onionshare", *path)
+        if a is None or b is None:
+            return
+        rows.append(
+            {
+                "figure": name,
+                "onionchat": a,
+                "onionshare": b,
+                "ratio": ratio(a, b),
+                "better": better,
+            }
+        )
+
+    row("fixed: p50 ms", ("result", "latency_ms", "p50"), "fixed", "lower")
+    row("fixed: p99 ms", ("result", "latency_ms", "p99"), "fixed", "lower")
+    row("fixed: node CPU %", ("result", "node_cpu_pct"), "fixed", "lower")
+    row(
+        "fixed, one stalled: p99 ms",
+        ("one_stalled", "result", "latency_ms", "p99"),
+        "fixed",
+        "lower",
+    )
+    row(
+        "saturate: deliveries/s, p99 ≤ 100 ms",
+        ("highest_passed_deliveries_per_s",),
+        "saturate",
+        "higher",
+    )
+    row("saturate: saturation deliveries/s", ("saturation_deliveries_per_s",), "saturate", "higher")
+    row("idle: KiB per connection", ("memory", "per_connection_kib"), "idle", "lower")
+    row("idle: seconds for N to join", ("join", "seconds"), "idle", "lower")
+    row("idle: bytes per join", ("join", "bytes_per_join"), "idle", "lower")
+    row("idle: exponent of join traffic in N", ("traffic_exponent",), "idle", "lower")
+    sat_a = _get(modes, "saturate", "onionchat", "highest_passed_deliveries_per_s")
+    sat_b = _get(modes, "saturate", "onionshare", "saturation_deliveries_per_s")
+    if sat_a is not None and sat_b is not None:
+        rows.append(
+            {
+                "figure": "OnionChat (p99 ≤ 100 ms) ÷ OnionShare saturation",
+                "onionchat": sat_a,
+                "onionshare": sat_b,
+                "ratio": ratio(sat_a, sat_b),
+                "better": "higher",
+            }
+        )
+    return rows
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = []
+    checks = results.get("targets") or []
+    if checks:
+        w = max(len(c["figure"]) for c in checks)
+        lines.append(f"{'figure':<{w}}  {'value':>14}  {'target':<30} met")
+        for c in checks:
+            met = {True: "yes", False: "NO", None: "?"}[c["met"]]
+            value = _fmt(c["value"], c["unit"])
+            lines.append(f"{c['figure']:<{w}}  {value:>14}  {c['target']:<30} {met}")
+    comp = results.get("comparison") or []
+    if comp:
+        w = max(len(c["figure"]) for c in comp)
+        lines.append("")
+        lines.append(f"{'vs OnionShare 2.7':<{w}}  {'OnionChat':>12}  {'OnionShare':>12}  ratio")
+        for c in comp:
+            lines.append(
+                f"{c['figure']:<{w}}  {_fmt(c['onionchat']):>12}  {_fmt(c['onionshare']):>12}"
+                f"  {_fmt(c['ratio'])}"
+            )
+    sat = _get(results, "modes", "saturate")
+    if sat:
+        lines.append("")
+        lines.append("saturate steps (offered → achieved deliveries/s, p50/p99 ms):")
+        for target, data in sat.items():
+            for s in data.get("steps", []):
+                lat = s["latency_ms"]
+                mark = "pass" if s.get("passed") else "fail"
+                gen = " gen-limited" if s["generator_limited"] else ""
+                lines.append(
+                    f"  {target:<10} {s['offered_deliveries_per_s']:>9,} → "
+                    f"{s['achieved_deliveries_per_s']:>9,}  {_fmt(lat['p50']):>7}/"
+                    f"{_fmt(lat['p99']):<7} lost {s['lost']:<6} node {s['node_cpu_pct']:>5}% "
+                    f"gen {s['generator_cpu_pct']:>5}% {mark}{gen}"
+                )
+    return "\n".join(lines)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The tables again, as Markdown (for the README's performance section)."""
+    m = results.get("machine", {})
+    out = [
+        f"Run of {results.get('date', '?')} on {m.get('label', '?')}: {m.get('cores')} cores "
+        f"({m.get('cpu_model')}), {m.get('memory_gib')} GiB, Python {m.get('python')}.",
+        "",
+        "| figure | value | target | met |",
+        "| --- | ---: | --- | --- |",
+    ]
+    for c in results.get("targets") or []:
+        met = {True: "yes", False: "**no**", None: "?"}[c["met"]]
+        out.append(f"| {c['figure']} | {_fmt(c['value'], c['unit'])} | {c['target']} | {met} |")
+    comp = results.get("comparison") or []
+    if comp:
+        out += [
+            "",
+            "| vs OnionShare 2.7 | OnionChat | OnionShare | ratio |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for c in comp:
+            out.append(
+                f"| {c['figure']} | {_fmt(c['onionchat'])} | {_fmt(c['onionshare'])} | "
+                f"{_fmt(c['ratio'])} |"
+            )
+    return "\n".join(out) + "\n"
+
+
+def plot(results: dict[str, Any], path: Path) -> bool:
+    """Latency (p50, p99) against offered load, from the saturate steps; False if none."""
+    sat = _get(results, "modes", "saturate")
+    if not sat:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    colours = {"onionchat": "tab:purple", "onionshare": "tab:orange"}
+    drawn = False
+    for target, data in sat.items():
+        last: dict[int, dict[str, Any]] = {}  # per offered level, its last attempt
+        for s in data.get("steps", []):
+            if s["latency_ms"]["p99"] is not None:
+                last[s["offered_deliveries_per_s"]] = s
+        steps = [last[k] for k in sorted(last)]
+        if not steps:
+            continue
+        x = [s["offered_deliveries_per_s"] / 1000 for s in steps]
+        colour = colours.get(target)
+        for key, style in (("p50", ":"), ("p99", "-")):
+            y = [max(s["latency_ms"][key], 0.01) for s in steps]
+            ax.plot(x, y, style, marker="o", color=colour, label=f"{target} {key}")
+        limited = [s for s in steps if s["generator_limited"]]
+        if limited:
+            ax.scatter(
+                [s["offered_deliveries_per_s"] / 1000 for s in limited],
+                [s["latency_ms"]["p99"] for s in limited],
+                marker="x",
+                s=80,
+                color="black",
+                zorder=3,
+            )
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return False
+    ax.axhline(100, color="grey", linewidth=0.8, linestyle="--")
+    ax.text(ax.get_xlim()[0], 105, " p99 limit 100 ms", color="grey", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_xlabel("offered load (thousand deliveries/s, 200 clients in one room)")
+    ax.set_ylabel("send → receive latency (ms)")
+    m = results.get("machine", {})
+    ax.set_title(f"Latency against load — {m.get('cores')} cores, {m.get('cpu_model')}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, title="× = generator-limited step", title_fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def write(results: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
+    """results → STEM.json, STEM.md and (with saturate steps) STEM-latency.png."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    path = out_dir / f"{stem}.json"
+    path.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    written.append(path)
+    md = out_dir / f"{stem}.md"
+    md.write_text(markdown(results))
+    written.append(md)
+    png = out_dir / f"{stem}-latency.png"
+    if plot(results, png):
+        written.append(png)
+    return written
