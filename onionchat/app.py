@@ -9,13 +9,15 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import msgspec
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
@@ -220,17 +222,14 @@ async def health(request: Request) -> Response:
     )
 
 
-INDEX = b"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>OnionChat</title></head>
-<body><h1>OnionChat</h1>
-<p>This node is running. Connect with the command-line client:</p>
-<pre>onionchat connect URL --user NAME --register</pre>
-</body></html>
-"""
+def web_dir() -> Path:
+    """The browser client: inside the package when installed, beside it in a checkout."""
+    installed = Path(__file__).parent / "web"
+    return installed if installed.is_dir() else Path(__file__).parent.parent / "web"
 
 
 async def index(request: Request) -> Response:
-    return Response(INDEX, media_type="text/html; charset=utf-8")
+    return FileResponse(web_dir() / "index.html", media_type="text/html; charset=utf-8")
 
 
 # -- WebSocket ----------------------------------------------------------------------------
@@ -431,6 +430,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/login", login, methods=["POST"]),
         Route("/api/logout", logout, methods=["POST"]),
         WebSocketRoute("/ws", chat),
+        Mount("/static", StaticFiles(directory=web_dir()), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(SecurityHeaders)
