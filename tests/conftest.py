@@ -22,9 +22,22 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from playwright.async_api import Browser, async_playwright
 from websockets.asyncio.client import ClientConnection
 
 from onionchat import crypto
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's, installed by scripts/system-packages
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "build" / "screenshots"
 
 FAST_AUTH = {
     "ONIONCHAT_AUTH_ARGON2": "min",
@@ -135,6 +148,26 @@ def node_factory(tmp_path: Path) -> Iterator[Any]:
 def node(node_factory: Any) -> NodeProcess:
     started: NodeProcess = node_factory()
     return started
+
+
+@contextlib.asynccontextmanager
+async def chromium(*args: str) -> AsyncIterator[Browser]:
+    """Debian's Chromium driven by Playwright (never `playwright install`)."""
+    assert Path(CHROMIUM).exists(), "chromium is missing: scripts/system-packages installs it"
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *args]
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with chromium() as launched:
+        yield launched
 
 
 def b64url(raw: bytes) -> str:
