@@ -6,6 +6,11 @@
 - Room messages: NaCl secretbox (XSalsa20-Poly1305) with the 32-byte room key; the box on
   the wire is standard base64 of nonce (24 bytes) followed by the ciphertext.
 - Room keys travel as unpadded base64url (43 characters), e.g. in a URL fragment.
+- Identity: an X25519 key pair; the node keeps the secret key only wrapped: standard base64 of
+  a secretbox of the 32 secret bytes under the wrapping key.
+- Invitations: a room key sealed to a user's public key: standard base64 of an ephemeral public
+  key (32), a nonce (24) and `crypto_box(room key, nonce, their public, ephemeral secret)`
+  (tweetnacl's `nacl.box` and PyNaCl's `Box` agree on it).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import binascii
 import hashlib
 
 import nacl.exceptions
+import nacl.public
 import nacl.secret
 import nacl.utils
 
@@ -68,3 +74,35 @@ def open_box(key: bytes, box: str) -> str:
         return nacl.secret.SecretBox(key).decrypt(raw).decode()
     except (binascii.Error, ValueError, nacl.exceptions.CryptoError):
         raise CryptoError("cannot decrypt: wrong room key or damaged message") from None
+
+
+def new_identity() -> tuple[bytes, bytes]:
+    """A fresh X25519 key pair: (secret, public)."""
+    secret = nacl.public.PrivateKey.generate()
+    return bytes(secret), bytes(secret.public_key)
+
+
+def wrap_identity(wrapping: bytes, secret: bytes) -> str:
+    return base64.b64encode(bytes(nacl.secret.SecretBox(wrapping).encrypt(secret))).decode()
+
+
+def unwrap_identity(wrapping: bytes, wrapped: str) -> bytes:
+    try:
+        return nacl.secret.SecretBox(wrapping).decrypt(base64.b64decode(wrapped, validate=True))
+    except (binascii.Error, ValueError, nacl.exceptions.CryptoError):
+        raise CryptoError("cannot unwrap the identity key: wrong password?") from None
+
+
+def seal_room_key(room_key: bytes, their_public: bytes) -> str:
+    ephemeral = nacl.public.PrivateKey.generate()
+    box = nacl.public.Box(ephemeral, nacl.public.PublicKey(their_public)).encrypt(room_key)
+    return base64.b64encode(bytes(ephemeral.public_key) + bytes(box)).decode()
+
+
+def open_room_key(sealed: str, secret: bytes) -> bytes:
+    try:
+        raw = base64.b64decode(sealed, validate=True)
+        box = nacl.public.Box(nacl.public.PrivateKey(secret), nacl.public.PublicKey(raw[:32]))
+        return box.decrypt(raw[32:])
+    except (binascii.Error, ValueError, nacl.exceptions.CryptoError):
+        raise CryptoError("cannot open the invitation: not sealed to this identity") from None

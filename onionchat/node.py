@@ -13,7 +13,7 @@ import logging
 import re
 import time
 
-from onionchat import __version__, commands, names
+from onionchat import __version__, commands, identity, names
 from onionchat.auth import Accounts, Session
 from onionchat.config import Settings
 from onionchat.hub import Connection, Hub
@@ -27,8 +27,13 @@ from onionchat.protocol import (
     Code,
     Command,
     HistoryPage,
+    Identity,
+    Invitation,
+    Invite,
     Join,
     Joined,
+    KeyOf,
+    Keys,
     Leave,
     Left,
     Mention,
@@ -76,6 +81,14 @@ class Node:
         conn = Connection(session, self.settings.limits.send_queue)
         self.hub.attach(conn)
         rooms = await self.store.rooms_of(session.user.id)
+        found = await self.store.identity(conn.user_key)
+        keys = None
+        if found is not None and found[1] is not None and found[2] is not None:
+            keys = Keys(public=found[1], wrapped=found[2])
+        invitations = [
+            Invitation(room=room, sender=sender, sealed=sealed)
+            for room, sender, sealed in await self.store.invitations(session.user.id)
+        ]
         limits = self.settings.limits
         conn.send(
             encode(
@@ -91,6 +104,8 @@ class Node:
                         "rate": limits.rate,
                         "burst": limits.burst,
                     },
+                    identity=keys,
+                    invitations=invitations,
                 )
             )
         )
@@ -136,6 +151,12 @@ class Node:
                 await commands.run(self, conn, frame.line, frame.room, frame.ref)
             case Ping():
                 conn.send(encode(Pong(ref=frame.ref)))
+            case Identity():
+                await identity.publish(self, conn, frame)
+            case KeyOf():
+                await identity.key_of(self, conn, frame)
+            case Invite():
+                await identity.invite(self, conn, frame)
             case _:
                 raise ProtocolError(Code.BAD_FRAME, f"{type(frame).__name__} is only valid first")
 

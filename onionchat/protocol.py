@@ -17,6 +17,9 @@ from onionchat import PROTOCOL_VERSION
 
 NONCE_BYTES = 24
 MAC_BYTES = 16
+KEY_BYTES = 32
+WRAPPED_BYTES = NONCE_BYTES + MAC_BYTES + KEY_BYTES  # a secret key in a secretbox
+SEALED_BYTES = KEY_BYTES + NONCE_BYTES + MAC_BYTES + KEY_BYTES  # ephemeral key, nonce, box
 
 Ref = Annotated[str, msgspec.Meta(max_length=64)]
 NameField = Annotated[str, msgspec.Meta(max_length=128)]
@@ -38,6 +41,7 @@ class Code(enum.StrEnum):
     NAME_TAKEN = "name_taken"
     UNKNOWN_ROOM = "unknown_room"
     UNKNOWN_USER = "unknown_user"
+    NO_KEY = "no_key"
     NOT_JOINED = "not_joined"
     ROOM_MODE = "room_mode"
     BAD_BODY = "bad_body"
@@ -134,7 +138,41 @@ class Ping(ClientFrame, tag="ping"):
     pass
 
 
-AnyClientFrame = Auth | Join | Leave | Rooms | Send | History | Topic | Who | Command | Ping
+class Identity(ClientFrame, tag="identity"):
+    """Publish this account's X25519 public key, and its secret key sealed (secretbox) with
+    the wrapping key only the account's clients can derive."""
+
+    public: Annotated[str, msgspec.Meta(max_length=64)]
+    wrapped: Annotated[str, msgspec.Meta(max_length=256)]
+
+
+class KeyOf(ClientFrame, tag="key"):
+    user: NameField
+
+
+class Invite(ClientFrame, tag="invite"):
+    """A key-protected room's key, sealed to another user's public key."""
+
+    room: NameField
+    to: NameField
+    sealed: Annotated[str, msgspec.Meta(max_length=256)]
+
+
+AnyClientFrame = (
+    Auth
+    | Join
+    | Leave
+    | Rooms
+    | Send
+    | History
+    | Topic
+    | Who
+    | Command
+    | Ping
+    | Identity
+    | KeyOf
+    | Invite
+)
 
 _decoder = msgspec.json.Decoder(AnyClientFrame)
 
@@ -195,12 +233,43 @@ class ServerFrame(msgspec.Struct, tag_field="type", omit_defaults=True, kw_only=
     v: int = msgspec.field(default_factory=_version)  # a factory, so it is never omitted
 
 
+class Keys(msgspec.Struct, kw_only=True):
+    public: str
+    wrapped: str
+
+
+class Invitation(msgspec.Struct, kw_only=True):
+    room: str
+    sender: str
+    sealed: str
+
+
 class Ready(ServerFrame, tag="ready"):
     user: str
     version: str
     rooms: list[str]
     direct: list[str]
     limits: dict[str, int | float]
+    identity: Keys | None = None
+    invitations: list[Invitation] = msgspec.field(default_factory=list)
+
+
+class IdentityFrame(ServerFrame, tag="identity"):
+    public: str
+    wrapped: str
+    ref: str | None = None
+
+
+class PublicKey(ServerFrame, tag="key"):
+    user: str
+    public: str
+    ref: str | None = None
+
+
+class Invited(ServerFrame, tag="invited"):
+    room: str
+    sender: str
+    sealed: str
 
 
 class Ack(ServerFrame, tag="ack"):

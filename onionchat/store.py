@@ -70,6 +70,18 @@ MIGRATIONS = [
         PRIMARY KEY (room_id, id)
     ) WITHOUT ROWID;
     """,
+    """
+    ALTER TABLE users ADD COLUMN public_key TEXT;
+    ALTER TABLE users ADD COLUMN wrapped_key TEXT;
+    CREATE TABLE invitations (
+        room_id INTEGER NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        sender TEXT NOT NULL,
+        sealed TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        PRIMARY KEY (user_id, room_id)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 
@@ -291,6 +303,27 @@ class Store:
 
         await self._write(op)
 
+    async def set_identity(self, user_id: int, public: str, wrapped: str) -> None:
+        async def op(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "UPDATE users SET public_key = ?, wrapped_key = ? WHERE id = ?",
+                (public, wrapped, user_id),
+            )
+
+        await self._write(op)
+
+    async def put_invitation(self, room_id: int, user_id: int, sender: str, sealed: str) -> None:
+        """One invitation per user and room: a new one replaces the old."""
+
+        async def op(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "INSERT OR REPLACE INTO invitations (room_id, user_id, sender, sealed, created) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (room_id, user_id, sender, sealed, _now()),
+            )
+
+        await self._write(op)
+
     async def put_meta(self, key: str, value: bytes) -> None:
         async def op(db: aiosqlite.Connection) -> None:
             await db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
@@ -313,6 +346,24 @@ class Store:
     async def get_meta(self, key: str) -> bytes | None:
         row = await self._one("SELECT value FROM meta WHERE key = ?", (key,))
         return None if row is None else bytes(row[0])
+
+    async def identity(self, user_key: str) -> tuple[str, str | None, str | None] | None:
+        """A user's name, public key and wrapped secret key (None when not published)."""
+        row = await self._one(
+            "SELECT name, public_key, wrapped_key FROM users WHERE key = ?", (user_key,)
+        )
+        return None if row is None else (row[0], row[1], row[2])
+
+    async def invitations(self, user_id: int) -> list[tuple[str, str, str]]:
+        """(room, sender, sealed key) for every room this user was invited into."""
+        return [
+            (r[0], r[1], r[2])
+            for r in await self._all(
+                "SELECT r.name, i.sender, i.sealed FROM invitations i "
+                "JOIN rooms r ON r.id = i.room_id WHERE i.user_id = ? ORDER BY i.created",
+                (user_id,),
+            )
+        ]
 
     async def user_by_key(self, key: str) -> User | None:
         row = await self._one(

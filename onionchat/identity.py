@@ -1,0 +1,85 @@
+"""Identity keys and sealed invitations: how a room key reaches a member the node cannot read
+for.
+
+Each account has an X25519 key pair made by its client. The node keeps the public half for
+anyone to fetch, and the secret half only as the client wrapped it (a secretbox under the
+wrapping key, which the client derives from the password and never sends), so any of the
+account's devices can restore it and the node never can. A member invites another user into a
+key-protected room by sealing the room key to that user's public key; the node stores the
+sealed key and hands it to the invitee's clients, now and at every `ready`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import TYPE_CHECKING
+
+from onionchat import names
+from onionchat.protocol import (
+    KEY_BYTES,
+    SEALED_BYTES,
+    WRAPPED_BYTES,
+    Code,
+    Identity,
+    IdentityFrame,
+    Invite,
+    Invited,
+    KeyOf,
+    Notice,
+    ProtocolError,
+    PublicKey,
+    encode,
+)
+
+if TYPE_CHECKING:
+    from onionchat.hub import Connection
+    from onionchat.node import Node
+
+
+def _exactly(text: str, size: int, what: str) -> None:
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError(Code.BAD_CIPHERTEXT, f"{what} is not valid base64") from None
+    if len(raw) != size:
+        raise ProtocolError(Code.BAD_CIPHERTEXT, f"{what} must be {size} bytes, got {len(raw)}")
+
+
+async def publish(node: Node, conn: Connection, frame: Identity) -> None:
+    _exactly(frame.public, KEY_BYTES, "the public key")
+    _exactly(frame.wrapped, WRAPPED_BYTES, "the wrapped secret key")
+    await node.store.set_identity(conn.session.user.id, frame.public, frame.wrapped)
+    conn.send(encode(IdentityFrame(public=frame.public, wrapped=frame.wrapped, ref=frame.ref)))
+
+
+async def key_of(node: Node, conn: Connection, frame: KeyOf) -> None:
+    found = await node.store.identity(names.key(frame.user))
+    if found is None:
+        raise ProtocolError(Code.UNKNOWN_USER, f"there is no user {frame.user!r}")
+    name, public, _ = found
+    if public is None:
+        raise ProtocolError(Code.NO_KEY, f"{name} has no identity key yet")
+    conn.send(encode(PublicKey(user=name, public=public, ref=frame.ref)))
+
+
+async def invite(node: Node, conn: Connection, frame: Invite) -> None:
+    room = await node.room(frame.room)
+    if room.name not in conn.rooms:
+        raise ProtocolError(Code.NOT_JOINED, f"join #{room.name} first")
+    if not room.protected:
+        raise ProtocolError(
+            Code.ROOM_MODE, f"#{room.name} is open: anyone may join it, no key to share"
+        )
+    _exactly(frame.sealed, SEALED_BYTES, "the sealed key")
+    target = await node.store.user_by_key(names.key(frame.to))
+    if target is None:
+        raise ProtocolError(Code.UNKNOWN_USER, f"there is no user {frame.to!r}")
+    await node.store.put_invitation(room.id, target.id, conn.user, frame.sealed)
+    node.hub.to_user(
+        names.key(target.name),
+        encode(Invited(room=room.name, sender=conn.user, sealed=frame.sealed)),
+    )
+    conn.send(
+        encode(Notice(text=f"invited {target.name} to #{room.name}", room=room.name, ref=frame.ref))
+    )
