@@ -21,8 +21,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from onionchat import PROTOCOL_VERSION, __version__, protocol
-from onionchat.auth import SALT_BYTES, SECRET_BYTES, Accounts, AuthError, Session, b64decode
+from onionchat import PROTOCOL_VERSION, __version__, nojs, protocol
+from onionchat.auth import COOKIE, SALT_BYTES, SECRET_BYTES, Accounts, AuthError, Session, b64decode
 from onionchat.auth import b64encode as b64
 from onionchat.config import Settings
 from onionchat.hub import Connection
@@ -33,7 +33,6 @@ from onionchat.store import Store
 
 log = logging.getLogger("onionchat.app")
 
-COOKIE = "onionchat_session"
 MAX_BODY = 16 * 1024
 CLOSE_TIMEOUT = 5.0
 MAX_FRAMES_BEFORE_AUTH = 10
@@ -79,6 +78,10 @@ class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
     secret: B64
 
 
+# A response may set these itself (the no-JS pages frame their own message list).
+OWN_HEADERS = frozenset({b"content-security-policy", b"x-frame-options"})
+
+
 class SecurityHeaders:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -90,7 +93,9 @@ class SecurityHeaders:
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = list(message.get("headers", [])) + SECURITY_HEADERS
+                headers = list(message.get("headers", []))
+                own = {name for name, _ in headers if name in OWN_HEADERS}
+                message["headers"] = headers + [h for h in SECURITY_HEADERS if h[0] not in own]
             await send(message)
 
         await self.app(scope, receive, with_headers)
@@ -430,6 +435,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/login", login, methods=["POST"]),
         Route("/api/logout", logout, methods=["POST"]),
         WebSocketRoute("/ws", chat),
+        Mount("/nojs", routes=nojs.routes),
         Mount("/static", StaticFiles(directory=web_dir()), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

@@ -31,6 +31,7 @@ from onionchat.store import Conflict, Store, User
 
 log = logging.getLogger("onionchat.auth")
 
+COOKIE = "onionchat_session"  # the session token, for browsers (HttpOnly, SameSite=Strict)
 SECRET_BYTES = 32
 SALT_BYTES = 16
 _COSTS = {

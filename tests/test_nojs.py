@@ -1,0 +1,243 @@
+"""The no-JavaScript mode (/nojs) in real Chromium with JavaScript off, against a real node,
+beside raw WebSocket clients: what a Tor Browser user at the "Safest" level would see."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, expect
+
+from onionchat import nojs
+from onionchat.auth import COOKIE
+
+from conftest import PASSWORD, SCREENSHOTS, NodeProcess, register, user
+
+REFRESHED = (nojs.REFRESH + 5) * 1000  # ms: long enough for the frame to reload once
+
+
+@pytest.fixture
+async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
+    ctx = await browser.new_context(java_script_enabled=False)
+    yield ctx
+    await ctx.close()
+
+
+def watch(page: Page) -> list[str]:
+    """Console lines the browser itself logs (CSP refusals among them)."""
+    lines: list[str] = []
+
+    def seen(message: ConsoleMessage) -> None:
+        lines.append(message.text)
+
+    page.on("console", seen)
+    return lines
+
+
+def no_csp_violation(lines: list[str]) -> None:
+    refused = [line for line in lines if "Content Security Policy" in line or "Refused" in line]
+    assert not refused, refused
+
+
+def shot(name: str) -> str:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return str(SCREENSHOTS / f"nojs-{name}.png")
+
+
+async def register_in(page: Page, node: NodeProcess, name: str) -> None:
+    await page.goto(f"{node.url}/nojs/")
+    form = page.locator("form[action='/nojs/register']")
+    await form.get_by_label("Name").fill(name)
+    await form.get_by_label("Password", exact=True).fill(PASSWORD)
+    await form.get_by_label("Password again").fill(PASSWORD)
+    await form.get_by_role("button", name="Create account").click()
+    await expect(page.locator("nav")).to_contain_text(f"logged in as {name}")
+
+
+async def say(page: Page, text: str) -> None:
+    await page.get_by_label("Message").fill(text)
+    await page.get_by_role("button", name="Send").click()
+
+
+async def test_register_read_post_and_commands_without_javascript(
+    node: NodeProcess, context: BrowserContext
+) -> None:
+    page = await context.new_page()
+    console = watch(page)
+    await page.goto(f"{node.url}/nojs/")
+    assert page.url.endswith("/nojs/login")
+    note = page.locator("#password-note")
+    await expect(note).to_contain_text("sends the password itself to the node")
+    await expect(note).to_contain_text("derives the secret for this login only")
+    await page.screenshot(path=shot("login"), full_page=True)
+
+    await register_in(page, node, "alice")
+    cookie = next(c for c in await context.cookies() if c["name"] == COOKIE)
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+
+    await page.get_by_label("Room").fill("Lobby")
+    await page.get_by_role("button", name="Join").click()
+    assert page.url.endswith("/nojs/room/lobby")
+    await expect(page.locator("h1")).to_have_text("#lobby")
+    frame = page.frame_locator("iframe")
+    await expect(frame.locator("#end")).to_contain_text("Here now: alice")
+
+    async with user(node, "bob") as bob:
+        joined = await bob.join("lobby")
+        assert joined["members"] == ["alice", "bob"]  # the reader is present while reading
+        await page.get_by_label("Message").fill("half-typed, not lost")
+        await bob.say("lobby", "hello from the websocket")
+        await expect(frame.locator("ol.messages")).to_contain_text(
+            "hello from the websocket", timeout=REFRESHED
+        )
+        await expect(page.get_by_label("Message")).to_have_value("half-typed, not lost")
+
+        await say(page, "<b>bold?</b> <img src=x onerror=alert(1)> & more")
+        message = await bob.expect("message", sender="alice")
+        assert message["text"] == "<b>bold?</b> <img src=x onerror=alert(1)> & more"
+        last = frame.locator("ol.messages li").last
+        await expect(last).to_contain_text("<b>bold?</b> <img src=x onerror=alert(1)> & more")
+        assert await frame.locator("ol.messages b:text('bold?'), ol.messages img").count() == 0
+        await expect(page.get_by_label("Message")).to_have_value("")
+
+        await say(page, "/who")
+        await expect(page.locator(".answer")).to_contain_text("In #lobby now: alice, bob")
+        await say(page, "/topic release on <Friday>")
+        topic = await bob.expect("topic")
+        assert topic["text"] == "release on <Friday>" and topic["by"] == "alice"
+        await expect(page.locator(".answer")).to_contain_text(
+            "Topic of #lobby set to: release on <Friday>"
+        )
+        await say(page, "/me waves")
+        assert (await bob.expect("message", sender="alice"))["me"] is True
+        await expect(frame.locator("ol.messages li").last).to_contain_text("* alice waves")
+        await say(page, "/nonsense")
+        await expect(page.locator(".error")).to_contain_text("unknown command /nonsense")
+        await expect(page.get_by_label("Message")).to_have_value("/nonsense")
+        await page.screenshot(path=shot("room"), full_page=True)
+
+    await page.get_by_role("button", name="Log out").click()
+    assert page.url.endswith("/nojs/login")
+    assert not [c for c in await context.cookies() if c["name"] == COOKIE]
+    no_csp_violation(console)
+
+
+async def test_login_errors_and_a_key_protected_room(
+    node: NodeProcess, context: BrowserContext
+) -> None:
+    await register(node, "carol")
+    async with user(node, "dave") as dave:
+        await dave.join("plans", protected=True)
+        page = await context.new_page()
+        console = watch(page)
+        await page.goto(f"{node.url}/nojs/login")
+        form = page.locator("form[action='/nojs/login']")
+        await form.get_by_label("Name").fill("Carol")
+        await form.get_by_label("Password").fill("not the password")
+        async with page.expect_response(re.compile(r"/nojs/login$")) as refused:
+            await form.get_by_role("button", name="Log in").click()
+        assert (await refused.value).status == 401
+        await expect(page.locator(".error")).to_have_text("wrong username or password")
+        await expect(form.get_by_label("Name")).to_have_value("Carol")  # kept
+
+        await form.get_by_label("Password").fill(PASSWORD)
+        await form.get_by_role("button", name="Log in").click()
+        await expect(page.locator("nav")).to_contain_text("logged in as carol")
+        await expect(page.locator("ul.rooms")).to_contain_text("key-protected: needs JavaScript")
+        await page.get_by_role("link", name="#plans").click()
+        needs = page.locator(".needs-js")
+        await expect(needs).to_contain_text("needs JavaScript")
+        await expect(needs).to_contain_text("a key that never reaches this node")
+        assert await page.locator("iframe").count() == 0
+        await page.screenshot(path=shot("protected"), full_page=True)
+        no_csp_violation(console)
+
+
+async def test_refusals_are_plain_pages_with_their_status(
+    node: NodeProcess, context: BrowserContext
+) -> None:
+    page = await context.new_page()
+    await register_in(page, node, "erin")
+    await page.get_by_label("Room").fill("bad room!")
+    async with page.expect_response(re.compile(r"/nojs/join$")) as answer:
+        await page.get_by_role("button", name="Join").click()
+    assert (await answer.value).status == 400
+    await expect(page.locator(".error")).to_contain_text("room name may hold only letters")
+    await expect(page.get_by_label("Room")).to_have_value("bad room!")
+
+    await page.get_by_label("Room").fill("ops")
+    await page.get_by_role("button", name="Join").click()
+    long = "x" * 4001
+    await page.get_by_label("Message").fill(long)
+    async with page.expect_response(re.compile(r"/post$")) as answer:
+        await page.get_by_role("button", name="Send").click()
+    assert (await answer.value).status == 400
+    await expect(page.locator(".error")).to_contain_text("too long (4001 characters, at most 4000)")
+    await expect(page.get_by_label("Message")).to_have_value(long)  # nothing lost
+    await page.screenshot(path=shot("error"), full_page=True)
+
+    # Another site cannot post for the user: no form token, or a foreign Origin.
+    cookies = {c["name"]: c["value"] for c in await page.context.cookies()}
+    token = await page.locator("form.post input[name=token]").get_attribute("value")
+    async with httpx.AsyncClient(base_url=node.url, cookies=cookies) as http:
+        forged = await http.post("/nojs/room/ops/post", data={"text": "forged"})
+        assert forged.status_code == 403 and "reload the page" in forged.text
+        foreign = await http.post(
+            "/nojs/room/ops/post",
+            data={"text": "forged", "token": token or ""},
+            headers={"origin": "http://evil.example"},
+        )
+        assert foreign.status_code == 403 and "another site" in foreign.text
+        ok = await http.post("/nojs/room/ops/post", data={"text": "mine", "token": token or ""})
+        assert ok.status_code == 303
+
+
+async def test_login_rate_limit_and_bad_names_are_told_plainly(node: NodeProcess) -> None:
+    await register(node, "gina")
+    async with httpx.AsyncClient(base_url=node.url) as http:
+        bad = await http.post(
+            "/nojs/register",
+            data={"username": "gina the great", "password": "pw", "repeat": "pw"},
+        )
+        assert bad.status_code == 400 and "user name may hold only letters" in bad.text
+        taken = await http.post(
+            "/nojs/register", data={"username": "GINA", "password": "pw", "repeat": "pw"}
+        )
+        assert taken.status_code == 409 and "is taken" in taken.text
+        for _ in range(5):
+            wrong = await http.post("/nojs/login", data={"username": "gina", "password": "no"})
+            assert wrong.status_code == 401 and "wrong username or password" in wrong.text
+        limited = await http.post("/nojs/login", data={"username": "gina", "password": PASSWORD})
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0
+        assert "too many login attempts; try again in" in limited.text
+        assert PASSWORD not in node.log_path.read_text()  # never logged
+
+
+async def test_only_the_message_frame_may_be_framed(node: NodeProcess) -> None:
+    token = await register(node, "frank")
+    async with httpx.AsyncClient(base_url=node.url) as http:
+        login = await http.get("/nojs/login")
+        http.cookies.set(COOKIE, token)
+        assert login.status_code == 200
+        assert "frame-ancestors 'none'" in login.headers["content-security-policy"]
+        assert login.headers["x-frame-options"] == "DENY"
+        rooms = await http.get("/nojs/rooms")
+        found = re.search(r'name="token" value="(\w+)"', rooms.text)
+        assert found is not None
+        joined = await http.post("/nojs/join", data={"room": "框架", "token": found[1]})
+        assert joined.status_code == 303
+        room = await http.get(joined.headers["location"])
+        csp = room.headers["content-security-policy"]
+        assert "frame-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert room.headers.get_list("x-frame-options") == ["DENY"]
+        framed = await http.get(joined.headers["location"] + "/messages")
+        csp = framed.headers["content-security-policy"]
+        assert csp.count("frame-ancestors") == 1 and "frame-ancestors 'self'" in csp
+        assert "script-src" not in csp and "form-action 'self'" in csp
+        assert framed.headers.get_list("x-frame-options") == ["SAMEORIGIN"]
+        assert framed.headers["cache-control"] == "no-store"
+        assert '<meta http-equiv="refresh"' in framed.text
+        assert "<script" not in room.text + framed.text + login.text
+        assert " style=" not in room.text + framed.text + login.text
