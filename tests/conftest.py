@@ -270,3 +270,84 @@ async def user(node: NodeProcess, name: str) -> AsyncIterator[Client]:
     token = await register(node, name)
     async with connect(node, token) as client:
         yield client
+
+
+# -- the CLI client, as a subprocess ------------------------------------------------------
+
+
+def client_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONIONCHAT_")}
+    # a proxy in the environment must never be picked up by accident
+    env.update(
+        ALL_PROXY="socks5://127.0.0.1:9",
+        HTTP_PROXY="http://127.0.0.1:9",
+        HTTPS_PROXY="http://127.0.0.1:9",
+        http_proxy="http://127.0.0.1:9",
+    )
+    return env
+
+
+class PipeClient:
+    """`onionchat connect --pipe`: lines in, JSON lines out."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[dict[str, Any]] = []
+
+    async def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        await self.proc.stdin.drain()
+
+    async def next(self, timeout: float = 10, **fields: Any) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            raw = await asyncio.wait_for(
+                self.proc.stdout.readline(), max(0.01, deadline - time.monotonic())
+            )
+            assert raw, "the client closed its output"
+            line: dict[str, Any] = json.loads(raw)
+            self.lines.append(line)
+            if all(line.get(k) == v for k, v in fields.items()):
+                return line
+
+    async def finish(self, timeout: float = 20) -> tuple[int, str, str]:
+        """Close stdin (end of input) and collect the rest."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        out, err = await asyncio.wait_for(self.proc.communicate(), timeout)
+        for raw in out.decode().splitlines():
+            self.lines.append(json.loads(raw))
+        assert self.proc.returncode is not None
+        return self.proc.returncode, out.decode(), err.decode()
+
+
+@contextlib.asynccontextmanager
+async def pipe_client(
+    url: str, name: str, password_file: Path, *args: str
+) -> AsyncIterator[PipeClient]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "onionchat",
+        "connect",
+        url,
+        "--user",
+        name,
+        "--password-file",
+        str(password_file),
+        "--pipe",
+        *args,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=client_env(),
+    )
+    client = PipeClient(proc)
+    try:
+        yield client
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -1,0 +1,68 @@
+// HTTP account endpoints and the login-secret derivation (docs/protocol.md §2–3).
+// The password never leaves this module: only the PBKDF2 login secret is sent.
+
+const LOGIN_LABEL = new TextEncoder().encode("onionchat login\0");
+
+export function b64url(bytes) {
+  let bin = "";
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+export function fromB64url(text) {
+  const std = text.replace(/-/g, "+").replace(/_/g, "/");
+  const bin = atob(std + "=".repeat((4 - (std.length % 4)) % 4));
+  return Uint8Array.from(bin, (c) => c.charCodeAt(0));
+}
+
+// PBKDF2-SHA256(password, label || salt, iterations) → 32 bytes, as crypto.py does.
+export async function loginSecret(password, salt, iterations) {
+  const key = await crypto.subtle.importKey(
+    "raw", new TextEncoder().encode(password), "PBKDF2", false, ["deriveBits"]);
+  const full = new Uint8Array(LOGIN_LABEL.length + salt.length);
+  full.set(LOGIN_LABEL);
+  full.set(salt, LOGIN_LABEL.length);
+  const bits = await crypto.subtle.deriveBits(
+    { name: "PBKDF2", hash: "SHA-256", salt: full, iterations }, key, 256);
+  return new Uint8Array(bits);
+}
+
+async function post(path, body) {
+  const init = { method: "POST", credentials: "same-origin", headers: {} };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch {
+    throw new Error("cannot reach the node; check your connection");
+  }
+  if (response.status === 204) return {};
+  const text = await response.text();
+  let data = {};
+  try { data = JSON.parse(text); } catch { data = { message: text }; }
+  if (!response.ok) throw new Error(data.message || `the node answered ${response.status}`);
+  return data;
+}
+
+export async function register(username, password) {
+  // prelogin on a new name reveals the node's iteration count
+  const { iterations } = await post("/api/prelogin", { username });
+  const salt = crypto.getRandomValues(new Uint8Array(16));
+  const secret = await loginSecret(password, salt, iterations);
+  return post("/api/register", {
+    username, salt: b64url(salt), iterations, secret: b64url(secret),
+  });
+}
+
+export async function login(username, password) {
+  const { salt, iterations } = await post("/api/prelogin", { username });
+  const secret = await loginSecret(password, fromB64url(salt), iterations);
+  return post("/api/login", { username, secret: b64url(secret) });
+}
+
+export async function logout() {
+  try { await post("/api/logout"); } catch { /* the session may be gone already */ }
+}

@@ -1,0 +1,152 @@
+// Drawing: every piece of user or node text goes in with textContent, never as HTML.
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+const dayFormat = new Intl.DateTimeFormat(undefined, { weekday: "long", year: "numeric", month: "long", day: "numeric" });
+const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+
+export class View {
+  constructor(chat) {
+    this.chat = chat;
+  }
+
+  status(state) {
+    const text = { online: "connected", connecting: "connecting…", reconnecting: "reconnecting…" }[state] || "";
+    $("status").textContent = text;
+    $("status").className = state;
+    $("offline").hidden = state !== "reconnecting";
+  }
+
+  notice(text, isError = false) {
+    $("notice").textContent = text;
+    $("notice").classList.toggle("error", isError);
+  }
+
+  rooms() {
+    const list = $("rooms");
+    list.replaceChildren();
+    for (const room of [...this.chat.rooms.values()].sort((a, b) => a.name.localeCompare(b.name))) {
+      const button = el("button");
+      button.type = "button";
+      button.dataset.room = room.name;
+      button.setAttribute("aria-current", String(room.name === this.chat.current));
+      button.append(el("span", "", `#${room.name}`));
+      if (room.protected) button.append(el("span", "tag", "key"));
+      if (room.mentioned) {
+        const badge = el("span", "badge mention", "@");
+        badge.setAttribute("aria-label", "you were mentioned");
+        button.append(badge);
+      }
+      if (room.unread) {
+        const badge = el("span", "badge", String(room.unread));
+        badge.setAttribute("aria-label", `${room.unread} unread`);
+        button.append(badge);
+      }
+      const item = el("li");
+      item.append(button);
+      list.append(item);
+    }
+  }
+
+  room() {
+    const room = this.chat.rooms.get(this.chat.current);
+    $("room-title").textContent = room ? `#${room.name}` : "No room";
+    $("room-mode").hidden = !(room && room.protected);
+    const topic = room ? this.chat.topicText(room) : "";
+    $("topic").textContent = topic ? `Topic: ${topic}` : "";
+    if (!room || room.name !== $("invite").dataset.room) $("invite").hidden = true;
+    this.members();
+    this.messages(true);
+  }
+
+  invite(room, url) {
+    $("invite").dataset.room = room.name;
+    $("invite-link").value = url;
+    $("invite").hidden = false;
+  }
+
+  members() {
+    const room = this.chat.rooms.get(this.chat.current);
+    const list = $("member-list");
+    list.replaceChildren();
+    const names = room ? [...room.members].sort((a, b) => a.toLowerCase().localeCompare(b.toLowerCase())) : [];
+    for (const name of names) list.append(el("li", "", name));
+    $("members-title").textContent = `Members online (${names.length})`;
+  }
+
+  // Draws the current room's messages. New ones at the end are appended (so a screen
+  // reader's log announces only them); anything else redraws, keeping the reader's
+  // place: at the bottom when they were there, on the same message when older ones arrive.
+  messages(jump = false) {
+    const room = this.chat.rooms.get(this.chat.current);
+    const box = $("messages");
+    $("older").hidden = !(room && room.loading);
+    const ids = room ? room.ids.filter((id) => id > room.clearedAt) : [];
+    const drawn = this.drawn || [];
+    const fromBottom = box.scrollHeight - box.scrollTop;
+    const atBottom = fromBottom - box.clientHeight < 40;
+    const appendOnly = !jump && this.drawnRoom === room && drawn.length > 0
+      && ids.length >= drawn.length && ids[0] === drawn[0]
+      && ids[drawn.length - 1] === drawn[drawn.length - 1];
+    if (!appendOnly) {
+      box.replaceChildren();
+      this.day = "";
+    }
+    for (const id of ids.slice(appendOnly ? drawn.length : 0)) {
+      const m = room.byId.get(id);
+      const date = new Date(m.ts);
+      const day = dayFormat.format(date);
+      if (day !== this.day) {
+        this.day = day;
+        box.append(el("li", "day", day));
+      }
+      box.append(this.message(m, date));
+    }
+    this.drawnRoom = room;
+    this.drawn = ids;
+    if (jump || atBottom) box.scrollTop = box.scrollHeight;
+    else if (!appendOnly) box.scrollTop = box.scrollHeight - fromBottom;
+  }
+
+  message(m, date) {
+    const item = el("li", "message");
+    item.dataset.id = m.id;
+    const time = el("time", "time", timeFormat.format(date));
+    time.dateTime = date.toISOString();
+    item.append(time);
+    if (m.me) {
+      item.classList.add("action");
+      item.append(el("span", "", `* ${m.sender} `), el("span", m.failed ? "text failed" : "text", m.text));
+    } else {
+      item.append(el("span", "sender", m.sender), el("span", m.failed ? "text failed" : "text", m.text));
+    }
+    if (m.mentionsMe) item.classList.add("mention");
+    return item;
+  }
+
+  completions(items, selected) {
+    const list = $("completions");
+    list.replaceChildren();
+    list.hidden = items.length === 0;
+    items.forEach((item, i) => {
+      const li = el("li");
+      li.id = `completion-${i}`;
+      li.setAttribute("role", "option");
+      li.setAttribute("aria-selected", String(i === selected));
+      li.dataset.index = String(i);
+      li.append(el("span", "usage", item.label));
+      if (item.help) li.append(el("span", "help", item.help));
+      list.append(li);
+    });
+    const area = $("composer-text");
+    if (items.length) area.setAttribute("aria-activedescendant", `completion-${selected}`);
+    else area.removeAttribute("aria-activedescendant");
+  }
+}
