@@ -206,6 +206,16 @@ async def logout(request: Request) -> Response:
     return response
 
 
+@_errors
+async def whoami(request: Request) -> Response:
+    """Whether the session cookie (which pages cannot read) still holds, and for whom."""
+    token = _token(request)
+    if not token:
+        raise AuthError(Code.NOT_AUTHENTICATED, "no session: log in", 401)
+    session = await _node(request).accounts.session(token)
+    return JSONResponse({"user": session.user.name, "expires": session.expires})
+
+
 async def health(request: Request) -> Response:
     node = _node(request)
     try:
@@ -434,6 +444,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/register", register, methods=["POST"]),
         Route("/api/login", login, methods=["POST"]),
         Route("/api/logout", logout, methods=["POST"]),
+        Route("/api/session", whoami),
         WebSocketRoute("/ws", chat),
         Mount("/nojs", routes=nojs.routes),
         Mount("/static", StaticFiles(directory=web_dir()), name="static"),

@@ -42,6 +42,19 @@ async def test_register_login_logout(node: NodeProcess) -> None:
     assert refused.value.rcvd is not None and refused.value.rcvd.code == 4001
 
 
+async def test_a_page_can_ask_whether_its_session_holds(node: NodeProcess) -> None:
+    await register(node, "alice")
+    token = (await login(node, "alice")).json()["token"]
+    async with httpx.AsyncClient(base_url=node.url) as http:
+        assert (await http.get("/api/session")).status_code == 401
+        http.cookies.set("onionchat_session", token)
+        answer = await http.get("/api/session")
+        assert answer.status_code == 200 and answer.json()["user"] == "alice"
+        await http.post("/api/logout")
+        gone = await http.get("/api/session")
+        assert gone.status_code == 401 and gone.json()["error"] == "auth_failed"
+
+
 async def test_the_password_never_reaches_the_node(node: NodeProcess) -> None:
     """The node stores an argon2id hash of a secret derived from the password; neither the
     password nor the derived secret appears in its files."""

@@ -63,6 +63,16 @@ export async function login(username, password) {
   return post("/api/login", { username, secret: b64url(secret) });
 }
 
+// The session cookie is HttpOnly: ask the node whether it still holds (null when not).
+export async function session() {
+  try {
+    const response = await fetch("/api/session", { credentials: "same-origin" });
+    return response.ok ? await response.json() : null;
+  } catch {
+    return undefined;  // the node is unreachable: let the socket retry
+  }
+}
+
 export async function logout() {
   try { await post("/api/logout"); } catch { /* the session may be gone already */ }
 }

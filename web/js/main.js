@@ -262,5 +262,5 @@ $("composer").addEventListener("submit", (e) => { e.preventDefault(); send(); })
 // -- start ----------------------------------------------------------------------------------
 
 readInvite();
-if (localStorage.getItem(USER)) showChat();
-else showLogin();
+if (!localStorage.getItem(USER)) showLogin();
+else api.session().then((found) => (found === null ? showLogin("Please log in again.") : showChat()));
