@@ -420,6 +420,7 @@ async def test_composer_completion_and_keyboard(node: NodeProcess, browser: Brow
             await page.keyboard.press("Enter")
             got = await bob.expect("message", sender="alice")
             assert got["text"] == "hi @bob \nsecond line"
+            await expect(texts(page).last).to_contain_text("second line")  # the echo is in
             await page.keyboard.type("/clear")
             await page.keyboard.press("Escape")
             await page.keyboard.press("Enter")
