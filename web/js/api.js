@@ -1,7 +1,9 @@
-// HTTP account endpoints and the login-secret derivation (docs/protocol.md §2–3).
-// The password never leaves this module: only the PBKDF2 login secret is sent.
+// HTTP account endpoints and the password derivations (docs/protocol.md §2–3).
+// The password never leaves this module: only the PBKDF2 login secret is sent. The wrapping
+// key (another label, so unrelated to the login secret) is returned to the page, never sent.
 
 const LOGIN_LABEL = new TextEncoder().encode("onionchat login\0");
+const WRAP_LABEL = new TextEncoder().encode("onionchat wrap\0");
 
 export function b64url(bytes) {
   let bin = "";
@@ -16,15 +18,23 @@ export function fromB64url(text) {
 }
 
 // PBKDF2-SHA256(password, label || salt, iterations) → 32 bytes, as crypto.py does.
-export async function loginSecret(password, salt, iterations) {
+async function derive(password, label, salt, iterations) {
   const key = await crypto.subtle.importKey(
     "raw", new TextEncoder().encode(password), "PBKDF2", false, ["deriveBits"]);
-  const full = new Uint8Array(LOGIN_LABEL.length + salt.length);
-  full.set(LOGIN_LABEL);
-  full.set(salt, LOGIN_LABEL.length);
+  const full = new Uint8Array(label.length + salt.length);
+  full.set(label);
+  full.set(salt, label.length);
   const bits = await crypto.subtle.deriveBits(
     { name: "PBKDF2", hash: "SHA-256", salt: full, iterations }, key, 256);
   return new Uint8Array(bits);
+}
+
+export function loginSecret(password, salt, iterations) {
+  return derive(password, LOGIN_LABEL, salt, iterations);
+}
+
+export function wrappingKey(password, salt, iterations) {
+  return derive(password, WRAP_LABEL, salt, iterations);
 }
 
 async function post(path, body) {
@@ -47,20 +57,26 @@ async function post(path, body) {
   return data;
 }
 
+// Both resolve to the wrapping key, for the page to keep in this tab only.
 export async function register(username, password) {
   // prelogin on a new name reveals the node's iteration count
   const { iterations } = await post("/api/prelogin", { username });
   const salt = crypto.getRandomValues(new Uint8Array(16));
-  const secret = await loginSecret(password, salt, iterations);
-  return post("/api/register", {
+  const [secret, wrap] = await Promise.all([
+    loginSecret(password, salt, iterations), wrappingKey(password, salt, iterations)]);
+  await post("/api/register", {
     username, salt: b64url(salt), iterations, secret: b64url(secret),
   });
+  return wrap;
 }
 
 export async function login(username, password) {
   const { salt, iterations } = await post("/api/prelogin", { username });
-  const secret = await loginSecret(password, fromB64url(salt), iterations);
-  return post("/api/login", { username, secret: b64url(secret) });
+  const raw = fromB64url(salt);
+  const [secret, wrap] = await Promise.all([
+    loginSecret(password, raw, iterations), wrappingKey(password, raw, iterations)]);
+  await post("/api/login", { username, secret: b64url(secret) });
+  return wrap;
 }
 
 // The session cookie is HttpOnly: ask the node whether it still holds (null when not).

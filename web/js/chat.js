@@ -3,8 +3,23 @@
 import * as box from "./crypto.js";
 
 const PAGE = 50;
+// Commands this page handles itself: they seal with identity keys the node never sees.
+const LOCAL_COMMANDS = [
+  { name: "/msg", usage: "/msg USER MESSAGE", help: "send an end-to-end encrypted direct message" },
+  { name: "/invite", usage: "/invite USER", help: "seal this key-protected room's key to USER" },
+];
 // The node's mention syntax (docs/protocol.md, Mentions).
 const MENTION = /(?<![\p{L}\p{N}_@])@([\p{L}\p{N}_.-]+)/gu;
+
+// The node's name comparison (names.key: NFKC, then case-folded).
+export function nameKey(name) {
+  return String(name || "").normalize("NFKC").trim().toLowerCase();
+}
+
+// The room holding the conversation of two users, as the node names it.
+export function directName(a, b) {
+  return `@${[nameKey(a), nameKey(b)].sort().join("+")}`;
+}
 
 export function mentions(text, user) {
   if (!text || !user) return false;
@@ -20,6 +35,7 @@ function newRoom(name) {
     name, protected: false, topic: "", topicBox: "", members: new Set(),
     byId: new Map(), ids: [], more: false, loading: false, joined: false,
     unread: 0, mentioned: false, clearedAt: "",
+    direct: false, peer: "", peerKey: "", loaded: false, invitedBy: "",
   };
 }
 
@@ -34,6 +50,18 @@ export class Chat {
     this.pendingKeys = new Map(); // join ref → key for a room being created
     this.seq = 0;
     this.unacked = new Map(); // send ref → the line typed, until the node stores it
+    this.resetIdentity();
+  }
+
+  // The account's key pair (null until unwrapped or made) and what the user is told of it.
+  resetIdentity() {
+    this.identity = null;
+    this.identityState = "";
+    this.pendingIdentity = null;
+    this.invitations = [];
+    this.publicKeys = new Map(); // name key → public key, fetched with `key`
+    this.keyWaits = new Map(); // key ref → { user, then }
+    this.fetching = new Set(); // name keys being fetched
   }
 
   ref(prefix) {
@@ -50,6 +78,7 @@ export class Chat {
     this.rooms.clear();
     this.current = "";
     this.user = "";
+    this.resetIdentity();
   }
 
   // -- requests ---------------------------------------------------------------------------
@@ -84,6 +113,7 @@ export class Chat {
   }
 
   say(room, text, me, line = text) {
+    if (room.direct) return this.sayDirect(room.peer, text, me, line);
     const frame = { type: "send", room: room.name, ref: this.ref("send") };
     if (me) frame.me = true;
     if (room.protected) {
@@ -118,6 +148,12 @@ export class Chat {
       if (room) { room.clearedAt = room.ids[room.ids.length - 1] || ""; this.changed("messages", room); }
       return "";
     }
+    if (name === "msg") return this.msgCommand(args);
+    if (name === "invite") return this.inviteCommand(room, args);
+    if (room && room.direct && (name === "me" || name === "topic")) {
+      if (name === "me") return args ? this.say(room, args, true) : "usage: /me ACTION";
+      return "a conversation has no topic";
+    }
     if (room && room.protected && (name === "me" || name === "topic")) {
       // The node refuses plain text in a key-protected room: seal here.
       if (name === "me") return args ? this.say(room, args, true) : "usage: /me ACTION";
@@ -128,7 +164,7 @@ export class Chat {
       return "";
     }
     const frame = { type: "command", line, ref: this.ref("cmd") };
-    if (room) frame.room = room.name;
+    if (room && !room.direct) frame.room = room.name;
     this.socket.send(frame);
     return "";
   }
@@ -148,6 +184,15 @@ export class Chat {
     for (const name of frame.rooms) names.add(name);
     for (const r of this.rooms.values()) r.joined = false;
     for (const name of names) this.join(name);
+    for (const name of frame.direct || []) this.makeDirect(this.room(name), this.peerOf(name));
+    for (const r of this.rooms.values()) {
+      if (r.direct && r.loaded) this.catchUp(r);
+    }
+    this.invitations = frame.invitations || [];
+    this.keyWaits.clear(); // answers lost with the old connection
+    this.fetching.clear();
+    this.setupIdentity(frame.identity);
+    this.changed("rooms");
     this.changed("ready", frame);
   }
 
@@ -190,6 +235,7 @@ export class Chat {
 
   on_history(frame) {
     const room = this.room(frame.room);
+    room.loaded = true;
     const gap = frame.ref?.startsWith("gap:") ? frame.ref.slice(4) : null;
     this.merge(room, frame.messages, gap);
     if (gap) {
@@ -202,13 +248,11 @@ export class Chat {
   }
 
   on_message(frame) {
-    if (frame.to !== undefined) {
-      // Direct messages have no window here yet: show them as a notice, never drop them.
-      const text = frame.text ?? "[a sealed direct message: open it with the CLI client]";
-      this.changed("notice", `${frame.sender} → ${frame.to}: ${text}`);
-      return;
-    }
     const room = this.room(frame.room);
+    if (frame.to !== undefined) {
+      const mine = nameKey(frame.sender) === nameKey(this.user);
+      this.makeDirect(room, mine ? frame.to : frame.sender);
+    }
     const added = this.merge(room, [frame], "");
     if (added && room.name !== this.current) this.changed("rooms");
     this.changed("messages", room);
@@ -265,7 +309,7 @@ export class Chat {
       this.commands = frame.text.split("\n").slice(1).map((line) => {
         const [usage, help] = line.split(/\s{2,}/);
         return { name: usage.split(" ")[0], usage, help: help || "" };
-      });
+      }).filter((c) => c.name !== "/msg").concat(LOCAL_COMMANDS);
       return;
     }
     this.changed("notice", frame.text);
@@ -273,8 +317,10 @@ export class Chat {
 
   on_error(frame) {
     this.unacked.delete(frame.ref);
+    if (this.keyWaits.has(frame.ref)) { this.keyFailed(frame); return; }
+    if (frame.ref === "identity") this.pendingIdentity = null;
     if (frame.ref && this.pendingKeys.has(frame.ref)) this.pendingKeys.delete(frame.ref);
-    if (frame.ref?.startsWith("older:")) for (const r of this.rooms.values()) r.loading = false;
+    if (frame.ref?.startsWith("older:") || frame.ref?.startsWith("dm:")) for (const r of this.rooms.values()) r.loading = false;
     this.changed("error", frame.message);
   }
 
@@ -313,7 +359,15 @@ export class Chat {
   decode(room, m) {
     let text = m.text;
     let failed = false;
-    if (m.box !== undefined) {
+    if (m.box !== undefined && room.direct) {
+      const key = this.directKey(room);
+      text = box.open(key, m.box);
+      if (text === null) {
+        failed = true;
+        text = key ? "[cannot decrypt: not sealed for these identity keys, or damaged]"
+          : `[cannot decrypt: ${this.directProblem(room)}]`;
+      }
+    } else if (m.box !== undefined) {
       text = box.open(box.loadKey(room.name), m.box);
       if (text === null) {
         failed = true;
@@ -346,7 +400,226 @@ export class Chat {
     this.current = name;
     const room = this.rooms.get(name);
     if (room) { room.unread = 0; room.mentioned = false; }
+    if (room && room.direct && !room.loaded) this.loadDirect(room);
     this.changed("rooms");
     this.changed("room", room);
+  }
+
+  // -- identity key ------------------------------------------------------------------------
+
+  // Unwrap the account's key pair with this tab's wrapping key, or make and publish one.
+  setupIdentity(published) {
+    this.identity = null;
+    const wrap = box.loadWrap();
+    if (!wrap) {
+      this.identityState = "locked";
+    } else if (published) {
+      const pair = box.unwrapIdentity(wrap, published.wrapped);
+      const match = pair && box.toBase64(pair.publicKey) === published.public;
+      this.identity = match ? pair : null;
+      this.identityState = match ? "ready" : "wrong";
+    } else {
+      const pair = box.newIdentity();
+      this.pendingIdentity = pair;
+      this.identityState = "publishing";
+      this.socket.send({ type: "identity", public: box.toBase64(pair.publicKey),
+        wrapped: box.wrapIdentity(wrap, pair.secretKey), ref: "identity" });
+    }
+    this.changed("identity");
+    if (this.identity) this.identityReady();
+  }
+
+  on_identity() {
+    if (!this.pendingIdentity) return;
+    this.identity = this.pendingIdentity;
+    this.pendingIdentity = null;
+    this.identityState = "ready";
+    this.changed("identity");
+    this.identityReady();
+  }
+
+  identityReady() {
+    for (const invitation of this.invitations) this.openInvitation(invitation, false);
+    for (const room of this.rooms.values()) if (room.direct) this.redecode(room.name);
+  }
+
+  // Why this tab cannot use the identity key (for messages and notices).
+  identityProblem() {
+    if (this.identityState === "wrong") {
+      return "your identity key does not open with this password: invitations and direct messages cannot be read";
+    }
+    if (this.identityState === "publishing") return "your identity key is being published: try again in a moment";
+    return "your identity key is locked in this tab: log out and log in again to unlock it";
+  }
+
+  // -- sealed invitations ------------------------------------------------------------------
+
+  on_invited(frame) {
+    this.invitations = this.invitations.filter((i) => i.room !== frame.room).concat([frame]);
+    if (this.identity) this.openInvitation(frame, true);
+    else this.changed("error", `${frame.sender} invited you to #${frame.room}, but ${this.identityProblem()}`);
+  }
+
+  openInvitation({ room: name, sender, sealed }, live) {
+    const key = box.openRoomKey(sealed, this.identity.secretKey);
+    if (!key) {
+      this.changed("error", `${sender}'s invitation to #${name} cannot be opened: it was sealed to another identity key`);
+      return;
+    }
+    const known = box.sameBytes(box.loadKey(name), key);
+    box.saveKey(name, key);
+    const room = this.room(name);
+    room.protected = true;
+    room.invitedBy = sender;
+    if (!known || live) {
+      const how = room.joined ? "" : ": it is in your room list, open it to join";
+      this.changed("notice", `${sender} invited you to #${name}${how}`);
+    }
+    this.redecode(name);
+    this.changed("rooms");
+  }
+
+  inviteCommand(room, args) {
+    const user = args.replace(/^@/, "").trim();
+    if (!user || /\s/.test(user)) return "usage: /invite USER";
+    if (!room || room.direct) return "open the key-protected room to invite someone into first";
+    if (!room.protected) return `#${room.name} is open: anyone may /join it, there is no key to share`;
+    const key = box.loadKey(room.name);
+    if (!key) return `#${room.name} is key-protected and this device has no key for it`;
+    this.withKey(user, (theirs) => this.socket.send({ type: "invite", room: room.name, to: user,
+      sealed: box.sealRoomKey(key, theirs), ref: this.ref("invite") }));
+    return "";
+  }
+
+  // -- public keys -------------------------------------------------------------------------
+
+  // Calls then(publicKey) once the user's key is known; a failure is told to the user.
+  withKey(user, then) {
+    const known = this.publicKeys.get(nameKey(user));
+    if (known) { then(known); return; }
+    this.fetchKey(user, then);
+  }
+
+  fetchKey(user, then = null) {
+    const ref = this.ref("key");
+    this.fetching.add(nameKey(user));
+    this.keyWaits.set(ref, { user, then });
+    this.socket.send({ type: "key", user, ref });
+    return ref;
+  }
+
+  on_key(frame) {
+    const wait = this.keyWaits.get(frame.ref);
+    this.keyWaits.delete(frame.ref);
+    this.unacked.delete(frame.ref);
+    const k = nameKey(frame.user);
+    this.fetching.delete(k);
+    const key = box.fromBase64(frame.public);
+    if (!key || key.length !== 32) {
+      this.changed("error", `the node sent a damaged public key for ${frame.user}`);
+      return;
+    }
+    this.publicKeys.set(k, key);
+    if (wait && wait.then) wait.then(key);
+    for (const room of this.rooms.values()) {
+      if (room.direct && room.peerKey === k) {
+        room.peer = frame.user;
+        room.noKey = false;
+        this.redecode(room.name);
+      }
+    }
+  }
+
+  keyFailed(frame) {
+    const wait = this.keyWaits.get(frame.ref);
+    this.keyWaits.delete(frame.ref);
+    this.fetching.delete(nameKey(wait.user));
+    if (frame.code === "no_key") {
+      for (const room of this.rooms.values()) if (room.peerKey === nameKey(wait.user)) room.noKey = true;
+    }
+    if (!wait.then) return; // a key fetched to read old messages: they say why themselves
+    const text = frame.code === "no_key"
+      ? `${wait.user} has not logged in with a browser/CLI that made an identity key yet`
+      : frame.message;
+    this.changed("error", text);
+  }
+
+  // -- direct messages ---------------------------------------------------------------------
+
+  peerOf(name) {
+    const parts = name.slice(1).split("+");
+    return parts[0] === nameKey(this.user) ? parts[1] : parts[0];
+  }
+
+  makeDirect(room, peer) {
+    if (!room.direct || room.peer === room.peerKey) room.peer = peer; // keep a real spelling
+    room.direct = true;
+    room.peerKey = nameKey(peer);
+    room.members = new Set([this.user, room.peer]);
+  }
+
+  directKey(room) {
+    if (!this.identity) return null;
+    const theirs = this.publicKeys.get(room.peerKey);
+    if (!theirs) {
+      if (!this.fetching.has(room.peerKey) && !room.noKey && this.socket.ready) this.fetchKey(room.peer);
+      return null;
+    }
+    return box.directKey(theirs, this.identity.secretKey);
+  }
+
+  directProblem(room) {
+    if (!this.identity) return this.identityProblem();
+    if (room.noKey) return `${room.peer} has no identity key`;
+    return "fetching the identity key…";
+  }
+
+  msgCommand(args) {
+    const match = args.match(/^@?(\S+)\s+([\s\S]+)$/);
+    if (!match) return "usage: /msg USER MESSAGE";
+    const [, user, text] = match;
+    if (!this.identity) return this.identityProblem();
+    this.openDirect(user);
+    return this.sayDirect(user, text, false, `/msg ${user} ${text}`);
+  }
+
+  // Shows the conversation with a user (an empty one when there is none yet).
+  openDirect(user) {
+    const name = directName(this.user, user);
+    const room = this.room(name);
+    if (!room.direct) {
+      this.makeDirect(room, user);
+      room.loaded = true; // not in ready.direct: there is nothing older to fetch
+    }
+    this.select(name);
+  }
+
+  // Sealed with the conversation key: box.before(their public, my secret).
+  sayDirect(user, text, me, line) {
+    if (!this.identity) return this.identityProblem();
+    const typed = me ? `/me ${text}` : line;
+    const send = (theirs) => {
+      const frame = { type: "send", to: user, ref: this.ref("send"),
+        box: box.seal(box.directKey(theirs, this.identity.secretKey), text) };
+      if (me) frame.me = true;
+      this.socket.send(frame);
+      this.unacked.set(frame.ref, typed);
+    };
+    const known = this.publicKeys.get(nameKey(user));
+    if (known) send(known);
+    // until the key comes the line counts as unacknowledged: a drop gives it back to the user
+    else this.unacked.set(this.fetchKey(user, send), typed);
+    return "";
+  }
+
+  loadDirect(room) {
+    room.loading = true;
+    this.socket.send({ type: "history", room: room.name, limit: PAGE, ref: this.ref("dm") });
+  }
+
+  // Back after a drop: what the conversation got meanwhile, paging back to the last seen.
+  catchUp(room) {
+    const last = room.ids[room.ids.length - 1] || "";
+    this.socket.send({ type: "history", room: room.name, limit: PAGE, ref: `gap:${last}` });
   }
 }

@@ -31,6 +31,7 @@ function changed(what, arg) {
   }
   else if (what === "notice") view.notice(arg);
   else if (what === "error") view.notice(arg, true);
+  else if (what === "identity") view.identity();
   else if (what === "invite") view.invite(arg, inviteUrl(arg.name, box.loadKey(arg.name)));
   else if (what === "ready") {
     $("me").textContent = chat.user;
@@ -60,6 +61,7 @@ function showLogin(message = "") {
   socket.stop();
   chat.reset();
   localStorage.removeItem(USER);
+  box.forgetWrap(); // the identity key stays locked until the password is typed again
   $("chat").hidden = true;
   $("whoami").hidden = true;
   $("login").hidden = false;
@@ -85,7 +87,8 @@ async function account(action) {
   buttons.forEach((b) => { b.disabled = true; });
   $("login-error").textContent = action === api.register ? "Creating the account…" : "Logging in…";
   try {
-    await action($("username").value.trim(), $("password").value);
+    const wrap = await action($("username").value.trim(), $("password").value);
+    box.rememberWrap(wrap); // this tab only: it unlocks the identity key, never sent
     $("password").value = "";
     $("login-error").textContent = "";
     showChat();
@@ -114,8 +117,16 @@ $("rooms").addEventListener("click", (e) => {
   const button = e.target.closest("button[data-room]");
   if (!button) return;
   const room = chat.rooms.get(button.dataset.room);
-  if (room && !room.joined) chat.join(room.name, { focus: true }); // a mention elsewhere
+  // a mention elsewhere, or an invitation: join it (a conversation needs no join)
+  if (room && !room.joined && !room.direct) chat.join(room.name, { focus: true });
   chat.select(button.dataset.room);
+  $("composer-text").focus();
+});
+
+$("member-list").addEventListener("click", (e) => {
+  const button = e.target.closest("button[data-user]");
+  if (!button) return;
+  chat.openDirect(button.dataset.user);
   $("composer-text").focus();
 });
 

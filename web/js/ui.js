@@ -1,6 +1,12 @@
 // Drawing: every piece of user or node text goes in with textContent, never as HTML.
+import { toBase64 } from "./crypto.js";
 
 const $ = (id) => document.getElementById(id);
+
+// How a room is named on screen: #room, or @peer for a conversation.
+export function label(room) {
+  return room.direct ? `@${room.peer}` : `#${room.name}`;
+}
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -32,13 +38,15 @@ export class View {
   rooms() {
     const list = $("rooms");
     list.replaceChildren();
-    for (const room of [...this.chat.rooms.values()].sort((a, b) => a.name.localeCompare(b.name))) {
+    const rooms = [...this.chat.rooms.values()].sort((a, b) => label(a).localeCompare(label(b)));
+    for (const room of rooms) {
       const button = el("button");
       button.type = "button";
       button.dataset.room = room.name;
       button.setAttribute("aria-current", String(room.name === this.chat.current));
-      button.append(el("span", "", `#${room.name}`));
-      if (room.protected) button.append(el("span", "tag", "key"));
+      button.append(el("span", "", label(room)));
+      if (room.protected || room.direct) button.append(el("span", "tag", "key"));
+      if (room.invitedBy && !room.joined) button.append(el("span", "tag", "invited"));
       if (room.mentioned) {
         const badge = el("span", "badge mention", "@");
         badge.setAttribute("aria-label", "you were mentioned");
@@ -57,13 +65,28 @@ export class View {
 
   room() {
     const room = this.chat.rooms.get(this.chat.current);
-    $("room-title").textContent = room ? `#${room.name}` : "No room";
-    $("room-mode").hidden = !(room && room.protected);
+    $("room-title").textContent = room ? label(room) : "No room";
+    $("room-mode").hidden = !(room && (room.protected || room.direct));
     const topic = room ? this.chat.topicText(room) : "";
     $("topic").textContent = topic ? `Topic: ${topic}` : "";
     if (!room || room.name !== $("invite").dataset.room) $("invite").hidden = true;
     this.members();
     this.messages(true);
+  }
+
+  // The account's identity key, or why this tab cannot use it.
+  identity() {
+    const chat = this.chat;
+    const state = {
+      ready: "Your identity key",
+      publishing: "Making your identity key…",
+      locked: "Your identity key is locked in this tab: log out and log in again to open invitations and direct messages.",
+      wrong: "Your identity key cannot be unwrapped with this password: invitations and direct messages cannot be opened.",
+    }[chat.identityState] || "";
+    $("identity-state").textContent = state;
+    $("identity-state").classList.toggle("error", chat.identityState === "wrong");
+    $("identity-state").classList.toggle("warn", ["wrong", "locked"].includes(chat.identityState));
+    $("identity-key").textContent = chat.identity ? toBase64(chat.identity.publicKey) : "";
   }
 
   invite(room, url) {
@@ -77,8 +100,23 @@ export class View {
     const list = $("member-list");
     list.replaceChildren();
     const names = room ? [...room.members].sort((a, b) => a.toLowerCase().localeCompare(b.toLowerCase())) : [];
-    for (const name of names) list.append(el("li", "", name));
-    $("members-title").textContent = `Members online (${names.length})`;
+    const me = this.chat.user.toLowerCase();
+    for (const name of names) {
+      const item = el("li", "", name);
+      if (name.toLowerCase() !== me && !(room && room.direct)) item.append(this.talkButton(name));
+      list.append(item);
+    }
+    $("members-title").textContent = room && room.direct
+      ? "Conversation" : `Members online (${names.length})`;
+  }
+
+  // Opens an end-to-end encrypted conversation with a member.
+  talkButton(name) {
+    const button = el("button", "talk", "DM");
+    button.type = "button";
+    button.dataset.user = name;
+    button.setAttribute("aria-label", `Direct message to ${name}`);
+    return button;
   }
 
   // Draws the current room's messages. New ones at the end are appended (so a screen
