@@ -37,6 +37,47 @@ MAX_BODY = 16 * 1024
 CLOSE_TIMEOUT = 5.0
 MAX_FRAMES_BEFORE_AUTH = 10
 BATCH_CHARS = 65536
+# Every feature a page could ask for, denied: the chat needs none of them.
+DENIED_FEATURES = (
+    "accelerometer",
+    "ambient-light-sensor",
+    "attribution-reporting",
+    "autoplay",
+    "bluetooth",
+    "browsing-topics",
+    "camera",
+    "clipboard-read",
+    "clipboard-write",
+    "compute-pressure",
+    "display-capture",
+    "document-domain",
+    "encrypted-media",
+    "fullscreen",
+    "gamepad",
+    "geolocation",
+    "gyroscope",
+    "hid",
+    "identity-credentials-get",
+    "idle-detection",
+    "interest-cohort",
+    "local-fonts",
+    "magnetometer",
+    "microphone",
+    "midi",
+    "otp-credentials",
+    "payment",
+    "picture-in-picture",
+    "publickey-credentials-create",
+    "publickey-credentials-get",
+    "screen-wake-lock",
+    "serial",
+    "speaker-selection",
+    "storage-access",
+    "usb",
+    "web-share",
+    "window-management",
+    "xr-spatial-tracking",
+)
 SECURITY_HEADERS = [
     (
         b"content-security-policy",
@@ -49,11 +90,7 @@ SECURITY_HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"cross-origin-resource-policy", b"same-origin"),
-    (
-        b"permissions-policy",
-        b"accelerometer=(), camera=(), geolocation=(), gyroscope=(), microphone=(), "
-        b"payment=(), usb=(), interest-cohort=()",
-    ),
+    (b"permissions-policy", ", ".join(f"{f}=()" for f in DENIED_FEATURES).encode()),
     (b"cache-control", b"no-store"),
 ]
 

@@ -155,6 +155,9 @@ async def test_every_response_carries_the_security_headers(node: NodeProcess) ->
         assert headers["referrer-policy"] == "no-referrer"
         assert headers["x-content-type-options"] == "nosniff"
         assert headers["cache-control"] == "no-store"
+        policy = headers["permissions-policy"]
+        for feature in ("camera", "microphone", "geolocation", "usb", "clipboard-read"):
+            assert f"{feature}=()" in policy
         assert "server" not in headers
 
 
