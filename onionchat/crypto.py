@@ -106,3 +106,23 @@ def open_room_key(sealed: str, secret: bytes) -> bytes:
         return box.decrypt(raw[32:])
     except (binascii.Error, ValueError, nacl.exceptions.CryptoError):
         raise CryptoError("cannot open the invitation: not sealed to this identity") from None
+
+
+def public_of(secret: bytes) -> bytes:
+    """The X25519 public key that goes with `secret`."""
+    try:
+        return bytes(nacl.public.PrivateKey(secret).public_key)
+    except (TypeError, ValueError, nacl.exceptions.CryptoError):
+        raise CryptoError("not an identity secret key") from None
+
+
+def shared_key(my_secret: bytes, their_public: bytes) -> bytes:
+    """The key two users share for sealed direct messages: `nacl.box.before(their public, my
+    secret)`, the same from both sides; messages are secretboxes under it (`seal`, `open_box`)."""
+    try:
+        box = nacl.public.Box(
+            nacl.public.PrivateKey(my_secret), nacl.public.PublicKey(their_public)
+        )
+    except (TypeError, ValueError, nacl.exceptions.CryptoError):
+        raise CryptoError("not a usable identity key") from None
+    return bytes(box.shared_key())

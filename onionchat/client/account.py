@@ -33,6 +33,8 @@ class Login:
     user: str
     token: str = dataclasses.field(repr=False)
     expires: int
+    # Derived from the password to unwrap the identity key: kept in memory, never sent.
+    wrapping: bytes = dataclasses.field(repr=False)
 
 
 async def login(options: Options, password: str) -> Login:
@@ -47,6 +49,7 @@ async def login(options: Options, password: str) -> Login:
         else:
             salt = _unb64(pre.get("salt"), "salt")
         secret = await asyncio.to_thread(crypto.login_secret, password, salt, iterations)
+        wrapping = await asyncio.to_thread(crypto.wrapping_key, password, salt, iterations)
         body: dict[str, Any] = {"username": options.user, "secret": _b64(secret)}
         if options.register:
             body |= {"salt": _b64(salt), "iterations": iterations}
@@ -55,7 +58,7 @@ async def login(options: Options, password: str) -> Login:
     user, token, expires = data.get("user"), data.get("token"), data.get("expires")
     if not isinstance(user, str) or not isinstance(token, str) or not isinstance(expires, int):
         raise ChatError("the node's login answer lacks user, token or expires")
-    return Login(user=user, token=token, expires=expires)
+    return Login(user=user, token=token, expires=expires, wrapping=wrapping)
 
 
 async def logout(options: Options, session: Login) -> None:

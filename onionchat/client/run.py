@@ -106,7 +106,7 @@ async def _chat(options: Options, session: Login) -> int:
         return 1
     state = State(user=session.user)
     view: View = PipeView() if options.pipe else TerminalView(state)
-    chat = Chat(ws, view, state, options)
+    chat = Chat(ws, view, state, options, wrapping=session.wrapping)
     reader = asyncio.create_task(chat.read())
     try:
         with contextlib.nullcontext() if options.pipe else patch_stdout():

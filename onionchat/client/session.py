@@ -8,6 +8,8 @@ here before they go and opened here when they come, so the node relays ciphertex
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import collections
 import contextlib
 import dataclasses
@@ -29,6 +31,8 @@ from onionchat.protocol import (
     Code,
     Error,
     HistoryPage,
+    IdentityFrame,
+    Invited,
     Joined,
     Left,
     Mention,
@@ -36,6 +40,7 @@ from onionchat.protocol import (
     Notice,
     Pong,
     Presence,
+    PublicKey,
     Ready,
     RoomList,
     TopicChanged,
@@ -57,10 +62,17 @@ Frame = (
     | Mention
     | Clear
     | Pong
+    | IdentityFrame
+    | PublicKey
+    | Invited
     | Error
 )
 
 NO_KEY = "cannot decrypt: the room is key-protected and no --key was given"
+NO_IDENTITY = "cannot decrypt: this client has no identity key"
+CANNOT_UNWRAP = (
+    "cannot unwrap your identity key: invitations and sealed direct messages cannot be read here"
+)
 SEEN_IDS = 10_000  # message ids remembered, so a message is shown once
 _CLOSE_REASONS = {
     1001: "(the node is going away)",
@@ -128,7 +140,15 @@ def _canonical(room: str) -> str:
 class Chat:
     """One session on a node: lines out as frames, frames in as things to show."""
 
-    def __init__(self, ws: ClientConnection, view: View, state: State, options: Options) -> None:
+    def __init__(
+        self,
+        ws: ClientConnection,
+        view: View,
+        state: State,
+        options: Options,
+        *,
+        wrapping: bytes | None = None,
+    ) -> None:
         self._ws = ws
         self._view = view
         self.state = state
@@ -145,6 +165,14 @@ class Chat:
         self._ready: asyncio.Future[Ready] = asyncio.get_running_loop().create_future()
         self._joins: dict[str, JoinRequest] = {}
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        # The identity key pair: unwrapped from `ready` with the wrapping key (derived from
+        # the password, kept in memory only), or made here and published wrapped.
+        self._wrapping = wrapping
+        self._identity: tuple[bytes, bytes] | None = None  # (secret, public)
+        self._publics: dict[str, asyncio.Future[bytes | None]] = {}  # by case-folded name
+        self._key_refs: dict[str, str] = {}  # ref of a `key` request -> case-folded name
+        self._plain_warned: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- the session's course -----------------------------------------------------------------
 
@@ -185,6 +213,8 @@ class Chat:
         try:
             async with asyncio.timeout(self._options.timeout):
                 await self._outbox.settle()
+                if self._tasks:  # sealed direct messages still being opened
+                    await asyncio.wait(set(self._tasks))
         except TimeoutError:
             raise ChatError(
                 f"the node did not acknowledge {self._outbox.unsettled} message(s) "
@@ -229,6 +259,10 @@ class Chat:
         if command == "join" and args and " " not in args:
             await self._join(args)
             return True
+        if command == "msg" and self._identity is not None:
+            to, _, message = args.partition(" ")
+            if to and message.strip() and await self._direct(to, message.strip()):
+                return True
         if room is not None and self.state.protected(room):
             # The node refuses to see these in a key-protected room: seal them here.
             if command == "me" and args:
@@ -266,6 +300,56 @@ class Chat:
         if me:
             frame["me"] = True
         await self._outbox.send(frame)
+
+    async def _direct(self, to: str, text: str) -> bool:
+        """Send a direct message sealed with the key we share with `to`; False when they have
+        no identity key (the caller sends it as plain text, as the node's /msg does)."""
+        if self._identity is None:
+            return False
+        if self._max_text and len(text) > self._max_text:
+            self._refuse(
+                f"the message is too long ({len(text)} characters, at most {self._max_text})"
+            )
+            return True
+        try:
+            public = await self._wait(self._public_key(to))
+        except ChatError:
+            public = None
+        if public is None:
+            if names.key(to) not in self._plain_warned:
+                self._plain_warned.add(names.key(to))
+                self._view.warn(
+                    f"{to} has no identity key (or could not be asked): "
+                    "direct messages to them go as plain text, readable by the node"
+                )
+            return False
+        try:
+            shared = crypto.shared_key(self._identity[0], public)
+        except crypto.CryptoError as exc:
+            self._refuse(f"cannot seal a direct message to {to}: {exc}")
+            return True
+        await self._outbox.send({"type": "send", "to": to, "box": crypto.seal(shared, text)})
+        return True
+
+    def _public_key(self, name: str) -> asyncio.Future[bytes | None]:
+        """`name`'s public key (None if they have none), asked of the node once."""
+        folded = names.key(name)
+        future = self._publics.get(folded)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._publics[folded] = future
+            ref = self._outbox.ref()
+            self._key_refs[ref] = folded
+            self._spawn(self._outbox.send({"type": "key", "user": name, "ref": ref}))
+        return future
+
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        async def run() -> None:
+            await work
+
+        task = asyncio.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _topic(self, room: str, text: str) -> None:
         if not text:
@@ -338,9 +422,21 @@ class Chat:
             self._outbox.answered(ref)
         match frame:
             case Ready():
+                self._view.frame(frame, data)
+                await self._restore_identity(frame)
                 if not self._ready.done():
                     self._ready.set_result(frame)
-                self._view.frame(frame, data)
+            case IdentityFrame():
+                pass  # our own key, published: nothing to show
+            case PublicKey():
+                self._got_key(frame)
+            case Invited():
+                error = self._invitation(frame.room, frame.sender, frame.sealed)
+                shown = {k: v for k, v in data.items() if k != "sealed"}
+                shown["opened"] = error is None
+                if error is not None:
+                    shown["error"] = error
+                self._view.frame(frame, shown)
             case Error():
                 await self._error(frame, data)
             case MessageFrame():
@@ -371,6 +467,63 @@ class Chat:
             case _:
                 self._view.frame(frame, data)
 
+    async def _restore_identity(self, ready: Ready) -> None:
+        """Unwrap the account's identity key, or make and publish one; then open the
+        invitations that waited for us."""
+        if self._wrapping is None:
+            return
+        if ready.identity is not None:
+            try:
+                secret = crypto.unwrap_identity(self._wrapping, ready.identity.wrapped)
+                public = base64.b64decode(ready.identity.public, validate=True)
+                if crypto.public_of(secret) != public:
+                    raise crypto.CryptoError("the identity key does not match its public key")
+            except (crypto.CryptoError, binascii.Error, ValueError):
+                # Never publish a new key over it: invitations sealed to it would be lost.
+                self._view.warn(CANNOT_UNWRAP)
+                return
+            self._identity = (secret, public)
+        else:
+            secret, public = crypto.new_identity()
+            self._identity = (secret, public)
+            await self._outbox.send(
+                {
+                    "type": "identity",
+                    "public": base64.b64encode(public).decode(),
+                    "wrapped": crypto.wrap_identity(self._wrapping, secret),
+                }
+            )
+        for invitation in ready.invitations:
+            self._invitation(invitation.room, invitation.sender, invitation.sealed)
+
+    def _invitation(self, room: str, sender: str, sealed: str) -> str | None:
+        """Keep the room key an invitation brings; None, or why it cannot be opened."""
+        if self._identity is None:
+            error = f"cannot open {sender}'s invitation to #{room}: this client has no identity key"
+            self._view.warn(error)
+            return error
+        try:
+            key = crypto.open_room_key(sealed, self._identity[0])
+        except crypto.CryptoError as exc:
+            error = f"cannot open {sender}'s invitation to #{room}: {exc}"
+            self._view.warn(error)
+            return error
+        self._keys[_canonical(room)] = key
+        self._view.note(f"{sender} invited you to #{room}")
+        return None
+
+    def _got_key(self, frame: PublicKey) -> None:
+        folded = self._key_refs.pop(frame.ref, None) if frame.ref is not None else None
+        future = self._publics.get(folded or names.key(frame.user))
+        if future is None or future.done():
+            return
+        try:
+            public = base64.b64decode(frame.public, validate=True)
+        except (binascii.Error, ValueError):
+            future.set_result(None)
+            return
+        future.set_result(public if len(public) == 32 else None)
+
     def _joined(self, frame: Joined, data: dict[str, Any]) -> None:
         info = frame.room
         topic = self._topic_data(info.name, info.topic, info.topic_box)
@@ -400,6 +553,12 @@ class Chat:
         if not self._ready.done():  # refused before `ready`: the session is unusable
             self._ready.set_exception(ChatError(frame.message))
             return
+        folded = self._key_refs.pop(frame.ref, None) if frame.ref is not None else None
+        if folded is not None:  # `key` for a user without one (no_key), or refused
+            future = self._publics.get(folded)
+            if future is not None and not future.done():
+                future.set_result(None)
+            return
         request = self._joins.pop(frame.ref, None) if frame.ref is not None else None
         if request is not None:
             if frame.code == Code.ROOM_MODE and request.create and not request.protected:
@@ -426,9 +585,36 @@ class Chat:
             self._seen.popitem(last=False)
         if message.box is None:
             self._view.message(Shown(message, message.text))
+        elif message.to is not None:
+            self._spawn(self._show_direct(message, message.box))
         else:
             text, error = self._open(message.room, message.box)
             self._view.message(Shown(message, text, error, sealed=True))
+
+    async def _show_direct(self, message: MessageFrame, box: str) -> None:
+        """A sealed direct message, opened with the key we share with the other user (whose
+        public key is asked of the node once)."""
+        if self._identity is None:
+            self._view.message(Shown(message, None, NO_IDENTITY, sealed=True))
+            return
+        me = names.key(self.state.user)
+        other = message.to if names.key(message.sender) == me else message.sender
+        assert other is not None
+        try:
+            async with asyncio.timeout(self._options.timeout):
+                public = await self._public_key(other)
+        except TimeoutError:
+            public = None
+        if public is None:
+            error = f"cannot decrypt: no identity key of {other}"
+            self._view.message(Shown(message, None, error, sealed=True))
+            return
+        try:
+            text = crypto.open_box(crypto.shared_key(self._identity[0], public), box)
+        except crypto.CryptoError as exc:
+            self._view.message(Shown(message, None, str(exc), sealed=True))
+            return
+        self._view.message(Shown(message, text, sealed=True))
 
     def _topic_data(self, room: str, text: str | None, box: str | None) -> dict[str, Any]:
         """The topic as shown, with `decrypted` (or `error`) when it was sealed."""
