@@ -179,9 +179,6 @@ class Hub:
     def user_connections(self, user_key: str) -> Iterable[Connection]:
         return tuple(self._users.get(user_key, ()))
 
-    def is_online(self, user_key: str) -> bool:
-        return user_key in self._users
-
     def broadcast(self, room: str, frame: str, skip: Connection | None = None) -> None:
         for conn in tuple(self._rooms.get(room, ())):
             if conn is not skip:
