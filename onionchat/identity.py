@@ -23,9 +23,11 @@ from onionchat.protocol import (
     Code,
     Identity,
     IdentityFrame,
+    Invitation,
     Invite,
     Invited,
     KeyOf,
+    Keys,
     Notice,
     ProtocolError,
     PublicKey,
@@ -35,6 +37,7 @@ from onionchat.protocol import (
 if TYPE_CHECKING:
     from onionchat.hub import Connection
     from onionchat.node import Node
+    from onionchat.store import Store
 
 
 def _exactly(text: str, size: int, what: str) -> None:
@@ -44,6 +47,21 @@ def _exactly(text: str, size: int, what: str) -> None:
         raise ProtocolError(Code.BAD_CIPHERTEXT, f"{what} is not valid base64") from None
     if len(raw) != size:
         raise ProtocolError(Code.BAD_CIPHERTEXT, f"{what} must be {size} bytes, got {len(raw)}")
+
+
+async def for_ready(
+    store: Store, user_id: int, user_key: str
+) -> tuple[Keys | None, list[Invitation]]:
+    """What a new connection learns at once: its own keys and the invitations waiting."""
+    found = await store.identity(user_key)
+    keys = None
+    if found is not None and found[1] is not None and found[2] is not None:
+        keys = Keys(public=found[1], wrapped=found[2])
+    invitations = [
+        Invitation(room=room, sender=sender, sealed=sealed)
+        for room, sender, sealed in await store.invitations(user_id)
+    ]
+    return keys, invitations
 
 
 async def publish(node: Node, conn: Connection, frame: Identity) -> None:

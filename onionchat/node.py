@@ -28,12 +28,10 @@ from onionchat.protocol import (
     Command,
     HistoryPage,
     Identity,
-    Invitation,
     Invite,
     Join,
     Joined,
     KeyOf,
-    Keys,
     Leave,
     Left,
     Mention,
@@ -81,14 +79,7 @@ class Node:
         conn = Connection(session, self.settings.limits.send_queue)
         self.hub.attach(conn)
         rooms = await self.store.rooms_of(session.user.id)
-        found = await self.store.identity(conn.user_key)
-        keys = None
-        if found is not None and found[1] is not None and found[2] is not None:
-            keys = Keys(public=found[1], wrapped=found[2])
-        invitations = [
-            Invitation(room=room, sender=sender, sealed=sealed)
-            for room, sender, sealed in await self.store.invitations(session.user.id)
-        ]
+        keys, invitations = await identity.for_ready(self.store, session.user.id, conn.user_key)
         limits = self.settings.limits
         conn.send(
             encode(
