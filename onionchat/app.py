@@ -21,7 +21,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from onionchat import PROTOCOL_VERSION, __version__, nojs, protocol
+from onionchat import PROTOCOL_VERSION, __version__, cookies, nojs, protocol
 from onionchat.auth import COOKIE, SALT_BYTES, SECRET_BYTES, Accounts, AuthError, Session, b64decode
 from onionchat.auth import b64encode as b64
 from onionchat.config import Settings
@@ -169,14 +169,7 @@ def _session_response(
     request: Request, user: str, token: str, expires: int, status: int
 ) -> JSONResponse:
     response = JSONResponse({"user": user, "token": token, "expires": expires}, status)
-    response.set_cookie(
-        COOKIE,
-        token,
-        max_age=max(0, expires - int(time.time())),
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-    )
+    cookies.set_session(request, response, token, expires)
     return response
 
 
@@ -239,7 +232,7 @@ async def logout(request: Request) -> Response:
     await node.accounts.logout(session)
     node.revoke(session)
     response = Response(status_code=204)
-    response.delete_cookie(COOKIE, httponly=True, samesite="strict")
+    cookies.clear_session(response)
     return response
 
 

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from onionchat import commands, crypto, names, protocol
+from onionchat import commands, cookies, crypto, names, protocol
 from onionchat.auth import COOKIE, SALT_BYTES, AuthError, Session
 from onionchat.hub import Connection
 from onionchat.node import Node
@@ -207,17 +207,6 @@ def _check_token(form: dict[str, str], session: Session) -> None:
         raise FormError("this form has expired or came from elsewhere: reload the page", 403)
 
 
-def _set_cookie(request: Request, response: Response, token: str, expires: int) -> None:
-    response.set_cookie(
-        COOKIE,
-        token,
-        max_age=max(0, expires - int(time.time())),
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-    )
-
-
 def _redirect(path: str) -> Response:
     return RedirectResponse(path, 303)
 
@@ -390,7 +379,7 @@ async def login(request: Request) -> Response:
     except ProtocolError as exc:
         return _refused(_login_page(_status(exc), exc.message, username), exc)
     response = _redirect("/nojs/rooms")
-    _set_cookie(request, response, token, expires)
+    cookies.set_session(request, response, token, expires)
     return response
 
 
@@ -412,7 +401,7 @@ async def register(request: Request) -> Response:
     except ProtocolError as exc:
         return _refused(_login_page(_status(exc), register_error=exc.message), exc)
     response = _redirect("/nojs/rooms")
-    _set_cookie(request, response, token, expires)
+    cookies.set_session(request, response, token, expires)
     return response
 
 
@@ -427,7 +416,7 @@ async def logout(request: Request) -> Response:
         await node.accounts.logout(session)
         node.revoke(session)
     response = _redirect("/nojs/login")
-    response.delete_cookie(COOKIE, httponly=True, samesite="strict")
+    cookies.clear_session(response)
     return response
 
 

@@ -145,6 +145,14 @@ def node_factory(tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
+def password_file(tmp_path: Path) -> Path:
+    path = tmp_path / "password"
+    path.write_text(PASSWORD + "\n")
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture
 def node(node_factory: Any) -> NodeProcess:
     started: NodeProcess = node_factory()
     return started

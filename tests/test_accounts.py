@@ -128,6 +128,18 @@ async def test_login_attempts_are_limited_per_node(node_factory: Any) -> None:
     assert results[:3] == [401, 401, 401] and 429 in results[3:]
 
 
+async def register_raw(node: NodeProcess, name: str, iterations: int = 1000) -> httpx.Response:
+    """A registration as a client would post it, with a dummy salt and secret."""
+    async with httpx.AsyncClient(base_url=node.url) as http:
+        body = {
+            "username": name,
+            "salt": b64url(bytes(16)),
+            "iterations": iterations,
+            "secret": b64url(bytes(32)),
+        }
+        return await http.post("/api/register", json=body)
+
+
 @pytest.mark.parametrize(
     ("name", "reason"),
     [
@@ -142,16 +154,7 @@ async def test_login_attempts_are_limited_per_node(node_factory: Any) -> None:
 async def test_names_that_could_deceive_are_refused(
     node: NodeProcess, name: str, reason: str
 ) -> None:
-    async with httpx.AsyncClient(base_url=node.url) as http:
-        response = await http.post(
-            "/api/register",
-            json={
-                "username": name,
-                "salt": b64url(bytes(16)),
-                "iterations": 1000,
-                "secret": b64url(bytes(32)),
-            },
-        )
+    response = await register_raw(node, name)
     assert response.status_code == 400
     body = response.json()
     assert body["error"] in ("bad_name", "bad_frame") and reason in body["message"]
@@ -163,31 +166,13 @@ async def test_unicode_names_are_welcome_and_unique_without_case(node: NodeProce
         assert (await login(node, name)).json()["user"] == name
     assert (await login(node, "ольга")).status_code == 200
     for taken in ("ОЛЬГА", "ｊｏｓé"):  # other case; full-width letters fold by NFKC
-        async with httpx.AsyncClient(base_url=node.url) as http:
-            response = await http.post(
-                "/api/register",
-                json={
-                    "username": taken,
-                    "salt": b64url(bytes(16)),
-                    "iterations": 1000,
-                    "secret": b64url(bytes(32)),
-                },
-            )
+        response = await register_raw(node, taken)
         assert response.status_code == 409
         assert response.json()["error"] == "name_taken"
 
 
 async def test_weak_iterations_are_refused(node: NodeProcess) -> None:
-    async with httpx.AsyncClient(base_url=node.url) as http:
-        response = await http.post(
-            "/api/register",
-            json={
-                "username": "alice",
-                "salt": b64url(bytes(16)),
-                "iterations": 10,
-                "secret": b64url(bytes(32)),
-            },
-        )
+    response = await register_raw(node, "alice", iterations=10)
     assert response.status_code == 400 and "iterations" in response.json()["message"]
 
 

@@ -11,20 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from onionchat import crypto
 
-from conftest import PASSWORD, NodeProcess, client_env, pipe_client, register, user
+from conftest import NodeProcess, client_env, pipe_client, register, user
 from socks5 import Socks5Proxy
-
-
-@pytest.fixture
-def password_file(tmp_path: Path) -> Path:
-    path = tmp_path / "password"
-    path.write_text(PASSWORD + "\n")
-    path.chmod(0o600)
-    return path
 
 
 def run_client(url: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -165,27 +155,11 @@ async def test_through_a_socks5_proxy_with_remote_names(
     itself, and the proxy saw a name, never an address."""
     async with Socks5Proxy({"chat.onionchat.test": "127.0.0.1"}) as proxy:
         url = f"http://chat.onionchat.test:{node.port}"
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "onionchat",
-            "connect",
-            url,
-            "--user",
-            "alice",
-            "--register",
-            "--password-file",
-            str(password_file),
-            "--pipe",
-            "--socks",
-            f"127.0.0.1:{proxy.port}",
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=client_env(),
-        )
-        _, err = await asyncio.wait_for(proc.communicate(b"over the proxy\n"), 30)
-        assert proc.returncode == 0, err.decode()
+        socks = ("--register", "--socks", f"127.0.0.1:{proxy.port}")
+        async with pipe_client(url, "alice", password_file, *socks) as alice:
+            await alice.send("over the proxy")
+            code, _, err = await alice.finish(timeout=30)
+        assert code == 0, err
         assert proxy.requests and {r.kind for r in proxy.requests} == {"domain"}
         assert {r.host for r in proxy.requests} == {"chat.onionchat.test"}
     async with user(node, "bob") as bob:

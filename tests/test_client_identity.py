@@ -9,19 +9,10 @@ import base64
 from pathlib import Path
 
 import httpx
-import pytest
 
 from onionchat import crypto
 
 from conftest import PASSWORD, Client, NodeProcess, connect, pipe_client, register, user
-
-
-@pytest.fixture
-def password_file(tmp_path: Path) -> Path:
-    path = tmp_path / "password"
-    path.write_text(PASSWORD + "\n")
-    path.chmod(0o600)
-    return path
 
 
 async def wrapping_of(node: NodeProcess, name: str) -> bytes:

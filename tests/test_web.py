@@ -13,7 +13,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import pytest
 from playwright.async_api import Browser, Page, expect
 
 from onionchat import crypto
@@ -30,14 +29,6 @@ from conftest import (
 )
 
 TIMEOUT = 10_000  # ms: every wait on the page is bounded
-
-
-@pytest.fixture
-def password_file(tmp_path: Path) -> Path:
-    path = tmp_path / "password"
-    path.write_text(PASSWORD + "\n")
-    path.chmod(0o600)
-    return path
 
 
 @dataclass
