@@ -26,7 +26,9 @@ examples:
   onionchat connect http://127.0.0.1:8080 --user alice --register
   onionchat connect http://127.0.0.1:8080 --user bob --room dev --pipe < lines.txt
   onionchat connect 'http://HOST:8080/#room=secret&key=KEY' --user carol
-  onionchat connect http://XXXX.onion --user dave --socks 127.0.0.1:9050"""
+  onionchat connect http://XXXX.onion --user dave        (through tor at 127.0.0.1:9050)
+  onionchat connect http://XXXX.onion --user dave --socks 127.0.0.1:9150   (Tor Browser's tor)
+  onionchat connect https://chat.example:8443 --user erin --ca private-ca.pem"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,7 +102,15 @@ def _parser() -> argparse.ArgumentParser:
     connect.add_argument(
         "--socks",
         metavar="HOST:PORT",
-        help="connect through this SOCKS5 proxy (names resolved by the proxy)",
+        help="connect through this SOCKS5 proxy, names resolved by the proxy (default: none, "
+        "but tor's 127.0.0.1:9050 for .onion addresses)",
+    )
+    connect.add_argument(
+        "--ca",
+        metavar="FILE",
+        type=Path,
+        help="trust the certificates this PEM CA bundle signed (a private CA) instead of the "
+        "system's CAs, for https:// URLs",
     )
     connect.add_argument(
         "--timeout",

@@ -54,9 +54,11 @@ class NodeProcess:
         self.env = env
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
         self.port = 0
+        self.scheme = "http"  # "https" when started with --tls-cert
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *args: str, port: int | None = None) -> None:
+        self.scheme = "https" if "--tls-cert" in args else "http"
         env = {k: v for k, v in os.environ.items() if not k.startswith("ONIONCHAT_")}
         env.update(self.env)
         log = self.log_path.open("ab")
@@ -93,17 +95,20 @@ class NodeProcess:
 
     def _healthy(self) -> bool:
         try:
-            return httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200
+            # Only whether it is up: the TLS tests check its certificate themselves.
+            response = httpx.get(f"{self.url}/api/health", timeout=1, verify=False)
+            return response.status_code == 200
         except httpx.HTTPError:
             return False
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
+        ws = "wss" if self.scheme == "https" else "ws"
+        return f"{ws}://127.0.0.1:{self.port}/ws"
 
     def events(self) -> list[dict[str, Any]]:
         if not self.log_path.exists():

@@ -2,7 +2,8 @@
 
 Tor is the real proxy and comes with its own tests; this one exists to prove what Tor could not
 show as plainly: that the client hands names to the proxy instead of resolving them. It knows
-names no resolver knows (`NAMES`), records every request, and relays bytes for real.
+names no resolver knows (`names`), records every request, and relays bytes for real. Told to
+(`replies`), it refuses a host with a given reply code, as tor does for an onion it cannot reach.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ class Request:
 
 
 class Socks5Proxy:
-    def __init__(self, names: dict[str, str]) -> None:
+    def __init__(self, names: dict[str, str], replies: dict[str, int] | None = None) -> None:
         self.names = names
+        self.replies = replies or {}
         self.requests: list[Request] = []
         self._server: asyncio.Server | None = None
         self.port = 0
@@ -67,6 +69,10 @@ class Socks5Proxy:
             name = "domain"
         (port,) = struct.unpack("!H", await reader.readexactly(2))
         self.requests.append(Request(name, host, port))
+        if host in self.replies:
+            writer.write(bytes([5, self.replies[host], 0, 1]) + bytes(6))
+            writer.close()
+            return
         address = self.names.get(host, host if name != "domain" else None)
         if command != 1 or address is None:
             writer.write(b"\x05\x04\x00\x01" + bytes(6))  # host unreachable

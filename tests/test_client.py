@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import os
 import shutil
 import sqlite3
@@ -11,7 +13,12 @@ import sys
 import time
 from pathlib import Path
 
-from onionchat import crypto
+import pytest
+
+from onionchat import cli, crypto
+from onionchat.client import ClientError, Options
+from onionchat.client.errors import ChatError
+from onionchat.client.transport import probe
 
 from conftest import NodeProcess, client_env, pipe_client, register, user
 from socks5 import Socks5Proxy
@@ -184,6 +191,133 @@ async def test_a_missing_proxy_is_a_clear_error(node: NodeProcess, password_file
     )
     assert result.returncode == 1
     assert "proxy" in result.stderr.lower() and f"127.0.0.1:{port}" in result.stderr
+
+
+def onion_address(seed: bytes) -> str:
+    """A well-formed v3 onion address (key, checksum, version), though no service has it."""
+    key = hashlib.sha256(seed).digest()
+    checksum = hashlib.sha3_256(b".onion checksum" + key + b"\x03").digest()[:2]
+    return base64.b32encode(key + checksum + b"\x03").decode().lower() + ".onion"
+
+
+def options(*args: str) -> Options:
+    return Options.from_args(cli._parser().parse_args(["connect", *args]))
+
+
+def test_onion_addresses_go_through_tor_by_default() -> None:
+    """No real tor is asked here (one may listen on 9050 on this machine): only the choice."""
+    onion = onion_address(b"default")
+    chosen = options(f"http://{onion}", "--user", "alice")
+    assert chosen.socks == "127.0.0.1:9050" and chosen.proxy == "socks5h://127.0.0.1:9050"
+    assert options(f"http://www.{onion}:8080", "--user", "a").socks == "127.0.0.1:9050"
+    given = options(f"http://{onion}", "--user", "alice", "--socks", "127.0.0.1:9150")
+    assert given.socks == "127.0.0.1:9150"
+    # any other host is reached directly unless --socks says otherwise
+    assert options("http://127.0.0.1:8080", "--user", "alice").socks is None
+    assert options("http://chat.example", "--user", "a").proxy is None
+
+
+def test_a_mistyped_onion_address_is_a_bad_option() -> None:
+    onion = onion_address(b"typo")
+    typo = ("b" if onion[0] != "b" else "c") + onion[1:]
+    with pytest.raises(ClientError, match="its checksum does not match"):
+        options(f"http://{typo}", "--user", "alice")
+    with pytest.raises(ClientError, match="56 letters"):
+        options("http://short.onion", "--user", "alice")
+
+
+async def test_no_tor_for_an_onion_is_a_clear_error(password_file: Path) -> None:
+    async with Socks5Proxy({}) as proxy:
+        port = proxy.port  # a port that was just free, and is closed again after this block
+    result = await asyncio.to_thread(
+        run_client,
+        f"http://{onion_address(b'no tor')}",
+        "--user",
+        "alice",
+        "--password-file",
+        str(password_file),
+        "--pipe",
+        "--socks",
+        f"127.0.0.1:{port}",
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"onionchat: no SOCKS proxy at 127.0.0.1:{port} (connection refused): is tor running? "
+        "Start it, or give its SocksPort with --socks HOST:PORT\n"
+    )
+
+
+async def test_an_onion_through_the_proxy(node: NodeProcess, password_file: Path) -> None:
+    """The whole session (the first probe, HTTP, the WebSocket) goes to the proxy by name."""
+    onion = onion_address(b"reachable")
+    async with Socks5Proxy({onion: "127.0.0.1"}) as proxy:
+        url = f"http://{onion}:{node.port}"
+        socks = ("--register", "--socks", f"127.0.0.1:{proxy.port}")
+        async with pipe_client(url, "alice", password_file, *socks) as alice:
+            await alice.send("to the onion")
+            code, _, err = await alice.finish(timeout=30)
+        assert code == 0, err
+        assert {(r.kind, r.host, r.port) for r in proxy.requests} == {("domain", onion, node.port)}
+        assert len(proxy.requests) >= 3
+
+
+# Tor's SocksPort with the ExtendedErrors flag answers these codes (proposal 304) when it cannot
+# reach an onion. Here tests/socks5.py imitates them; tests/test_tor.py meets the real ones on a
+# private Tor network.
+TOR_REPLIES = {
+    0xF0: "descriptor cannot be found",
+    0xF1: "descriptor is invalid",
+    0xF2: "introduction to the onion service failed",
+    0xF3: "rendezvous with the onion service failed",
+    0xF4: "private and needs client authorization: ask its operator for a key, add it to "
+    "your tor's ClientOnionAuthDir",
+    0xF5: "client authorization was refused",
+    0xF6: "not a valid onion address",
+    0xF7: "introduction to the onion service timed out",
+    0x01: "general failure (tor tells more with the ExtendedErrors flag on its SocksPort)",
+    0x04: "host unreachable (tor tells more with the ExtendedErrors flag on its SocksPort)",
+    0x05: "connection refused",
+    0x06: "timed out",
+}
+
+
+@pytest.mark.parametrize("code", TOR_REPLIES)
+async def test_what_tor_says_of_an_onion_is_told_plainly(code: int) -> None:
+    onion = onion_address(b"refused")
+    async with Socks5Proxy({}, replies={onion: code}) as proxy:
+        socks = f"127.0.0.1:{proxy.port}"
+        with pytest.raises(ChatError) as refused:
+            await probe(options(f"http://{onion}", "--user", "alice", "--socks", socks))
+    message = str(refused.value)
+    assert message.startswith(f"the SOCKS proxy at {socks} cannot reach {onion}: "), message
+    assert TOR_REPLIES[code] in message
+    assert [(r.kind, r.host, r.port) for r in proxy.requests] == [("domain", onion, 80)]
+
+
+async def test_a_private_onion_stops_the_client_before_the_password(password_file: Path) -> None:
+    """End to end: the proxy refuses the first stream (tor's 0xF4), the client exits 1 with the
+    advice, and nothing else went to the proxy."""
+    onion = onion_address(b"private")
+    async with Socks5Proxy({}, replies={onion: 0xF4}) as proxy:
+        result = await asyncio.to_thread(
+            run_client,
+            f"http://{onion}",
+            "--user",
+            "alice",
+            "--password-file",
+            str(password_file),
+            "--pipe",
+            "--socks",
+            f"127.0.0.1:{proxy.port}",
+            stdin="never sent\n",
+        )
+    assert result.returncode == 1 and not result.stdout
+    assert result.stderr == (
+        f"onionchat: the SOCKS proxy at 127.0.0.1:{proxy.port} cannot reach {onion}: the onion "
+        "service is private and needs client authorization: ask its operator for a key, add it "
+        "to your tor's ClientOnionAuthDir and reload tor\n"
+    )
+    assert [r.host for r in proxy.requests] == [onion]
 
 
 def test_an_unreachable_node_is_a_clear_error(password_file: Path) -> None:

@@ -49,6 +49,7 @@ def test_help_documents_every_option() -> None:
         "--key",
         "--pipe",
         "--socks",
+        "--ca",
         "--timeout",
         "URL",
     ):

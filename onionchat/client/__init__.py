@@ -7,7 +7,7 @@ only. One session serves two faces: an interactive prompt for people, and `--pip
 lines in, JSON lines out) for scripts and tests.
 
     options    what `onionchat connect` was told, checked; the password
-    transport  reaching the node (HTTP, WebSocket, SOCKS5); which hop failed, told plainly
+    transport  reaching the node (HTTP, WebSocket, SOCKS5, TLS); which hop failed, told plainly
     account    register, log in, log out
     outbox     frames out: refs, pacing under the node's rate limit, resending, settling
     session    the chat: lines into frames, frames into things to show

@@ -7,17 +7,23 @@ sent to the node, so a shared link can hold the key.
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import dataclasses
 import getpass
+import hashlib
 import math
 import os
 import signal
+import ssl
 import threading
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from onionchat import crypto
 from onionchat.client.errors import ChatError, ClientError
+
+TOR_SOCKS = "127.0.0.1:9050"  # tor's default SocksPort: where .onion addresses go by default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +39,7 @@ class Options:
     pipe: bool = False
     socks: str | None = None  # HOST:PORT of a SOCKS5 proxy, e.g. Tor's 127.0.0.1:9050
     timeout: float = 30.0
+    ca: Path | None = None  # PEM CA bundle trusted for https:// instead of the system's CAs
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -52,11 +59,15 @@ class Options:
             except crypto.CryptoError as exc:
                 raise ClientError(f"bad room key: {exc}") from None
         socks = _parse_socks(args.socks) if args.socks else None
-        if socks is None and host.endswith(".onion"):
-            # Resolving it without Tor would only leak the address to the local DNS.
-            raise ClientError(
-                f"{host} is an onion address: connect through Tor with --socks 127.0.0.1:9050"
-            )
+        if host.endswith(".onion"):
+            _check_onion(host)
+            # Only tor can reach an onion; resolving it here would leak it to the local DNS.
+            socks = socks or TOR_SOCKS
+        ca = Path(args.ca) if args.ca is not None else None
+        if ca is not None:
+            if not url.startswith("https:"):
+                raise ClientError("--ca applies to https:// URLs only")
+            _check_ca(ca)
         timeout = float(args.timeout)
         if not (math.isfinite(timeout) and timeout > 0):
             raise ClientError(f"--timeout must be a positive number of seconds, not {timeout:g}")
@@ -70,12 +81,28 @@ class Options:
             pipe=bool(args.pipe),
             socks=socks,
             timeout=timeout,
+            ca=ca,
         )
 
     @property
     def where(self) -> str:
         """host[:port], for messages."""
         return self.url.partition("://")[2]
+
+    @property
+    def host(self) -> str:
+        """The node's host name or address, as the proxy (or the resolver) gets it."""
+        host = urlsplit(self.url).hostname
+        assert host is not None  # checked in from_args
+        return host
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or (443 if self.url.startswith("https:") else 80)
+
+    @property
+    def onion(self) -> bool:
+        return self.host.endswith(".onion")
 
     @property
     def ws_url(self) -> str:
@@ -110,6 +137,36 @@ def _parse_url(raw: str) -> tuple[str, str, dict[str, str]]:
     netloc = _host_port(host, port)
     fragment = {k: v[-1] for k, v in parse_qs(parts.fragment).items() if v and v[-1]}
     return f"{scheme}://{netloc}", host, fragment
+
+
+def _check_onion(host: str) -> None:
+    """A v3 onion address carries a checksum: a typo is caught here, before tor is asked."""
+    label = host.removesuffix(".onion").rpartition(".")[2]  # tor ignores subdomains
+    try:
+        raw = base64.b32decode(label.upper()) if len(label) == 56 else b""
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 35:
+        raise ClientError(
+            f"{host} is not a valid onion address: it needs 56 letters a-z and digits 2-7 "
+            "before .onion"
+        )
+    key, checksum, version = raw[:32], raw[32:34], raw[34:]
+    digest = hashlib.sha3_256(b".onion checksum" + key + version).digest()
+    if version != b"\x03":
+        raise ClientError(f"{host} is not a version 3 onion address")
+    if digest[:2] != checksum:
+        raise ClientError(f"{host} is not a valid onion address: its checksum does not match")
+
+
+def _check_ca(path: Path) -> None:
+    """A CA file that cannot be used is a bad option, found before any connection."""
+    try:
+        ssl.create_default_context(cafile=path)
+    except OSError as exc:
+        if isinstance(exc, ssl.SSLError):
+            raise ClientError(f"--ca {path} holds no usable PEM certificate") from None
+        raise ClientError(f"cannot read the CA file {path}: {exc.strerror}") from None
 
 
 def _parse_socks(raw: str) -> str:

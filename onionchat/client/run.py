@@ -17,7 +17,7 @@ from onionchat.client.account import Login, login, logout
 from onionchat.client.errors import ChatError, ClientError
 from onionchat.client.options import Options, read_password
 from onionchat.client.session import Chat, State, View
-from onionchat.client.transport import open_websocket
+from onionchat.client.transport import open_websocket, probe
 from onionchat.client.views import PipeView, TerminalView
 
 
@@ -74,6 +74,15 @@ async def _run(options: Options) -> int:
     if not options.pipe and not sys.stdin.isatty():
         _fail("standard input is not a terminal: use --pipe to chat from a script")
         return 2
+    if options.socks and not options.pipe:
+        # An onion can take seconds to answer: say what is going on meanwhile.
+        print(f"connecting to {options.where} through {options.socks}…", file=sys.stderr)
+    try:
+        # Before the password is asked for: no use typing it if tor is not even running.
+        await probe(options)
+    except ChatError as exc:
+        _fail(str(exc))
+        return 1
     try:
         password = read_password(options)
     except ClientError as exc:
