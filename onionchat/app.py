@@ -30,6 +30,7 @@ from onionchat.node import Node
 from onionchat.protocol import Auth, Close, Code, ProtocolError
 from onionchat.ratelimit import TokenBucket, Windows
 from onionchat.store import Store
+from onionchat.tor import OnionService, Reporter
 
 log = logging.getLogger("onionchat.app")
 
@@ -262,6 +263,7 @@ async def health(request: Request) -> Response:
             "uptime": round(time.monotonic() - node.started, 3),
             "clients": node.hub.connections,
             "database": database,
+            "tor": request.app.state.onion.state,
         },
         200 if ok else 503,
     )
@@ -447,7 +449,7 @@ async def chat(ws: WebSocket) -> None:
 # -- the application ----------------------------------------------------------------------
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, reporter: Reporter | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         data_dir = settings.server.data_dir
@@ -461,9 +463,12 @@ def create_app(settings: Settings) -> Starlette:
         accounts = Accounts(store, settings.auth, secret)
         app.state.node = Node(settings, store, accounts)
         app.state.origins = {o.strip() for o in settings.server.origins.split(",") if o.strip()}
+        app.state.onion = onion = OnionService(settings, reporter)
+        onion.start()
         try:
             yield
         finally:
+            await onion.close()
             await store.close()
             log.info("stopped", extra={"event": "stop"})
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib.util
 import logging
 import os
@@ -11,8 +12,12 @@ import shutil
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from onionchat import __version__, config, logs
+
+if TYPE_CHECKING:
+    from onionchat.tor import Reporter
 
 log = logging.getLogger("onionchat")
 
@@ -65,6 +70,62 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-format", choices=["text", "json"], help="text for people (default) or JSON lines"
     )
+    tor = serve.add_argument_group("Tor (the node is published as a v3 onion service)")
+    tor.add_argument(
+        "--no-tor",
+        dest="tor_mode",
+        action="store_const",
+        const="off",
+        help="no onion service: serve locally (or on --host) only",
+    )
+    tor.add_argument(
+        "--tor-attach",
+        metavar="CONTROL",
+        help="use a running tor's control port (HOST:PORT or unix:PATH) instead of launching one",
+    )
+    tor.add_argument(
+        "--torrc",
+        metavar="FILE",
+        help="extra torrc lines for the launched tor (e.g. build/testnet/client.torrc)",
+    )
+    tor.add_argument(
+        "--ephemeral",
+        action="store_true",
+        default=None,
+        help="a throwaway onion address, never written to disk",
+    )
+    tor.add_argument(
+        "--private",
+        action="store_true",
+        default=None,
+        help="only clients holding a key (onionchat onion-auth) can reach the onion",
+    )
+    tls = serve.add_argument_group("TLS (for a node served on a normal address, with --no-tor)")
+    tls.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain: serve HTTPS/WSS")
+    tls.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+
+    auth = commands.add_parser(
+        "onion-auth",
+        help="manage who may reach a private onion (--private)",
+        description="Manage the clients authorized to reach this node's private onion "
+        "(serve --private). A running node reads them when it starts: restart it to apply.",
+    )
+    auth.add_argument(
+        "--data-dir", metavar="PATH", help="the node's data directory (default ./data)"
+    )
+    actions = auth.add_subparsers(dest="action", metavar="ACTION", required=True)
+    add = actions.add_parser("add", help="authorize a client and print its key")
+    add.add_argument("name", help="a label for the client (letters, digits, - or _)")
+    add.add_argument(
+        "--public-key",
+        metavar="BASE32",
+        help="the client's own x25519 public key, if it made its key pair itself",
+    )
+    actions.add_parser("list", help="list the authorized clients (no secrets)")
+    show = actions.add_parser("show", help="print a client's key again")
+    show.add_argument("name")
+    remove = actions.add_parser("remove", help="revoke a client")
+    remove.add_argument("name")
 
     connect = commands.add_parser(
         "connect",
@@ -132,6 +193,13 @@ def _serve(args: argparse.Namespace) -> int:
         "server.data_dir": args.data_dir,
         "log.level": args.log_level,
         "log.format": args.log_format,
+        "server.tls_cert": args.tls_cert,
+        "server.tls_key": args.tls_key,
+        "tor.mode": "attach" if args.tor_attach else args.tor_mode,
+        "tor.control": args.tor_attach,
+        "tor.torrc": args.torrc,
+        "tor.ephemeral": args.ephemeral,
+        "tor.private": args.private,
     }
     try:
         settings = config.load(path, overrides=overrides)
@@ -164,9 +232,14 @@ def run_server(settings: config.Settings) -> int:
         return 1
     port = sock.getsockname()[1]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
-    url = f"http://{shown}:{port}/"
+    tls = settings.server.tls_cert
+    url = f"{'https' if tls else 'http'}://{shown}:{port}/"
+    # The onion service needs the port picked for --port 0.
+    settings = dataclasses.replace(settings, server=dataclasses.replace(settings.server, port=port))
     uv_config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, _reporter(settings)),
+        ssl_certfile=tls or None,
+        ssl_keyfile=settings.server.tls_key or None,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         http="httptools" if importlib.util.find_spec("httptools") else "h11",
         ws="websockets-sansio",
@@ -194,8 +267,43 @@ def run_server(settings: config.Settings) -> int:
         url,
         extra={"event": "hint"},
     )
+    _say_tor(settings, url)
     server.run(sockets=[sock])
     return 0
+
+
+def _reporter(settings: config.Settings) -> Reporter:
+    from onionchat.terminal import Terminal
+    from onionchat.tor import Reporter
+
+    return Terminal() if settings.log.format == "text" else Reporter()
+
+
+def _say_tor(settings: config.Settings, url: str) -> None:
+    """Off is said loudly: someone who expected an onion must not believe they have one."""
+    from onionchat.tor import resolve_mode
+
+    mode = resolve_mode(settings)
+    if mode != "off":
+        how = f"attached to {settings.tor.control}" if mode == "attach" else "launching tor"
+        log.info(
+            "onion service: %s; serving locally at %s meanwhile",
+            how,
+            url,
+            extra={"event": "tor_mode", "mode": mode},
+        )
+        return
+    why = (
+        "tor.mode is off"
+        if settings.tor.mode == "off"
+        else "no tor program found (apt-get install tor, or set tor.binary)"
+    )
+    log.warning(
+        "TOR IS OFF (%s): no onion service; the node is reachable only at %s",
+        why,
+        url,
+        extra={"event": "tor_mode", "mode": "off"},
+    )
 
 
 def _program() -> str:
@@ -218,10 +326,57 @@ def _connect(args: argparse.Namespace) -> int:
     return asyncio.run(client.main(options))
 
 
+def _onion_auth(args: argparse.Namespace) -> int:
+    from onionchat.onion_keys import Clients, OnionKey, OnionKeyError
+
+    data_dir = Path(args.data_dir or config.Server().data_dir)
+    clients = Clients(data_dir)
+    try:
+        if args.action == "list":
+            for client in clients.all():
+                kind = "key made here" if client.private else "own key"
+                print(f"{client.name}\t{client.public}\t({kind})")
+            return 0
+        if args.action == "remove":
+            if not clients.remove(args.name):
+                print(f"onionchat: no client named {args.name!r}", file=sys.stderr)
+                return 1
+            print(f"removed {args.name}: it cannot reach the onion once the node restarts")
+            return 0
+        if args.action == "add":
+            client = clients.add(args.name, args.public_key)
+        else:
+            found = clients.get(args.name)
+            if found is None:
+                print(f"onionchat: no client named {args.name!r}", file=sys.stderr)
+                return 1
+            client = found
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        address = OnionKey.load_or_create(data_dir).address
+    except OnionKeyError as exc:
+        print(f"onionchat: {exc}", file=sys.stderr)
+        return 1
+    if client.private is None:
+        print(f"{client.name} is authorized with its own key; it holds the private half")
+        return 0
+    print(
+        f"client {client.name}: give them this key; Tor Browser asks for it when they open\n"
+        f"http://{address}.onion/\n\n  {client.private}\n\n"
+        f"For a tor client, put this line in {client.name}.auth_private in its "
+        f"ClientOnionAuthDir:\n\n  {client.auth_private_line(address)}\n\n"
+        "(The address is that of the kept key: a node run with --ephemeral has another.)"
+    )
+    if args.action == "add":
+        print("A running node applies the change when it restarts.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "onion-auth":
+        return _onion_auth(args)
     return _connect(args)
 
 

@@ -49,6 +49,16 @@ class Server:
             "allowed and clients that send no Origin (the CLI) are not affected."
         ),
     )
+    tls_cert: str = dataclasses.field(
+        default="",
+        metadata=_key(
+            "PEM certificate (chain) file: serve HTTPS and WSS on a normal address. Onion "
+            "services need no TLS: Tor already encrypts and authenticates the connection."
+        ),
+    )
+    tls_key: str = dataclasses.field(
+        default="", metadata=_key("PEM private key file of `tls_cert`.")
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,14 +179,87 @@ class Auth:
 
 
 @dataclasses.dataclass(frozen=True)
+class Tor:
+    mode: str = dataclasses.field(
+        default="auto",
+        metadata=_key(
+            "`launch` runs the node's own tor, `attach` uses a running tor's control port, `off` "
+            "serves locally only; `auto` launches when a tor binary is found, else is `off`.",
+            choices=("auto", "launch", "attach", "off"),
+        ),
+    )
+    binary: str = dataclasses.field(
+        default="", metadata=_key("The tor program (default: `tor` on PATH, then /usr/sbin/tor).")
+    )
+    torrc: str = dataclasses.field(
+        default="",
+        metadata=_key(
+            "A file of extra torrc lines for the launched tor, e.g. the `client.torrc` of "
+            "`scripts/testnet up` to join the private test network."
+        ),
+    )
+    control: str = dataclasses.field(
+        default="127.0.0.1:9051",
+        metadata=_key("attach: the control port, `HOST:PORT` or `unix:/path/to/socket`."),
+    )
+    control_password: str = dataclasses.field(
+        default="",
+        metadata=_key(
+            "attach: the control port's password, when it has no cookie authentication (better "
+            "given as ONIONCHAT_TOR_CONTROL_PASSWORD than written in a file)."
+        ),
+    )
+    ephemeral: bool = dataclasses.field(
+        default=False,
+        metadata=_key("A throwaway onion address, never written to disk (a new one each start)."),
+    )
+    private: bool = dataclasses.field(
+        default=False,
+        metadata=_key(
+            "v3 client authorization: only clients holding a key from `onionchat onion-auth` "
+            "can reach the onion."
+        ),
+    )
+    onion_port: int = dataclasses.field(
+        default=80, metadata=_key("The onion service's port.", low=1, high=65535)
+    )
+    log_level: str = dataclasses.field(
+        default="notice",
+        metadata=_key(
+            "Least severe level of tor's own log.",
+            choices=("debug", "info", "notice", "warn", "err"),
+        ),
+    )
+    log_file: str = dataclasses.field(
+        default="", metadata=_key("tor's own log file (default `DATA_DIR/tor/tor.log`).")
+    )
+    bootstrap_timeout: float = dataclasses.field(
+        default=60.0,
+        metadata=_key(
+            "Seconds to wait for tor to reach the Tor network before saying why it cannot "
+            "(the node serves locally meanwhile, and tor keeps trying).",
+            low=1,
+            high=3600,
+        ),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     server: Server = Server()
     log: Log = Log()
     limits: Limits = Limits()
     auth: Auth = Auth()
+    tor: Tor = Tor()
 
 
-SECTIONS: dict[str, type[Any]] = {"server": Server, "log": Log, "limits": Limits, "auth": Auth}
+SECTIONS: dict[str, type[Any]] = {
+    "server": Server,
+    "log": Log,
+    "limits": Limits,
+    "auth": Auth,
+    "tor": Tor,
+}
 
 
 def env_name(section: str, key: str) -> str:
@@ -187,10 +270,17 @@ def _convert(raw: Any, kind: Any, where: str, meta: Mapping[str, Any], typed: bo
     """Check one value; `typed` sources (TOML) must give numbers as numbers."""
     from_text = isinstance(raw, str) and not typed
     try:
-        if kind in (int, "int"):
+        if kind in (bool, "bool"):
+            if isinstance(raw, bool):
+                value: Any = raw
+            elif from_text and raw.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                value = raw.lower() in ("1", "true", "yes", "on")
+            else:
+                raise ValueError
+        elif kind in (int, "int"):
             if isinstance(raw, bool) or not (isinstance(raw, int) or from_text):
                 raise ValueError
-            value: Any = int(raw)
+            value = int(raw)
         elif kind in (float, "float"):
             if isinstance(raw, bool) or not (isinstance(raw, int | float) or from_text):
                 raise ValueError
@@ -216,9 +306,13 @@ def _convert(raw: Any, kind: Any, where: str, meta: Mapping[str, Any], typed: bo
 
 
 def _article(name: str) -> str:
-    return {"int": "an integer", "float": "a number", "Path": "a path", "str": "a string"}.get(
-        name, name
-    )
+    return {
+        "bool": "true or false",
+        "int": "an integer",
+        "float": "a number",
+        "Path": "a path",
+        "str": "a string",
+    }.get(name, name)
 
 
 def load(
@@ -275,7 +369,24 @@ def load(
     return settings
 
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
 def _check_together(settings: Settings) -> None:
+    server, tor = settings.server, settings.tor
+    if tor.mode != "off" and server.host not in LOOPBACK and not server.host.startswith("127."):
+        raise ConfigError(
+            f"server.host: {server.host} would let anyone reach the node around Tor; with Tor "
+            "on it listens on 127.0.0.1 only (tor.mode = off / --no-tor to serve a normal "
+            "address)"
+        )
+    if bool(server.tls_cert) != bool(server.tls_key):
+        raise ConfigError("server.tls_cert and server.tls_key: give both or neither")
+    for name, path in (("server.tls_cert", server.tls_cert), ("server.tls_key", server.tls_key)):
+        if path and not Path(path).expanduser().is_file():
+            raise ConfigError(f"{name}: no such file: {path}")
+    if tor.torrc and not Path(tor.torrc).expanduser().is_file():
+        raise ConfigError(f"tor.torrc: no such file: {tor.torrc}")
     limits = settings.limits
     needed = max_box_length(limits.max_text_chars) + 512
     if needed > limits.max_frame_bytes:

@@ -75,5 +75,5 @@ def setup(level: str, format: str) -> None:
     uvicorn_error = logging.getLogger("uvicorn.error")
     uvicorn_error.setLevel(max(logging.WARNING, root.level))
     uvicorn_error.addFilter(_QuietClientErrors())
-    for name in ("aiosqlite", "asyncio", "websockets", "httpx", "httpcore"):
+    for name in ("aiosqlite", "asyncio", "websockets", "httpx", "httpcore", "stem"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

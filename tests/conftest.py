@@ -42,6 +42,9 @@ SCREENSHOTS = Path(__file__).resolve().parent.parent / "build" / "screenshots"
 FAST_AUTH = {
     "ONIONCHAT_AUTH_ARGON2": "min",
     "ONIONCHAT_AUTH_PBKDF2_ITERATIONS": "1000",
+    # No tor unless a test asks for it (tests/test_tor.py): tor here joins only the private
+    # test network, never the public one.
+    "ONIONCHAT_TOR_MODE": "off",
 }
 PASSWORD = "correct horse battery staple"
 
@@ -338,7 +341,7 @@ class PipeClient:
 
 @contextlib.asynccontextmanager
 async def pipe_client(
-    url: str, name: str, password_file: Path, *args: str
+    url: str, name: str, password_file: Path, *args: str, env: dict[str, str] | None = None
 ) -> AsyncIterator[PipeClient]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -355,7 +358,7 @@ async def pipe_client(
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=client_env(),
+        env={**client_env(), **(env or {})},
     )
     client = PipeClient(proc)
     try:
