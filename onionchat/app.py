@@ -24,6 +24,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from onionchat import PROTOCOL_VERSION, __version__, cookies, nojs, protocol
 from onionchat.auth import COOKIE, SALT_BYTES, SECRET_BYTES, Accounts, AuthError, Session, b64decode
 from onionchat.auth import b64encode as b64
+from onionchat.bots import Bots
 from onionchat.config import Settings
 from onionchat.hub import Connection
 from onionchat.node import Node
@@ -461,13 +462,17 @@ def create_app(settings: Settings, reporter: Reporter | None = None) -> Starlett
             await store.put_meta("node_secret", secret)
         await store.delete_expired_sessions()
         accounts = Accounts(store, settings.auth, secret)
-        app.state.node = Node(settings, store, accounts)
+        app.state.node = node = Node(settings, store, accounts)
         app.state.origins = {o.strip() for o in settings.server.origins.split(",") if o.strip()}
         app.state.onion = onion = OnionService(settings, reporter)
+        node.bots = bots = Bots(node, lambda: onion.proxy)
+        accounts.reserved = bots.reserved
+        await bots.start(accounts, secret)
         onion.start()
         try:
             yield
         finally:
+            await bots.close()
             await onion.close()
             await store.close()
             log.info("stopped", extra={"event": "stop"})

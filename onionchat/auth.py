@@ -87,7 +87,14 @@ def token_hash(token: str) -> bytes:
 
 
 class Accounts:
-    def __init__(self, store: Store, settings: AuthSettings, node_secret: bytes) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: AuthSettings,
+        node_secret: bytes,
+        reserved: frozenset[str] = frozenset(),
+    ) -> None:
+        self.reserved = reserved  # name keys no account may take: the bots'
         self._store = store
         self._settings = settings
         self._node_secret = node_secret
@@ -140,6 +147,8 @@ class Accounts:
         self, username: str, salt: bytes, iterations: int, secret: bytes
     ) -> tuple[User, str, int]:
         name = names.username(username)
+        if names.key(name) in self.reserved:
+            raise AuthError(Code.NAME_TAKEN, f"the name {name!r} belongs to a bot here", 409)
         if iterations < self._settings.pbkdf2_iterations:
             raise AuthError(
                 Code.BAD_FRAME,
@@ -157,6 +166,16 @@ class Accounts:
         log.info("account created", extra={"event": "register", "user": user.name})
         token, expires = await self._new_session(user)
         return user, token, expires
+
+    async def create_locked(self, name: str) -> User:
+        """An account nobody can log in to (a bot's): its hash is of a secret nobody keeps."""
+        stored = await self._hash(secrets.token_bytes(SECRET_BYTES))
+        salt = secrets.token_bytes(SALT_BYTES)
+        iterations = self._settings.pbkdf2_iterations
+        name = names.username(name)
+        return await self._store.create_user(
+            name, names.key(name), salt, iterations, stored.decode()
+        )
 
     async def login(self, username: str, secret: bytes) -> tuple[User, str, int]:
         key = names.key(username)

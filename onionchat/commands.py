@@ -102,6 +102,39 @@ async def _topic(
     await node.set_topic(conn, name, args, None, ref)
 
 
+async def _bots(node: Node, conn: Connection, args: str, room: str | None, ref: str | None) -> None:
+    if node.bots is None or not node.bots.bots:
+        node.notice(conn, "this node has no bots", room, ref)
+        return
+    lines = []
+    for bot, problem in await node.bots.status():
+        names = ", ".join((bot.name, *bot.aliases))
+        state = "ready" if problem is None else f"unavailable: {problem}"
+        where = "every room" if "*" in bot.rooms else ", ".join(f"#{r}" for r in bot.rooms)
+        lines.append(f"{names} — {bot.model} ({bot.provider}) in {where}: {state}")
+    node.notice(
+        conn, "Bots (call one with 'Name, question' or @Name):\n" + "\n".join(lines), room, ref
+    )
+
+
+async def _stop(node: Node, conn: Connection, args: str, room: str | None, ref: str | None) -> None:
+    name = _room(room, "stop")
+    stopped = node.bots.stop(name, conn.user, args or None) if node.bots else []
+    text = f"stopped {', '.join(stopped)}" if stopped else "no bot is answering here"
+    node.notice(conn, text, name, ref)
+
+
+async def _uninvite(
+    node: Node, conn: Connection, args: str, room: str | None, ref: str | None
+) -> None:
+    name = _room(room, "uninvite")
+    if not args:
+        raise ProtocolError(Code.BAD_COMMAND, "usage: /uninvite BOT")
+    if node.bots is None or not await node.bots.uninvite(await node.room(name), args, conn.user):
+        raise ProtocolError(Code.BAD_COMMAND, f"{args} is not a bot that can read #{name}")
+    node.notice(conn, f"{args} can no longer read #{name}", name, ref)
+
+
 COMMANDS: dict[str, Spec] = {
     "help": Spec("/help", "list the commands", _help),
     "clear": Spec("/clear", "clear this window (only on your screen)", _clear),
@@ -112,6 +145,9 @@ COMMANDS: dict[str, Spec] = {
     "rooms": Spec("/rooms", "list the rooms on this node", _rooms),
     "msg": Spec("/msg USER MESSAGE", "send a direct message", _msg),
     "topic": Spec("/topic [TEXT]", "show or set the room's topic", _topic),
+    "bots": Spec("/bots", "the bots you can call by name, and whether they answer now", _bots),
+    "stop": Spec("/stop [BOT]", "stop the answer a bot is writing in this room", _stop),
+    "uninvite": Spec("/uninvite BOT", "make a bot forget this key-protected room's key", _uninvite),
 }
 
 

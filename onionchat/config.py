@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -244,6 +245,112 @@ class Tor:
     )
 
 
+BOT_PROMPT = (
+    "You are {name}, an assistant in a group chat. Each message you see starts with its "
+    "author's name. Answer the person who called you, briefly, in the language they used."
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Bot:
+    """One named model. In the file: a `[bots.ID]` table (ID: lowercase letters and digits);
+    in the environment: ONIONCHAT_BOTS_ID_KEY. Lists are TOML arrays or comma-separated."""
+
+    enabled: bool = dataclasses.field(
+        default=True, metadata=_key("Whether the bot answers at all.")
+    )
+    name: str = dataclasses.field(
+        default="Olga", metadata=_key("The name it answers to and writes under.")
+    )
+    aliases: tuple[str, ...] = dataclasses.field(
+        default=("Ольга", "Оля"),
+        metadata=_key("Other names it answers to (no account may take them)."),
+    )
+    provider: str = dataclasses.field(
+        default="ollama",
+        metadata=_key(
+            "Wire format of the model server: `ollama` (native /api/chat), `openai` "
+            "(/v1/chat/completions: OpenAI, Ollama's /v1, llama.cpp, vLLM, LM Studio) or "
+            "`anthropic` (/v1/messages).",
+            choices=("ollama", "openai", "anthropic"),
+        ),
+    )
+    base_url: str = dataclasses.field(
+        default="http://127.0.0.1:11434", metadata=_key("The model server's base URL.")
+    )
+    model: str = dataclasses.field(default="llama3.2", metadata=_key("The model's name."))
+    api_key_env: str = dataclasses.field(
+        default="",
+        metadata=_key(
+            "Name of the environment variable holding the API key (the key itself is never "
+            "written in a config file, logged or shown)."
+        ),
+    )
+    system_prompt: str = dataclasses.field(
+        default=BOT_PROMPT.format(name="Olga"),
+        metadata=_key("What the model is told before the conversation."),
+    )
+    context_chars: int = dataclasses.field(
+        default=8000,
+        metadata=_key(
+            "Budget of recent room messages (with their authors) sent as context, in characters.",
+            low=0,
+            high=1_000_000,
+        ),
+    )
+    max_answer_chars: int = dataclasses.field(
+        default=4000,
+        metadata=_key("Longest answer; a longer one is cut there.", low=1, high=1_000_000),
+    )
+    max_tokens: int = dataclasses.field(
+        default=1024, metadata=_key("Tokens the model may generate.", low=1, high=1_000_000)
+    )
+    rooms: tuple[str, ...] = dataclasses.field(
+        default=("*",), metadata=_key("Rooms it may answer in; `*` for every room.")
+    )
+    via_tor: bool = dataclasses.field(
+        default=False,
+        metadata=_key(
+            "Reach the model server through the node's tor (for cloud providers; needs Tor on)."
+        ),
+    )
+    first_token_timeout: float = dataclasses.field(
+        default=120.0,
+        metadata=_key(
+            "Seconds to wait for the first token (a local model may need to load).",
+            low=0.1,
+            high=3600,
+        ),
+    )
+    idle_timeout: float = dataclasses.field(
+        default=60.0,
+        metadata=_key("Seconds to wait between two tokens.", low=0.1, high=3600),
+    )
+    queue: int = dataclasses.field(
+        default=4,
+        metadata=_key(
+            "Requests waiting per room while the bot answers there; more are refused.",
+            low=0,
+            high=1000,
+        ),
+    )
+    user_per_minute: float = dataclasses.field(
+        default=6.0,
+        metadata=_key("Requests one user may make of this bot per minute.", low=0.01, high=1e6),
+    )
+
+
+BOT_ID = re.compile(r"[a-z][a-z0-9]{0,31}")
+
+
+def _bot_defaults(bot_id: str) -> Bot:
+    """Olga is there out of the box; any other bot starts from its ID as its name."""
+    if bot_id == "olga":
+        return Bot()
+    name = bot_id.capitalize()
+    return Bot(name=name, aliases=(), system_prompt=BOT_PROMPT.format(name=name))
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     server: Server = Server()
@@ -251,6 +358,7 @@ class Settings:
     limits: Limits = Limits()
     auth: Auth = Auth()
     tor: Tor = Tor()
+    bots: dict[str, Bot] = dataclasses.field(default_factory=lambda: {"olga": Bot()})
 
 
 SECTIONS: dict[str, type[Any]] = {
@@ -270,9 +378,15 @@ def _convert(raw: Any, kind: Any, where: str, meta: Mapping[str, Any], typed: bo
     """Check one value; `typed` sources (TOML) must give numbers as numbers."""
     from_text = isinstance(raw, str) and not typed
     try:
-        if kind in (bool, "bool"):
+        if kind in (tuple[str, ...], "tuple[str, ...]"):
+            if isinstance(raw, str) and not typed:
+                raw = [part.strip() for part in raw.split(",") if part.strip()]
+            if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+                raise ValueError
+            value: Any = tuple(raw)
+        elif kind in (bool, "bool"):
             if isinstance(raw, bool):
-                value: Any = raw
+                value = raw
             elif from_text and raw.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
                 value = raw.lower() in ("1", "true", "yes", "on")
             else:
@@ -312,6 +426,7 @@ def _article(name: str) -> str:
         "float": "a number",
         "Path": "a path",
         "str": "a string",
+        "tuple[str, ...]": "a list of strings",
     }.get(name, name)
 
 
@@ -331,12 +446,16 @@ def load(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     for section in table:
+        if section == "bots":
+            continue
         if section not in SECTIONS:
             raise ConfigError(f"{path}: unknown section [{section}]")
         if not isinstance(table[section], dict):
             raise ConfigError(f"{path}: {section} must be a table ([{section}])")
     known = {env_name(s, f.name) for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
     for name in env:
+        if name.startswith("ONIONCHAT_BOTS_"):
+            continue  # checked by _bots
         if name.startswith("ONIONCHAT_") and name not in known:
             raise ConfigError(f"{name}: unknown setting (see docs/config.md)")
     for dotted in overrides or {}:
@@ -364,9 +483,62 @@ def load(
         if given:
             raise ConfigError(f"{path}: unknown key {section}.{sorted(given)[0]}")
         sections[section] = cls(**values)
-    settings = Settings(**sections)
+    settings = Settings(**sections, bots=_bots(table.get("bots", {}), env, path))
     _check_together(settings)
     return settings
+
+
+def _bots(given: Any, env: Mapping[str, str], path: Path | None) -> dict[str, Bot]:
+    """`[bots.ID]` tables and ONIONCHAT_BOTS_ID_KEY variables over the defaults (Olga)."""
+    if not isinstance(given, dict) or not all(isinstance(v, dict) for v in given.values()):
+        raise ConfigError(f"{path}: bots must hold one table per bot ([bots.olga])")
+    fields = {f.name: f for f in dataclasses.fields(Bot)}
+    from_env: dict[str, dict[str, str]] = {}
+    for name, value in env.items():
+        if not name.startswith("ONIONCHAT_BOTS_"):
+            continue
+        rest = name.removeprefix("ONIONCHAT_BOTS_")
+        key = next((k for k in fields if rest.endswith("_" + k.upper())), None)
+        bot_id = rest[: -len(key) - 1].lower() if key else ""
+        if key is None or not BOT_ID.fullmatch(bot_id):
+            raise ConfigError(f"{name}: unknown setting (bots are ONIONCHAT_BOTS_<ID>_<KEY>)")
+        from_env.setdefault(bot_id, {})[key] = value
+    bots: dict[str, Bot] = {}
+    for bot_id in ["olga", *given, *from_env]:
+        if bot_id in bots:
+            continue
+        if not BOT_ID.fullmatch(bot_id):
+            raise ConfigError(f"bots.{bot_id}: a bot ID is lowercase letters and digits")
+        table, variables = dict(given.get(bot_id, {})), from_env.get(bot_id, {})
+        values = {}
+        for key in list(table):
+            if key not in fields:
+                raise ConfigError(f"{path}: unknown key bots.{bot_id}.{key}")
+        for key, field in fields.items():
+            if key in variables:
+                where = f"ONIONCHAT_BOTS_{bot_id.upper()}_{key.upper()}"
+                values[key] = _convert(variables[key], field.type, where, field.metadata)
+            elif key in table:
+                where = f"bots.{bot_id}.{key}"
+                values[key] = _convert(table[key], field.type, where, field.metadata, typed=True)
+        bots[bot_id] = dataclasses.replace(_bot_defaults(bot_id), **values)
+    taken: dict[str, str] = {}
+    for bot_id, bot in bots.items():
+        if not bot.enabled:
+            continue
+        for label in (bot.name, *bot.aliases):
+            if not label.strip() or any(c.isspace() for c in label.strip()):
+                raise ConfigError(f"bots.{bot_id}: the name {label!r} must be one word")
+            if label.casefold() in taken:
+                raise ConfigError(
+                    f"bots.{bot_id}: the name {label!r} is also bots.{taken[label.casefold()]}'s"
+                )
+            taken[label.casefold()] = bot_id
+        if bot.api_key_env and bot.api_key_env not in env:
+            raise ConfigError(
+                f"bots.{bot_id}.api_key_env: the environment has no {bot.api_key_env}"
+            )
+    return {bot_id: bot for bot_id, bot in bots.items() if bot.enabled}
 
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -403,4 +575,7 @@ def documented_keys() -> list[tuple[str, str, Any, str]]:
         (f"{s}.{f.name}", env_name(s, f.name), f.default, f.metadata["doc"])
         for s, cls in SECTIONS.items()
         for f in dataclasses.fields(cls)
+    ] + [
+        (f"bots.ID.{f.name}", f"ONIONCHAT_BOTS_ID_{f.name.upper()}", f.default, f.metadata["doc"])
+        for f in dataclasses.fields(Bot)
     ]

@@ -94,6 +94,10 @@ async def invite(node: Node, conn: Connection, frame: Invite) -> None:
     if target is None:
         raise ProtocolError(Code.UNKNOWN_USER, f"there is no user {frame.to!r}")
     await node.store.put_invitation(room.id, target.id, conn.user, frame.sealed)
+    if node.bots is not None and node.bots.invited(
+        room, target.name, conn, frame.sealed, frame.ref
+    ):
+        return  # the bot's notice to the room answers the inviter too
     node.hub.to_user(
         names.key(target.name),
         encode(Invited(room=room.name, sender=conn.user, sealed=frame.sealed)),

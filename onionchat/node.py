@@ -12,6 +12,7 @@ import binascii
 import logging
 import re
 import time
+from typing import TYPE_CHECKING
 
 from onionchat import __version__, commands, identity, names
 from onionchat.auth import Accounts, Session
@@ -57,6 +58,9 @@ from onionchat.protocol import (
 from onionchat.protocol import History as HistoryRequest
 from onionchat.store import Conflict, Room, Store
 
+if TYPE_CHECKING:
+    from onionchat.bots import Bots
+
 log = logging.getLogger("onionchat.node")
 
 MAX_TOPIC_CHARS = 300
@@ -72,6 +76,11 @@ class Node:
         self.started = time.monotonic()
         self._ids = IdGenerator()
         self._rooms: dict[str, Room] = {}
+        self.bots: Bots | None = None  # set by the application once it has its tor
+
+    def new_id(self) -> tuple[str, int]:
+        """A message id and timestamp, for messages the node writes itself (bots)."""
+        return self._ids.next()
 
     # -- connections ----------------------------------------------------------------------
 
@@ -97,6 +106,7 @@ class Node:
                     },
                     identity=keys,
                     invitations=invitations,
+                    bots=self.bots.names() if self.bots else {},
                 )
             )
         )
@@ -223,6 +233,8 @@ class Node:
             )
         )
         conn.release(name)
+        if self.bots is not None and room.protected:
+            self.bots.greet(conn, room)
         log.info("joined", extra={"event": "join", "user": conn.user, "room": name})
 
     def _part(self, conn: Connection, room: str) -> None:
@@ -248,6 +260,7 @@ class Node:
             topic=room.topic,
             topic_box=room.topic_box,
             online=self.hub.online(room.name),
+            readers=self.bots.readers(room.name) if self.bots and room.protected else [],
         )
 
     async def list_rooms(self, conn: Connection, ref: str | None = None) -> None:
@@ -307,6 +320,8 @@ class Node:
         self.hub.broadcast(room.name, encode(message_frame(message)))
         if text is not None:
             self._mention(room.name, message)
+        if self.bots is not None:
+            self.bots.heard(conn, room, message)
 
     async def direct(
         self,

@@ -252,6 +252,7 @@ class Ready(ServerFrame, tag="ready"):
     limits: dict[str, int | float]
     identity: Keys | None = None
     invitations: list[Invitation] = msgspec.field(default_factory=list)
+    bots: dict[str, list[str]] = msgspec.field(default_factory=dict)  # name -> aliases
 
 
 class IdentityFrame(ServerFrame, tag="identity"):
@@ -296,6 +297,26 @@ class RoomInfo(msgspec.Struct, omit_defaults=True, kw_only=True):
     topic: str | None = None
     topic_box: str | None = None
     online: int = 0
+    readers: list[str] = msgspec.field(default_factory=list)  # bots invited to read it
+
+
+class Delta(ServerFrame, tag="delta"):
+    """A bot's answer so far (the whole text, not the increment): sent a few times a second
+    while it grows, then replaced by the `message` with the same id. In a key-protected room
+    that invited the bot, `box` (sealed with the room key) instead of `text`."""
+
+    room: str
+    id: str
+    sender: str
+    text: str | None = None
+    box: str | None = None
+
+
+class Readers(ServerFrame, tag="readers"):
+    """The bots that can read a key-protected room changed (an /invite or /uninvite)."""
+
+    room: str
+    bots: list[str]
 
 
 class Joined(ServerFrame, tag="joined"):

@@ -324,6 +324,15 @@ class Store:
 
         await self._write(op)
 
+    async def delete_invitation(self, room_id: int, user_id: int) -> bool:
+        async def op(db: aiosqlite.Connection) -> bool:
+            cursor = await db.execute(
+                "DELETE FROM invitations WHERE room_id = ? AND user_id = ?", (room_id, user_id)
+            )
+            return cursor.rowcount > 0
+
+        return await self._write(op)
+
     async def put_meta(self, key: str, value: bytes) -> None:
         async def op(db: aiosqlite.Connection) -> None:
             await db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))

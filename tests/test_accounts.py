@@ -161,11 +161,11 @@ async def test_names_that_could_deceive_are_refused(
 
 
 async def test_unicode_names_are_welcome_and_unique_without_case(node: NodeProcess) -> None:
-    for name in ("Ольга", "Дмитрий", "山田たろう", "José"):
+    for name in ("Светлана", "Дмитрий", "山田たろう", "José"):
         await register(node, name)
         assert (await login(node, name)).json()["user"] == name
-    assert (await login(node, "ольга")).status_code == 200
-    for taken in ("ОЛЬГА", "ｊｏｓé"):  # other case; full-width letters fold by NFKC
+    assert (await login(node, "светлана")).status_code == 200
+    for taken in ("СВЕТЛАНА", "ｊｏｓé"):  # other case; full-width letters fold by NFKC
         response = await register_raw(node, taken)
         assert response.status_code == 409
         assert response.json()["error"] == "name_taken"

@@ -152,15 +152,15 @@ async def test_presence_counts_users_not_connections(node: NodeProcess) -> None:
 async def test_direct_messages_reach_only_the_two(node: NodeProcess) -> None:
     async with (
         user(node, "alice") as alice,
-        user(node, "Ольга") as olga,
+        user(node, "Светлана") as olga,
         user(node, "eve") as eve,
     ):
         for client in (alice, olga, eve):
             await client.join("lobby")
-        await alice.send(type="command", room="lobby", line="/msg ольга hi, just you", ref="d")
+        await alice.send(type="command", room="lobby", line="/msg светлана hi, just you", ref="d")
         ack = await alice.expect("ack", ref="d")
         got = await olga.expect("message")
-        assert got["to"] == "Ольга" and got["text"] == "hi, just you" and got["id"] == ack["id"]
+        assert got["to"] == "Светлана" and got["text"] == "hi, just you" and got["id"] == ack["id"]
         assert (await alice.expect("message"))["id"] == ack["id"]
         await eve.nothing()
 

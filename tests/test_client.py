@@ -39,23 +39,23 @@ async def test_two_pipe_clients_talk(node: NodeProcess, password_file: Path) -> 
     await register(node, "bob")
     async with pipe_client(node.url, "bob", password_file) as bob:
         await bob.next(type="joined")
-        async with pipe_client(node.url, "Ольга", password_file, "--register") as olga:
+        async with pipe_client(node.url, "Светлана", password_file, "--register") as olga:
             await olga.next(type="joined")
             await olga.send("привет, bob")
             await olga.send("<script>alert(1)</script>")
             code, _, err = await olga.finish()
             assert code == 0, err
-        first = await bob.next(type="message", sender="Ольга")
-        second = await bob.next(type="message", sender="Ольга")
+        first = await bob.next(type="message", sender="Светлана")
+        second = await bob.next(type="message", sender="Светлана")
         assert first["text"] == "привет, bob" and first["room"] == "lobby"
         assert second["text"] == "<script>alert(1)</script>"
         assert first["id"] < second["id"]
         await bob.send("/me waves back")
-        await bob.send("hello Ольга")
+        await bob.send("hello Светлана")
         code, _, err = await bob.finish()
         assert code == 0, err
     messages = [line for line in bob.lines if line.get("type") == "message"]
-    assert [m["text"] for m in messages[-2:]] == ["waves back", "hello Ольга"]
+    assert [m["text"] for m in messages[-2:]] == ["waves back", "hello Светлана"]
     assert messages[-2]["me"] is True
 
     # everything sent was acknowledged and is in the history
@@ -65,7 +65,7 @@ async def test_two_pipe_clients_talk(node: NodeProcess, password_file: Path) -> 
             "привет, bob",
             "<script>alert(1)</script>",
             "waves back",
-            "hello Ольга",
+            "hello Светлана",
         ]
 
 

@@ -22,6 +22,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from onionchat import PROTOCOL_VERSION, crypto, names
+from onionchat.addressing import Addressing
 from onionchat.client.errors import ChatError
 from onionchat.client.options import Options
 from onionchat.client.outbox import Outbox
@@ -29,6 +30,7 @@ from onionchat.protocol import (
     Ack,
     Clear,
     Code,
+    Delta,
     Error,
     HistoryPage,
     IdentityFrame,
@@ -41,6 +43,7 @@ from onionchat.protocol import (
     Pong,
     Presence,
     PublicKey,
+    Readers,
     Ready,
     RoomList,
     TopicChanged,
@@ -51,6 +54,8 @@ Frame = (
     Ready
     | Ack
     | MessageFrame
+    | Delta
+    | Readers
     | Joined
     | Left
     | Presence
@@ -155,6 +160,8 @@ class Chat:
         self._options = options
         self._outbox = Outbox(ws)
         self._keys: dict[str, bytes] = {}
+        self._bots = Addressing([])  # the node's bots, from `ready`
+        self._readers: dict[str, set[str]] = {}  # key-protected room -> bots invited to read it
         if options.key is not None:
             self._keys[_canonical(options.room)] = options.key
         self.failures = 0  # lines refused, here or by the node
@@ -295,11 +302,24 @@ class Chat:
                 self._refuse(f"#{room} is key-protected: you need its key (--key) to write here")
                 return
             frame["box"] = crypto.seal(key, text)
+            self._hint_unread(room, text, me)
         else:
             frame["text"] = text
         if me:
             frame["me"] = True
         await self._outbox.send(frame)
+
+    def _hint_unread(self, room: str, text: str, me: bool) -> None:
+        """A bot called in a key-protected room it was not invited to cannot even read the
+        call: say so here, since the node cannot."""
+        call = None if me else self._bots.call(text)
+        if call is None or call.bot in self._readers.get(room, set()):
+            return
+        self._view.note(
+            f"{call.bot} cannot read #{room}: the room is key-protected and its key was never "
+            f"shared with {call.bot}. /invite {call.bot} seals the key to it (every member is "
+            "told); then it can answer here"
+        )
 
     async def _direct(self, to: str, text: str) -> bool:
         """Send a direct message sealed with the key we share with `to`; False when they have
@@ -422,6 +442,11 @@ class Chat:
             self._outbox.answered(ref)
         match frame:
             case Ready():
+                self._bots = Addressing(
+                    (name, label)
+                    for name, aliases in frame.bots.items()
+                    for label in (name, *aliases)
+                )
                 self._view.frame(frame, data)
                 await self._restore_identity(frame)
                 if not self._ready.done():
@@ -464,6 +489,15 @@ class Chat:
                 self._view.frame(frame, data)
             case Pong():
                 pass  # our own, from settle(): nothing to show
+            case Readers():
+                self._readers[frame.room] = set(frame.bots)
+            case Delta() if frame.box is not None:
+                opened, error = self._open(frame.room, frame.box)
+                text = opened if opened is not None else f"[{error}]"
+                opened_delta = Delta(room=frame.room, id=frame.id, sender=frame.sender, text=text)
+                self._view.frame(
+                    opened_delta, {k: v for k, v in data.items() if k != "box"} | {"text": text}
+                )
             case _:
                 self._view.frame(frame, data)
 
@@ -530,6 +564,7 @@ class Chat:
         shown = topic["text"] or (f"[{topic['error']}]" if "error" in topic else None)
         self.state.rooms.pop(info.name, None)  # re-insert: the newest room is the last one
         self.state.rooms[info.name] = RoomState(info.protected, shown)
+        self._readers[info.name] = set(info.readers)
         self.state.current = info.name
         request = self._joins.pop(frame.ref, None) if frame.ref is not None else None
         if request is not None and request.done is not None and not request.done.done():

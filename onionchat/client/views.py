@@ -21,6 +21,7 @@ from prompt_toolkit.shortcuts import clear as clear_screen
 from onionchat import names
 from onionchat.client.session import Frame, Shown, State
 from onionchat.protocol import (
+    Delta,
     Error,
     Joined,
     Left,
@@ -90,9 +91,15 @@ class TerminalView:
 
     def __init__(self, state: State) -> None:
         self._state = state
+        self._growing: dict[str, int] = {}  # a bot's answer being written: characters shown
 
     def message(self, shown: Shown) -> None:
         m = shown.frame
+        if m.id in self._growing and shown.text is not None:
+            rest = shown.text[self._growing.pop(m.id) :].strip()
+            if rest:
+                _print([("", "    "), ("", _safe(rest))])
+            return
         head: Fragments = [("ansibrightblack", f"{_clock(m.ts)} ")]
         if m.to is None and m.room != self._state.current:
             head.append(("ansibrightblack", f"#{m.room} "))
@@ -111,8 +118,31 @@ class TerminalView:
             head.append((self._colour(m.sender), f"<{sender}> "))
         _print([*head, (body_style, body)])
 
+    def _grow(self, frame: Delta) -> None:
+        """A terminal cannot rewrite the lines above its prompt: print what the answer gained,
+        whole words at a time, under its first line."""
+        shown = self._growing.get(frame.id)
+        if shown is None:
+            self._growing[frame.id] = 0
+            head = "" if frame.room == self._state.current else f"#{frame.room} "
+            _print(
+                [
+                    ("ansibrightblack", f"{time.strftime('%H:%M')} {head}"),
+                    (self._colour(frame.sender), f"<{_safe(frame.sender)}> "),
+                    ("ansibrightblack italic", "…"),
+                ]
+            )
+            shown = 0
+        text = frame.text or ""
+        cut = max(text.rfind(" "), text.rfind("\n"))
+        if cut > shown:
+            _print([("", "    "), ("", _safe(text[shown:cut].strip()))])
+            self._growing[frame.id] = cut
+
     def frame(self, frame: Frame | None, data: dict[str, Any]) -> None:
         match frame:
+            case Delta():
+                self._grow(frame)
             case Joined():
                 info = frame.room
                 here = ", ".join(frame.members)

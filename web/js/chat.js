@@ -21,6 +21,24 @@ export function directName(a, b) {
   return `@${[nameKey(a), nameKey(b)].sort().join("+")}`;
 }
 
+// Which bot a message calls ("Olga, ...", "ольга: ...", or "@Olga" anywhere), as the node
+// decides it (onionchat/addressing.py); "" for none.
+export function botCaller(bots) {
+  const byLabel = new Map();
+  for (const [name, aliases] of Object.entries(bots)) {
+    for (const label of [name, ...aliases]) byLabel.set(label.toLowerCase(), name);
+  }
+  if (!byLabel.size) return () => "";
+  const escape = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const labels = [...byLabel.keys()].sort((a, b) => b.length - a.length).map(escape).join("|");
+  const start = new RegExp(`^\\s*@?(${labels})(?:\\s*[,:]|\\s)`, "iu");
+  const anywhere = new RegExp(`(?<![\\p{L}\\p{N}_@])@(${labels})(?![\\p{L}\\p{N}_])`, "iu");
+  return (text) => {
+    const match = text.match(start) || text.match(anywhere);
+    return match ? byLabel.get(match[1].toLowerCase()) : "";
+  };
+}
+
 export function mentions(text, user) {
   if (!text || !user) return false;
   const me = user.toLowerCase();
@@ -35,7 +53,7 @@ function newRoom(name) {
     name, protected: false, topic: "", topicBox: "", members: new Set(),
     byId: new Map(), ids: [], more: false, loading: false, joined: false,
     unread: 0, mentioned: false, clearedAt: "",
-    direct: false, peer: "", peerKey: "", loaded: false, invitedBy: "",
+    direct: false, peer: "", peerKey: "", loaded: false, invitedBy: "", readers: new Set(),
   };
 }
 
@@ -59,6 +77,7 @@ export class Chat {
     this.identityState = "";
     this.pendingIdentity = null;
     this.invitations = [];
+    this.bots = null; // the node's bots: a function text → the name of the bot it calls, or ""
     this.publicKeys = new Map(); // name key → public key, fetched with `key`
     this.keyWaits = new Map(); // key ref → { user, then }
     this.fetching = new Set(); // name keys being fetched
@@ -120,6 +139,11 @@ export class Chat {
       const key = box.loadKey(room.name);
       if (!key) return `#${room.name} is key-protected and this device has no key for it`;
       frame.box = box.seal(key, text);
+      const bot = me || !this.bots ? "" : this.bots(text);
+      if (bot && !room.readers.has(bot)) {
+        // The node cannot read this room, so neither can the bot: say so here.
+        this.changed("notice", `${bot} cannot read #${room.name}: the room is key-protected and its key was never shared with ${bot}. /invite ${bot} seals the key to it (every member is told); then it can answer here.`);
+      }
     } else {
       frame.text = text;
     }
@@ -178,6 +202,7 @@ export class Chat {
 
   on_ready(frame) {
     this.user = frame.user;
+    this.bots = botCaller(frame.bots || {});
     this.socket.send({ type: "command", line: "/help", ref: "help" });
     // Re-enter every room we were in (a reconnect), then those the account keeps.
     const names = new Set([...this.rooms.values()].filter((r) => r.joined).map((r) => r.name));
@@ -206,6 +231,7 @@ export class Chat {
     room.topic = info.topic || "";
     room.topicBox = info.topic_box || "";
     room.members = new Set(frame.members);
+    room.readers = new Set(info.readers || []);
     const key = this.pendingKeys.get(frame.ref);
     if (key) {
       box.saveKey(room.name, key);
@@ -247,8 +273,35 @@ export class Chat {
     this.changed("older", room);
   }
 
+  on_readers(frame) {
+    this.room(frame.room).readers = new Set(frame.bots);
+  }
+
+  // A bot's answer so far: shown in place, and replaced by the message once complete.
+  on_delta(frame) {
+    const room = this.room(frame.room);
+    const shown = room.byId.get(frame.id);
+    if (shown && !shown.growing) return;
+    const m = { ...this.decode(room, frame), ts: shown?.ts || Date.now(), growing: true,
+      mentionsMe: false };
+    if (shown) {
+      room.byId.set(frame.id, m);
+      this.changed("grown", { room, m });
+    } else {
+      room.byId.set(frame.id, m);
+      room.ids.splice(this.position(room.ids, frame.id), 0, frame.id);
+      this.changed("messages", room);
+    }
+  }
+
   on_message(frame) {
     const room = this.room(frame.room);
+    if (room.byId.get(frame.id)?.growing) {
+      const m = this.decode(room, frame);
+      room.byId.set(frame.id, m);
+      this.changed("grown", { room, m });
+      return;
+    }
     if (frame.to !== undefined) {
       const mine = nameKey(frame.sender) === nameKey(this.user);
       this.makeDirect(room, mine ? frame.to : frame.sender);

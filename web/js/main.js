@@ -29,6 +29,7 @@ function changed(what, arg) {
     view.messages();
     fillScreen();
   }
+  else if (what === "grown" && arg.room.name === chat.current) view.grown(arg.m);
   else if (what === "notice") view.notice(arg);
   else if (what === "error") view.notice(arg, true);
   else if (what === "identity") view.identity();
@@ -235,10 +236,10 @@ function pick(i) {
 }
 
 function send() {
+  view.notice(""); // what sending says (a hint, an error) replaces the last notice
   const error = chat.submit(area.value);
   if (error) { view.notice(error, true); return; }
   area.value = "";
-  view.notice("");
   choices = [];
   view.completions([], 0);
 }

@@ -153,6 +153,16 @@ export class View {
     else if (!appendOnly) box.scrollTop = box.scrollHeight - fromBottom;
   }
 
+  // A bot's answer grew (or became its final message): redraw that one item in place.
+  grown(m) {
+    const item = [...$("messages").children].find((li) => li.dataset.id === m.id);
+    if (!item) { this.messages(); return; }
+    const box = $("messages");
+    const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+    item.replaceWith(this.message(m, new Date(m.ts)));
+    if (atBottom) box.scrollTop = box.scrollHeight;
+  }
+
   message(m, date) {
     const item = el("li", "message");
     item.dataset.id = m.id;
@@ -166,6 +176,10 @@ export class View {
       item.append(el("span", "sender", m.sender), el("span", m.failed ? "text failed" : "text", m.text));
     }
     if (m.mentionsMe) item.classList.add("mention");
+    if (m.growing) {
+      item.classList.add("growing");
+      item.setAttribute("aria-busy", "true");
+    }
     return item;
   }
 

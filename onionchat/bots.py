@@ -1,0 +1,431 @@
+"""Named models in the rooms: who called, what the model is shown, and the answer growing in
+the room for everyone until it is stored like any other message.
+
+One answer at a time per bot per room (a lane with a bounded queue), a per-user rate, a longest
+answer, `/stop`; every failure becomes a plain message from the bot, and nothing waits forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import httpx
+
+from onionchat import crypto, models, names
+from onionchat.addressing import Addressing
+from onionchat.config import Bot
+from onionchat.protocol import Delta, Message, Notice, Readers, encode, message_frame
+from onionchat.ratelimit import TokenBucket
+from onionchat.store import Room
+
+if TYPE_CHECKING:
+    from onionchat.auth import Accounts
+    from onionchat.hub import Connection
+    from onionchat.node import Node
+
+log = logging.getLogger("onionchat.bots")
+
+FLUSH = 0.25  # seconds between two delta frames: a few updates a second, however fast the model
+HISTORY = 200  # messages looked at for context, newest first, before the character budget
+
+
+@dataclasses.dataclass
+class Request:
+    asker: str
+    prompt: str
+    message_id: str
+
+
+@dataclasses.dataclass
+class Lane:
+    """One bot in one room: the answer being written, and who waits for the next one."""
+
+    bot_id: str
+    room: Room
+    queue: asyncio.Queue[Request]
+    worker: asyncio.Task[None] | None = None
+    answering: asyncio.Task[None] | None = None
+    stopped_by: str | None = None
+
+
+class Bots:
+    def __init__(self, node: Node, proxy: Callable[[], str | None]) -> None:
+        self.node = node
+        self.bots: dict[str, Bot] = dict(node.settings.bots)
+        self.addressing = Addressing(
+            (bot_id, label) for bot_id, bot in self.bots.items() for label in _labels(bot)
+        )
+        self.reserved = frozenset(
+            names.key(label) for bot in self.bots.values() for label in _labels(bot)
+        )
+        self._proxy = proxy
+        self._lanes: dict[tuple[str, str], Lane] = {}
+        self._rates: dict[tuple[str, str], TokenBucket] = {}
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._users: dict[str, int] = {}  # bot ID -> its account
+        self._secrets: dict[str, bytes] = {}  # bot ID -> its identity secret key
+        self._keys: dict[tuple[str, str], bytes] = {}  # (bot ID, room) -> room key, if invited
+
+    async def start(self, accounts: Accounts, node_secret: bytes) -> None:
+        """Each bot has an account nobody can log in to, whose identity key the node holds
+        (wrapped under a key derived from the node's secret), so members can /invite it into
+        key-protected rooms like anyone else; invitations it holds are opened again here."""
+        store = self.node.store
+        wrapping = hashlib.sha256(b"onionchat bot identity\0" + node_secret).digest()
+        for bot_id, bot in self.bots.items():
+            user = await store.user_by_key(names.key(bot.name))
+            if user is None:
+                user = await accounts.create_locked(bot.name)
+            found = await store.identity(names.key(bot.name))
+            secret: bytes | None = None
+            if found is not None and found[2] is not None:
+                with contextlib.suppress(crypto.CryptoError):
+                    secret = crypto.unwrap_identity(wrapping, found[2])
+            if secret is None:
+                secret, public = crypto.new_identity()
+                wrapped = crypto.wrap_identity(wrapping, secret)
+                await store.set_identity(user.id, base64.b64encode(public).decode(), wrapped)
+            self._users[bot_id], self._secrets[bot_id] = user.id, secret
+            for room, _, sealed in await store.invitations(user.id):
+                with contextlib.suppress(crypto.CryptoError):
+                    self._keys[(bot_id, room)] = crypto.open_room_key(sealed, secret)
+
+    def names(self) -> dict[str, list[str]]:
+        return {bot.name: list(bot.aliases) for bot in self.bots.values()}
+
+    def readers(self, room: str) -> list[str]:
+        return [self.bots[bot_id].name for bot_id, name in self._keys if name == room]
+
+    def invited(
+        self, room: Room, name: str, conn: Connection, sealed: str, ref: str | None
+    ) -> bool:
+        """A member sealed a room's key to a bot: from now on it reads the room, and every
+        member is told so. False when `name` is no bot."""
+        bot_id = self.addressing.bot_of(name)
+        if bot_id is None:
+            return False
+        try:
+            key = crypto.open_room_key(sealed, self._secrets[bot_id])
+        except crypto.CryptoError:
+            text = f"{self.bots[bot_id].name} cannot open that key: it was sealed to another key"
+            conn.send(encode(Notice(text=text, room=room.name, ref=ref)))
+            return True
+        self._keys[(bot_id, room.name)] = key
+        bot = self.bots[bot_id]
+        self._tell(
+            room.name,
+            f"{bot.name} can read #{room.name} now ({conn.user} invited it): its "
+            f"answers are sealed with the room key; /uninvite {bot.name} takes that back",
+            conn,
+            ref,
+        )
+        log.info("bot invited", extra={"event": "bot_invited", "bot": bot_id, "room": room.name})
+        return True
+
+    async def uninvite(self, room: Room, name: str, by: str) -> bool:
+        bot_id = self.addressing.bot_of(name)
+        if bot_id is None or (bot_id, room.name) not in self._keys:
+            return False
+        del self._keys[(bot_id, room.name)]
+        await self.node.store.delete_invitation(room.id, self._users[bot_id])
+        self._tell(
+            room.name,
+            f"{self.bots[bot_id].name} can no longer read #{room.name} ({by} took the key back)",
+        )
+        log.info(
+            "bot uninvited", extra={"event": "bot_uninvited", "bot": bot_id, "room": room.name}
+        )
+        return True
+
+    def greet(self, conn: Connection, room: Room) -> None:
+        """Whoever joins a key-protected room learns which bots can read it."""
+        for bot in self.readers(room.name):
+            self.node.notice(conn, f"{bot} can read #{room.name}: a member invited it", room.name)
+
+    def _tell(
+        self, room: str, text: str, conn: Connection | None = None, ref: str | None = None
+    ) -> None:
+        """Every member learns who can read the room; the one who changed it, with its ref."""
+        hub = self.node.hub
+        hub.broadcast(room, encode(Readers(room=room, bots=self.readers(room))))
+        hub.broadcast(room, encode(Notice(text=text, room=room)), skip=conn)
+        if conn is not None:
+            conn.send(encode(Notice(text=text, room=room, ref=ref)))
+
+    async def close(self) -> None:
+        for lane in self._lanes.values():
+            if lane.worker is not None:
+                lane.worker.cancel()
+        for lane in self._lanes.values():
+            if lane.worker is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await lane.worker
+        for client in self._clients.values():
+            await client.aclose()
+
+    # -- being called ---------------------------------------------------------------------
+
+    def heard(self, conn: Connection, room: Room, message: Message) -> None:
+        """A message was stored and fanned out: does it call a bot that can read the room?"""
+        if message.me:
+            return
+        text = message.text
+        if message.box is not None:
+            keys = [k for (_, r), k in self._keys.items() if r == room.name]
+            text = next((t for k in keys if (t := _open(k, message.box)) is not None), None)
+        if text is None:
+            return
+        call = self.addressing.call(text)
+        if call is None:
+            return
+        if room.protected and (call.bot, room.name) not in self._keys:
+            return  # the caller's client explains why; the node cannot even read the call
+        bot = self.bots[call.bot]
+        if "*" not in bot.rooms and room.name not in bot.rooms:
+            self.node.notice(conn, f"{bot.name} does not answer in #{room.name}", room.name)
+            return
+        rate = self._rates.setdefault(
+            (call.bot, conn.user_key),
+            TokenBucket(bot.user_per_minute / 60, max(1, int(bot.user_per_minute))),
+        )
+        if not rate.allow():
+            self.node.notice(
+                conn,
+                f"you are asking {bot.name} too often "
+                f"(at most {bot.user_per_minute:g} a minute): wait a little",
+                room.name,
+            )
+            return
+        lane = self._lane(call.bot, room)
+        busy = lane.answering is not None
+        if busy and lane.queue.qsize() >= bot.queue:
+            self.node.notice(
+                conn,
+                f"{bot.name} is busy in #{room.name} and {lane.queue.qsize()} request(s) wait: "
+                "ask again in a moment",
+                room.name,
+            )
+            return
+        lane.queue.put_nowait(Request(conn.user, call.prompt, message.id))
+        if busy:
+            ahead = lane.queue.qsize()
+            self.node.notice(
+                conn, f"{bot.name} will answer you after {ahead} earlier request(s)", room.name
+            )
+
+    def stop(self, room: str, by: str, bot_name: str | None = None) -> list[str]:
+        """Cancel the answers being written in a room (of one bot, or all); returns whose."""
+        wanted = self.addressing.bot_of(bot_name) if bot_name else None
+        stopped = []
+        for (bot_id, lane_room), lane in self._lanes.items():
+            if lane_room != room or (wanted and bot_id != wanted) or lane.answering is None:
+                continue
+            lane.stopped_by = by
+            lane.answering.cancel()
+            stopped.append(self.bots[bot_id].name)
+        return stopped
+
+    async def status(self) -> list[tuple[Bot, str | None]]:
+        """Each bot with None when its model server answers now, else why not."""
+        checks = [
+            models.check(self._model(bot), self._client(bot), timeout=3.0)
+            for bot in self.bots.values()
+        ]
+        results = await asyncio.gather(*checks, return_exceptions=True)
+        return [
+            (bot, r if not isinstance(r, BaseException) else f"check failed: {r}")
+            for bot, r in zip(self.bots.values(), results, strict=True)
+        ]
+
+    # -- answering ------------------------------------------------------------------------
+
+    def _lane(self, bot_id: str, room: Room) -> Lane:
+        lane = self._lanes.get((bot_id, room.name))
+        if lane is None:
+            lane = Lane(bot_id, room, asyncio.Queue())
+            lane.worker = asyncio.create_task(self._work(lane), name=f"bot {bot_id} #{room.name}")
+            self._lanes[(bot_id, room.name)] = lane
+        return lane
+
+    async def _work(self, lane: Lane) -> None:
+        while True:
+            request = await lane.queue.get()
+            lane.stopped_by = None
+            lane.answering = asyncio.create_task(self._answer(lane, request))
+            try:
+                await lane.answering
+            except asyncio.CancelledError:
+                if lane.stopped_by is None:
+                    raise  # the node is stopping, not a /stop
+            except Exception:
+                log.exception("bot answer failed", extra={"event": "error", "bot": lane.bot_id})
+            finally:
+                lane.answering = None
+
+    async def _answer(self, lane: Lane, request: Request) -> None:
+        bot = self.bots[lane.bot_id]
+        room = lane.room
+        id_, ts = self.node.new_id()
+        started = time.monotonic()
+        hub = self.node.hub
+        key = self._keys.get((lane.bot_id, room.name)) if room.protected else None
+
+        def delta(text: str) -> str:
+            if key is None:
+                return encode(Delta(room=room.name, id=id_, sender=bot.name, text=text))
+            return encode(
+                Delta(room=room.name, id=id_, sender=bot.name, box=crypto.seal(key, text))
+            )
+
+        hub.broadcast(room.name, delta(""))
+        text, ending, outcome = "", "", "complete"
+        try:
+            if bot.via_tor and self._proxy() is None:
+                raise models.ModelError(
+                    f"{bot.name} reaches its model server only through Tor, and this node's "
+                    "Tor is not running"
+                )
+            turns = await self._context(bot, room, request)
+            sent_at = time.monotonic()
+            shown = 0
+            async for chunk in models.stream(
+                self._model(bot), bot.system_prompt, turns, self._client(bot)
+            ):
+                text += chunk
+                if len(text) >= bot.max_answer_chars:
+                    text = text[: bot.max_answer_chars]
+                    ending, outcome = f"cut at {bot.max_answer_chars} characters", "too_long"
+                    break
+                if time.monotonic() - sent_at >= FLUSH and len(text) > shown:
+                    hub.broadcast(room.name, delta(text))
+                    sent_at, shown = time.monotonic(), len(text)
+        except models.ModelCut as exc:
+            ending, outcome = f"cut: {exc}", "cut"
+        except models.ModelError as exc:
+            if text:
+                ending, outcome = f"cut: {exc}", "cut"
+            else:
+                text, outcome = f"⚠ {exc}", "error"
+        except asyncio.CancelledError:
+            if lane.stopped_by is None:
+                raise
+            ending, outcome = f"stopped by {lane.stopped_by}", "stopped"
+        if ending:
+            text = f"{text.rstrip()}\n[{ending}]" if text.strip() else f"[{ending}]"
+        if not text.strip():
+            text, outcome = "⚠ the model answered nothing", "empty"
+        if room.protected and (lane.bot_id, room.name) not in self._keys:
+            return  # uninvited while answering: it may no longer write there
+        message = Message(id=id_, room=room.name, ts=ts, sender=bot.name, text=text)
+        if key is not None:
+            message = Message(
+                id=id_, room=room.name, ts=ts, sender=bot.name, box=crypto.seal(key, text)
+            )
+        await self.node.store.add_message(room.id, message)
+        hub.broadcast(room.name, encode(message_frame(message)))
+        log.info(
+            "bot answered",
+            extra={
+                "event": "bot_answer",
+                "bot": lane.bot_id,
+                "room": room.name,
+                "id": id_,
+                "size": len(text),
+                "outcome": outcome,
+                "seconds": round(time.monotonic() - started, 3),
+            },
+        )
+
+    async def _context(self, bot: Bot, room: Room, request: Request) -> list[models.Turn]:
+        """The newest messages that fit the budget, oldest first, each with its author; the
+        bot's own as its turns; the call itself last, without the bot's name."""
+        messages, _ = await self.node.store.history(room, None, HISTORY)
+        key = self._keys.get((self.addressing.bot_of(bot.name) or "", room.name))
+        lines: list[models.Turn] = []
+        budget = bot.context_chars
+        for message in reversed(messages):
+            if message.box is not None and key is not None:
+                said = _open(key, message.box)
+                if said is None:
+                    continue
+                message = Message(
+                    id=message.id,
+                    room=message.room,
+                    ts=message.ts,
+                    sender=message.sender,
+                    text=said,
+                )
+            if message.text is None:
+                continue
+            if message.id == request.message_id:
+                content = f"{request.asker}: {request.prompt or message.text}"
+            elif message.sender == bot.name:
+                content = message.text
+            else:
+                content = f"{message.sender}: {message.text}"
+            if message.id != request.message_id:
+                if len(content) > budget:
+                    break
+                budget -= len(content)
+            role = "assistant" if message.sender == bot.name else "user"
+            lines.append(models.Turn(role, content))
+            if message.id == request.message_id:
+                lines = [lines[-1]]  # nothing said after the call is part of it
+        lines.reverse()
+        if not any(m.id == request.message_id for m in messages):
+            lines.append(models.Turn("user", f"{request.asker}: {request.prompt}"))
+        return _alternate(lines)
+
+    def _model(self, bot: Bot) -> models.ModelConfig:
+        key = os.environ.get(bot.api_key_env, "") if bot.api_key_env else ""
+        return models.ModelConfig(
+            provider=bot.provider,
+            base_url=bot.base_url,
+            model=bot.model,
+            api_key=key,
+            proxy=self._proxy() if bot.via_tor else None,
+            first_token_timeout=bot.first_token_timeout,
+            idle_timeout=bot.idle_timeout,
+            max_tokens=bot.max_tokens,
+        )
+
+    def _client(self, bot: Bot) -> httpx.AsyncClient:
+        proxy = self._proxy() if bot.via_tor else None
+        key = proxy or ""
+        client = self._clients.get(key)
+        if client is None:
+            # models.stream bounds every wait itself (first token, between tokens).
+            client = httpx.AsyncClient(proxy=proxy, trust_env=False, timeout=None)  # noqa: S113
+            self._clients[key] = client
+        return client
+
+
+def _open(key: bytes, box: str) -> str | None:
+    try:
+        return crypto.open_box(key, box)
+    except crypto.CryptoError:
+        return None
+
+
+def _labels(bot: Bot) -> tuple[str, ...]:
+    return (bot.name, *bot.aliases)
+
+
+def _alternate(turns: list[models.Turn]) -> list[models.Turn]:
+    """Providers want user and assistant turns in turn, starting with the user's."""
+    merged: list[models.Turn] = []
+    for turn in turns:
+        if merged and merged[-1].role == turn.role:
+            merged[-1] = models.Turn(turn.role, f"{merged[-1].content}\n{turn.content}")
+        elif merged or turn.role == "user":
+            merged.append(turn)
+    return merged

@@ -1,0 +1,435 @@
+"""Named bots in the rooms, against a real node and model servers that speak each provider's
+documented streaming format (tests/model_servers.py: no model server can run here, so these
+imitate the wire formats exactly, not the models)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, expect
+
+from onionchat.addressing import Addressing
+
+from conftest import Client, NodeProcess, pipe_client, register, user
+from model_servers import ModelServer, closed_port
+from test_web import open_page, open_room, say, shot, sign_up, texts
+
+JOKE = "Why did the onion cry?"
+
+
+@pytest.fixture
+def ollama() -> Iterator[ModelServer]:
+    with ModelServer("ollama") as server:
+        yield server
+
+
+def olga(server_url: str, **settings: str) -> dict[str, str]:
+    env = {"ONIONCHAT_BOTS_OLGA_BASE_URL": server_url}
+    env.update({f"ONIONCHAT_BOTS_OLGA_{k.upper()}": v for k, v in settings.items()})
+    return env
+
+
+async def answer(client: Client, timeout: float = 20) -> tuple[list[str], dict[str, Any]]:
+    """The growing texts a client saw, then the bot's stored message."""
+    grown: list[str] = []
+    while True:
+        frame = await client.recv(timeout)
+        if frame["type"] == "delta":
+            grown.append(frame["text"])
+        elif frame["type"] == "message" and frame["sender"] == "Olga":
+            return grown, frame
+
+
+# -- addressing -------------------------------------------------------------------------------
+
+
+ADDRESSING = Addressing([("olga", "Olga"), ("olga", "Ольга"), ("olga", "Оля")])
+
+
+@pytest.mark.parametrize(
+    ("text", "prompt"),
+    [
+        ("Olga, tell a joke", "tell a joke"),
+        ("olga: what time is it", "what time is it"),
+        ("OLGA tell a joke", "tell a joke"),
+        ("Ольга, расскажи шутку", "расскажи шутку"),
+        ("ольга: расскажи", "расскажи"),
+        ("ОЛЯ привет", "привет"),
+        ("@Olga what did we decide yesterday?", "what did we decide yesterday?"),
+        ("what did we decide, @olga?", "what did we decide?"),
+        ("ну что, @Ольга, скажешь?", "ну что, скажешь?"),
+    ],
+)
+def test_a_message_that_calls_a_bot(text: str, prompt: str) -> None:
+    call = ADDRESSING.call(text)
+    assert call is not None and call.bot == "olga" and call.prompt == prompt
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Olgatron, hi",
+        "Ольгина мама пришла",
+        "hello Olga",  # the name elsewhere, without @
+        "write to me@olga.example",
+        "Olga",  # no question
+        "@Olgatron hi",
+        "Оляля",
+    ],
+)
+def test_a_message_that_does_not(text: str) -> None:
+    assert ADDRESSING.call(text) is None
+
+
+# -- answers ----------------------------------------------------------------------------------
+
+
+async def test_the_answer_grows_for_everyone_and_is_stored(
+    node_factory: Any, ollama: ModelServer
+) -> None:
+    ollama.delay = 0.3
+    node: NodeProcess = node_factory(env=olga(ollama.url))
+    async with user(node, "alice") as alice, user(node, "bob") as bob:
+        await alice.join("lobby")
+        await bob.join("lobby")
+        await alice.say("lobby", "we meet at nine tomorrow", ref="1")
+        await bob.say("lobby", "fine by me", ref="2")
+        await alice.say("lobby", "Olga, tell a joke", ref="3")
+        for client in (alice, bob):
+            grown, final = await answer(client)
+            assert final["text"] == JOKE
+            assert len(grown) >= 3, grown  # a few updates, each the text so far
+            assert all(JOKE.startswith(g) for g in grown) and grown == sorted(grown, key=len)
+        history = await alice.join("lobby")
+    assert history["history"][-1]["text"] == JOKE and history["history"][-1]["sender"] == "Olga"
+
+    # What the model was shown: the system prompt, the room with its authors, the call last
+    # without the bot's name.
+    sent = ollama.requests[-1]
+    assert sent["model"] == "llama3.2" and sent["stream"] is True
+    roles = [m["role"] for m in sent["messages"]]
+    assert roles[0] == "system" and "Olga" in sent["messages"][0]["content"]
+    context = "\n".join(m["content"] for m in sent["messages"][1:])
+    assert "alice: we meet at nine tomorrow" in context and "bob: fine by me" in context
+    assert sent["messages"][-1]["content"].endswith("alice: tell a joke")
+
+    database = sqlite3.connect(node.data_dir / "onionchat.sqlite3")
+    stored = database.execute("SELECT sender, text FROM messages WHERE sender = 'Olga'").fetchall()
+    database.close()
+    assert stored == [("Olga", JOKE)]  # once, complete
+
+
+async def test_russian_and_what_must_not_trigger(node_factory: Any, ollama: ModelServer) -> None:
+    node: NodeProcess = node_factory(env=olga(ollama.url))
+    async with user(node, "alice") as alice:
+        await alice.join("lobby")
+        await alice.say("lobby", "Ольгина мама пришла", ref="1")
+        await alice.say("lobby", "Olgatron, hi", ref="2")
+        await alice.say("lobby", "Ольга, расскажи шутку", ref="3")
+        _, final = await answer(alice)
+    assert final["text"] == JOKE
+    assert len(ollama.requests) == 1
+    assert ollama.requests[0]["messages"][-1]["content"].endswith("alice: расскажи шутку")
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_other_providers(node_factory: Any, provider: str) -> None:
+    with ModelServer(provider, model="some-model", api_key="sk-test-secret") as server:
+        env = {
+            "ONIONCHAT_BOTS_OLGA_PROVIDER": provider,
+            "ONIONCHAT_BOTS_OLGA_MODEL": "some-model",
+            "ONIONCHAT_BOTS_OLGA_API_KEY_ENV": "MODEL_KEY",
+            "MODEL_KEY": "sk-test-secret",
+            **olga(server.url),
+        }
+        node: NodeProcess = node_factory(env=env)
+        async with user(node, "alice") as alice:
+            await alice.join("lobby")
+            await alice.say("lobby", "@Olga tell a joke", ref="1")
+            _, final = await answer(alice)
+        assert final["text"] == JOKE
+        assert "sk-test-secret" not in node.log_path.read_text()
+
+
+async def test_the_cli_sees_the_answer_grow(
+    node_factory: Any, ollama: ModelServer, password_file: Any
+) -> None:
+    ollama.delay = 0.3
+    node: NodeProcess = node_factory(env=olga(ollama.url))
+    await register(node, "bob")
+    async with user(node, "alice") as alice:
+        await alice.join("lobby")
+        async with pipe_client(node.url, "bob", password_file) as bob:
+            await bob.next(type="joined")
+            await bob.send("Olga, tell a joke")
+            deltas = [await bob.next(type="delta", sender="Olga")]
+            final = await bob.next(type="message", sender="Olga")
+            assert final["text"] == JOKE
+            assert deltas[0]["id"] == final["id"]
+            assert (await bob.finish())[0] == 0
+        grown, _ = await answer(alice)
+        assert grown
+
+
+# -- failures ---------------------------------------------------------------------------------
+
+
+async def say_and_get(node: NodeProcess, text: str = "Olga, tell a joke") -> str:
+    async with user(node, "alice") as alice:
+        await alice.join("lobby")
+        await alice.say("lobby", text, ref="1")
+        _, final = await answer(alice, timeout=30)
+    text_: str = final["text"]
+    return text_
+
+
+async def test_model_server_down(node_factory: Any) -> None:
+    port = closed_port()
+    node: NodeProcess = node_factory(env=olga(f"http://127.0.0.1:{port}"))
+    said = await say_and_get(node)
+    assert said.startswith("⚠") and "not reachable" in said
+
+
+async def test_model_not_installed(node_factory: Any, ollama: ModelServer) -> None:
+    ollama.installed = False
+    node: NodeProcess = node_factory(env=olga(ollama.url))
+    said = await say_and_get(node)
+    assert "model 'llama3.2' is not installed" in said and "ollama pull llama3.2" in said
+
+
+async def test_bad_api_key(node_factory: Any) -> None:
+    with ModelServer("openai", api_key="the-right-key") as server:
+        env = {
+            "ONIONCHAT_BOTS_OLGA_PROVIDER": "openai",
+            "ONIONCHAT_BOTS_OLGA_API_KEY_ENV": "MODEL_KEY",
+            "MODEL_KEY": "a-wrong-key",
+            **olga(server.url),
+        }
+        node: NodeProcess = node_factory(env=env)
+        said = await say_and_get(node)
+    assert "API key" in said and "a-wrong-key" not in said
+
+
+async def test_no_first_token_in_time(node_factory: Any, ollama: ModelServer) -> None:
+    ollama.first_delay = 10
+    node: NodeProcess = node_factory(env=olga(ollama.url, first_token_timeout="1"))
+    said = await say_and_get(node)
+    assert said.startswith("⚠") and "1 s" in said
+
+
+@pytest.mark.parametrize("how", ["error", "cut"])
+async def test_a_stream_that_breaks_keeps_the_partial_answer(
+    node_factory: Any, ollama: ModelServer, how: str
+) -> None:
+    if how == "error":
+        ollama.fail_after = 2
+    else:
+        ollama.cut_after = 2
+    node: NodeProcess = node_factory(env=olga(ollama.url))
+    said = await say_and_get(node)
+    assert said.startswith("Why did") and "[cut:" in said
+
+
+async def test_stop_cancels_the_running_answer(node_factory: Any, ollama: ModelServer) -> None:
+    ollama.tokens = [f"word{i} " for i in range(200)]
+    ollama.delay = 0.1
+    node: NodeProcess = node_factory(env=olga(ollama.url))
+    async with user(node, "alice") as alice, user(node, "bob") as bob:
+        await alice.join("lobby")
+        await bob.join("lobby")
+        await alice.say("lobby", "Olga, count slowly", ref="1")
+        await bob.expect("delta", timeout=10)
+        await bob.expect("delta", timeout=10)
+        await bob.send(type="command", line="/stop", room="lobby", ref="s")
+        notice = await bob.expect("notice", ref="s")
+        assert "stopped Olga" in notice["text"]
+        _, final = await answer(alice)
+    assert final["text"].startswith("word0") and final["text"].endswith("[stopped by bob]")
+    assert "word199" not in final["text"]
+
+
+async def test_one_answer_at_a_time_a_bounded_queue_and_a_rate(
+    node_factory: Any, ollama: ModelServer
+) -> None:
+    ollama.delay = 0.3
+    node: NodeProcess = node_factory(env=olga(ollama.url, queue="1", user_per_minute="3"))
+    async with user(node, "alice") as alice:
+        await alice.join("lobby")
+        await alice.say("lobby", "Olga, one", ref="1")
+        await alice.expect("delta")
+        await alice.say("lobby", "Olga, two", ref="2")
+        waiting = await alice.expect("notice")
+        assert "after 1 earlier request" in waiting["text"]
+        await alice.say("lobby", "Olga, three", ref="3")
+        busy = await alice.expect("notice")
+        assert "busy" in busy["text"]
+        await alice.say("lobby", "Olga, four", ref="4")
+        limited = await alice.expect("notice")
+        assert "too often" in limited["text"]
+        first = (await answer(alice))[1]
+        second = (await answer(alice))[1]
+    assert first["text"] == JOKE and second["text"] == JOKE and first["id"] < second["id"]
+    prompts = [r["messages"][-1]["content"] for r in ollama.requests]
+    assert prompts == ["alice: one", "alice: two"]  # answered in turn; three and four were not
+
+
+async def test_bots_lists_them_and_whether_they_answer(
+    node_factory: Any, ollama: ModelServer
+) -> None:
+    env = {
+        **olga(ollama.url),
+        "ONIONCHAT_BOTS_GPT_PROVIDER": "openai",
+        "ONIONCHAT_BOTS_GPT_BASE_URL": f"http://127.0.0.1:{closed_port()}",
+    }
+    node: NodeProcess = node_factory(env=env)
+    async with user(node, "alice") as alice:
+        await alice.join("lobby")
+        await alice.send(type="command", line="/bots", room="lobby", ref="b")
+        listing = (await alice.expect("notice", ref="b"))["text"]
+    olga_line = next(line for line in listing.splitlines() if line.startswith("Olga"))
+    gpt_line = next(line for line in listing.splitlines() if line.startswith("Gpt"))
+    assert "Ольга" in olga_line and "llama3.2" in olga_line and olga_line.endswith("ready")
+    assert "unavailable" in gpt_line and "not reachable" in gpt_line
+
+
+async def test_no_account_may_take_a_bot_name(node: NodeProcess) -> None:
+    import httpx
+
+    for name in ("Olga", "ольга", "ОЛЯ"):
+        async with httpx.AsyncClient(base_url=node.url) as http:
+            response = await http.post(
+                "/api/register",
+                json={"username": name, "salt": "A" * 22, "iterations": 1000, "secret": "A" * 43},
+            )
+        assert response.status_code == 409 and "bot" in response.json()["message"]
+
+
+# -- key-protected rooms ------------------------------------------------------------------------
+
+
+async def no_answer(client: Client, wait: float = 1.5) -> None:
+    """Whatever else arrives for a moment, nothing of a bot's answer does."""
+    deadline = asyncio.get_running_loop().time() + wait
+    while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        try:
+            frame = await client.recv(left)
+        except TimeoutError:
+            return
+        assert frame["type"] != "delta" and frame.get("sender") != "Olga", frame
+
+
+async def test_a_key_protected_room_only_with_an_invitation(
+    node_factory: Any, ollama: ModelServer, password_file: Any
+) -> None:
+    import base64
+
+    from onionchat import crypto
+
+    key = crypto.new_room_key()
+    node: NodeProcess = node_factory(env=olga(ollama.url))
+    async with user(node, "alice") as alice, user(node, "bob") as bob:
+        await alice.join("plans", protected=True)
+        await bob.join("plans", protected=True)
+        await alice.send(
+            type="send", room="plans", box=crypto.seal(key, "Olga, tell a joke"), ref="1"
+        )
+        await alice.expect("ack", ref="1")
+        await no_answer(alice)  # not invited: the node cannot read the call, nor can Olga
+        assert ollama.requests == []
+
+        # The CLI explains it locally (the node cannot).
+        await register(node, "carol")
+        async with pipe_client(
+            f"{node.url}/#room=plans&key={crypto.encode_key(key)}", "carol", password_file
+        ) as carol:
+            await carol.next(type="joined")
+            await carol.send("Olga, are you there?")
+            hint = await carol.next(type="notice")
+            assert "Olga cannot read #plans" in hint["text"] and "/invite Olga" in hint["text"]
+            assert (await carol.finish())[0] == 0
+
+        await alice.send(type="key", user="Olga", ref="k")
+        public = base64.b64decode((await alice.expect("key", ref="k"))["public"])
+        await alice.send(
+            type="invite",
+            room="plans",
+            to="Olga",
+            sealed=crypto.seal_room_key(key, public),
+            ref="i",
+        )
+        readers = await bob.expect("readers")
+        assert readers["bots"] == ["Olga"]
+        told = await bob.expect("notice")
+        assert "Olga can read #plans now" in told["text"] and "alice" in told["text"]
+
+        await bob.send(
+            type="send", room="plans", box=crypto.seal(key, "Olga, tell a joke"), ref="2"
+        )
+        grown: list[str] = []
+        while True:
+            frame = await alice.recv(20)
+            if frame["type"] == "delta":
+                assert "text" not in frame  # sealed, like every message here
+                grown.append(crypto.open_box(key, frame["box"]))
+            elif frame["type"] == "message" and frame["sender"] == "Olga":
+                assert "text" not in frame
+                assert crypto.open_box(key, frame["box"]) == JOKE
+                break
+        assert grown
+        assert ollama.requests[-1]["messages"][-1]["content"].endswith("bob: tell a joke")
+
+        # A newcomer is told who reads the room; /uninvite takes the key back.
+        async with user(node, "dave") as dave:
+            joined = await dave.join("plans", protected=True)
+            assert joined["room"]["readers"] == ["Olga"]
+            assert "Olga can read #plans" in (await dave.expect("notice"))["text"]
+        await alice.send(type="command", line="/uninvite Olga", room="plans", ref="u")
+        assert (await bob.expect("readers"))["bots"] == []
+        await alice.send(type="send", room="plans", box=crypto.seal(key, "Olga, again?"), ref="3")
+        await alice.expect("ack", ref="3")
+        await no_answer(alice)
+    assert len(ollama.requests) == 1
+
+    # The node's files hold the room only sealed, the bot's answer included.
+    for path in node.data_dir.glob("onionchat.sqlite3*"):
+        data = path.read_bytes()
+        assert b"tell a joke" not in data and b"onion cry" not in data, path
+
+
+# -- in the browser -----------------------------------------------------------------------------
+
+
+async def test_the_page_shows_the_answer_grow_and_invites_a_bot(
+    node_factory: Any, ollama: ModelServer, browser: Browser
+) -> None:
+    ollama.delay = 0.4
+    node: NodeProcess = node_factory(env=olga(ollama.url))
+    async with open_page(browser, node) as watched:
+        page = watched.page
+        await sign_up(page, "alice")
+        await open_room(page, "lobby")
+        await say(page, "Ольга, расскажи шутку")
+        growing = page.locator("#messages li.growing")
+        await expect(growing).to_have_count(1)
+        await expect(growing.locator(".sender")).to_have_text("Olga")
+        await shot(page, "bot-growing")
+        await expect(growing).to_have_count(0, timeout=20_000)
+        await expect(texts(page)).to_have_text(["Ольга, расскажи шутку", JOKE])
+
+        # A key-protected room: first a local hint, then an invitation, then a sealed answer.
+        await open_room(page, "plans", protected=True)
+        await say(page, "Olga, tell a joke")
+        await expect(page.locator("#notice")).to_contain_text("Olga cannot read #plans")
+        await say(page, "/invite Olga")
+        await expect(page.locator("#notice")).to_contain_text("Olga can read #plans now")
+        await say(page, "@Olga another one?")
+        await expect(texts(page)).to_have_text(
+            ["Olga, tell a joke", "@Olga another one?", JOKE], timeout=20_000
+        )
+        await shot(page, "bot-protected")
+        await watched.assert_clean()
+    assert ollama.requests[-1]["messages"][-1]["content"].endswith("alice: another one?")
