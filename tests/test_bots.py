@@ -5,6 +5,7 @@ imitate the wire formats exactly, not the models)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from collections.abc import Iterator
 from typing import Any
@@ -153,6 +154,33 @@ async def test_other_providers(node_factory: Any, provider: str) -> None:
             _, final = await answer(alice)
         assert final["text"] == JOKE
         assert "sk-test-secret" not in node.log_path.read_text()
+
+
+async def test_the_context_budget_and_the_longest_answer(
+    node_factory: Any, ollama: ModelServer
+) -> None:
+    ollama.tokens = ["0123456789"] * 5
+    node: NodeProcess = node_factory(
+        env=olga(ollama.url, context_chars="60", max_answer_chars="25")
+    )
+    async with user(node, "alice") as alice:
+        await alice.join("lobby")
+        await alice.say("lobby", "an old message that will not fit the budget", ref="1")
+        await alice.say("lobby", "a recent one", ref="2")
+        await alice.say("lobby", "Olga, what is new?", ref="3")
+        _, final = await answer(alice)
+    assert final["text"] == "0123456789012345678901234\n[cut at 25 characters]"
+    context = "\n".join(m["content"] for m in ollama.requests[-1]["messages"][1:])
+    assert "alice: a recent one" in context and "an old message" not in context
+
+
+async def test_a_bot_meant_for_tor_never_goes_around_it(
+    node_factory: Any, ollama: ModelServer
+) -> None:
+    node: NodeProcess = node_factory(env=olga(ollama.url, via_tor="true"))
+    said = await say_and_get(node)
+    assert said.startswith("⚠") and "only through Tor" in said
+    assert ollama.requests == []
 
 
 async def test_the_cli_sees_the_answer_grow(
@@ -433,3 +461,44 @@ async def test_the_page_shows_the_answer_grow_and_invites_a_bot(
         await shot(page, "bot-protected")
         await watched.assert_clean()
     assert ollama.requests[-1]["messages"][-1]["content"].endswith("alice: another one?")
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"ONIONCHAT_BOTS_OLGA_PROVIDER": "gpt"}, "ONIONCHAT_BOTS_OLGA_PROVIDER: must be one of"),
+        ({"ONIONCHAT_BOTS_OLGA_API_KEY_ENV": "NO_SUCH_KEY"}, "the environment has no NO_SUCH_KEY"),
+        ({"ONIONCHAT_BOTS_OLGA_QUEUE": "many"}, "ONIONCHAT_BOTS_OLGA_QUEUE: expected an integer"),
+        ({"ONIONCHAT_BOTS_OLGA_FROB": "1"}, "ONIONCHAT_BOTS_OLGA_FROB: unknown setting"),
+        ({"ONIONCHAT_BOTS_OLYA_NAME": "Оля"}, "the name 'Оля' is also"),
+    ],
+)
+def test_bad_bot_settings_stop_the_node(env: dict[str, str], said: str) -> None:
+    from onionchat import config
+
+    with pytest.raises(config.ConfigError, match=re.escape(said)):
+        config.load(env=env)
+
+
+def test_bots_from_the_file_and_the_environment(tmp_path: Any) -> None:
+    from onionchat import config
+
+    path = tmp_path / "onionchat.toml"
+    path.write_text(
+        '[bots.olga]\nrooms = ["lobby", "dev"]\n\n'
+        '[bots.claude]\nprovider = "anthropic"\napi_key_env = "KEY"\nvia_tor = true\n'
+    )
+    settings = config.load(path, env={"KEY": "k", "ONIONCHAT_BOTS_CLAUDE_MODEL": "m"})
+    assert settings.bots["olga"].rooms == ("lobby", "dev")
+    claude = settings.bots["claude"]
+    assert (claude.name, claude.provider, claude.model, claude.via_tor) == (
+        "Claude",
+        "anthropic",
+        "m",
+        True,
+    )
+    off = config.load(env={"ONIONCHAT_BOTS_OLGA_ENABLED": "false"})
+    assert off.bots == {}
