@@ -36,6 +36,7 @@ log = logging.getLogger("onionchat.bots")
 
 FLUSH = 0.25  # seconds between two delta frames: a few updates a second, however fast the model
 HISTORY = 200  # messages looked at for context, newest first, before the character budget
+NO_TOR = "reaches its model server only through Tor, and this node's Tor is not running"
 
 
 @dataclasses.dataclass
@@ -236,11 +237,15 @@ class Bots:
 
     async def status(self) -> list[tuple[Bot, str | None]]:
         """Each bot with None when its model server answers now, else why not."""
-        checks = [
-            models.check(self._model(bot), self._client(bot), timeout=3.0)
-            for bot in self.bots.values()
-        ]
-        results = await asyncio.gather(*checks, return_exceptions=True)
+
+        async def check(bot: Bot) -> str | None:
+            if bot.via_tor and self._proxy() is None:
+                return NO_TOR  # never around Tor, not even to ask
+            return await models.check(self._model(bot), self._client(bot), timeout=3.0)
+
+        results = await asyncio.gather(
+            *(check(bot) for bot in self.bots.values()), return_exceptions=True
+        )
         return [
             (bot, r if not isinstance(r, BaseException) else f"check failed: {r}")
             for bot, r in zip(self.bots.values(), results, strict=True)
@@ -290,24 +295,22 @@ class Bots:
         text, ending, outcome = "", "", "complete"
         try:
             if bot.via_tor and self._proxy() is None:
-                raise models.ModelError(
-                    f"{bot.name} reaches its model server only through Tor, and this node's "
-                    "Tor is not running"
-                )
+                raise models.ModelError(f"{bot.name} {NO_TOR}")
             turns = await self._context(bot, room, request)
             sent_at = time.monotonic()
             shown = 0
-            async for chunk in models.stream(
-                self._model(bot), bot.system_prompt, turns, self._client(bot)
-            ):
-                text += chunk
-                if len(text) >= bot.max_answer_chars:
-                    text = text[: bot.max_answer_chars]
-                    ending, outcome = f"cut at {bot.max_answer_chars} characters", "too_long"
-                    break
-                if time.monotonic() - sent_at >= FLUSH and len(text) > shown:
-                    hub.broadcast(room.name, delta(text))
-                    sent_at, shown = time.monotonic(), len(text)
+            stream = models.stream(self._model(bot), bot.system_prompt, turns, self._client(bot))
+            # Closed the moment we stop reading (/stop, too long): the model server stops too.
+            async with contextlib.aclosing(stream) as chunks:
+                async for chunk in chunks:
+                    text += chunk
+                    if len(text) >= bot.max_answer_chars:
+                        text = text[: bot.max_answer_chars]
+                        ending, outcome = f"cut at {bot.max_answer_chars} characters", "too_long"
+                        break
+                    if time.monotonic() - sent_at >= FLUSH and len(text) > shown:
+                        hub.broadcast(room.name, delta(text))
+                        sent_at, shown = time.monotonic(), len(text)
         except models.ModelCut as exc:
             ending, outcome = f"cut: {exc}", "cut"
         except models.ModelError as exc:

@@ -278,6 +278,11 @@ async def test_stop_cancels_the_running_answer(node_factory: Any, ollama: ModelS
         _, final = await answer(alice)
     assert final["text"].startswith("word0") and final["text"].endswith("[stopped by bob]")
     assert "word199" not in final["text"]
+    for _ in range(50):  # the model server sees the stream dropped, and stops writing
+        if ollama.abandoned:
+            break
+        await asyncio.sleep(0.1)
+    assert ollama.abandoned == 1 and ollama.served_chunks() < 200
 
 
 async def test_one_answer_at_a_time_a_bounded_queue_and_a_rate(
