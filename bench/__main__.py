@@ -1,6 +1,6 @@
 """`python -m bench MODE [options]`: OnionChat's benchmark, optionally beside OnionShare.
 
-Modes: fixed, saturate, idle, ingest, history, and all (every mode, with the OnionShare
+Modes: fixed, saturate, idle, ingest, history, bot, and all (every mode, with the OnionShare
 comparison). Results go to bench/results/DATE-LABEL/ as JSON, Markdown and a PNG plot.
 """
 
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import modes, report
+from bench import bot, modes, report
 from bench.system import machine
 from bench.target import Server, TargetError
 
@@ -77,7 +77,11 @@ OPTION_CLASSES: dict[str, type[Any]] = {
     "idle": modes.IdleOptions,
     "ingest": modes.IngestOptions,
     "history": modes.HistoryOptions,
+    "bot": bot.BotOptions,
 }
+
+#: Every mode's function; `bot` lives in its own module (it brings its own model server).
+MODES: dict[str, Any] = modes.MODES | {"bot": bot.bot}
 
 QUICK: dict[str, dict[str, Any]] = {
     "fixed": {"seconds": 3.0, "stall_seconds": 5.0},
@@ -85,6 +89,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "idle": {"connections": 1_000, "users": 200, "join": 200},
     "ingest": {"seconds": 3.0},
     "history": {"messages": 50_000, "rounds": 50, "batch": 25_000},
+    "bot": {"clients": 10, "rounds": 3, "tokens": 20},
 }
 
 
@@ -97,6 +102,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "idle": "memory per idle connection; time and bytes for many clients to join",
         "ingest": "acknowledged, persisted messages/s from many senders",
         "history": "time to the first page of a room of 1,000,000 messages",
+        "bot": "a bot's tokens: model server → 50 clients (stand-in Ollama, 30 tokens/s)",
     }
     for name, cls in OPTION_CLASSES.items():
         p = sub.add_parser(name, help=helps[name])
@@ -159,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         for target in targets:
             try:
                 server = make_server(target, node_env)
-                result = modes.MODES[mode](server, common, options)
+                result = MODES[mode](server, common, options)
             except (TargetError, OSError) as exc:
                 failures += 1
                 print(f"bench: {mode} against {target} failed: {exc}", file=sys.stderr)
