@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -292,13 +293,12 @@ class Bots:
             )
 
         hub.broadcast(room.name, delta(""))
+        growth = Coalescer(lambda grown: hub.broadcast(room.name, delta(grown)))
         text, ending, outcome = "", "", "complete"
         try:
             if bot.via_tor and self._proxy() is None:
                 raise models.ModelError(f"{bot.name} {NO_TOR}")
             turns = await self._context(bot, room, request)
-            sent_at = time.monotonic()
-            shown = 0
             stream = models.stream(self._model(bot), bot.system_prompt, turns, self._client(bot))
             # Closed the moment we stop reading (/stop, too long): the model server stops too.
             async with contextlib.aclosing(stream) as chunks:
@@ -308,9 +308,7 @@ class Bots:
                         text = text[: bot.max_answer_chars]
                         ending, outcome = f"cut at {bot.max_answer_chars} characters", "too_long"
                         break
-                    if time.monotonic() - sent_at >= FLUSH and len(text) > shown:
-                        hub.broadcast(room.name, delta(text))
-                        sent_at, shown = time.monotonic(), len(text)
+                    growth.add(text)
         except models.ModelCut as exc:
             ending, outcome = f"cut: {exc}", "cut"
         except models.ModelError as exc:
@@ -322,6 +320,8 @@ class Bots:
             if lane.stopped_by is None:
                 raise
             ending, outcome = f"stopped by {lane.stopped_by}", "stopped"
+        finally:
+            growth.close()  # no delta may follow the message
         if ending:
             text = f"{text.rstrip()}\n[{ending}]" if text.strip() else f"[{ending}]"
         if not text.strip():
@@ -410,6 +410,38 @@ class Bots:
             client = httpx.AsyncClient(proxy=proxy, trust_env=False, timeout=None)  # noqa: S113
             self._clients[key] = client
         return client
+
+
+class Coalescer:
+    """At most one delta every FLUSH seconds: the first text at once, and later text as soon
+    as FLUSH has passed since the last delta — by a timer, so what came never waits for the
+    model's next token."""
+
+    def __init__(self, send: Callable[[str], None]) -> None:
+        self._send = send
+        self._text = ""
+        self._shown = 0
+        self._last = -math.inf
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, text: str) -> None:
+        self._text = text
+        wait = self._last + FLUSH - time.monotonic()
+        if wait <= 0:
+            self._flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(wait, self._flush)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _flush(self) -> None:
+        self.close()
+        if len(self._text) > self._shown:
+            self._send(self._text)
+            self._shown, self._last = len(self._text), time.monotonic()
 
 
 def _open(key: bytes, box: str) -> str | None:

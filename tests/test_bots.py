@@ -5,8 +5,11 @@ imitate the wire formats exactly, not the models)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,8 +18,9 @@ from playwright.async_api import Browser, expect
 
 from onionchat.addressing import Addressing
 
-from conftest import Client, NodeProcess, pipe_client, register, user
+from conftest import Client, NodeProcess, client_env, pipe_client, register, user
 from model_servers import ModelServer, closed_port
+from test_client import wait_for_screen
 from test_web import open_page, open_room, say, shot, sign_up, texts
 
 JOKE = "Why did the onion cry?"
@@ -507,3 +511,44 @@ def test_bots_from_the_file_and_the_environment(tmp_path: Any) -> None:
     )
     off = config.load(env={"ONIONCHAT_BOTS_OLGA_ENABLED": "false"})
     assert off.bots == {}
+
+
+async def test_a_terminal_shows_the_answer_grow(
+    node_factory: Any, ollama: ModelServer, password_file: Any
+) -> None:
+    """A person at a real terminal (tmux) sees the answer arrive in pieces, not at the end."""
+    ollama.tokens = [
+        "Why ",
+        "did ",
+        "the ",
+        "onion ",
+        "cry? ",
+        "Because ",
+        "it ",
+        "was ",
+        "chopped.",
+    ]
+    ollama.delay = 0.5
+    node: NodeProcess = node_factory(env=olga(ollama.url))
+    session = f"onionchat-bot-{os.getpid()}"
+    command = (
+        f"{sys.executable} -m onionchat connect {node.url} --user bob --register "
+        f"--password-file {password_file}"
+    )
+    subprocess.run(
+        ["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "30", command],
+        check=True,
+        env=client_env(),
+    )
+    try:
+        async with user(node, "alice") as alice:
+            await alice.join("lobby")
+            await alice.expect("presence", user="bob", state="join", timeout=15)
+            await alice.say("lobby", "Olga, tell a joke", ref="1")
+            early = await wait_for_screen(session, "Olga is writing: Why did the")
+            assert "chopped" not in early  # a part of it, before the end
+            final = await wait_for_screen(session, "<Olga> Why did the onion cry? Because it was")
+            assert "Olga is writing" not in final  # the toolbar is gone once it is stored
+        subprocess.run(["tmux", "send-keys", "-t", session, "/quit", "Enter"], check=True)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sys
 import threading
 from collections.abc import Iterator
 
 from prompt_toolkit import PromptSession
+from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.patch_stdout import patch_stdout
 
 from onionchat.client.account import Login, login, logout
@@ -18,7 +20,7 @@ from onionchat.client.errors import ChatError, ClientError
 from onionchat.client.options import Options, read_password
 from onionchat.client.session import Chat, State, View
 from onionchat.client.transport import open_websocket, probe
-from onionchat.client.views import PipeView, TerminalView
+from onionchat.client.views import PipeView, TerminalView, toolbar
 
 
 async def main(options: Options) -> int:
@@ -52,7 +54,13 @@ async def run_pipe(chat: Chat) -> int:
 
 async def run_interactive(chat: Chat) -> int:
     """A prompt at the bottom, the room scrolling above it; Ctrl-D, Ctrl-C or /quit leave."""
-    session: PromptSession[str] = PromptSession()
+
+    def growing() -> FormattedText | None:
+        if not chat.state.growing:
+            return None  # no toolbar at all
+        return toolbar(chat.state, shutil.get_terminal_size().columns)
+
+    session: PromptSession[str] = PromptSession(bottom_toolbar=growing)
 
     def prompt() -> str:
         return f"#{chat.state.current}> " if chat.state.current else "> "

@@ -101,6 +101,7 @@ class State:
     user: str
     current: str | None = None
     rooms: dict[str, RoomState] = dataclasses.field(default_factory=dict)  # newest last
+    growing: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # bot answers
 
     def protected(self, room: str | None) -> bool:
         state = self.rooms.get(room) if room is not None else None

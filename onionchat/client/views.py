@@ -91,15 +91,13 @@ class TerminalView:
 
     def __init__(self, state: State) -> None:
         self._state = state
-        self._growing: dict[str, int] = {}  # a bot's answer being written: characters shown
 
     def message(self, shown: Shown) -> None:
         m = shown.frame
-        if m.id in self._growing and shown.text is not None:
-            rest = shown.text[self._growing.pop(m.id) :].strip()
-            if rest:
-                _print([("", "    "), ("", _safe(rest))])
-            return
+        if self._state.growing.pop(m.id, None) is not None:
+            app = get_app_or_none()
+            if app is not None:
+                app.invalidate()
         head: Fragments = [("ansibrightblack", f"{_clock(m.ts)} ")]
         if m.to is None and m.room != self._state.current:
             head.append(("ansibrightblack", f"#{m.room} "))
@@ -119,25 +117,12 @@ class TerminalView:
         _print([*head, (body_style, body)])
 
     def _grow(self, frame: Delta) -> None:
-        """A terminal cannot rewrite the lines above its prompt: print what the answer gained,
-        whole words at a time, under its first line."""
-        shown = self._growing.get(frame.id)
-        if shown is None:
-            self._growing[frame.id] = 0
-            head = "" if frame.room == self._state.current else f"#{frame.room} "
-            _print(
-                [
-                    ("ansibrightblack", f"{time.strftime('%H:%M')} {head}"),
-                    (self._colour(frame.sender), f"<{_safe(frame.sender)}> "),
-                    ("ansibrightblack italic", "…"),
-                ]
-            )
-            shown = 0
-        text = frame.text or ""
-        cut = max(text.rfind(" "), text.rfind("\n"))
-        if cut > shown:
-            _print([("", "    "), ("", _safe(text[shown:cut].strip()))])
-            self._growing[frame.id] = cut
+        """Lines above the prompt cannot be rewritten: the answer grows in the toolbar under
+        the prompt, and is printed once, whole, when it is complete."""
+        self._state.growing[frame.id] = (frame.sender, frame.text or "")
+        app = get_app_or_none()
+        if app is not None:
+            app.invalidate()
 
     def frame(self, frame: Frame | None, data: dict[str, Any]) -> None:
         match frame:
@@ -207,6 +192,20 @@ class TerminalView:
         if names.key(name) == names.key(self._state.user):
             return "bold"
         return _COLOURS[zlib.crc32(names.key(name).encode()) % len(_COLOURS)]
+
+
+def toolbar(state: State, width: int) -> FormattedText:
+    """The answers bots are writing, each on one line that shows its newest words."""
+    lines: Fragments = []
+    for sender, text in state.growing.values():
+        head = f"{_safe(sender)} is writing: "
+        room = max(10, width - len(head) - 2)
+        flat = _safe(" ".join(text.split())) or "…"
+        shown = flat if len(flat) <= room else "…" + flat[-(room - 1) :]
+        if lines:
+            lines.append(("", "\n"))
+        lines += [("bold", head), ("", shown)]
+    return FormattedText(lines)
 
 
 def mentions(text: str, user: str) -> bool:
