@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from onionchat.protocol import max_box_length
+from onionchat import names
+from onionchat.protocol import ProtocolError, max_box_length
 
 
 class ConfigError(Exception):
@@ -527,7 +528,11 @@ def _bots(given: Any, env: Mapping[str, str], path: Path | None) -> dict[str, Bo
         if not bot.enabled:
             continue
         for label in (bot.name, *bot.aliases):
-            if not label.strip() or any(c.isspace() for c in label.strip()):
+            try:
+                names.username(label)  # a bot has an account under its name; aliases are kept
+            except ProtocolError as exc:  # from accounts too, so they must be valid names
+                raise ConfigError(f"bots.{bot_id}: the name {label!r}: {exc}") from None
+            if any(c.isspace() for c in label.strip()):
                 raise ConfigError(f"bots.{bot_id}: the name {label!r} must be one word")
             if label.casefold() in taken:
                 raise ConfigError(

@@ -483,6 +483,7 @@ async def test_the_page_shows_the_answer_grow_and_invites_a_bot(
         ({"ONIONCHAT_BOTS_OLGA_QUEUE": "many"}, "ONIONCHAT_BOTS_OLGA_QUEUE: expected an integer"),
         ({"ONIONCHAT_BOTS_OLGA_FROB": "1"}, "ONIONCHAT_BOTS_OLGA_FROB: unknown setting"),
         ({"ONIONCHAT_BOTS_OLYA_NAME": "Оля"}, "the name 'Оля' is also"),
+        ({"ONIONCHAT_BOTS_OLGA_NAME": "Оlga"}, "the name 'Оlga'"),  # Cyrillic О, Latin lga
     ],
 )
 def test_bad_bot_settings_stop_the_node(env: dict[str, str], said: str) -> None:
