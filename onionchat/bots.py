@@ -37,6 +37,7 @@ log = logging.getLogger("onionchat.bots")
 
 FLUSH = 0.25  # seconds between two delta frames: a few updates a second, however fast the model
 HISTORY = 200  # messages looked at for context, newest first, before the character budget
+IDLE_LANE = 600.0  # seconds a bot's lane in a room waits for a call before it goes away
 NO_TOR = "reaches its model server only through Tor, and this node's Tor is not running"
 
 
@@ -264,7 +265,13 @@ class Bots:
 
     async def _work(self, lane: Lane) -> None:
         while True:
-            request = await lane.queue.get()
+            try:
+                request = await asyncio.wait_for(lane.queue.get(), IDLE_LANE)
+            except TimeoutError:
+                if lane.queue.empty():  # nobody called meanwhile: the next call makes a new lane
+                    del self._lanes[(lane.bot_id, lane.room.name)]
+                    return
+                continue
             lane.stopped_by = None
             lane.answering = asyncio.create_task(self._answer(lane, request))
             try:
