@@ -463,11 +463,14 @@ async def test_the_page_shows_the_answer_grow_and_invites_a_bot(
         await expect(page.locator("#notice")).to_contain_text("Olga cannot read #plans")
         await say(page, "/invite Olga")
         await expect(page.locator("#notice")).to_contain_text("Olga can read #plans now")
+        await expect(page.locator("#room-readers")).to_have_text("readable by Olga")
         await say(page, "@Olga another one?")
         await expect(texts(page)).to_have_text(
             ["Olga, tell a joke", "@Olga another one?", JOKE], timeout=20_000
         )
         await shot(page, "bot-protected")
+        await say(page, "/uninvite Olga")
+        await expect(page.locator("#room-readers")).to_be_hidden()
         await watched.assert_clean()
     assert ollama.requests[-1]["messages"][-1]["content"].endswith("alice: another one?")
 

@@ -274,7 +274,9 @@ export class Chat {
   }
 
   on_readers(frame) {
-    this.room(frame.room).readers = new Set(frame.bots);
+    const room = this.room(frame.room);
+    room.readers = new Set(frame.bots);
+    this.changed("room", room);
   }
 
   // A bot's answer so far: shown in place, and replaced by the message once complete.

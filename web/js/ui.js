@@ -67,6 +67,9 @@ export class View {
     const room = this.chat.rooms.get(this.chat.current);
     $("room-title").textContent = room ? label(room) : "No room";
     $("room-mode").hidden = !(room && (room.protected || room.direct));
+    const readers = room ? [...room.readers] : [];
+    $("room-readers").hidden = readers.length === 0;
+    $("room-readers").textContent = readers.length ? `readable by ${readers.join(", ")}` : "";
     const topic = room ? this.chat.topicText(room) : "";
     $("topic").textContent = topic ? `Topic: ${topic}` : "";
     if (!room || room.name !== $("invite").dataset.room) $("invite").hidden = true;
