@@ -24,7 +24,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from onionchat import PROTOCOL_VERSION, __version__, cookies, nojs, protocol
 from onionchat.auth import COOKIE, SALT_BYTES, SECRET_BYTES, Accounts, AuthError, Session, b64decode
 from onionchat.auth import b64encode as b64
-from onionchat.bots import Bots
+from onionchat.bots import Bots, reserved_names
 from onionchat.config import Settings
 from onionchat.hub import Connection
 from onionchat.node import Node
@@ -461,12 +461,11 @@ def create_app(settings: Settings, reporter: Reporter | None = None) -> Starlett
             secret = secrets.token_bytes(32)
             await store.put_meta("node_secret", secret)
         await store.delete_expired_sessions()
-        accounts = Accounts(store, settings.auth, secret)
+        accounts = Accounts(store, settings.auth, secret, reserved_names(settings.bots))
         app.state.node = node = Node(settings, store, accounts)
         app.state.origins = {o.strip() for o in settings.server.origins.split(",") if o.strip()}
         app.state.onion = onion = OnionService(settings, reporter)
         node.bots = bots = Bots(node, lambda: onion.proxy)
-        accounts.reserved = bots.reserved
         await bots.start(accounts, secret)
         onion.start()
         try:

@@ -94,7 +94,7 @@ class Accounts:
         node_secret: bytes,
         reserved: frozenset[str] = frozenset(),
     ) -> None:
-        self.reserved = reserved  # name keys no account may take: the bots'
+        self._reserved = reserved  # name keys no account may take: the bots'
         self._store = store
         self._settings = settings
         self._node_secret = node_secret
@@ -147,7 +147,7 @@ class Accounts:
         self, username: str, salt: bytes, iterations: int, secret: bytes
     ) -> tuple[User, str, int]:
         name = names.username(username)
-        if names.key(name) in self.reserved:
+        if names.key(name) in self._reserved:
             raise AuthError(Code.NAME_TAKEN, f"the name {name!r} belongs to a bot here", 409)
         if iterations < self._settings.pbkdf2_iterations:
             raise AuthError(

@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import httpx
@@ -66,9 +66,6 @@ class Bots:
         self.bots: dict[str, Bot] = dict(node.settings.bots)
         self.addressing = Addressing(
             (bot_id, label) for bot_id, bot in self.bots.items() for label in _labels(bot)
-        )
-        self.reserved = frozenset(
-            names.key(label) for bot in self.bots.values() for label in _labels(bot)
         )
         self._proxy = proxy
         self._lanes: dict[tuple[str, str], Lane] = {}
@@ -293,11 +290,8 @@ class Bots:
         key = self._keys.get((lane.bot_id, room.name)) if room.protected else None
 
         def delta(text: str) -> str:
-            if key is None:
-                return encode(Delta(room=room.name, id=id_, sender=bot.name, text=text))
-            return encode(
-                Delta(room=room.name, id=id_, sender=bot.name, box=crypto.seal(key, text))
-            )
+            said, box = _sealed(key, text)
+            return encode(Delta(room=room.name, id=id_, sender=bot.name, text=said, box=box))
 
         hub.broadcast(room.name, delta(""))
         growth = Coalescer(lambda grown: hub.broadcast(room.name, delta(grown)))
@@ -305,7 +299,7 @@ class Bots:
         try:
             if bot.via_tor and self._proxy() is None:
                 raise models.ModelError(f"{bot.name} {NO_TOR}")
-            turns = await self._context(bot, room, request)
+            turns = await self._context(bot, room, request, key)
             stream = models.stream(self._model(bot), bot.system_prompt, turns, self._client(bot))
             # Closed the moment we stop reading (/stop, too long): the model server stops too.
             async with contextlib.aclosing(stream) as chunks:
@@ -335,11 +329,8 @@ class Bots:
             text, outcome = "⚠ the model answered nothing", "empty"
         if room.protected and (lane.bot_id, room.name) not in self._keys:
             return  # uninvited while answering: it may no longer write there
-        message = Message(id=id_, room=room.name, ts=ts, sender=bot.name, text=text)
-        if key is not None:
-            message = Message(
-                id=id_, room=room.name, ts=ts, sender=bot.name, box=crypto.seal(key, text)
-            )
+        said, box = _sealed(key, text)
+        message = Message(id=id_, room=room.name, ts=ts, sender=bot.name, text=said, box=box)
         await self.node.store.add_message(room.id, message)
         hub.broadcast(room.name, encode(message_frame(message)))
         log.info(
@@ -355,33 +346,27 @@ class Bots:
             },
         )
 
-    async def _context(self, bot: Bot, room: Room, request: Request) -> list[models.Turn]:
+    async def _context(
+        self, bot: Bot, room: Room, request: Request, key: bytes | None
+    ) -> list[models.Turn]:
         """The newest messages that fit the budget, oldest first, each with its author; the
-        bot's own as its turns; the call itself last, without the bot's name."""
+        bot's own as its turns; the call itself last, without the bot's name. `key` opens a
+        key-protected room the bot was invited into."""
         messages, _ = await self.node.store.history(room, None, HISTORY)
-        key = self._keys.get((self.addressing.bot_of(bot.name) or "", room.name))
         lines: list[models.Turn] = []
         budget = bot.context_chars
         for message in reversed(messages):
+            text = message.text
             if message.box is not None and key is not None:
-                said = _open(key, message.box)
-                if said is None:
-                    continue
-                message = Message(
-                    id=message.id,
-                    room=message.room,
-                    ts=message.ts,
-                    sender=message.sender,
-                    text=said,
-                )
-            if message.text is None:
+                text = _open(key, message.box)
+            if text is None:
                 continue
             if message.id == request.message_id:
-                content = f"{request.asker}: {request.prompt or message.text}"
+                content = f"{request.asker}: {request.prompt or text}"
             elif message.sender == bot.name:
-                content = message.text
+                content = text
             else:
-                content = f"{message.sender}: {message.text}"
+                content = f"{message.sender}: {text}"
             if message.id != request.message_id:
                 if len(content) > budget:
                     break
@@ -449,6 +434,16 @@ class Coalescer:
         if len(self._text) > self._shown:
             self._send(self._text)
             self._shown, self._last = len(self._text), time.monotonic()
+
+
+def reserved_names(bots: Mapping[str, Bot]) -> frozenset[str]:
+    """The name keys no account may take: every bot's name and aliases."""
+    return frozenset(names.key(label) for bot in bots.values() for label in _labels(bot))
+
+
+def _sealed(key: bytes | None, text: str) -> tuple[str | None, str | None]:
+    """(text, box): in the clear, or sealed with the key of a room the bot was invited into."""
+    return (text, None) if key is None else (None, crypto.seal(key, text))
 
 
 def _open(key: bytes, box: str) -> str | None:

@@ -231,8 +231,8 @@ class OnionService:
             if time.monotonic() > deadline:
                 raise TorError(f"tor did not open its control port in {START_TIMEOUT:g} s")
             await asyncio.sleep(0.05)
-        host, _, port = port_file.read_text().strip().removeprefix("PORT=").rpartition(":")
-        self._controller = await asyncio.to_thread(self._connect, host, int(port), True)
+        control = port_file.read_text().strip().removeprefix("PORT=")
+        self._controller = await asyncio.to_thread(self._connect, control, True)
         self.socks = await asyncio.to_thread(self._socks_listener)
 
     def _exited(self) -> str:
@@ -274,7 +274,7 @@ class OnionService:
 
     async def _attach(self) -> None:
         control = self.tor.control
-        self._controller = await asyncio.to_thread(self._connect_attached, control)
+        self._controller = await asyncio.to_thread(self._connect, control, False)
         self.socks = await asyncio.to_thread(self._socks_listener)
         log.info(
             "attached to tor at %s",
@@ -282,38 +282,29 @@ class OnionService:
             extra={"event": "tor_attach"},
         )
 
-    def _connect(self, host: str, port: int, own: bool) -> stem.control.Controller:
+    def _connect(self, control: str, own: bool) -> stem.control.Controller:
+        """`HOST:PORT` or `unix:PATH`; cookie or password authentication, as tor offers."""
+        path = control.removeprefix("unix:") if control.startswith("unix:") else None
+        host, _, port = control.rpartition(":")
+        if path is None and not port.isdigit():
+            raise TorError(f"tor.control: expected HOST:PORT or unix:PATH, got {control!r}")
+        where = f"control socket {path}" if path else f"control port at {control}"
         try:
-            controller = stem.control.Controller.from_port(address=host, port=port)
+            if path is not None:
+                controller = stem.control.Controller.from_socket_file(path)
+            else:
+                controller = stem.control.Controller.from_port(
+                    address=host.strip("[]") or "127.0.0.1", port=int(port)
+                )
             controller.authenticate(password=self.tor.control_password or None)
             if own:
                 # tor exits when this connection closes, however the node ends.
                 controller.msg("TAKEOWNERSHIP")
         except stem.SocketError as exc:
-            raise TorError(f"cannot reach tor's control port at {host}:{port}: {exc}") from None
+            raise TorError(f"cannot reach tor's {where}: {exc}") from None
         except stem.connection.AuthenticationFailure as exc:
-            raise TorError(f"tor's control port at {host}:{port} refused us: {exc}") from None
+            raise TorError(f"tor's {where} refused us: {exc}") from None
         return controller
-
-    def _connect_attached(self, control: str) -> stem.control.Controller:
-        if control.startswith("unix:"):
-            path = control.removeprefix("unix:")
-            try:
-                controller = stem.control.Controller.from_socket_file(path)
-                controller.authenticate(password=self.tor.control_password or None)
-            except stem.SocketError as exc:
-                raise TorError(f"cannot reach tor's control socket {path}: {exc}") from None
-            except stem.connection.AuthenticationFailure as exc:
-                raise TorError(f"tor's control socket {path} refused us: {exc}") from None
-            return controller
-        host, _, port = control.rpartition(":")
-        try:
-            number = int(port)
-        except ValueError:
-            raise TorError(
-                f"tor.control: expected HOST:PORT or unix:PATH, got {control!r}"
-            ) from None
-        return self._connect(host.strip("[]") or "127.0.0.1", number, False)
 
     def _socks_listener(self) -> tuple[str, int] | None:
         assert self._controller is not None

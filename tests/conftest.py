@@ -303,6 +303,30 @@ def client_env() -> dict[str, str]:
     return env
 
 
+def onionchat(
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    stdin: str = "",
+) -> subprocess.CompletedProcess[str]:
+    """`python -m onionchat ARGS` to its end, with no ONIONCHAT_* setting of ours leaking in."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ONIONCHAT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "onionchat", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**clean, **(env or {})},
+        cwd=cwd,
+    )
+
+
+def run_client(url: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """`onionchat connect URL ARGS` with proxies in the environment it must ignore."""
+    return onionchat("connect", url, *args, env=client_env(), stdin=stdin)
+
+
 class PipeClient:
     """`onionchat connect --pipe`: lines in, JSON lines out."""
 

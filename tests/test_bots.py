@@ -5,11 +5,9 @@ imitate the wire formats exactly, not the models)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,9 +16,9 @@ from playwright.async_api import Browser, expect
 
 from onionchat.addressing import Addressing
 
-from conftest import Client, NodeProcess, client_env, pipe_client, register, user
+from conftest import Client, NodeProcess, pipe_client, register, user
 from model_servers import ModelServer, closed_port
-from test_client import wait_for_screen
+from test_client import terminal_client, wait_for_screen
 from test_web import open_page, open_room, say, shot, sign_up, texts
 
 JOKE = "Why did the onion cry?"
@@ -534,17 +532,7 @@ async def test_a_terminal_shows_the_answer_grow(
     ]
     ollama.delay = 0.5
     node: NodeProcess = node_factory(env=olga(ollama.url))
-    session = f"onionchat-bot-{os.getpid()}"
-    command = (
-        f"{sys.executable} -m onionchat connect {node.url} --user bob --register "
-        f"--password-file {password_file}"
-    )
-    subprocess.run(
-        ["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "30", command],
-        check=True,
-        env=client_env(),
-    )
-    try:
+    with terminal_client(node, "bob", password_file) as session:
         async with user(node, "alice") as alice:
             await alice.join("lobby")
             await alice.expect("presence", user="bob", state="join", timeout=15)
@@ -554,5 +542,3 @@ async def test_a_terminal_shows_the_answer_grow(
             final = await wait_for_screen(session, "<Olga> Why did the onion cry? Because it was")
             assert "Olga is writing" not in final  # the toolbar is gone once it is stored
         subprocess.run(["tmux", "send-keys", "-t", session, "/quit", "Enter"], check=True)
-    finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import os
 import shutil
@@ -11,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,19 +22,8 @@ from onionchat.client import ClientError, Options
 from onionchat.client.errors import ChatError
 from onionchat.client.transport import probe
 
-from conftest import NodeProcess, client_env, pipe_client, register, user
+from conftest import NodeProcess, client_env, pipe_client, register, run_client, user
 from socks5 import Socks5Proxy
-
-
-def run_client(url: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "onionchat", "connect", url, *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=client_env(),
-    )
 
 
 async def test_two_pipe_clients_talk(node: NodeProcess, password_file: Path) -> None:
@@ -337,21 +328,10 @@ def test_an_unreachable_node_is_a_clear_error(password_file: Path) -> None:
 
 async def test_interactive_mode_in_a_terminal(node: NodeProcess, password_file: Path) -> None:
     """A person at a real terminal (tmux): history on join, typing, mentions in colour."""
-    assert shutil.which("tmux"), "tmux is missing: scripts/system-packages installs it"
     async with user(node, "alice") as alice:
         await alice.join("lobby")
         await alice.say("lobby", "welcome, whoever comes next")
-        session = f"onionchat-test-{os.getpid()}"
-        command = (
-            f"{sys.executable} -m onionchat connect {node.url} --user bob --register "
-            f"--password-file {password_file}"
-        )
-        subprocess.run(
-            ["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "30", command],
-            check=True,
-            env=client_env(),
-        )
-        try:
+        with terminal_client(node, "bob", password_file) as session:
             screen = await wait_for_screen(session, "welcome, whoever comes next")
             await alice.expect("presence", user="bob", state="join")
             subprocess.run(["tmux", "send-keys", "-t", session, "hi alice", "Enter"], check=True)
@@ -365,8 +345,26 @@ async def test_interactive_mode_in_a_terminal(node: NodeProcess, password_file: 
             await wait_for_screen(session, "alice")
             subprocess.run(["tmux", "send-keys", "-t", session, "/quit", "Enter"], check=True)
             await alice.expect("presence", user="bob", state="leave")
-        finally:
-            subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+@contextlib.contextmanager
+def terminal_client(node: NodeProcess, name: str, password_file: Path) -> Iterator[str]:
+    """`onionchat connect --register` at a real terminal (tmux, 120×30): yields the session."""
+    assert shutil.which("tmux"), "tmux is missing: scripts/system-packages installs it"
+    session = f"onionchat-{name}-{os.getpid()}"
+    command = (
+        f"{sys.executable} -m onionchat connect {node.url} --user {name} --register "
+        f"--password-file {password_file}"
+    )
+    subprocess.run(
+        ["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "30", command],
+        check=True,
+        env=client_env(),
+    )
+    try:
+        yield session
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
 
 
 async def wait_for_screen(

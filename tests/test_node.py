@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,23 +12,9 @@ import websockets
 
 from onionchat import config
 
-from conftest import NodeProcess, connect, login, register, user
+from conftest import NodeProcess, connect, login, onionchat, register, user
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def onionchat(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("ONIONCHAT_")}
-    return subprocess.run(
-        [sys.executable, "-m", "onionchat", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**clean, **(env or {})},
-        cwd=cwd,
-    )
 
 
 def test_help_documents_every_option() -> None:

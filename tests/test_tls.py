@@ -4,15 +4,13 @@ the command-line client that checks it: trusted only with --ca, refused plainly 
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
 
-from conftest import NodeProcess, client_env, pipe_client
+from conftest import NodeProcess, pipe_client, run_client
 
 
 class Certificates:
@@ -41,17 +39,6 @@ def tls_node(node_factory: Any, certificates: Certificates) -> NodeProcess:
         "--no-tor", "--tls-cert", str(certificates.cert), "--tls-key", str(certificates.key)
     )
     return node
-
-
-def run_client(url: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "onionchat", "connect", url, *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=client_env(),
-    )
 
 
 def test_the_node_says_it_serves_https(tls_node: NodeProcess) -> None:

@@ -26,7 +26,15 @@ from playwright.async_api import expect
 from onionchat.onion_keys import Clients, OnionKey
 from onionchat.tor import find_tor
 
-from conftest import FAST_AUTH, PASSWORD, NodeProcess, chromium, pipe_client, register
+from conftest import (
+    FAST_AUTH,
+    PASSWORD,
+    NodeProcess,
+    chromium,
+    onionchat,
+    pipe_client,
+    register,
+)
 from test_web import open_room, say, sign_up, texts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -439,21 +447,9 @@ def test_without_a_tor_network_the_node_serves_locally_and_says_why(tmp_path: Pa
         stop(node)
 
 
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ONIONCHAT_")}
-    return subprocess.run(
-        [sys.executable, "-m", "onionchat", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=env,
-        cwd=cwd,
-    )
-
-
 def test_onion_auth_adds_lists_shows_and_removes_clients(tmp_path: Path) -> None:
     data = str(tmp_path / "data")
-    added = run("onion-auth", "--data-dir", data, "add", "alice")
+    added = onionchat("onion-auth", "--data-dir", data, "add", "alice")
     assert added.returncode == 0, added.stderr
     alice = Clients(Path(data)).get("alice")
     assert alice is not None and alice.private
@@ -464,26 +460,29 @@ def test_onion_auth_adds_lists_shows_and_removes_clients(tmp_path: Path) -> None
     assert (Path(data) / "onion_key").stat().st_mode & 0o777 == 0o600
 
     own = "A" * 52
-    assert run("onion-auth", "--data-dir", data, "add", "bob", "--public-key", own).returncode == 0
-    listed = run("onion-auth", "--data-dir", data, "list")
+    assert (
+        onionchat("onion-auth", "--data-dir", data, "add", "bob", "--public-key", own).returncode
+        == 0
+    )
+    listed = onionchat("onion-auth", "--data-dir", data, "list")
     assert "alice" in listed.stdout and own in listed.stdout
     assert alice.private not in listed.stdout  # list shows no secrets
-    assert alice.private in run("onion-auth", "--data-dir", data, "show", "alice").stdout
+    assert alice.private in onionchat("onion-auth", "--data-dir", data, "show", "alice").stdout
 
-    again = run("onion-auth", "--data-dir", data, "add", "alice")
+    again = onionchat("onion-auth", "--data-dir", data, "add", "alice")
     assert again.returncode == 1 and "already exists" in again.stderr
-    bad = run("onion-auth", "--data-dir", data, "add", "bad name")
+    bad = onionchat("onion-auth", "--data-dir", data, "add", "bad name")
     assert bad.returncode == 1 and "client name" in bad.stderr
-    short = run("onion-auth", "--data-dir", data, "add", "carol", "--public-key", "AAAA")
+    short = onionchat("onion-auth", "--data-dir", data, "add", "carol", "--public-key", "AAAA")
     assert short.returncode == 1 and "52 base32" in short.stderr
-    assert run("onion-auth", "--data-dir", data, "remove", "alice").returncode == 0
+    assert onionchat("onion-auth", "--data-dir", data, "remove", "alice").returncode == 0
     assert Clients(Path(data)).get("alice") is None
-    gone = run("onion-auth", "--data-dir", data, "remove", "alice")
+    gone = onionchat("onion-auth", "--data-dir", data, "remove", "alice")
     assert gone.returncode == 1 and "no client" in gone.stderr
 
 
 def test_with_tor_on_the_node_listens_on_loopback_only(tmp_path: Path) -> None:
-    public = run("serve", "--data-dir", str(tmp_path / "d"), "--host", "0.0.0.0")
+    public = onionchat("serve", "--data-dir", str(tmp_path / "d"), "--host", "0.0.0.0")
     assert public.returncode == 2
     assert "server.host" in public.stderr and "--no-tor" in public.stderr
 
