@@ -51,6 +51,14 @@ class Server:
             "allowed and clients that send no Origin (the CLI) are not affected."
         ),
     )
+    hosts: str = dataclasses.field(
+        default="",
+        metadata=_key(
+            "Extra host names the node answers to, comma-separated; its onion address, "
+            "`server.host` and loopback names are always accepted, any other `Host` gets 421 "
+            "(DNS rebinding)."
+        ),
+    )
     tls_cert: str = dataclasses.field(
         default="",
         metadata=_key(
@@ -97,13 +105,22 @@ class Limits:
             high=1_000_000,
         ),
     )
-    send_queue: int = dataclasses.field(
-        default=512,
+    send_queue_bytes: int = dataclasses.field(
+        default=1024 * 1024,
         metadata=_key(
-            "Frames waiting for one client that the node cannot write to before it is "
-            "dropped as too slow (close 4009).",
-            low=8,
-            high=1_000_000,
+            "Bytes of frames waiting for one connection (queued or being written) before it is "
+            "closed as too slow (4009).",
+            low=64 * 1024,
+            high=1024 * 1024 * 1024,
+        ),
+    )
+    user_queue_bytes: int = dataclasses.field(
+        default=4 * 1024 * 1024,
+        metadata=_key(
+            "Bytes waiting for all of one user's connections together; the connection that "
+            "goes over is closed as too slow (4009).",
+            low=64 * 1024,
+            high=1024 * 1024 * 1024,
         ),
     )
     rate: float = dataclasses.field(
@@ -128,6 +145,92 @@ class Limits:
     )
     history_page: int = dataclasses.field(
         default=50, metadata=_key("Messages sent on joining a room.", low=0, high=200)
+    )
+    history_bytes: int = dataclasses.field(
+        default=256 * 1024,
+        metadata=_key(
+            "Most bytes of messages in one history page (on joining or asked for); a page "
+            "that would be larger holds fewer messages and says there are more.",
+            low=16 * 1024,
+            high=64 * 1024 * 1024,
+        ),
+    )
+    connections: int = dataclasses.field(
+        default=2000,
+        metadata=_key(
+            "Open chat connections (WebSockets and no-JS pages) on the whole node.",
+            low=1,
+            high=1_000_000,
+        ),
+    )
+    user_connections: int = dataclasses.field(
+        default=16,
+        metadata=_key(
+            "Open chat connections (WebSockets and no-JS pages) of one user.", low=1, high=10_000
+        ),
+    )
+    unauthenticated: int = dataclasses.field(
+        default=64,
+        metadata=_key(
+            "WebSockets open at once that have not authenticated yet.", low=1, high=1_000_000
+        ),
+    )
+    sockets: int = dataclasses.field(
+        default=4096,
+        metadata=_key(
+            "Open TCP connections to the node; more are answered 503 and closed (the node also "
+            "keeps 64 file descriptors of its limit free).",
+            low=16,
+            high=1_000_000,
+        ),
+    )
+    header_bytes: int = dataclasses.field(
+        default=16 * 1024,
+        metadata=_key(
+            "Largest request head (request line and headers); larger ones get 431.",
+            low=1024,
+            high=1024 * 1024,
+        ),
+    )
+    request_timeout: float = dataclasses.field(
+        default=10.0,
+        metadata=_key(
+            "Seconds a client has to send a whole request head (or a WebSocket handshake) once "
+            "it connects or starts a request; a silent or slow one is answered 408 and closed.",
+            low=0.5,
+            high=600,
+        ),
+    )
+    ping_rate: float = dataclasses.field(
+        default=2.0,
+        metadata=_key(
+            "WebSocket pings per second one connection may send on average (burst: 10 times "
+            "this); more close the connection (4008).",
+            low=0.01,
+            high=1_000_000,
+        ),
+    )
+    room_creations: int = dataclasses.field(
+        default=20,
+        metadata=_key("Rooms one user may create per hour.", low=0, high=1_000_000),
+    )
+    join_rate: float = dataclasses.field(
+        default=2.0,
+        metadata=_key(
+            "Room joins per second one user may make on average, over all their connections "
+            "and pages (burst: 50 times this, for a client rejoining its rooms).",
+            low=0.01,
+            high=1_000_000,
+        ),
+    )
+    bot_answers: int = dataclasses.field(
+        default=4,
+        metadata=_key(
+            "Bot answers being written at once on the whole node; more wait in their room's "
+            "queue.",
+            low=1,
+            high=10_000,
+        ),
     )
 
 
@@ -157,22 +260,58 @@ class Auth:
             "Hashes computed at once; each takes the argon2 memory cost.", low=1, high=64
         ),
     )
-    user_attempts: int = dataclasses.field(
-        default=5,
+    max_iterations: int = dataclasses.field(
+        default=2_000_000,
         metadata=_key(
-            "Failed logins allowed per username in `attempt_window` seconds.", low=1, high=10_000
+            "Most PBKDF2 iterations an account may register with (the no-JS login derives "
+            "them on the node).",
+            low=1000,
+            high=10_000_000,
         ),
     )
-    node_attempts: int = dataclasses.field(
-        default=120,
+    free_failures: int = dataclasses.field(
+        default=5,
         metadata=_key(
-            "Login attempts allowed for the whole node in `attempt_window` seconds.",
+            "Failed logins of one name before each further attempt must wait (a delay that "
+            "doubles with every failure).",
+            low=1,
+            high=10_000,
+        ),
+    )
+    max_delay: float = dataclasses.field(
+        default=60.0,
+        metadata=_key(
+            "Longest wait between two login attempts of one name (from a device that has not "
+            "logged in to it before).",
+            low=1,
+            high=86_400,
+        ),
+    )
+    hash_queue: int = dataclasses.field(
+        default=32,
+        metadata=_key(
+            "Logins and registrations waiting for a hash worker; more are refused (429) "
+            "without hashing.",
+            low=1,
+            high=100_000,
+        ),
+    )
+    registrations: int = dataclasses.field(
+        default=60,
+        metadata=_key(
+            "Accounts the node creates per minute at most (counted apart from logins).",
             low=1,
             high=1_000_000,
         ),
     )
-    attempt_window: float = dataclasses.field(
-        default=300.0, metadata=_key("Window of the login limits, in seconds.", low=1, high=86_400)
+    derivations: int = dataclasses.field(
+        default=8,
+        metadata=_key(
+            "No-JS logins waiting for the node to derive a password (two run at once); more "
+            "are refused (429).",
+            low=1,
+            high=10_000,
+        ),
     )
     auth_timeout: float = dataclasses.field(
         default=10.0,

@@ -78,7 +78,8 @@ async def key_of(node: Node, conn: Connection, frame: KeyOf) -> None:
     name, public, _ = found
     if public is None:
         raise ProtocolError(Code.NO_KEY, f"{name} has no identity key yet")
-    conn.send(encode(PublicKey(user=name, public=public, ref=frame.ref)))
+    direct = names.direct_room(conn.user, name)
+    conn.send(encode(PublicKey(user=name, public=public, direct=direct, ref=frame.ref)))
 
 
 async def invite(node: Node, conn: Connection, frame: Invite) -> None:

@@ -94,6 +94,7 @@ class Node:
             encode(
                 Ready(
                     user=conn.user,
+                    key=conn.user_key,
                     version=__version__,
                     rooms=[r for r in rooms if not r.startswith("@")],
                     direct=[r for r in rooms if r.startswith("@")],

@@ -246,6 +246,7 @@ class Invitation(msgspec.Struct, kw_only=True):
 
 class Ready(ServerFrame, tag="ready"):
     user: str
+    key: str  # the user's name as the node compares it (NFKC + casefold): clients never derive it
     version: str
     rooms: list[str]
     direct: list[str]
@@ -263,6 +264,7 @@ class IdentityFrame(ServerFrame, tag="identity"):
 
 class PublicKey(ServerFrame, tag="key"):
     user: str
+    direct: str  # the direct conversation's room with this user, as the node names it
     public: str
     ref: str | None = None
 
