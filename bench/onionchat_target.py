@@ -32,7 +32,11 @@ PASSWORD = "bench password"
 NODE_ENV = {
     "ONIONCHAT_AUTH_ARGON2": "min",
     "ONIONCHAT_AUTH_PBKDF2_ITERATIONS": "1000",
-    "ONIONCHAT_AUTH_NODE_ATTEMPTS": "1000000",
+    "ONIONCHAT_AUTH_REGISTRATIONS": "1000000",
+    "ONIONCHAT_LIMITS_CONNECTIONS": "100000",
+    "ONIONCHAT_LIMITS_SOCKETS": "100000",
+    "ONIONCHAT_LIMITS_ROOM_CREATIONS": "1000000",
+    "ONIONCHAT_LIMITS_JOIN_RATE": "1000000",
     "ONIONCHAT_TOR_MODE": "off",
     "ONIONCHAT_LIMITS_RATE": "1000000",
     "ONIONCHAT_LIMITS_BURST": "1000000",
@@ -45,7 +49,7 @@ def node_settings(env: dict[str, str] | None = None) -> dict[str, Any]:
         "command": "python -m onionchat serve --port 0 --data-dir TMP --log-format json",
         "environment": dict(NODE_ENV if env is None else env),
         "log_level": "info (the default)",
-        "send_queue": "default (512 frames)",
+        "send_queue_bytes": "default (1 MiB)",
         "why": "account creation (argon2, PBKDF2) and the per-connection abuse limit are not "
         "what is measured; everything else is the node's default",
     }

@@ -8,7 +8,7 @@ import functools
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -21,15 +21,23 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from onionchat import PROTOCOL_VERSION, __version__, cookies, nojs, protocol
-from onionchat.auth import COOKIE, SALT_BYTES, SECRET_BYTES, Accounts, AuthError, Session, b64decode
+from onionchat import PROTOCOL_VERSION, __version__, cookies, names, nojs, protocol
+from onionchat.auth import (
+    COOKIE,
+    DEVICE_COOKIE,
+    SALT_BYTES,
+    SECRET_BYTES,
+    Accounts,
+    AuthError,
+    Session,
+    b64decode,
+)
 from onionchat.auth import b64encode as b64
 from onionchat.bots import Bots, reserved_names
 from onionchat.config import Settings
 from onionchat.hub import Connection
-from onionchat.node import Node
+from onionchat.node import Node, Refused
 from onionchat.protocol import Auth, Close, Code, ProtocolError
-from onionchat.ratelimit import TokenBucket, Windows
 from onionchat.store import Store
 from onionchat.tor import OnionService, Reporter
 
@@ -38,6 +46,7 @@ log = logging.getLogger("onionchat.app")
 MAX_BODY = 16 * 1024
 CLOSE_TIMEOUT = 5.0
 MAX_FRAMES_BEFORE_AUTH = 10
+MAX_AUTH_FRAME = 1024
 BATCH_CHARS = 65536
 # Every feature a page could ask for, denied: the chat needs none of them.
 DENIED_FEATURES = (
@@ -115,6 +124,7 @@ class RegisterBody(msgspec.Struct, forbid_unknown_fields=True):
 class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
     username: Username
     secret: B64
+    device: B64 | None = None  # the `device` an earlier login of this name answered
 
 
 # A response may set these itself (the no-JS pages frame their own message list).
@@ -138,6 +148,42 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+class HostCheck:
+    """Answer only to the node's own names (its onion, `server.host`, loopback, `server.hosts`):
+    a page on another name that resolves to 127.0.0.1 (DNS rebinding) gets 421."""
+
+    def __init__(self, app: ASGIApp, settings: Settings, onion: Callable[[], str]) -> None:
+        self.app = app
+        extra = {h.strip().lower() for h in settings.server.hosts.split(",") if h.strip()}
+        self.hosts = LOOPBACK_HOSTS | {settings.server.host.lower()} | extra
+        self.onion = onion
+
+    def allowed(self, host: str) -> bool:
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        name = name.strip("[]").lower().rstrip(".")
+        if name in self.hosts:
+            return True
+        address = self.onion()
+        return bool(address) and name == f"{address}.onion"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
+            if not self.allowed(host):
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1008})
+                    return
+                response = Response(
+                    "this node does not answer to that host name\n", 421, media_type="text/plain"
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def problem(code: Code, message: str, status: int, **headers: str) -> JSONResponse:
@@ -170,8 +216,11 @@ def _node(conn: HTTPConnection) -> Node:
 def _session_response(
     request: Request, user: str, token: str, expires: int, status: int
 ) -> JSONResponse:
-    response = JSONResponse({"user": user, "token": token, "expires": expires}, status)
+    device = _node(request).accounts.device_token(names.key(user))
+    body = {"user": user, "token": token, "expires": expires, "device": device}
+    response = JSONResponse(body, status)
     cookies.set_session(request, response, token, expires)
+    cookies.set_device(request, response, device)
     return response
 
 
@@ -211,7 +260,8 @@ async def register(request: Request) -> Response:
 async def login(request: Request) -> Response:
     body = await _body(request, LoginBody)
     secret = b64decode(body.secret, SECRET_BYTES, "secret")
-    user, token, expires = await _node(request).accounts.login(body.username, secret)
+    device = body.device or request.cookies.get(DEVICE_COOKIE)
+    user, token, expires = await _node(request).accounts.login(body.username, secret, device)
     return _session_response(request, user.name, token, expires, 200)
 
 
@@ -311,6 +361,10 @@ async def _authenticate(ws: WebSocket, node: Node) -> Session | None:
         try:
             if text is None:
                 raise ProtocolError(Code.BINARY_FRAME, "send JSON in text frames, not binary")
+            if len(text) > MAX_AUTH_FRAME:
+                raise ProtocolError(
+                    Code.TOO_LARGE, f"authenticate first, in a frame of at most {MAX_AUTH_FRAME}"
+                )
             frame = protocol.decode(text)
             if not isinstance(frame, Auth):
                 raise ProtocolError(
@@ -335,42 +389,11 @@ async def _authenticate(ws: WebSocket, node: Node) -> Session | None:
 
 
 async def _read(ws: WebSocket, node: Node, conn: Connection) -> None:
-    limits = node.settings.limits
-    bucket = TokenBucket(limits.rate, limits.burst)
-    strikes = Windows(limits.flood_strikes, 10.0, keys=1)
-    while True:
+    while conn.close_code is None:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
             return
-        ref = None
-        try:
-            if not bucket.allow():
-                strikes.hit("conn")
-                if strikes.retry_after("conn") > 0:
-                    conn.close(Close.FLOODING, "flooding: too many frames over the rate limit")
-                    return
-                raise ProtocolError(
-                    Code.RATE_LIMITED,
-                    f"slow down: at most {limits.rate:g} frames a second; this one was dropped",
-                    protocol.ref_of(message["text"]) if message.get("text") else None,
-                )
-            text = message.get("text")
-            if text is None:
-                raise ProtocolError(Code.BINARY_FRAME, "send JSON in text frames, not binary")
-            size = len(text.encode()) if len(text) * 4 > limits.max_frame_bytes else len(text)
-            if size > limits.max_frame_bytes:
-                raise ProtocolError(
-                    Code.TOO_LARGE,
-                    f"the frame is {size} bytes; at most {limits.max_frame_bytes} are allowed",
-                )
-            frame = protocol.decode(text)
-            ref = frame.ref
-            await node.handle(conn, frame)
-        except ProtocolError as exc:
-            conn.send(protocol.error(exc.code, exc.message, exc.ref or ref))
-        except Exception:
-            log.exception("frame failed", extra={"event": "error", "user": conn.user})
-            conn.send(protocol.error(Code.INTERNAL, "the node failed on this frame", ref))
+        await node.receive(conn, message.get("text"))
 
 
 async def _write(ws: WebSocket, conn: Connection) -> None:
@@ -383,10 +406,9 @@ async def _write(ws: WebSocket, conn: Connection) -> None:
 async def _send(ws: WebSocket, conn: Connection, frames: list[str]) -> None:
     """A function of its own, so that nothing sent stays referenced while the writer waits
     (an idle connection would keep its last `joined`, kilobytes of member list, alive)."""
-    conn.sending = True
     for batch in _batches(frames):
         await ws.send_text(batch)
-    conn.sending = False
+    conn.written()
 
 
 def _batches(frames: list[str]) -> Iterator[str]:
@@ -419,13 +441,26 @@ async def chat(ws: WebSocket) -> None:
         await ws.close()  # before the handshake: the client sees HTTP 403
         return
     await ws.accept()
+    waiting: Waiting = ws.app.state.waiting
+    if waiting.count >= node.settings.limits.unauthenticated:
+        waiting.refused()
+        await ws.close(Close.TRY_AGAIN, "too many connections are authenticating: try again")
+        return
+    waiting.count += 1
     try:
         session = await _authenticate(ws, node)
     except WebSocketDisconnect:
         return
+    finally:
+        waiting.count -= 1
     if session is None:
         return
-    conn = await node.connect(session)
+    try:
+        conn = await node.connect(session)
+    except Refused as exc:
+        await ws.send_text(protocol.error(Code.TOO_MANY, exc.reason))
+        await ws.close(Close.TRY_AGAIN, exc.reason[:120])
+        return
     tasks = [asyncio.create_task(_read(ws, node, conn)), asyncio.create_task(_write(ws, conn))]
     for task in tasks:
         task.add_done_callback(functools.partial(_ended, conn))
@@ -447,6 +482,22 @@ async def chat(ws: WebSocket) -> None:
                 await ws.close(conn.close_code, conn.close_reason)
 
 
+class Waiting:
+    """WebSockets that have not authenticated yet: counted, so that they cannot pile up."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._said = 0.0
+
+    def refused(self) -> None:
+        if time.monotonic() - self._said > 10:
+            self._said = time.monotonic()
+            log.warning(
+                "connections refused: too many waiting to authenticate",
+                extra={"event": "refused", "waiting": self.count},
+            )
+
+
 # -- the application ----------------------------------------------------------------------
 
 
@@ -455,6 +506,11 @@ def create_app(settings: Settings, reporter: Reporter | None = None) -> Starlett
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         data_dir = settings.server.data_dir
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if data_dir.stat().st_mode & 0o077:
+            data_dir.chmod(0o700)  # it holds the database and keys: nobody else may list it
+            log.warning(
+                "the data directory was open to others: made it 0700", extra={"event": "fixed"}
+            )
         store = await Store.open(data_dir / "onionchat.sqlite3")
         secret = await store.get_meta("node_secret")
         if secret is None:
@@ -464,6 +520,7 @@ def create_app(settings: Settings, reporter: Reporter | None = None) -> Starlett
         accounts = Accounts(store, settings.auth, secret, reserved_names(settings.bots))
         app.state.node = node = Node(settings, store, accounts)
         app.state.origins = {o.strip() for o in settings.server.origins.split(",") if o.strip()}
+        app.state.waiting = Waiting()
         app.state.onion = onion = OnionService(settings, reporter)
         node.bots = bots = Bots(node, lambda: onion.proxy)
         await bots.start(accounts, secret)
@@ -490,4 +547,10 @@ def create_app(settings: Settings, reporter: Reporter | None = None) -> Starlett
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(HostCheck, settings=settings, onion=lambda: _onion_address(app))
     return app
+
+
+def _onion_address(app: Starlette) -> str:
+    onion: OnionService | None = getattr(app.state, "onion", None)
+    return onion.address if onion is not None else ""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import dataclasses
 import hashlib
 import hmac
@@ -19,6 +20,7 @@ import logging
 import math
 import secrets
 import time
+from typing import Any
 
 import nacl.exceptions
 import nacl.pwhash
@@ -26,12 +28,15 @@ import nacl.pwhash
 from onionchat import names
 from onionchat.config import Auth as AuthSettings
 from onionchat.protocol import Code, ProtocolError
-from onionchat.ratelimit import Windows
+from onionchat.ratelimit import TokenBucket
 from onionchat.store import Conflict, Store, User
 
 log = logging.getLogger("onionchat.auth")
 
 COOKIE = "onionchat_session"  # the session token, for browsers (HttpOnly, SameSite=Strict)
+DEVICE_COOKIE = "onionchat_device"  # proof that this browser logged in to a name before
+DEVICE_BYTES = 16
+BUSY_RETRY = 2  # seconds a client is told to wait when the hash queue is full
 SECRET_BYTES = 32
 SALT_BYTES = 16
 _COSTS = {
@@ -86,7 +91,49 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+@dataclasses.dataclass(slots=True)
+class _Guesses:
+    failures: int = 0
+    next_try: float = 0.0
+
+
+class Guesses:
+    """Failed logins per name (or per device), slowed by a delay that doubles with each failure
+    past the free ones, up to `max_delay`: guessing crawls, and nothing is ever shut for long.
+    Remembers at most `keys` names; the one forgotten first is the one idle longest."""
+
+    def __init__(self, free: int, max_delay: float, keys: int = 100_000) -> None:
+        self._free = free
+        self._max_delay = max_delay
+        self._keys = keys
+        self._names: collections.OrderedDict[str, _Guesses] = collections.OrderedDict()
+
+    def wait(self, key: str) -> float:
+        """Seconds until `key` may be tried again (0: now)."""
+        found = self._names.get(key)
+        return 0.0 if found is None else max(0.0, found.next_try - time.monotonic())
+
+    def failed(self, key: str) -> None:
+        found = self._names.pop(key, None) or _Guesses()
+        found.failures += 1
+        if found.failures >= self._free:
+            delay = min(self._max_delay, 2.0 ** (found.failures - self._free))
+            found.next_try = time.monotonic() + delay
+        self._names[key] = found
+        while len(self._names) > self._keys:
+            self._names.popitem(last=False)
+
+    def succeeded(self, key: str) -> None:
+        self._names.pop(key, None)
+
+
 class Accounts:
+    """Registration, login and sessions, with limits that slow an attacker without locking
+    anyone out: a name's failures delay only that name's next attempt (and not from a browser
+    that logged in to it before, which holds a device token); the node-wide bound is the queue
+    of hashing work, refused at once when full, never a time window that shuts everyone out;
+    registrations have their own rate. Every refusal comes before any hashing."""
+
     def __init__(
         self,
         store: Store,
@@ -100,36 +147,90 @@ class Accounts:
         self._node_secret = node_secret
         self._opslimit, self._memlimit = _COSTS[settings.argon2]
         self._hashing = asyncio.Semaphore(settings.hash_workers)
-        self._per_user = Windows(settings.user_attempts, settings.attempt_window)
-        self._per_node = Windows(settings.node_attempts, settings.attempt_window, keys=1)
+        self._hashes = 0  # running and waiting
+        self._names = Guesses(settings.free_failures, settings.max_delay)
+        self._devices = Guesses(settings.free_failures, settings.max_delay)
+        self._registrations = TokenBucket(settings.registrations / 60, settings.registrations)
         self._dummy_hash: bytes | None = None
 
-    async def _hash(self, secret: bytes) -> bytes:
-        async with self._hashing:
-            return await asyncio.to_thread(
-                nacl.pwhash.argon2id.str, secret, self._opslimit, self._memlimit
+    async def _run(self, work: Any, *args: Any, device: bool = False) -> Any:
+        """Hashing work through the bounded queue; a full queue is refused before any work.
+        Logins from a known device may queue a little further, past a flood of guesses."""
+        bound = self._settings.hash_workers + self._settings.hash_queue * (2 if device else 1)
+        if self._hashes >= bound:
+            raise AuthError(
+                Code.RATE_LIMITED,
+                f"the node is busy with other logins; try again in {BUSY_RETRY} s",
+                429,
+                retry_after=BUSY_RETRY,
             )
+        self._hashes += 1
+        try:
+            async with self._hashing:
+                return await asyncio.to_thread(work, *args)
+        finally:
+            self._hashes -= 1
 
-    async def _verify(self, stored: bytes, secret: bytes) -> bool:
-        async with self._hashing:
-            try:
-                return await asyncio.to_thread(nacl.pwhash.verify, stored, secret)
-            except nacl.exceptions.InvalidkeyError:
-                return False
+    async def _hash(self, secret: bytes) -> bytes:
+        stored: bytes = await self._run(
+            nacl.pwhash.argon2id.str, secret, self._opslimit, self._memlimit
+        )
+        return stored
 
-    def _limit(self, key: str | None) -> None:
-        wait = self._per_node.retry_after("node")
-        if key is not None:
-            wait = max(wait, self._per_user.retry_after(key))
+    async def _verify(self, stored: bytes, secret: bytes, device: bool) -> bool:
+        ok: bool = await self._run(_verify, stored, secret, device=device)
+        return ok
+
+    def device_token(self, key: str) -> str:
+        """Proof, for the next login of this name from the same client, that it got in before."""
+        nonce = secrets.token_bytes(DEVICE_BYTES)
+        return b64encode(nonce + self._device_mac(key, nonce))
+
+    def _device_mac(self, key: str, nonce: bytes) -> bytes:
+        message = b"device\0" + key.encode() + b"\0" + nonce
+        return hmac.new(self._node_secret, message, hashlib.sha256).digest()[:DEVICE_BYTES]
+
+    def _device(self, key: str, token: str | None) -> str | None:
+        """The device's own key for the limits, when `token` is a valid one for this name."""
+        if not token or len(token) > 64:
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except (binascii.Error, ValueError):
+            return None
+        nonce, mac = raw[:DEVICE_BYTES], raw[DEVICE_BYTES:]
+        if len(mac) != DEVICE_BYTES or not hmac.compare_digest(mac, self._device_mac(key, nonce)):
+            return None
+        return f"{key}\0{nonce.hex()}"
+
+    def form_token(self, seed: str) -> str:
+        """The token a login or registration form must carry, tied to the pre-session cookie
+        `seed`: another site can make a browser post a form, but cannot read this."""
+        digest = hmac.new(self._node_secret, b"form\0" + seed.encode(), hashlib.sha256)
+        return digest.hexdigest()[:32]
+
+    def check_login(self, username: str, device: str | None = None) -> None:
+        """Refuse now (429) what `login` would refuse before hashing: for callers with work of
+        their own to do first (the no-JS login derives the secret)."""
+        key = names.key(username)
+        known = self._device(key, device)
+        wait = self._devices.wait(known) if known else self._names.wait(key)
         if wait > 0:
             seconds = math.ceil(wait)
             raise AuthError(
                 Code.RATE_LIMITED,
-                f"too many login attempts; try again in {seconds} s",
+                f"too many failed logins for this name; try again in {seconds} s",
                 429,
                 retry_after=seconds,
             )
-        self._per_node.hit("node")
+        bound = self._settings.hash_workers + self._settings.hash_queue * (2 if known else 1)
+        if self._hashes >= bound:
+            raise AuthError(
+                Code.RATE_LIMITED,
+                f"the node is busy with other logins; try again in {BUSY_RETRY} s",
+                429,
+                retry_after=BUSY_RETRY,
+            )
 
     async def prelogin(self, username: str) -> tuple[bytes, int]:
         """The salt and PBKDF2 iterations to derive this account's login secret with.
@@ -155,7 +256,20 @@ class Accounts:
                 f"iterations must be at least {self._settings.pbkdf2_iterations}",
                 400,
             )
-        self._limit(None)
+        if iterations > self._settings.max_iterations:
+            raise AuthError(
+                Code.BAD_FRAME,
+                f"iterations must be at most {self._settings.max_iterations}",
+                400,
+            )
+        if not self._registrations.allow():
+            seconds = math.ceil(self._registrations.delay())
+            raise AuthError(
+                Code.RATE_LIMITED,
+                f"too many new accounts on this node just now; try again in {seconds} s",
+                429,
+                retry_after=seconds,
+            )
         stored = await self._hash(secret)
         try:
             user = await self._store.create_user(
@@ -177,22 +291,33 @@ class Accounts:
             name, names.key(name), salt, iterations, stored.decode()
         )
 
-    async def login(self, username: str, secret: bytes) -> tuple[User, str, int]:
+    async def login(
+        self, username: str, secret: bytes, device: str | None = None
+    ) -> tuple[User, str, int]:
+        """A session for the right secret. `device` is the token an earlier login of this name
+        from the same client returned (see `device_token`)."""
         key = names.key(username)
-        self._limit(key)
+        self.check_login(username, device)
+        known = self._device(key, device)
         user = await self._store.user_by_key(key)
         if user is None:
             if self._dummy_hash is None:
                 self._dummy_hash = await self._hash(secrets.token_bytes(SECRET_BYTES))
-            await self._verify(self._dummy_hash, secret)
+            await self._verify(self._dummy_hash, secret, known is not None)
             ok = False
         else:
-            ok = await self._verify(user.hash.encode(), secret)
+            ok = await self._verify(user.hash.encode(), secret, known is not None)
         if not ok or user is None:
-            self._per_user.hit(key)
-            log.info("login refused", extra={"event": "auth_failure", "user": username[:64]})
+            if known:
+                self._devices.failed(known)
+            else:
+                self._names.failed(key)
+            log.info("login refused", extra={"event": "auth_failure"})
             raise AuthError(Code.AUTH_FAILED, "wrong username or password", 401)
-        self._per_user.clear(key)
+        if known:  # the name's own count stays: the attacker gets no fresh free guesses
+            self._devices.succeeded(known)
+        else:
+            self._names.succeeded(key)
         log.info("login", extra={"event": "auth_success", "user": user.name})
         token, expires = await self._new_session(user)
         return user, token, expires
@@ -218,3 +343,10 @@ class Accounts:
     async def logout(self, session: Session) -> None:
         await self._store.delete_session(session.token_hash)
         log.info("logout", extra={"event": "logout", "user": session.user.name})
+
+
+def _verify(stored: bytes, secret: bytes) -> bool:
+    try:
+        return bool(nacl.pwhash.verify(stored, secret))
+    except nacl.exceptions.InvalidkeyError:
+        return False

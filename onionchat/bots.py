@@ -38,6 +38,7 @@ log = logging.getLogger("onionchat.bots")
 FLUSH = 0.25  # seconds between two delta frames: a few updates a second, however fast the model
 HISTORY = 200  # messages looked at for context, newest first, before the character budget
 IDLE_LANE = 600.0  # seconds a bot's lane in a room waits for a call before it goes away
+STATUS_FOR = 10.0  # seconds one check of the model servers answers /bots for
 NO_TOR = "reaches its model server only through Tor, and this node's Tor is not running"
 
 
@@ -74,6 +75,8 @@ class Bots:
         self._users: dict[str, int] = {}  # bot ID -> its account
         self._secrets: dict[str, bytes] = {}  # bot ID -> its identity secret key
         self._keys: dict[tuple[str, str], bytes] = {}  # (bot ID, room) -> room key, if invited
+        self._status: tuple[float, asyncio.Future[list[tuple[Bot, str | None]]]] | None = None
+        self._answers = asyncio.Semaphore(node.settings.limits.bot_answers)  # node-wide
 
     async def start(self, accounts: Accounts, node_secret: bytes) -> None:
         """Each bot has an account nobody can log in to, whose identity key the node holds
@@ -162,6 +165,8 @@ class Bots:
             conn.send(encode(Notice(text=text, room=room, ref=ref)))
 
     async def close(self) -> None:
+        if self._status is not None:
+            self._status[1].cancel()
         for lane in self._lanes.values():
             if lane.worker is not None:
                 lane.worker.cancel()
@@ -235,8 +240,15 @@ class Bots:
         return stopped
 
     async def status(self) -> list[tuple[Bot, str | None]]:
-        """Each bot with None when its model server answers now, else why not."""
+        """Each bot with None when its model server answers now, else why not. Asked of the
+        model servers at most once per STATUS_FOR seconds, however many ask here: one
+        check is shared by all who wait for it, and its answer is kept that long."""
+        now = time.monotonic()
+        if self._status is None or now - self._status[0] > STATUS_FOR:
+            self._status = (now, asyncio.ensure_future(self._check()))
+        return await asyncio.shield(self._status[1])
 
+    async def _check(self) -> list[tuple[Bot, str | None]]:
         async def check(bot: Bot) -> str | None:
             if bot.via_tor and self._proxy() is None:
                 return NO_TOR  # never around Tor, not even to ask
@@ -270,7 +282,7 @@ class Bots:
                     return
                 continue
             lane.stopped_by = None
-            lane.answering = asyncio.create_task(self._answer(lane, request))
+            lane.answering = asyncio.create_task(self._answer_in_turn(lane, request))
             try:
                 await lane.answering
             except asyncio.CancelledError:
@@ -280,6 +292,11 @@ class Bots:
                 log.exception("bot answer failed", extra={"event": "error", "bot": lane.bot_id})
             finally:
                 lane.answering = None
+
+    async def _answer_in_turn(self, lane: Lane, request: Request) -> None:
+        """At most `limits.bot_answers` answers are written at once on the node."""
+        async with self._answers:
+            await self._answer(lane, request)
 
     async def _answer(self, lane: Lane, request: Request) -> None:
         bot = self.bots[lane.bot_id]

@@ -226,8 +226,7 @@ class Limits:
     bot_answers: int = dataclasses.field(
         default=4,
         metadata=_key(
-            "Bot answers being written at once on the whole node; more wait in their room's "
-            "queue.",
+            "Bot answers being written at once on the whole node; more wait in their room's queue.",
             low=1,
             high=10_000,
         ),

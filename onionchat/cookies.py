@@ -7,7 +7,9 @@ import time
 from starlette.requests import Request
 from starlette.responses import Response
 
-from onionchat.auth import COOKIE
+from onionchat.auth import COOKIE, DEVICE_COOKIE
+
+DEVICE_DAYS = 365
 
 
 def set_session(request: Request, response: Response, token: str, expires: int) -> None:
@@ -23,3 +25,16 @@ def set_session(request: Request, response: Response, token: str, expires: int) 
 
 def clear_session(response: Response) -> None:
     response.delete_cookie(COOKIE, httponly=True, samesite="strict")
+
+
+def set_device(request: Request, response: Response, token: str) -> None:
+    """The device token: this browser's later logins to the same name skip the delays that
+    other clients' failures put on it."""
+    response.set_cookie(
+        DEVICE_COOKIE,
+        token,
+        max_age=DEVICE_DAYS * 86400,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )

@@ -9,76 +9,122 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import sys
 from collections.abc import Iterable
 
 from onionchat import names
 from onionchat.auth import Session
 from onionchat.protocol import Close
+from onionchat.ratelimit import TokenBucket
+
+
+class Budget:
+    """Bytes waiting for one user's connections together, so that opening more connections
+    does not multiply what one user may make the node hold."""
+
+    __slots__ = ("limit", "queued")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.queued = 0
 
 
 class Connection:
     """One authenticated client connection, seen from the core (no transport in here).
 
-    Thousands may sit idle, so it keeps to a list and two futures (an asyncio.Event costs a
-    deque of its own)."""
+    What waits for the client is bounded in bytes (the memory each frame really takes), for
+    the connection and for its user across connections, from the moment a frame is queued
+    until the transport has written it. Thousands may sit idle, so it keeps to a list and two
+    futures (an asyncio.Event costs a deque of its own)."""
 
     __slots__ = (
+        "_bytes",
         "_ended",
+        "_flight",
         "_frames",
         "_held",
         "_limit",
         "_waiter",
+        "bucket",
+        "budget",
         "close_code",
         "close_reason",
         "rooms",
-        "sending",
         "session",
+        "strikes",
         "user",
         "user_key",
     )
 
-    def __init__(self, session: Session, limit: int) -> None:
+    def __init__(self, session: Session, limit: int, budget: Budget | None = None) -> None:
         self.session = session
         self.user = session.user.name
         self.user_key = names.key(session.user.name)
         self.rooms: set[str] = set()
+        self.budget = budget or Budget(limit)
+        self.bucket: TokenBucket | None = None  # the node's rate limit for this connection
+        self.strikes = 0.0
         self._frames: list[str] = []
         self._held: dict[str, list[str]] | None = None
         self._limit = limit
-        self.sending = False  # the transport is writing: a client that stops reading shows here
+        self._bytes = 0  # queued, held back and being written
+        self._flight = 0  # of which the transport took, and is writing
         self._waiter: asyncio.Future[None] | None = None
         self._ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.close_code: int | None = None
         self.close_reason = ""
 
+    @property
+    def pending(self) -> int:
+        """Bytes waiting for this client, until the transport has written them."""
+        return self._bytes
+
     def send(self, frame: str, room: str | None = None) -> None:
-        """Queue a frame; never blocks. A queue that fills while the transport is stuck
-        writing closes the connection as too slow; a burst the writer has not yet had a turn
-        for (a join storm) does not."""
+        """Queue a frame; never blocks. One that would put the connection or its user over
+        their bound in bytes closes the connection as too slow instead."""
         if self.close_code is not None:
             return
-        if self._held is not None and room in self._held:
-            self._held[room].append(frame)
-            return
-        if self.sending and len(self._frames) >= self._limit:
+        cost = sys.getsizeof(frame)
+        if self._bytes + cost > self._limit or self.budget.queued + cost > self.budget.limit:
+            whose = "this client" if self._bytes + cost > self._limit else "this user"
+            limit = self._limit if whose == "this client" else self.budget.limit
             self.close(
                 Close.TOO_SLOW,
-                f"too slow: {self._limit} frames were waiting for this client",
+                f"too slow: over {limit // 1024} KiB were waiting for {whose}",
             )
+            return
+        self._add(cost)
+        if self._held is not None and room in self._held:
+            self._held[room].append(frame)
             return
         self._frames.append(frame)
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
+    def _add(self, cost: int) -> None:
+        self._bytes += cost
+        self.budget.queued += cost
+
+    def _release(self, cost: int) -> None:
+        self._bytes -= cost
+        self.budget.queued -= cost
+
     async def drain(self) -> list[str]:
-        """Wait for frames, then take every frame waiting."""
+        """Wait for frames, then take every frame waiting; they count until `written`."""
         if not self._frames:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
-        return self.take()
+        frames, self._frames = self._frames, []
+        self._flight += sum(map(sys.getsizeof, frames))
+        return frames
+
+    def written(self) -> None:
+        """The transport has written what `drain` gave it."""
+        self._release(self._flight)
+        self._flight = 0
 
     def hold(self, room: str) -> None:
         """Keep the room's frames back until `release`: `joined` goes first."""
@@ -92,11 +138,14 @@ class Connection:
         frames = self._held.pop(room, [])
         if not self._held:
             self._held = None
+        self._release(sum(map(sys.getsizeof, frames)))
         for frame in frames if deliver else ():
             self.send(frame)
 
     def take(self) -> list[str]:
+        """Every frame queued, for a transport that renders them itself (or drops them)."""
         frames, self._frames = self._frames, []
+        self._release(sum(map(sys.getsizeof, frames)))
         return frames
 
     def close(self, code: int, reason: str) -> None:
@@ -105,7 +154,9 @@ class Connection:
             self.close_code = code
             self.close_reason = reason
             if code == Close.TOO_SLOW:
-                self._frames.clear()
+                self.take()
+                self._held = None
+                self._release(self._bytes - self._flight)
             self.end()
 
     def end(self) -> None:
@@ -116,6 +167,13 @@ class Connection:
     async def wait_ended(self) -> None:
         await self._ended
 
+    def forget(self) -> None:
+        """Gone: nothing it held counts against its user any more."""
+        self._frames.clear()
+        self._held = None
+        self._release(self._bytes)
+        self._flight = 0
+
 
 class Hub:
     def __init__(self) -> None:
@@ -123,24 +181,36 @@ class Hub:
         self._present: dict[str, collections.Counter[str]] = {}
         self._names: dict[str, str] = {}
         self._users: dict[str, set[Connection]] = {}
+        self._budgets: dict[str, Budget] = {}
 
     @property
     def connections(self) -> int:
         return sum(len(conns) for conns in self._users.values())
 
     def attach(self, conn: Connection) -> None:
+        """Count a connection in; its queue shares its user's budget from now on."""
+        budget = self._budgets.get(conn.user_key)
+        if budget is None:
+            budget = self._budgets[conn.user_key] = Budget(conn.budget.limit)
+        budget.queued += conn.pending
+        conn.budget = budget
         self._users.setdefault(conn.user_key, set()).add(conn)
         self._names[conn.user_key] = conn.user
+
+    def user_count(self, user_key: str) -> int:
+        return len(self._users.get(user_key, ()))
 
     def detach(self, conn: Connection) -> None:
         """Forget a connection (leave its rooms first to tell the others)."""
         for room in tuple(conn.rooms):
             self.leave(conn, room)
+        conn.forget()
         conns = self._users.get(conn.user_key)
         if conns is not None:
             conns.discard(conn)
             if not conns:
                 del self._users[conn.user_key]
+                self._budgets.pop(conn.user_key, None)
 
     def join(self, conn: Connection, room: str) -> bool:
         """Add a connection to a room; True when its user was not present there before."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import re
 import sys
 
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -19,8 +20,26 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 }
 
 
+# C0, DEL and C1 controls, line and paragraph separators, bidi embeddings, overrides, isolates
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def clean(text: str) -> str:
+    """Text with every character that could forge or reorder a log line escaped."""
+    return _UNSAFE.sub(
+        lambda m: (
+            f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}"
+        ),
+        text,
+    )
+
+
 def _fields(record: logging.LogRecord) -> dict[str, object]:
-    return {k: v for k, v in vars(record).items() if k not in _STANDARD and v is not None}
+    return {
+        k: clean(v) if isinstance(v, str) else v
+        for k, v in vars(record).items()
+        if k not in _STANDARD and v is not None
+    }
 
 
 def _time(record: logging.LogRecord) -> str:
@@ -35,7 +54,7 @@ class JsonFormatter(logging.Formatter):
             "ts": _time(record),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": clean(record.getMessage()),
         }
         entry.update(_fields(record))
         if record.exc_info:
@@ -46,7 +65,7 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = " ".join(f"{k}={v}" for k, v in _fields(record).items() if k != "event")
-        line = f"{_time(record)} {record.levelname:<7} {record.getMessage()}"
+        line = f"{_time(record)} {record.levelname:<7} {clean(record.getMessage())}"
         if fields:
             line = f"{line}  {fields}"
         if record.exc_info:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import math
 import re
 import time
 from typing import TYPE_CHECKING
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 from onionchat import __version__, commands, identity, names
 from onionchat.auth import Accounts, Session
 from onionchat.config import Settings
-from onionchat.hub import Connection, Hub
+from onionchat.hub import Budget, Connection, Hub
 from onionchat.ids import IdGenerator, is_valid
 from onionchat.protocol import (
     MAC_BYTES,
@@ -37,6 +38,7 @@ from onionchat.protocol import (
     Left,
     Mention,
     Message,
+    MessageFrame,
     Notice,
     Ping,
     Pong,
@@ -51,11 +53,14 @@ from onionchat.protocol import (
     TopicChanged,
     Who,
     WhoList,
+    decode,
     encode,
+    error,
     max_box_length,
     message_frame,
 )
 from onionchat.protocol import History as HistoryRequest
+from onionchat.ratelimit import Buckets, TokenBucket, Windows
 from onionchat.store import Conflict, Room, Store
 
 if TYPE_CHECKING:
@@ -64,6 +69,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("onionchat.node")
 
 MAX_TOPIC_CHARS = 300
+STRIKE_WINDOW = 10.0  # seconds over which refused frames add up to a flood
+
+
+class Refused(Exception):
+    """A connection the node will not take now (too many): the transport says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 _MENTION = re.compile(r"(?<![\w@])@([\w.-]+)")
 
 
@@ -77,6 +93,9 @@ class Node:
         self._ids = IdGenerator()
         self._rooms: dict[str, Room] = {}
         self.bots: Bots | None = None  # set by the application once it has its tor
+        limits = settings.limits
+        self._joins = Buckets(limits.join_rate, max(1, int(50 * limits.join_rate)))
+        self._creations = Windows(limits.room_creations, 3600.0)
 
     def new_id(self) -> tuple[str, int]:
         """A message id and timestamp, for messages the node writes itself (bots)."""
@@ -85,11 +104,30 @@ class Node:
     # -- connections ----------------------------------------------------------------------
 
     async def connect(self, session: Session) -> Connection:
-        conn = Connection(session, self.settings.limits.send_queue)
-        self.hub.attach(conn)
-        rooms = await self.store.rooms_of(session.user.id)
-        keys, invitations = await identity.for_ready(self.store, session.user.id, conn.user_key)
+        """A new connection of an authenticated user, or Refused when the node or the user
+        already has as many as the limits allow."""
         limits = self.settings.limits
+        key = names.key(session.user.name)
+        if self.hub.connections >= limits.connections:
+            log.warning(
+                "connection refused: the node is full",
+                extra={"event": "refused", "connections": self.hub.connections},
+            )
+            raise Refused(f"the node is full ({limits.connections} connections): try again later")
+        if self.hub.user_count(key) >= limits.user_connections:
+            raise Refused(
+                f"{session.user.name} has {limits.user_connections} connections open already "
+                "(close a tab or a page)"
+            )
+        conn = Connection(session, limits.send_queue_bytes, Budget(limits.user_queue_bytes))
+        conn.bucket = TokenBucket(limits.rate, limits.burst)
+        self.hub.attach(conn)
+        try:
+            rooms = await self.store.rooms_of(session.user.id)
+            keys, invitations = await identity.for_ready(self.store, session.user.id, conn.user_key)
+        except BaseException:
+            self.hub.detach(conn)
+            raise
         conn.send(
             encode(
                 Ready(
@@ -129,6 +167,52 @@ class Node:
             conn.close(Close.SESSION_EXPIRED, "logged out")
 
     # -- frames ---------------------------------------------------------------------------
+
+    def admit(self, conn: Connection, ref: str | None = None) -> None:
+        """The rate limit of every transport: a frame over it is refused, and a connection that
+        keeps going over it is closed as flooding (4008)."""
+        limits = self.settings.limits
+        if conn.bucket is None or conn.bucket.allow():
+            return
+        now = time.monotonic()
+        conn.strikes = max(conn.strikes, now - STRIKE_WINDOW) + STRIKE_WINDOW / limits.flood_strikes
+        if conn.strikes > now:
+            conn.close(Close.FLOODING, "flooding: too many frames over the rate limit")
+        raise ProtocolError(
+            Code.RATE_LIMITED,
+            f"slow down: at most {limits.rate:g} frames a second; this one was dropped",
+            ref,
+        )
+
+    async def receive(self, conn: Connection, text: str | None) -> None:
+        """One frame as the client sent it: limits, then decoding, then `handle`. Whatever is
+        wrong becomes an error frame for the sender; the connection lives on."""
+        limits = self.settings.limits
+        ref = None
+        try:
+            if text is None:
+                self.admit(conn)
+                raise ProtocolError(Code.BINARY_FRAME, "send JSON in text frames, not binary")
+            size = len(text.encode()) if len(text) * 4 > limits.max_frame_bytes else len(text)
+            if size > limits.max_frame_bytes:
+                self.admit(conn)
+                raise ProtocolError(
+                    Code.TOO_LARGE,
+                    f"the frame is {size} bytes; at most {limits.max_frame_bytes} are allowed",
+                )
+            try:
+                frame = decode(text)
+            except ProtocolError:
+                self.admit(conn)
+                raise
+            ref = frame.ref
+            self.admit(conn, ref)
+            await self.handle(conn, frame)
+        except ProtocolError as exc:
+            conn.send(error(exc.code, exc.message, exc.ref or ref))
+        except Exception:
+            log.exception("frame failed", extra={"event": "error", "user": conn.user})
+            conn.send(error(Code.INTERNAL, "the node failed on this frame", ref))
 
     async def handle(self, conn: Connection, frame: AnyClientFrame) -> None:
         """Carry out one frame; a ProtocolError becomes an error frame for the sender."""
@@ -186,16 +270,31 @@ class Node:
         ref: str | None = None,
     ) -> None:
         name = names.room(raw)
+        if name not in conn.rooms and not self._joins.allow(conn.user_key):
+            raise ProtocolError(
+                Code.RATE_LIMITED,
+                f"slow down: at most {self.settings.limits.join_rate:g} joins a second",
+                ref,
+            )
         try:
             room = await self.room(name)
         except ProtocolError:
             if not create:
                 raise
+            wait = self._creations.retry_after(conn.user_key)
+            if wait > 0:
+                raise ProtocolError(
+                    Code.RATE_LIMITED,
+                    f"you have created {self.settings.limits.room_creations} rooms this hour: "
+                    f"try again in {math.ceil(wait / 60)} min",
+                    ref,
+                ) from None
             try:
                 room = await self.store.create_room(name, protected)
             except Conflict:
                 room = await self.room(name)
             else:
+                self._creations.hit(conn.user_key)
                 self._rooms[name] = room
                 log.info("room created", extra={"event": "room_created", "room": name})
         if (create or protected) and room.protected != protected:
@@ -216,7 +315,7 @@ class Node:
             )
         try:
             await self.store.set_member(conn.session.user.id, room.id, True)
-            messages, more = await self.store.history(room, None, self.settings.limits.history_page)
+            history, more = await self._page(room, None, self.settings.limits.history_page)
         except BaseException:
             if entering:
                 conn.release(name, deliver=False)
@@ -228,7 +327,7 @@ class Node:
                     ref=ref,
                     room=self._info(room),
                     members=members,
-                    history=[message_frame(m) for m in messages],
+                    history=history,
                     more=more,
                 )
             )
@@ -372,11 +471,14 @@ class Node:
         )
         await self.store.add_message(room.id, message)
         conn.send(encode(Ack(ref=ref, room=room.name, id=id_, ts=ts)))
-        size = len(text) if text is not None else len(box or "")
-        log.info(
-            "message accepted",
-            extra={"event": "message", "id": id_, "room": room.name, "size": size},
-        )
+        if to is not None:  # the event, never who writes to whom, nor how much
+            log.info("direct message accepted", extra={"event": "direct", "id": id_})
+        else:
+            size = len(text) if text is not None else len(box or "")
+            log.info(
+                "message accepted",
+                extra={"event": "message", "id": id_, "room": room.name, "size": size},
+            )
         return message
 
     def _mention(self, room: str, message: Message) -> None:
@@ -403,17 +505,35 @@ class Node:
         else:
             room = await self.room(frame.room)
             self._joined(conn, room)
-        messages, more = await self.store.history(room, frame.before, frame.limit)
+        messages, more = await self._page(room, frame.before, frame.limit)
         conn.send(
             encode(
                 HistoryPage(
                     room=room.name,
-                    messages=[message_frame(m) for m in messages],
+                    messages=messages,
                     more=more,
                     ref=frame.ref,
                 )
             )
         )
+
+    async def _page(
+        self, room: Room, before: str | None, limit: int
+    ) -> tuple[list[MessageFrame], bool]:
+        """Up to `limit` messages before `before`, newest last, cut to `limits.history_bytes`
+        as encoded (the oldest go first; the page then says there are more)."""
+        found, more = await self.store.history(room, before, limit)
+        budget = self.settings.limits.history_bytes
+        page: list[MessageFrame] = []
+        for message in reversed(found):
+            frame = message_frame(message)
+            budget -= len(encode(frame)) + 1
+            if budget < 0 and page:
+                more = True
+                break
+            page.append(frame)
+        page.reverse()
+        return page, more
 
     async def _direct_room(self, conn: Connection, name: str) -> Room:
         parts = name[1:].split("+")

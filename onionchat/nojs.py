@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import hmac
 import html
+import re
 import secrets
 import time
 import urllib.parse
@@ -28,17 +29,19 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from onionchat import commands, cookies, crypto, names, protocol
-from onionchat.auth import COOKIE, SALT_BYTES, AuthError, Session
+from onionchat.auth import BUSY_RETRY, COOKIE, DEVICE_COOKIE, SALT_BYTES, AuthError, Session
 from onionchat.hub import Connection
-from onionchat.node import Node
+from onionchat.node import Node, Refused
 from onionchat.protocol import Code, ProtocolError, Send
-from onionchat.ratelimit import TokenBucket
 
 REFRESH = 5  # seconds between reloads of a room's message frame
 LINGER = 3 * REFRESH + 15  # a page not refreshed for this long has left its room
 MAX_FORM = 64 * 1024  # a full message of 4000 characters, percent-encoded, fits
 MAX_PASSWORD = 1024
 DERIVATIONS = 2  # PBKDF2 runs at once: each holds a thread for a fraction of a second
+PRESESSION = "onionchat_form"  # before login: ties the login and registration forms to this browser
+PRESESSION_SECONDS = 24 * 3600
+_SEED = re.compile(r"[A-Za-z0-9_-]+")
 REF = "nojs"
 _FORM_LABEL = b"onionchat nojs form\0"
 
@@ -79,11 +82,10 @@ class FormError(Exception):
 
 
 class _Reader:
-    __slots__ = ("bucket", "conn", "timer")
+    __slots__ = ("conn", "timer")
 
-    def __init__(self, conn: Connection, bucket: TokenBucket) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.bucket = bucket
         self.timer: asyncio.TimerHandle | None = None
 
 
@@ -106,14 +108,16 @@ class Readers:
         if reader is None or reader.conn.close_code is not None:
             if reader is not None:
                 self._expire(key)
-            limits = self.node.settings.limits
-            conn = await self.node.connect(session)
+            try:
+                conn = await self.node.connect(session)
+            except Refused as exc:
+                raise FormError(exc.reason, 503) from None
             current = self._readers.get(key)
             if current is not None and current.conn.close_code is None:
                 self.node.disconnect(conn)  # a request beside this one made it first
                 reader = current
             else:
-                reader = _Reader(conn, TokenBucket(limits.rate, limits.burst))
+                reader = _Reader(conn)
                 self._readers[key] = reader
         if reader.timer is not None:
             reader.timer.cancel()
@@ -276,14 +280,28 @@ LOGIN_NOTE = (
 
 
 def _login_page(
-    status: int = 200, error: str = "", username: str = "", register_error: str = ""
+    request: Request,
+    status: int = 200,
+    error: str = "",
+    username: str = "",
+    register_error: str = "",
 ) -> HTMLResponse:
+    """The login and registration forms, each with a token tied to a pre-session cookie
+    (made here if the browser has none), so that no other site can post them (login CSRF)."""
+    seed = request.cookies.get(PRESESSION) or ""
+    fresh = not _valid_seed(seed)
+    if fresh:
+        seed = secrets.token_urlsafe(16)
+    hidden = (
+        f'<input type="hidden" name="token" value="{_node(request).accounts.form_token(seed)}">'
+    )
     body = (
         "<main><h1>OnionChat without JavaScript</h1>"
         f'<p class="note" id="password-note">{esc(LOGIN_NOTE)}</p>'
         "<section><h2>Log in</h2>"
         f"{_error(error) if error else ''}"
         '<form method="post" action="/nojs/login" accept-charset="utf-8">'
+        f"{hidden}"
         '<label>Name <input name="username" autocomplete="username" required '
         f'value="{esc(username)}"></label>'
         '<label>Password <input type="password" name="password" '
@@ -292,6 +310,7 @@ def _login_page(
         "<section><h2>Create an account</h2>"
         f"{_error(register_error) if register_error else ''}"
         '<form method="post" action="/nojs/register" accept-charset="utf-8">'
+        f"{hidden}"
         '<label>Name <input name="username" autocomplete="username" required></label>'
         '<label>Password <input type="password" name="password" '
         'autocomplete="new-password" required></label>'
@@ -301,7 +320,37 @@ def _login_page(
         '<p>With JavaScript on, <a href="/">the full client</a> never sends your password '
         "and can open key-protected rooms.</p></main>"
     )
-    return _page("Log in", body, status)
+    page = _page("Log in", body, status)
+    if fresh:
+        page.set_cookie(
+            PRESESSION,
+            seed,
+            max_age=PRESESSION_SECONDS,
+            path="/nojs",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+    return page
+
+
+def _valid_seed(seed: str) -> bool:
+    return (
+        16 <= len(seed) <= 64
+        and seed.isascii()
+        and seed.replace("-", "").replace("_", "").isalnum()
+    )
+
+
+def _check_presession(request: Request, form: dict[str, str]) -> None:
+    """A login or registration must come from our own form, shown to this browser."""
+    seed = request.cookies.get(PRESESSION) or ""
+    token = _node(request).accounts.form_token(seed)
+    if not _valid_seed(seed) or not hmac.compare_digest(form.get("token", ""), token):
+        raise FormError(
+            "this form has expired or came from another site; it was not accepted: try again",
+            403,
+        )
 
 
 # -- handlers -------------------------------------------------------------------------------
@@ -336,17 +385,64 @@ async def home(request: Request) -> Response:
 async def login_page(request: Request) -> Response:
     if await _session(request):
         return _redirect("/nojs/rooms")
-    return _login_page()
+    return _login_page(request)
 
 
-_deriving = asyncio.Semaphore(DERIVATIONS)
+class ClientGone(Exception):
+    """The client hung up while its password waited to be derived: the work is dropped."""
 
 
-async def _derive(password: str, salt: bytes, iterations: int) -> bytes:
-    """PBKDF2 off the event loop, a few at a time: this is the one place the node does the
-    client's work, and it must not let a flood of logins stall the chat."""
-    async with _deriving:
-        return await asyncio.to_thread(crypto.login_secret, password, salt, iterations)
+class Derivations:
+    """PBKDF2 on the node, off the event loop, two at a time behind a bounded queue: the one
+    place the node does a client's work, so it must not let a flood of logins stall the chat,
+    nor work for a client that is gone."""
+
+    def __init__(self, waiting: int) -> None:
+        self._running = asyncio.Semaphore(DERIVATIONS)
+        self._bound = DERIVATIONS + waiting
+        self._count = 0
+
+    async def derive(self, request: Request, password: str, salt: bytes, iterations: int) -> bytes:
+        if self._count >= self._bound:
+            raise AuthError(
+                Code.RATE_LIMITED,
+                f"the node is busy with other logins; try again in {BUSY_RETRY} s",
+                429,
+                retry_after=BUSY_RETRY,
+            )
+        self._count += 1
+        watch = asyncio.ensure_future(_hung_up(request))
+        try:
+            acquire = asyncio.ensure_future(self._running.acquire())
+            await asyncio.wait({acquire, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if not acquire.done():
+                acquire.cancel()
+                raise ClientGone
+            try:
+                if watch.done():
+                    raise ClientGone
+                return await asyncio.to_thread(crypto.login_secret, password, salt, iterations)
+            finally:
+                self._running.release()
+        finally:
+            watch.cancel()
+            self._count -= 1
+
+
+async def _hung_up(request: Request) -> None:
+    """Returns when the client has closed the connection (its request body is already read)."""
+    for _ in range(1000):  # uvicorn answers nothing else once the body is read; bounded anyway
+        if (await request.receive())["type"] == "http.disconnect":
+            return
+    await asyncio.Future()
+
+
+def _derivations(request: Request) -> Derivations:
+    found: Derivations | None = getattr(request.app.state, "nojs_derivations", None)
+    if found is None:
+        waiting = _node(request).settings.auth.derivations
+        found = request.app.state.nojs_derivations = Derivations(waiting)
+    return found
 
 
 def _refused(page: Response, exc: ProtocolError) -> Response:
@@ -365,44 +461,68 @@ def _credentials(form: dict[str, str]) -> tuple[str, str]:
     return username, password
 
 
-async def login(request: Request) -> Response:
-    try:
-        form = await _form(request)
-        username, password = _credentials(form)
-    except FormError as exc:
-        return _login_page(exc.status, exc.message)
+def _logged_in(request: Request, user: str, token: str, expires: int) -> Response:
     accounts = _node(request).accounts
-    try:
-        salt, iterations = await accounts.prelogin(username)
-        secret = await _derive(password, salt, iterations)
-        _user, token, expires = await accounts.login(username, secret)
-    except ProtocolError as exc:
-        return _refused(_login_page(_status(exc), exc.message, username), exc)
     response = _redirect("/nojs/rooms")
     cookies.set_session(request, response, token, expires)
+    cookies.set_device(request, response, accounts.device_token(names.key(user)))
     return response
+
+
+async def login(request: Request) -> Response:
+    """Limits first, then the derivation (bounded, dropped if the client hangs up), then
+    the login: a refused attempt costs no hashing."""
+    try:
+        form = await _form(request)
+        _check_presession(request, form)
+        username, password = _credentials(form)
+    except FormError as exc:
+        return _login_page(request, exc.status, exc.message)
+    node = _node(request)
+    accounts = node.accounts
+    device = request.cookies.get(DEVICE_COOKIE)
+    try:
+        accounts.check_login(username, device)
+        salt, iterations = await accounts.prelogin(username)
+        if iterations > node.settings.auth.max_iterations:
+            raise FormError(
+                f"this account's password takes {iterations} PBKDF2 iterations, more than this "
+                f"node derives for a page without JavaScript ({node.settings.auth.max_iterations}):"
+                " log in with the full client",
+                400,
+            )
+        secret = await _derivations(request).derive(request, password, salt, iterations)
+        user, token, expires = await accounts.login(username, secret, device)
+    except ClientGone:
+        return Response(status_code=499)
+    except FormError as exc:
+        return _login_page(request, exc.status, exc.message, username)
+    except ProtocolError as exc:
+        return _refused(_login_page(request, _status(exc), exc.message, username), exc)
+    return _logged_in(request, user.name, token, expires)
 
 
 async def register(request: Request) -> Response:
     try:
         form = await _form(request)
+        _check_presession(request, form)
         username, password = _credentials(form)
         if form.get("repeat") != password:
             raise FormError("the two passwords differ", 400)
     except FormError as exc:
-        return _login_page(exc.status, register_error=exc.message)
+        return _login_page(request, exc.status, register_error=exc.message)
     node = _node(request)
     salt = secrets.token_bytes(SALT_BYTES)
     iterations = node.settings.auth.pbkdf2_iterations
     try:
         names.username(username)  # a bad name is told before the work of deriving
-        secret = await _derive(password, salt, iterations)
-        _user, token, expires = await node.accounts.register(username, salt, iterations, secret)
+        secret = await _derivations(request).derive(request, password, salt, iterations)
+        user, token, expires = await node.accounts.register(username, salt, iterations, secret)
+    except ClientGone:
+        return Response(status_code=499)
     except ProtocolError as exc:
-        return _refused(_login_page(_status(exc), register_error=exc.message), exc)
-    response = _redirect("/nojs/rooms")
-    cookies.set_session(request, response, token, expires)
-    return response
+        return _refused(_login_page(request, _status(exc), register_error=exc.message), exc)
+    return _logged_in(request, user.name, token, expires)
 
 
 @_handles_errors
@@ -635,12 +755,7 @@ async def post(request: Request) -> Response:
     text = form.get("text", "")
     reader = await _readers(request).get(session, room.name)
     try:
-        if not reader.bucket.allow():
-            raise ProtocolError(
-                Code.RATE_LIMITED,
-                f"slow down: at most {node.settings.limits.rate:g} posts a second; "
-                "this one was not sent",
-            )
+        node.admit(reader.conn)
         if text.startswith("/") and not text.startswith("//"):
             await commands.run(node, reader.conn, text.strip(), room.name, REF)
         else:

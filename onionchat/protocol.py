@@ -50,6 +50,7 @@ class Code(enum.StrEnum):
     UNKNOWN_COMMAND = "unknown_command"
     BAD_COMMAND = "bad_command"
     FORBIDDEN = "forbidden"
+    TOO_MANY = "too_many"
     INTERNAL = "internal"
 
 
@@ -60,6 +61,7 @@ class Close(enum.IntEnum):
     INVALID_UTF8 = 1007
     TOO_BIG = 1009
     INTERNAL = 1011
+    TRY_AGAIN = 1013
     AUTH_FAILED = 4001
     SESSION_EXPIRED = 4002
     FLOODING = 4008
@@ -177,11 +179,14 @@ AnyClientFrame = (
 _decoder = msgspec.json.Decoder(AnyClientFrame)
 
 
+_refs = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
 def ref_of(data: str | bytes) -> str | None:
     """The `ref` of a frame that failed validation, so its error can still be matched."""
     try:
-        ref = msgspec.json.decode(data)["ref"]
-    except (msgspec.DecodeError, KeyError, TypeError):
+        ref = msgspec.json.decode(_refs.decode(data)["ref"])
+    except (msgspec.DecodeError, KeyError, TypeError, RecursionError):
         return None
     return ref if isinstance(ref, str) and len(ref) <= 64 else None
 
@@ -194,6 +199,8 @@ def decode(data: str | bytes) -> AnyClientFrame:
         raise ProtocolError(Code.BAD_FRAME, f"invalid frame: {exc}", ref_of(data)) from None
     except msgspec.DecodeError as exc:
         raise ProtocolError(Code.BAD_JSON, f"malformed JSON: {exc}") from None
+    except RecursionError:  # msgspec's own guard, long before Python's stack is at risk
+        raise ProtocolError(Code.BAD_FRAME, "the frame is nested too deep") from None
     if frame.v != PROTOCOL_VERSION:
         raise ProtocolError(
             Code.UNSUPPORTED_VERSION,

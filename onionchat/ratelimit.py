@@ -37,6 +37,24 @@ class TokenBucket:
         self._last = time.monotonic()
 
 
+class Buckets:
+    """A token bucket per key (a user, a name), remembering at most `keys` keys: the one
+    forgotten first is the one used longest ago, which would have refilled anyway."""
+
+    def __init__(self, rate: float, burst: int, keys: int = 100_000) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._keys = keys
+        self._buckets: collections.OrderedDict[str, TokenBucket] = collections.OrderedDict()
+
+    def allow(self, key: str) -> bool:
+        bucket = self._buckets.pop(key, None) or TokenBucket(self._rate, self._burst)
+        self._buckets[key] = bucket
+        while len(self._buckets) > self._keys:
+            self._buckets.popitem(last=False)
+        return bucket.allow()
+
+
 class Windows:
     """At most `limit` events per key within `window` seconds; remembers at most `keys` keys."""
 

@@ -210,12 +210,18 @@ async def register(node: NodeProcess, name: str, password: str = PASSWORD) -> st
         return token
 
 
-async def login(node: NodeProcess, name: str, password: str = PASSWORD) -> httpx.Response:
+async def login(
+    node: NodeProcess, name: str, password: str = PASSWORD, device: str | None = None
+) -> httpx.Response:
+    """A login as the clients make it; `device` is the token an earlier login answered."""
     async with httpx.AsyncClient(base_url=node.url) as http:
         params = (await http.post("/api/prelogin", json={"username": name})).json()
         salt = base64.urlsafe_b64decode(params["salt"] + "==")
         secret = crypto.login_secret(password, salt, params["iterations"])
-        return await http.post("/api/login", json={"username": name, "secret": b64url(secret)})
+        body = {"username": name, "secret": b64url(secret)}
+        if device is not None:
+            body["device"] = device
+        return await http.post("/api/login", json=body)
 
 
 class Client:

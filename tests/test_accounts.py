@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
 import sqlite3
@@ -105,27 +106,71 @@ async def test_wrong_password_and_unknown_name_look_the_same(node: NodeProcess) 
     assert len(base64.urlsafe_b64decode(first["salt"] + "==")) == 16
 
 
-async def test_login_attempts_are_limited_per_name(node: NodeProcess) -> None:
+async def test_guessing_a_name_is_slowed_but_its_owner_still_logs_in(node: NodeProcess) -> None:
     await register(node, "alice")
+    known = await login(node, "alice")  # alice's own client, before the attack
+    device = known.json()["device"]
     for _ in range(5):
         assert (await login(node, "alice", "guess")).status_code == 401
-    limited = await login(node, "alice", PASSWORD)
-    assert limited.status_code == 429
-    assert limited.json()["error"] == "rate_limited"
-    assert int(limited.headers["retry-after"]) > 0
-    # the same limit for a name that does not exist, so the limit tells nothing either
+    # the attacker must now wait, and longer after each failure: a crawl, refused unhashed
+    limited = await login(node, "alice", "guess")
+    assert limited.status_code == 429 and limited.json()["error"] == "rate_limited"
+    assert 1 <= int(limited.headers["retry-after"]) <= 60
+    await asyncio.sleep(int(limited.headers["retry-after"]))
+    assert (await login(node, "alice", "guess")).status_code == 401
+    again = await login(node, "alice", "guess")
+    assert again.status_code == 429 and int(again.headers["retry-after"]) >= 2
+    # alice's client that logged in before is not held back by the attacker's failures
+    owner = await login(node, "alice", device=device)
+    assert owner.status_code == 200 and owner.json()["user"] == "alice"
+    # a forged or another name's device token is no pass
+    assert (await login(node, "alice", "guess", device="A" * 43)).status_code == 429
+    # the same delays for a name that does not exist, so they tell nothing either
     for _ in range(5):
         await login(node, "ghost", "guess")
     assert (await login(node, "ghost", "guess")).status_code == 429
-    # others are not locked out by alice's attacker
+    # others are not slowed by alice's attacker
     await register(node, "bob")
     assert (await login(node, "bob")).status_code == 200
 
 
-async def test_login_attempts_are_limited_per_node(node_factory: Any) -> None:
-    node = node_factory(env={"ONIONCHAT_AUTH_NODE_ATTEMPTS": "4"})
-    results = [(await login(node, f"user{i}", "x")).status_code for i in range(6)]
-    assert results[:3] == [401, 401, 401] and 429 in results[3:]
+async def test_a_login_spray_is_bounded_by_the_hash_queue_not_a_shutter(
+    node_factory: Any,
+) -> None:
+    """Many names guessed at once: what the hash workers cannot take is refused at once, unhashed;
+    nothing stays shut, so the owner of another name logs in right after."""
+    node = node_factory(
+        env={
+            "ONIONCHAT_AUTH_ARGON2": "interactive",
+            "ONIONCHAT_AUTH_HASH_WORKERS": "1",
+            "ONIONCHAT_AUTH_HASH_QUEUE": "2",
+        }
+    )
+    await register(node, "carol")
+    async with httpx.AsyncClient(base_url=node.url) as http:
+        guesses = [
+            http.post("/api/login", json={"username": f"user{i}", "secret": b64url(bytes(32))})
+            for i in range(30)
+        ]
+        codes = [r.status_code for r in await asyncio.gather(*guesses)]
+    assert codes.count(429) >= 20 and codes.count(401) >= 3, codes
+    assert (await login(node, "carol")).status_code == 200
+
+
+async def test_registrations_have_their_own_rate(node_factory: Any) -> None:
+    node = node_factory(env={"ONIONCHAT_AUTH_REGISTRATIONS": "3"})
+    codes = [(await register_raw(node, f"new{i}")).status_code for i in range(5)]
+    assert codes[:3] == [201, 201, 201] and codes[3:] == [429, 429]
+    later = await register_raw(node, "later")
+    assert later.status_code == 429 and "new accounts" in later.json()["message"]
+    # logins are counted apart: the first accounts still log in
+    assert (await login(node, "new0", "x")).status_code == 401  # a wrong secret, not refused
+
+
+async def test_iterations_beyond_the_nodes_maximum_are_refused(node: NodeProcess) -> None:
+    response = await register_raw(node, "greedy", iterations=100_000_000)
+    assert response.status_code == 400
+    assert "at most 2000000" in response.json()["message"]
 
 
 async def register_raw(node: NodeProcess, name: str, iterations: int = 1000) -> httpx.Response:

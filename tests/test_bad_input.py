@@ -265,7 +265,7 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_room_goes_on(
 ) -> None:
     node = node_factory(
         env={
-            "ONIONCHAT_LIMITS_SEND_QUEUE": "16",
+            "ONIONCHAT_LIMITS_SEND_QUEUE_BYTES": "65536",
             "ONIONCHAT_LIMITS_RATE": "1e5",
             "ONIONCHAT_LIMITS_BURST": "100000",
         }

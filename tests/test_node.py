@@ -49,7 +49,12 @@ def test_help_documents_every_option() -> None:
             "ONIONCHAT_SERVER_PORT: expected an integer, got 'eighty'",
         ),
         (("--port", "70000"), {}, "", "--port: must be at most 65535"),
-        ((), {}, "[limits]\nsend_queue = 2\n", "limits.send_queue: must be at least 8"),
+        (
+            (),
+            {},
+            "[limits]\nsend_queue_bytes = 2\n",
+            "limits.send_queue_bytes: must be at least 65536",
+        ),
         ((), {}, "[log]\nformat = 'xml'\n", "log.format: must be one of text, json"),
         ((), {}, "[server]\nprot = 1\n", "unknown key server.prot"),
         ((), {}, "[servers]\n", "unknown section [servers]"),

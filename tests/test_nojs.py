@@ -194,25 +194,42 @@ async def test_refusals_are_plain_pages_with_their_status(
         assert ok.status_code == 303
 
 
+async def login_form(http: httpx.AsyncClient) -> str:
+    """Open the login page as a browser does: its pre-session cookie, and the forms' token."""
+    page = await http.get("/nojs/login")
+    found = re.search(r'name="token" value="(\w+)"', page.text)
+    assert found is not None
+    return found[1]
+
+
 async def test_login_rate_limit_and_bad_names_are_told_plainly(node: NodeProcess) -> None:
     await register(node, "gina")
     async with httpx.AsyncClient(base_url=node.url) as http:
+        token = await login_form(http)
         bad = await http.post(
             "/nojs/register",
-            data={"username": "gina the great", "password": "pw", "repeat": "pw"},
+            data={"username": "gina the great", "password": "pw", "repeat": "pw", "token": token},
         )
         assert bad.status_code == 400 and "user name may hold only letters" in bad.text
         taken = await http.post(
-            "/nojs/register", data={"username": "GINA", "password": "pw", "repeat": "pw"}
+            "/nojs/register",
+            data={"username": "GINA", "password": "pw", "repeat": "pw", "token": token},
         )
         assert taken.status_code == 409 and "is taken" in taken.text
         for _ in range(5):
-            wrong = await http.post("/nojs/login", data={"username": "gina", "password": "no"})
+            wrong = await http.post(
+                "/nojs/login", data={"username": "gina", "password": "no", "token": token}
+            )
             assert wrong.status_code == 401 and "wrong username or password" in wrong.text
-        limited = await http.post("/nojs/login", data={"username": "gina", "password": PASSWORD})
+        limited = await http.post(
+            "/nojs/login", data={"username": "gina", "password": PASSWORD, "token": token}
+        )
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0
-        assert "too many login attempts; try again in" in limited.text
+        assert "too many failed logins for this name; try again in" in limited.text
         assert PASSWORD not in node.log_path.read_text()  # never logged
+        # without the page's token (another site's form), nothing is even tried
+        forged = await http.post("/nojs/login", data={"username": "gina", "password": "x"})
+        assert forged.status_code == 403 and "came from another site" in forged.text
 
 
 async def test_only_the_message_frame_may_be_framed(node: NodeProcess) -> None:
