@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import hmac
 import html
+import logging
 import re
 import secrets
 import time
@@ -33,6 +34,8 @@ from onionchat.auth import BUSY_RETRY, COOKIE, DEVICE_COOKIE, SALT_BYTES, AuthEr
 from onionchat.hub import Connection
 from onionchat.node import Node, Refused
 from onionchat.protocol import Code, ProtocolError, Send
+
+log = logging.getLogger("onionchat.nojs")
 
 REFRESH = 5  # seconds between reloads of a room's message frame
 LINGER = 3 * REFRESH + 15  # a page not refreshed for this long has left its room
@@ -494,6 +497,7 @@ async def login(request: Request) -> Response:
         secret = await _derivations(request).derive(request, password, salt, iterations)
         user, token, expires = await accounts.login(username, secret, device)
     except ClientGone:
+        log.info("login dropped: the client left", extra={"event": "dropped"})
         return Response(status_code=499)
     except FormError as exc:
         return _login_page(request, exc.status, exc.message, username)
@@ -519,6 +523,7 @@ async def register(request: Request) -> Response:
         secret = await _derivations(request).derive(request, password, salt, iterations)
         user, token, expires = await node.accounts.register(username, salt, iterations, secret)
     except ClientGone:
+        log.info("registration dropped: the client left", extra={"event": "dropped"})
         return Response(status_code=499)
     except ProtocolError as exc:
         return _refused(_login_page(request, _status(exc), register_error=exc.message), exc)

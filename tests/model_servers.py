@@ -151,6 +151,7 @@ class ModelServer:
         self.port = 0
         self.requests: list[dict[str, Any]] = []  # every chat request body, in order
         self.headers: list[dict[str, str]] = []  # their headers (lower-case names)
+        self.paths: list[str] = []  # every request's "METHOD /path", chat or not, in order
         self.holding = threading.Event()  # set while a stream waits for release()
         self.abandoned = 0  # streams the client left before their end
         self._chunks = 0
@@ -238,6 +239,7 @@ class ModelServer:
             "openai": "/v1/chat/completions",
             "anthropic": "/v1/messages",
         }[self.provider]
+        self.paths.append(f"{request.method} {request.path}")
         if request.method == "POST" and request.path == chat:
             await self._chat(request, out)
         elif request.method == "GET" and self.provider == "ollama" and request.path == "/":

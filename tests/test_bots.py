@@ -542,3 +542,44 @@ async def test_a_terminal_shows_the_answer_grow(
             final = await wait_for_screen(session, "<Olga> Why did the onion cry? Because it was")
             assert "Olga is writing" not in final  # the toolbar is gone once it is stored
         subprocess.run(["tmux", "send-keys", "-t", session, "/quit", "Enter"], check=True)
+
+
+# -- bounds: what a caller can make the node ask of model servers ------------------------------
+
+
+async def test_many_bots_commands_cost_one_check_of_the_model_server(
+    node_factory: Any, ollama: ModelServer
+) -> None:
+    node: NodeProcess = node_factory(env=olga(ollama.url))
+    async with user(node, "alice") as alice:
+        await alice.join("lobby")
+        for i in range(20):
+            await alice.send(type="command", line="/bots", room="lobby", ref=f"b{i}")
+        for i in range(20):
+            listing = await alice.expect("notice", ref=f"b{i}")
+            assert "ready" in listing["text"]
+    checks = [p for p in ollama.paths if not p.startswith("POST /api/chat")]
+    assert 1 <= len(checks) <= 2, checks  # one check of the server (at most two requests)
+
+
+async def test_answers_at_once_on_the_node_are_bounded(
+    node_factory: Any, ollama: ModelServer
+) -> None:
+    """With one answer at a time node-wide, a call in a second room waits for the first."""
+    ollama.hold_after = 1
+    node: NodeProcess = node_factory(env={**olga(ollama.url), "ONIONCHAT_LIMITS_BOT_ANSWERS": "1"})
+    async with user(node, "alice") as alice, user(node, "bob") as bob:
+        await alice.join("one")
+        await bob.join("two")
+        await alice.say("one", "Olga, tell a joke", ref="1")
+        await alice.expect("delta")
+        await bob.say("two", "Olga, tell another", ref="2")
+        await bob.send(type="ping", ref="barrier")
+        await bob.expect("pong", ref="barrier")
+        await asyncio.sleep(0.5)  # time for a request that should not come (without the bound)
+        assert len(ollama.requests) == 1  # the second waits its turn, nothing asked yet
+        ollama.hold_after = None
+        ollama.release()
+        _, first = await answer(alice)
+        _, second = await answer(bob)
+    assert first["text"] == JOKE and second["text"] == JOKE and len(ollama.requests) == 2
