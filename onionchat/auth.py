@@ -29,7 +29,7 @@ from onionchat import names
 from onionchat.config import Auth as AuthSettings
 from onionchat.protocol import Code, ProtocolError
 from onionchat.ratelimit import TokenBucket
-from onionchat.store import Conflict, Store, User
+from onionchat.store import Conflict, Lookalike, Store, User
 
 log = logging.getLogger("onionchat.auth")
 
@@ -141,7 +141,8 @@ class Accounts:
         node_secret: bytes,
         reserved: frozenset[str] = frozenset(),
     ) -> None:
-        self._reserved = reserved  # name keys no account may take: the bots'
+        self._reserved = reserved  # names no account may take nor look like: the bots'
+        self._reserved_keys = frozenset(names.key(label) for label in reserved)
         self._store = store
         self._settings = settings
         self._node_secret = node_secret
@@ -248,8 +249,12 @@ class Accounts:
         self, username: str, salt: bytes, iterations: int, secret: bytes
     ) -> tuple[User, str, int]:
         name = names.username(username)
-        if names.key(name) in self._reserved:
+        if names.key(name) in self._reserved_keys:
             raise AuthError(Code.NAME_TAKEN, f"the name {name!r} belongs to a bot here", 409)
+        if (bot := names.lookalike(name, self._reserved)) is not None:
+            raise AuthError(
+                Code.NAME_TAKEN, f"the name {name!r} looks like {bot!r}, a bot here", 409
+            )
         if iterations < self._settings.pbkdf2_iterations:
             raise AuthError(
                 Code.BAD_FRAME,
@@ -275,6 +280,12 @@ class Accounts:
             user = await self._store.create_user(
                 name, names.key(name), salt, iterations, stored.decode()
             )
+        except Lookalike as exc:
+            raise AuthError(
+                Code.NAME_TAKEN,
+                f"the name {name!r} looks too much like {exc.existing!r}, who is already here",
+                409,
+            ) from None
         except Conflict:
             raise AuthError(Code.NAME_TAKEN, f"the name {name!r} is taken", 409) from None
         log.info("account created", extra={"event": "register", "user": user.name})
@@ -288,7 +299,7 @@ class Accounts:
         iterations = self._settings.pbkdf2_iterations
         name = names.username(name)
         return await self._store.create_user(
-            name, names.key(name), salt, iterations, stored.decode()
+            name, names.key(name), salt, iterations, stored.decode(), allow_lookalike=True
         )
 
     async def login(

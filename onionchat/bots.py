@@ -454,8 +454,9 @@ class Coalescer:
 
 
 def reserved_names(bots: Mapping[str, Bot]) -> frozenset[str]:
-    """The name keys no account may take: every bot's name and aliases."""
-    return frozenset(names.key(label) for bot in bots.values() for label in _labels(bot))
+    """The names no account may take, nor look like: every bot's name and aliases, as the
+    operator wrote them (a skeleton depends on the case)."""
+    return frozenset(label for bot in bots.values() for label in _labels(bot))
 
 
 def _sealed(key: bytes | None, text: str) -> tuple[str | None, str | None]:

@@ -287,7 +287,7 @@ class Auth:
         ),
     )
     hash_queue: int = dataclasses.field(
-        default=32,
+        default=64,
         metadata=_key(
             "Logins and registrations waiting for a hash worker; more are refused (429) "
             "without hashing.",
@@ -702,6 +702,11 @@ def _check_together(settings: Settings) -> None:
             raise ConfigError(f"{name}: no such file: {path}")
     if tor.torrc and not Path(tor.torrc).expanduser().is_file():
         raise ConfigError(f"tor.torrc: no such file: {tor.torrc}")
+    if settings.auth.max_iterations < settings.auth.pbkdf2_iterations:
+        raise ConfigError(
+            f"auth.max_iterations: {settings.auth.max_iterations} is below "
+            f"auth.pbkdf2_iterations ({settings.auth.pbkdf2_iterations}): no account could register"
+        )
     limits = settings.limits
     needed = max_box_length(limits.max_text_chars) + 512
     if needed > limits.max_frame_bytes:

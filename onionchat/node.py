@@ -61,7 +61,7 @@ from onionchat.protocol import (
 )
 from onionchat.protocol import History as HistoryRequest
 from onionchat.ratelimit import Buckets, TokenBucket, Windows
-from onionchat.store import Conflict, Room, Store
+from onionchat.store import Conflict, Lookalike, Room, Store
 
 if TYPE_CHECKING:
     from onionchat.bots import Bots
@@ -291,6 +291,12 @@ class Node:
                 ) from None
             try:
                 room = await self.store.create_room(name, protected)
+            except Lookalike as exc:
+                raise ProtocolError(
+                    Code.NAME_TAKEN,
+                    f"#{name} looks too much like #{exc.existing}, which exists",
+                    ref,
+                ) from None
             except Conflict:
                 room = await self.room(name)
             else:

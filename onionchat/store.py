@@ -17,10 +17,11 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
+from onionchat import names
 from onionchat.protocol import Message
 
 T = TypeVar("T")
@@ -82,11 +83,29 @@ MIGRATIONS = [
         PRIMARY KEY (user_id, room_id)
     ) WITHOUT ROWID;
     """,
+    # What a name looks like (names.skeleton): a new name may not look like another's.
+    # Direct-message rooms (`@...`) keep NULL: their names are made, never chosen.
+    """
+    ALTER TABLE users ADD COLUMN skeleton TEXT;
+    UPDATE users SET skeleton = onionchat_skeleton(name);
+    CREATE INDEX users_skeleton ON users(skeleton);
+    ALTER TABLE rooms ADD COLUMN skeleton TEXT;
+    UPDATE rooms SET skeleton = onionchat_skeleton(name) WHERE name NOT LIKE '@%';
+    CREATE INDEX rooms_skeleton ON rooms(skeleton);
+    """,
 ]
 
 
 class Conflict(Exception):
     """A unique name is already taken."""
+
+
+class Lookalike(Conflict):
+    """A new name is not taken but looks like one that is (the same `names.skeleton`)."""
+
+    def __init__(self, existing: str) -> None:
+        super().__init__(f"the name looks like {existing!r}")
+        self.existing = existing
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -130,6 +149,8 @@ async def _connect(path: Path) -> aiosqlite.Connection:
     await db.execute("PRAGMA synchronous=NORMAL")
     await db.execute("PRAGMA busy_timeout=5000")
     await db.execute("PRAGMA foreign_keys=ON")
+    # for the migration that fills the skeleton columns of existing rows
+    await db.create_function("onionchat_skeleton", 1, names.skeleton, deterministic=True)
     return db
 
 
@@ -236,15 +257,29 @@ class Store:
         await future
 
     async def create_user(
-        self, name: str, key: str, salt: bytes, iterations: int, hash: str
+        self,
+        name: str,
+        key: str,
+        salt: bytes,
+        iterations: int,
+        hash: str,
+        *,
+        allow_lookalike: bool = False,
     ) -> User:
+        """Raises Conflict if the name (its key) is taken, and Lookalike if it looks like
+        another user's name, unless `allow_lookalike` (a bot's account, whose name the
+        operator chose)."""
+        skeleton = names.skeleton(name)
+
         async def op(db: aiosqlite.Connection) -> int:
             cursor = await db.execute(
-                "INSERT INTO users (name, key, salt, iterations, hash, created) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (name, key, salt, iterations, hash, _now()),
+                "INSERT INTO users (name, key, salt, iterations, hash, created, skeleton) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (name, key, salt, iterations, hash, _now(), skeleton),
             )
             assert cursor.lastrowid is not None
+            if not allow_lookalike:
+                await _refuse_lookalike(db, "users", skeleton, cursor.lastrowid)
             return cursor.lastrowid
 
         return User(await self._write(op), name, salt, iterations, hash)
@@ -271,12 +306,18 @@ class Store:
         await self._write(op)
 
     async def create_room(self, name: str, protected: bool) -> Room:
+        """Raises Conflict if the room exists, and Lookalike if its name looks like another
+        room's; direct-message rooms (`@...`) are not compared."""
+        skeleton = None if name.startswith("@") else names.skeleton(name)
+
         async def op(db: aiosqlite.Connection) -> int:
             cursor = await db.execute(
-                "INSERT INTO rooms (name, protected, created) VALUES (?, ?, ?)",
-                (name, int(protected), _now()),
+                "INSERT INTO rooms (name, protected, created, skeleton) VALUES (?, ?, ?, ?)",
+                (name, int(protected), _now(), skeleton),
             )
             assert cursor.lastrowid is not None
+            if skeleton is not None:
+                await _refuse_lookalike(db, "rooms", skeleton, cursor.lastrowid)
             return cursor.lastrowid
 
         return Room(await self._write(op), name, protected)
@@ -445,6 +486,23 @@ class Store:
             for r in reversed(rows[:limit])
         ]
         return messages, more
+
+
+_LOOKALIKE = {
+    "users": "SELECT name FROM users WHERE skeleton = ? AND id != ? ORDER BY id LIMIT 1",
+    "rooms": "SELECT name FROM rooms WHERE skeleton = ? AND id != ? ORDER BY id LIMIT 1",
+}
+
+
+async def _refuse_lookalike(
+    db: aiosqlite.Connection, table: Literal["users", "rooms"], skeleton: str, new_id: int
+) -> None:
+    """Raises Lookalike if a row other than the new one has this skeleton: in the insert's
+    transaction (its savepoint is rolled back), so two lookalikes cannot both get in."""
+    async with db.execute(_LOOKALIKE[table], (skeleton, new_id)) as cursor:
+        row = await cursor.fetchone()
+    if row is not None:
+        raise Lookalike(row[0])
 
 
 async def _migrate(db: aiosqlite.Connection) -> None:
