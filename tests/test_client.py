@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,10 +148,11 @@ def test_bad_options_exit_2(node: NodeProcess, password_file: Path) -> None:
 
 
 async def test_through_a_socks5_proxy_with_remote_names(
-    node: NodeProcess, password_file: Path
+    node_factory: Any, password_file: Path
 ) -> None:
     """The node is reached by a name only the proxy knows: the client cannot have resolved it
     itself, and the proxy saw a name, never an address."""
+    node = node_factory(env={"ONIONCHAT_SERVER_HOSTS": "chat.onionchat.test"})
     async with Socks5Proxy({"chat.onionchat.test": "127.0.0.1"}) as proxy:
         url = f"http://chat.onionchat.test:{node.port}"
         socks = ("--register", "--socks", f"127.0.0.1:{proxy.port}")
@@ -238,9 +240,10 @@ async def test_no_tor_for_an_onion_is_a_clear_error(password_file: Path) -> None
     )
 
 
-async def test_an_onion_through_the_proxy(node: NodeProcess, password_file: Path) -> None:
+async def test_an_onion_through_the_proxy(node_factory: Any, password_file: Path) -> None:
     """The whole session (the first probe, HTTP, the WebSocket) goes to the proxy by name."""
     onion = onion_address(b"reachable")
+    node = node_factory(env={"ONIONCHAT_SERVER_HOSTS": onion})
     async with Socks5Proxy({onion: "127.0.0.1"}) as proxy:
         url = f"http://{onion}:{node.port}"
         socks = ("--register", "--socks", f"127.0.0.1:{proxy.port}")

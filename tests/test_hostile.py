@@ -314,10 +314,11 @@ async def test_only_the_nodes_own_host_names_are_answered(node_factory: Any) -> 
     for hosts in (["attacker.example"], [f"127.0.0.1:{node.port}", "attacker.example"]):
         reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
         head = "".join(f"Host: {h}\r\n" for h in hosts)
-        writer.write(
+        handshake = (
             f"GET /ws HTTP/1.1\r\n{head}Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         )
+        writer.write(handshake.encode())
         status = await asyncio.wait_for(reader.readline(), 5)
         assert status.split()[1] == b"403", status
         writer.close()

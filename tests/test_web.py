@@ -134,6 +134,16 @@ async def say(page: Page, text: str) -> None:
     await expect(box).to_have_value("")
 
 
+async def refused(page: Page, text: str, reason: str | re.Pattern[str]) -> None:
+    """Send a line that is refused (here or by the node): it stays in the box, the reason
+    next to it."""
+    box = page.get_by_label("Message", exact=True)
+    await box.fill(text)
+    await box.press("Enter")
+    await expect(page.locator("#composer-error")).to_have_text(reason)
+    await expect(box).to_have_value(text)
+
+
 def texts(page: Page) -> Any:
     return page.locator("#messages li.message .text")
 
@@ -289,6 +299,34 @@ async def test_opening_an_invite_link_joins_with_the_key(
         await expect(page.locator("#status")).to_have_text("connected")
         await page.locator("#rooms button", has_text="#vault").click()
         await expect(texts(page)).to_have_text(["in the vault"])
+        await watched.assert_clean()
+
+
+async def test_an_invite_link_keeps_the_key_under_the_nodes_room_name(
+    node: NodeProcess, browser: Browser
+) -> None:
+    """`#room=Straße` is the room `strasse` to the node (NFKC + casefold; toLowerCase would
+    give `straße`): the key goes with the name the node answers in `joined`."""
+    key = crypto.new_room_key()
+    async with user(node, "alice") as alice:
+        joined = await alice.join("Straße", protected=True)
+        assert joined["room"]["name"] == "strasse"
+        await alice.send(type="send", room="strasse", box=crypto.seal(key, "on the street"))
+        await alice.expect("ack")
+    async with open_page(browser, node) as watched:
+        page = watched.page
+        await page.goto(f"{node.url}/#room=Stra%C3%9Fe&key={crypto.encode_key(key)}")
+        await page.reload()  # before logging in: the link is still to be opened
+        assert "key=" not in page.url
+        await sign_up(page, "bob")
+        await expect(page.locator("#room-title")).to_have_text("#strasse")
+        await expect(texts(page)).to_have_text(["on the street"])
+        stored = await page.evaluate(
+            "Object.keys(localStorage).filter((k) => k.startsWith('onionchat.key.'))"
+        )
+        assert stored == ["onionchat.key.strasse"]
+        assert await page.evaluate("sessionStorage.getItem('onionchat.invite')") is None
+        await say(page, "sealed under the right name")
         await watched.assert_clean()
 
 

@@ -6,14 +6,15 @@ from __future__ import annotations
 import base64
 import re
 import sqlite3
+from pathlib import Path
 
 import nacl.public
 from playwright.async_api import Browser, Page, expect
 
 from onionchat import crypto
 
-from conftest import PASSWORD, NodeProcess, register
-from test_web import Watched, log_in, open_page, open_room, say, shot, sign_up, texts
+from conftest import PASSWORD, NodeProcess, pipe_client, register
+from test_web import Watched, log_in, open_page, open_room, refused, say, shot, sign_up, texts
 
 PUBLIC_KEY = re.compile(r"^[A-Za-z0-9+/]{43}=$")
 
@@ -60,14 +61,16 @@ async def test_a_sealed_invitation_and_a_second_profile(
         await open_room(alice, "vault", protected=True)
         await say(alice, "the combination is 1234")
         notice = alice.locator("#notice")
-        await say(alice, "/invite dave")
-        await expect(notice).to_have_text(
-            "dave has not logged in with a browser/CLI that made an identity key yet"
+        # refused lines stay in the box, the reason next to them
+        await refused(
+            alice,
+            "/invite dave",
+            "dave has not logged in with a browser/CLI that made an identity key yet",
         )
-        await say(alice, "/invite nobody")
-        await expect(notice).to_have_text("there is no user 'nobody'")
+        await refused(alice, "/invite nobody", "there is no user 'nobody'")
         await say(alice, "/invite bob")
         await expect(notice).to_have_text("invited bob to #vault")
+        await expect(alice.locator("#composer-error")).to_be_hidden()
         await expect(bob.locator("#notice")).to_contain_text("alice invited you to #vault")
         vault = bob.locator("#rooms button", has_text="#vault")
         await expect(vault.locator(".tag")).to_have_text(["key", "invited"])
@@ -143,8 +146,8 @@ async def test_direct_messages_between_two_browsers(node: NodeProcess, browser: 
         await expect(texts(alice)).to_have_text(both)
         await expect(texts(bob)).to_have_text(both)
         await shot(bob, "direct")
-        await say(bob, "/msg carol hello")  # no such user: said plainly
-        await expect(bob.locator("#notice")).to_have_text("there is no user 'carol'")
+        await refused(bob, "/msg carol hello", "there is no user 'carol'")  # said plainly
+        await bob.get_by_label("Message", exact=True).fill("")
         # a reload keeps the wrapping key in this tab: the history still opens
         await alice.reload()
         await expect(alice.locator("#status")).to_have_text("connected")
@@ -223,3 +226,74 @@ async def test_identity_crypto_matches_the_python_side(node: NodeProcess, browse
         nacl.public.PrivateKey(secret), nacl.public.PublicKey(page_public)
     ).shared_key()
     assert crypto.open_box(shared, result["direct"]) == "between us ☃"
+
+
+async def conversations(page: Page) -> list[str]:
+    """The conversations in the room list, as labelled."""
+    labels = await page.locator("#rooms button > span:first-child").all_text_contents()
+    return [label for label in labels if label.startswith("@")]
+
+
+async def test_direct_messages_with_a_name_the_node_folds(
+    node: NodeProcess, browser: Browser, password_file: Path
+) -> None:
+    """`Straße` is `strasse` to the node (NFKC + casefold) but `straße` to toLowerCase: the
+    pages use the room the node names (`key.direct`, `ready.key`, the frames' `room`), so each
+    side sees one conversation, whoever started it."""
+    async with open_page(browser, node) as a, open_page(browser, node) as b:
+        strasse, bob = a.page, b.page
+        await sign_up(strasse, "Straße")
+        await sign_up(bob, "bob")
+        await identity_key(bob)
+        # started from the Straße page
+        await strasse.get_by_role("button", name="Direct message to bob").click()
+        await expect(strasse.locator("#room-title")).to_have_text("@bob")
+        await say(strasse, "hello bob")
+        # answered from bob's page with /msg and the name in another case
+        conversation = bob.locator("#rooms button", has_text="@Straße")
+        await expect(conversation.locator(".badge")).to_have_text("1")
+        await say(bob, "/msg STRASSE hello Straße")
+        await expect(bob.locator("#room-title")).to_have_text("@Straße")
+        both = ["hello bob", "hello Straße"]
+        await expect(texts(bob)).to_have_text(both)
+        await expect(texts(strasse)).to_have_text(both)
+        assert await conversations(strasse) == ["@bob"]
+        assert await conversations(bob) == ["@Straße"]
+        # bob's page again: the conversation of ready.direct is found with ready.key
+        await bob.reload()
+        await expect(bob.locator("#status")).to_have_text("connected")
+        await bob.locator("#rooms button", has_text="@").click()
+        await expect(texts(bob)).to_have_text(both)
+        await expect(bob.locator("#room-title")).to_have_text("@Straße")
+        assert await conversations(bob) == ["@Straße"]
+        await say(bob, "still one conversation")
+        await expect(texts(strasse)).to_have_text([*both, "still one conversation"])
+        assert await conversations(strasse) == ["@bob"]
+
+        # started from the other side: the CLI writes first, the page answers in the
+        # conversation and with /msg
+        async with pipe_client(node.url, "carol", password_file, "--register") as carol:
+            await carol.next(type="joined")
+            await carol.send("/msg straße hi from the terminal")
+            first = await carol.next(type="message", sender="carol")
+            assert first["room"] == "@carol+strasse" and first["decrypted"] is True
+            talk = strasse.locator("#rooms button", has_text="@carol")
+            await expect(talk.locator(".badge")).to_have_text("1")
+            await talk.click()
+            await say(strasse, "hi from the page")
+            await say(strasse, "/msg Carol and once more")
+            for text in ("hi from the page", "and once more"):
+                line = await carol.next(type="message", text=text)
+                assert line["room"] == "@carol+strasse" and line["decrypted"] is True
+            code, _, err = await carol.finish()
+            assert code == 0, err
+        await expect(texts(strasse)).to_have_text(
+            ["hi from the terminal", "hi from the page", "and once more"]
+        )
+        assert sorted(await conversations(strasse)) == ["@bob", "@carol"]
+        await a.assert_clean()
+        await b.assert_clean()
+    node.stop()
+    with database(node) as db:
+        rooms = [name for (name,) in db.execute("SELECT name FROM rooms WHERE name LIKE '@%'")]
+    assert sorted(rooms) == ["@bob+strasse", "@carol+strasse"]

@@ -20,7 +20,7 @@ from onionchat.client.errors import ChatError, ClientError
 from onionchat.client.options import Options, read_password
 from onionchat.client.session import Chat, State, View
 from onionchat.client.transport import open_websocket, probe
-from onionchat.client.views import PipeView, TerminalView, toolbar
+from onionchat.client.views import PipeView, TerminalView, printable, toolbar
 
 
 async def main(options: Options) -> int:
@@ -195,4 +195,4 @@ def _interrupts(task: asyncio.Task[int]) -> Iterator[None]:
 
 
 def _fail(message: str) -> None:
-    print(f"onionchat: {message}", file=sys.stderr, flush=True)
+    print(f"onionchat: {printable(message)}", file=sys.stderr, flush=True)

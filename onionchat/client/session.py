@@ -3,6 +3,11 @@ the node are opened, tracked and handed to a view.
 
 Room keys never leave this process: in a key-protected room, messages and the topic are sealed
 here before they go and opened here when they come, so the node relays ciphertext only.
+
+Who is who is the node's to say: names are compared by the node's rules, so this client never
+derives a name's key or a room's name itself. It keeps a room key under the name the node
+answers in `joined`, knows itself by the name and key of `ready`, and a direct conversation by
+the room the node names (in `key.direct` and in every direct message).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import msgspec
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from onionchat import PROTOCOL_VERSION, crypto, names
+from onionchat import PROTOCOL_VERSION, crypto
 from onionchat.addressing import Addressing
 from onionchat.client.errors import ChatError
 from onionchat.client.options import Options
@@ -99,6 +104,7 @@ class State:
     """Who we are and where we are, shared by the session and the terminal view."""
 
     user: str
+    key: str = ""  # our name as the node compares it (ready.key)
     current: str | None = None
     rooms: dict[str, RoomState] = dataclasses.field(default_factory=dict)  # newest last
     growing: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # bot answers
@@ -136,11 +142,7 @@ class JoinRequest:
     protected: bool
     create: bool
     done: asyncio.Future[Joined] | None = None  # the first join is waited for
-
-
-def _canonical(room: str) -> str:
-    """A room name as the node spells it: keys are kept by it, however it was typed."""
-    return names.key(room.removeprefix("#"))
+    key: bytes | None = None  # the room key (--key), kept under the name the node answers
 
 
 class Chat:
@@ -163,8 +165,6 @@ class Chat:
         self._keys: dict[str, bytes] = {}
         self._bots = Addressing([])  # the node's bots, from `ready`
         self._readers: dict[str, set[str]] = {}  # key-protected room -> bots invited to read it
-        if options.key is not None:
-            self._keys[_canonical(options.room)] = options.key
         self.failures = 0  # lines refused, here or by the node
         self._closed = asyncio.Event()
         self._close_message = "the connection to the node was lost"
@@ -177,8 +177,11 @@ class Chat:
         # the password, kept in memory only), or made here and published wrapped.
         self._wrapping = wrapping
         self._identity: tuple[bytes, bytes] | None = None  # (secret, public)
-        self._publics: dict[str, asyncio.Future[bytes | None]] = {}  # by case-folded name
-        self._key_refs: dict[str, str] = {}  # ref of a `key` request -> case-folded name
+        # Public keys asked of the node, by the name as asked (or as the node spells it), and
+        # by the room of our direct conversation with that user (`key.direct`).
+        self._publics: dict[str, asyncio.Future[bytes | None]] = {}
+        self._direct_keys: dict[str, asyncio.Future[bytes | None]] = {}
+        self._key_refs: dict[str, str] = {}  # ref of a `key` request -> the name asked
         self._plain_warned: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -192,12 +195,13 @@ class Chat:
             await self._ws.send(json.dumps(auth))
         ready = await self._wait(self._ready)
         self.state.user = ready.user
+        self.state.key = ready.key
         limits = ready.limits
         self._max_text = int(limits.get("max_text_chars", 0))
         if "rate" in limits and "burst" in limits:
             self._outbox.pace(float(limits["rate"]), int(limits["burst"]))
         done: asyncio.Future[Joined] = asyncio.get_running_loop().create_future()
-        await self._join(self._options.room, done)
+        await self._join(self._options.room, done, self._options.key)
         await self._wait(done)
 
     async def guard(self, work: Coroutine[Any, Any, T]) -> T:
@@ -271,6 +275,10 @@ class Chat:
             to, _, message = args.partition(" ")
             if to and message.strip() and await self._direct(to, message.strip()):
                 return True
+        if command == "topic" and not args and room is not None:
+            # The topic as we hold it (the node's notice would print someone's newlines).
+            await self._topic(room, args)
+            return True
         if room is not None and self.state.protected(room):
             # The node refuses to see these in a key-protected room: seal them here.
             if command == "me" and args:
@@ -333,12 +341,12 @@ class Chat:
             )
             return True
         try:
-            public = await self._wait(self._public_key(to))
+            public = await self._wait(asyncio.shield(self._public_key(to)))
         except ChatError:
             public = None
         if public is None:
-            if names.key(to) not in self._plain_warned:
-                self._plain_warned.add(names.key(to))
+            if to not in self._plain_warned:
+                self._plain_warned.add(to)
                 self._view.warn(
                     f"{to} has no identity key (or could not be asked): "
                     "direct messages to them go as plain text, readable by the node"
@@ -354,13 +362,12 @@ class Chat:
 
     def _public_key(self, name: str) -> asyncio.Future[bytes | None]:
         """`name`'s public key (None if they have none), asked of the node once."""
-        folded = names.key(name)
-        future = self._publics.get(folded)
+        future = self._publics.get(name)
         if future is None:
             future = asyncio.get_running_loop().create_future()
-            self._publics[folded] = future
+            self._publics[name] = future
             ref = self._outbox.ref()
-            self._key_refs[ref] = folded
+            self._key_refs[ref] = name
             self._spawn(self._outbox.send({"type": "key", "user": name, "ref": ref}))
         return future
 
@@ -383,10 +390,15 @@ class Chat:
             return
         await self._outbox.send({"type": "topic", "room": room, "box": crypto.seal(key, text)})
 
-    async def _join(self, room: str, done: asyncio.Future[Joined] | None = None) -> None:
-        """Join (creating it if missing); key-protected only for the room our key is for."""
-        protected = _canonical(room) in self._keys
-        await self._request(JoinRequest(room, protected=protected, create=True, done=done))
+    async def _join(
+        self, room: str, done: asyncio.Future[Joined] | None = None, key: bytes | None = None
+    ) -> None:
+        """Join (creating it if missing); key-protected for the room our --key is for, or one
+        whose key an invitation brought (by the name the node gave it: another spelling is
+        joined all the same, once the node has said that it is key-protected)."""
+        protected = key is not None or room.removeprefix("#") in self._keys
+        request = JoinRequest(room, protected=protected, create=True, done=done, key=key)
+        await self._request(request)
 
     async def _request(self, request: JoinRequest) -> None:
         ref = self._outbox.ref()
@@ -543,14 +555,18 @@ class Chat:
             error = f"cannot open {sender}'s invitation to #{room}: {exc}"
             self._view.warn(error)
             return error
-        self._keys[_canonical(room)] = key
+        self._keys[room] = key  # the node's name of the room
         self._view.note(f"{sender} invited you to #{room}")
         return None
 
     def _got_key(self, frame: PublicKey) -> None:
-        folded = self._key_refs.pop(frame.ref, None) if frame.ref is not None else None
-        future = self._publics.get(folded or names.key(frame.user))
-        if future is None or future.done():
+        asked = self._key_refs.pop(frame.ref, None) if frame.ref is not None else None
+        future = self._publics.get(asked or frame.user)
+        if future is None:
+            return
+        self._publics.setdefault(frame.user, future)
+        self._direct_keys.setdefault(frame.direct, future)
+        if future.done():
             return
         try:
             public = base64.b64decode(frame.public, validate=True)
@@ -561,13 +577,15 @@ class Chat:
 
     def _joined(self, frame: Joined, data: dict[str, Any]) -> None:
         info = frame.room
+        request = self._joins.pop(frame.ref, None) if frame.ref is not None else None
+        if request is not None and request.key is not None:
+            self._keys[info.name] = request.key  # as the node names it, however it was typed
         topic = self._topic_data(info.name, info.topic, info.topic_box)
         shown = topic["text"] or (f"[{topic['error']}]" if "error" in topic else None)
         self.state.rooms.pop(info.name, None)  # re-insert: the newest room is the last one
         self.state.rooms[info.name] = RoomState(info.protected, shown)
         self._readers[info.name] = set(info.readers)
         self.state.current = info.name
-        request = self._joins.pop(frame.ref, None) if frame.ref is not None else None
         if request is not None and request.done is not None and not request.done.done():
             request.done.set_result(frame)
         room_data = dict(data.get("room", {}))
@@ -589,9 +607,9 @@ class Chat:
         if not self._ready.done():  # refused before `ready`: the session is unusable
             self._ready.set_exception(ChatError(frame.message))
             return
-        folded = self._key_refs.pop(frame.ref, None) if frame.ref is not None else None
-        if folded is not None:  # `key` for a user without one (no_key), or refused
-            future = self._publics.get(folded)
+        asked = self._key_refs.pop(frame.ref, None) if frame.ref is not None else None
+        if asked is not None:  # `key` for a user without one (no_key), or refused
+            future = self._publics.get(asked)
             if future is not None and not future.done():
                 future.set_result(None)
             return
@@ -633,12 +651,13 @@ class Chat:
         if self._identity is None:
             self._view.message(Shown(message, None, NO_IDENTITY, sealed=True))
             return
-        me = names.key(self.state.user)
-        other = message.to if names.key(message.sender) == me else message.sender
+        # The node spells both names as they were registered, ours as in `ready`.
+        other = message.to if message.sender == self.state.user else message.sender
         assert other is not None
+        future = self._direct_keys.get(message.room) or self._public_key(other)
         try:
             async with asyncio.timeout(self._options.timeout):
-                public = await self._public_key(other)
+                public = await asyncio.shield(future)  # a timeout here leaves it to others
         except TimeoutError:
             public = None
         if public is None:

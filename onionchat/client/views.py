@@ -1,11 +1,15 @@
 """How a session is shown: JSON lines for scripts (--pipe), a coloured terminal for people.
 
-Text from the node never drives the terminal: control and bidi-override characters are
-replaced before anything is printed.
+Text from the node never drives the terminal: control characters (C0, DEL, C1), the line and
+paragraph separators and the bidi overrides and isolates are shown as visible escapes (a
+newline as ⏎) before anything is printed, so one message is one line and no escape sequence
+reaches the terminal. The JSON lines of --pipe are UTF-8 (so `grep Привет` finds them), with
+the same characters escaped by JSON.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import sys
@@ -34,21 +38,27 @@ from onionchat.protocol import (
 )
 
 _MENTION = re.compile(r"(?<![\w@])@([\w.-]+)")
-_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_UNSAFE = re.compile("\r\n|[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# In JSON lines: JSON escapes C0 itself; these, and lone surrogates, are escaped here.
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 _COLOURS = ("ansigreen", "ansiblue", "ansimagenta", "ansicyan", "ansibrightgreen", "ansibrightblue")
 
 Fragments = list[tuple[str, str]]
 
 
 class PipeView:
-    """--pipe: one JSON object a line on stdout, flushed at once, ASCII only."""
+    """--pipe: one JSON object a line on stdout, in UTF-8 whatever the locale, flushed at once."""
 
     def __init__(self, out: TextIO | None = None, err: TextIO | None = None) -> None:
+        if out is None:
+            _reconfigure(sys.stdout, encoding="utf-8")
+        if err is None:  # warnings for people: their locale, but never a failure to encode
+            _reconfigure(sys.stderr)
         self._out = out or sys.stdout
         self._err = err or sys.stderr
 
     def _emit(self, data: dict[str, Any]) -> None:
-        self._out.write(json.dumps(data) + "\n")
+        self._out.write(json_line(data) + "\n")
         self._out.flush()
 
     def message(self, shown: Shown) -> None:
@@ -77,13 +87,25 @@ class PipeView:
         self._emit({"type": "notice", "text": text})
 
     def warn(self, text: str) -> None:
-        print(f"onionchat: {text}", file=self._err, flush=True)
+        print(f"onionchat: {printable(text)}", file=self._err, flush=True)
 
     def error(self, text: str) -> None:
         self._emit({"type": "error", "code": "client", "message": text})
 
     def clear(self) -> None:
         pass
+
+
+def json_line(data: dict[str, Any]) -> str:
+    """One JSON object on one line, non-ASCII text as it is (UTF-8 once written)."""
+    text = json.dumps(data, ensure_ascii=False)
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _reconfigure(stream: TextIO, encoding: str | None = None) -> None:
+    """Write `encoding` (else the locale's); what it cannot hold comes out as an escape."""
+    if isinstance(stream, io.TextIOWrapper):
+        stream.reconfigure(encoding=encoding, errors="backslashreplace")
 
 
 class TerminalView:
@@ -100,16 +122,16 @@ class TerminalView:
                 app.invalidate()
         head: Fragments = [("ansibrightblack", f"{_clock(m.ts)} ")]
         if m.to is None and m.room != self._state.current:
-            head.append(("ansibrightblack", f"#{m.room} "))
+            head.append(("ansibrightblack", f"#{printable(m.room)} "))
         if shown.text is None:
-            body_style, body = "ansired italic", f"[{shown.error or 'empty message'}]"
+            body_style, body = "ansired italic", printable(f"[{shown.error or 'empty message'}]")
         else:
-            body = _safe(shown.text)
-            mine = names.key(m.sender) == names.key(self._state.user)
+            body = printable(shown.text)
+            mine = m.sender == self._state.user  # the node spells us as in `ready`
             body_style = "bold ansiyellow" if not mine and mentions(body, self._state.user) else ""
-        sender = _safe(m.sender)
+        sender = printable(m.sender)
         if m.to is not None:
-            head.append(("ansimagenta", f"[dm] {sender} → {_safe(m.to)}: "))
+            head.append(("ansimagenta", f"[dm] {sender} → {printable(m.to)}: "))
         elif m.me:
             head.append((self._colour(m.sender), f"* {sender} "))
         else:
@@ -153,15 +175,19 @@ class TerminalView:
                     kind = " · key-protected" if listed.protected else ""
                     about = f" · {listed.topic}" if listed.topic else ""
                     line = f"   #{listed.name} · {listed.online} online{kind}{about}"
-                    _print([("ansibrightblack", _safe(line))])
+                    _print([("ansibrightblack", printable(line))])
             case WhoList():
                 self._info(f"here in #{frame.room}: {', '.join(frame.members)}")
             case Notice():
-                for line in frame.text.splitlines() or [""]:
-                    _print([("ansicyan", _safe(line))])
+                # The node's text may hold lines (and a topic someone set): the first as it
+                # is, the others indented, so none can pass for a message.
+                first, *more = frame.text.split("\n")
+                _print([("ansicyan", printable(first))])
+                for line in more:
+                    _print([("ansicyan", "   " + printable(line))])
             case Mention():
                 now = time.strftime("%H:%M")
-                said = _safe(f"{frame.sender} mentioned you in #{frame.room}: {frame.text}")
+                said = printable(f"{frame.sender} mentioned you in #{frame.room}: {frame.text}")
                 _print([("ansibrightblack", f"{now} "), ("bold ansiyellow", said)])
             case Error():
                 self.error(frame.message)
@@ -172,10 +198,10 @@ class TerminalView:
         self._info(text, "ansicyan")
 
     def warn(self, text: str) -> None:
-        _print([("ansiyellow", f"! {_safe(text)}")])
+        _print([("ansiyellow", f"! {printable(text)}")])
 
     def error(self, text: str) -> None:
-        _print([("ansired", f"! {_safe(text)}")])
+        _print([("ansired", f"! {printable(text)}")])
 
     def clear(self) -> None:
         app = get_app_or_none()
@@ -185,22 +211,22 @@ class TerminalView:
             clear_screen()
 
     def _info(self, text: str, style: str = "ansibrightblack") -> None:
-        _print([(style, f"-- {_safe(text)}")])
+        _print([(style, f"-- {printable(text)}")])
 
     def _colour(self, name: str) -> str:
         """Bold for us; for others a colour of their own, the same on every run."""
-        if names.key(name) == names.key(self._state.user):
+        if name == self._state.user:
             return "bold"
-        return _COLOURS[zlib.crc32(names.key(name).encode()) % len(_COLOURS)]
+        return _COLOURS[zlib.crc32(name.encode("utf-8", "replace")) % len(_COLOURS)]
 
 
 def toolbar(state: State, width: int) -> FormattedText:
     """The answers bots are writing, each on one line that shows its newest words."""
     lines: Fragments = []
     for sender, text in state.growing.values():
-        head = f"{_safe(sender)} is writing: "
+        head = f"{printable(sender)} is writing: "
         room = max(10, width - len(head) - 2)
-        flat = _safe(" ".join(text.split())) or "…"
+        flat = printable(" ".join(text.split())) or "…"
         shown = flat if len(flat) <= room else "…" + flat[-(room - 1) :]
         if lines:
             lines.append(("", "\n"))
@@ -234,5 +260,15 @@ def _clock(ts: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M", when)
 
 
-def _safe(text: str) -> str:
-    return _UNSAFE.sub("\ufffd", text)
+def printable(text: str) -> str:
+    """`text` on one line, with nothing in it that a terminal would act on: control, separator
+    and bidi characters become visible escapes (`\\x1b`, `\\u202e`), a newline `⏎`."""
+    return _UNSAFE.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in ("\n", "\r\n"):
+        return "⏎"
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"

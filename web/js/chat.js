@@ -3,6 +3,8 @@
 import * as box from "./crypto.js";
 
 const PAGE = 50;
+const TOPIC_CHARS = 300; // the node's topic limit (docs/protocol.md, topic)
+const OFFLINE = "not connected: your message is kept until the node is back";
 // Commands this page handles itself: they seal with identity keys the node never sees.
 const LOCAL_COMMANDS = [
   { name: "/msg", usage: "/msg USER MESSAGE", help: "send an end-to-end encrypted direct message" },
@@ -11,18 +13,23 @@ const LOCAL_COMMANDS = [
 // The node's mention syntax (docs/protocol.md, Mentions).
 const MENTION = /(?<![\p{L}\p{N}_@])@([\p{L}\p{N}_.-]+)/gu;
 
-// The node's name comparison (names.key: NFKC, then case-folded).
-export function nameKey(name) {
-  return String(name || "").normalize("NFKC").trim().toLowerCase();
+// Who is who is the node's to say: it compares names by NFKC + casefold, which JavaScript
+// cannot reproduce (toLowerCase keeps "ß", casefold makes it "ss"). So the page never
+// derives a name key or a conversation's room: it uses `ready.key`, `key.direct` and the
+// room names of the frames. This loose form serves only where nothing is decided: whether
+// to highlight a mention.
+function looseKey(name) {
+  return String(name || "").normalize("NFKC").toUpperCase().toLowerCase();
 }
 
-// The room holding the conversation of two users, as the node names it.
-export function directName(a, b) {
-  return `@${[nameKey(a), nameKey(b)].sort().join("+")}`;
+// Code points, as the node counts characters (a UTF-16 length counts emoji twice).
+function chars(text) {
+  return [...text].length;
 }
 
 // Which bot a message calls ("Olga, ...", "ольга: ...", or "@Olga" anywhere), as the node
-// decides it (onionchat/addressing.py); "" for none.
+// decides it (onionchat/addressing.py); "" for none. Only for a hint (a bot that cannot read
+// a key-protected room): the node decides the call itself.
 export function botCaller(bots) {
   const byLabel = new Map();
   for (const [name, aliases] of Object.entries(bots)) {
@@ -39,11 +46,13 @@ export function botCaller(bots) {
   };
 }
 
-export function mentions(text, user) {
+// Whether `text` mentions the user (named `user`, with the node's key `key`): a highlight.
+export function mentions(text, user, key = "") {
   if (!text || !user) return false;
-  const me = user.toLowerCase();
+  const me = looseKey(user);
   for (const m of text.matchAll(MENTION)) {
-    if (m[1].replace(/[.-]+$/, "").toLowerCase() === me) return true;
+    const named = looseKey(m[1].replace(/[.-]+$/, ""));
+    if (named === me || named === key) return true;
   }
   return false;
 }
@@ -53,7 +62,7 @@ function newRoom(name) {
     name, protected: false, topic: "", topicBox: "", members: new Set(),
     byId: new Map(), ids: [], more: false, loading: false, joined: false,
     unread: 0, mentioned: false, clearedAt: "",
-    direct: false, peer: "", peerKey: "", loaded: false, invitedBy: "", readers: new Set(),
+    direct: false, peer: "", spelled: false, loaded: false, invitedBy: "", readers: new Set(),
   };
 }
 
@@ -62,12 +71,18 @@ export class Chat {
     this.socket = socket;
     this.changed = onChange; // (what, room?) → redraw
     this.user = "";
+    this.userKey = ""; // the node's key of our name (ready.key)
+    this.limits = {};
     this.rooms = new Map();
     this.current = "";
     this.commands = [];
-    this.pendingKeys = new Map(); // join ref → key for a room being created
+    this.pendingKeys = new Map(); // join ref → { key, share } for a room joined with a key
     this.seq = 0;
-    this.unacked = new Map(); // send ref → the line typed, until the node stores it
+    // Typed lines the node has not answered yet: ref of the frame whose answer settles the
+    // line → { text, tag }. The answer becomes a "line" change: { tag, reason } ("" when
+    // the node took it, else why it refused it).
+    this.lines = new Map();
+    this.typed = null; // the line being submitted
     this.resetIdentity();
   }
 
@@ -78,9 +93,10 @@ export class Chat {
     this.pendingIdentity = null;
     this.invitations = [];
     this.bots = null; // the node's bots: a function text → the name of the bot it calls, or ""
-    this.publicKeys = new Map(); // name key → public key, fetched with `key`
-    this.keyWaits = new Map(); // key ref → { user, then }
-    this.fetching = new Set(); // name keys being fetched
+    this.publicKeys = new Map(); // conversation room (`key.direct`) → the other user's key
+    this.directOf = new Map(); // a user's name, as typed or as the node spells it → room
+    this.keyWaits = new Map(); // key ref → { user, then, room }
+    this.fetching = new Set(); // rooms whose peer's key is being fetched
   }
 
   ref(prefix) {
@@ -97,15 +113,19 @@ export class Chat {
     this.rooms.clear();
     this.current = "";
     this.user = "";
+    this.userKey = "";
+    this.lines.clear();
     this.resetIdentity();
   }
 
   // -- requests ---------------------------------------------------------------------------
 
-  join(name, { create = false, protect = false, key = null, focus = false } = {}) {
+  // `key`: the room key, kept under the name the node answers with (`share`: then show the
+  // invite link, for a room made here).
+  join(name, { create = false, protect = false, key = null, share = true, focus = false } = {}) {
     const ref = this.ref("join");
     if (focus) this.wantFocus = ref;
-    if (key) this.pendingKeys.set(ref, key);
+    if (key) this.pendingKeys.set(ref, { key, share });
     const frame = { type: "join", room: name, ref };
     if (create) frame.create = true;
     if (protect) frame.protected = true;
@@ -119,20 +139,66 @@ export class Chat {
       ref: this.ref("older") });
   }
 
-  // Returns an error text for the user, or "" when the line went out.
-  submit(line) {
+  // A typed line. Returns { error } when it is refused here (nothing went out: the reason
+  // is for the user), else { pending }: whether frames went out whose answer settles the
+  // line (a "line" change with this `tag` then tells how), or it was done here at once.
+  submit(line, tag) {
     const room = this.rooms.get(this.current);
     const text = line.replace(/\s+$/, "");
-    if (!text.trim()) return "";
-    if (!this.socket.ready) return "not connected: your message is kept until the node is back";
-    if (text.startsWith("/") && !text.startsWith("//")) return this.command(text, room);
-    const body = text.startsWith("//") ? text.slice(1) : text;
-    if (!room) return "join a room first";
-    return this.say(room, body, false);
+    if (!text.trim()) return { error: "", pending: false };
+    if (!this.socket.ready) return { error: OFFLINE, pending: false };
+    this.typed = { text, tag, pending: false };
+    try {
+      let error;
+      if (text.startsWith("/") && !text.startsWith("//")) error = this.command(text, room);
+      else if (!room) error = "join a room first";
+      else error = this.say(room, text.startsWith("//") ? text.slice(1) : text, false);
+      return { error, pending: !error && this.typed.pending };
+    } finally {
+      this.typed = null;
+    }
   }
 
-  say(room, text, me, line = text) {
-    if (room.direct) return this.sayDirect(room.peer, text, me, line);
+  tooLong(text, what = "message", max = this.limits.max_text_chars) {
+    const n = chars(text);
+    return max && n > max ? `the ${what} is too long (${n} characters, at most ${max})` : "";
+  }
+
+  // Sends a frame for a typed line, which then waits for its answer; "" or why not.
+  sendLine(frame, typed = this.typed) {
+    const max = this.limits.max_frame_bytes;
+    const size = max ? new TextEncoder().encode(JSON.stringify({ v: 1, ...frame })).length : 0;
+    if (size > max) return `this is too long to send (${size} bytes, at most ${max})`;
+    if (!this.socket.send(frame)) return OFFLINE;
+    this.waitFor(frame.ref, typed);
+    return "";
+  }
+
+  waitFor(ref, typed) {
+    if (!typed) return;
+    this.lines.set(ref, typed);
+    typed.pending = true;
+  }
+
+  // The node answered the frame of a typed line: refused (`reason`) or done.
+  settle(ref, reason = "") {
+    const typed = this.lines.get(ref);
+    if (!typed) return false;
+    this.lines.delete(ref);
+    this.changed("line", { tag: typed.tag, reason });
+    return true;
+  }
+
+  // A line refused after it left submit (say, once a key came): tell it like an answer.
+  refuse(typed, reason) {
+    if (typed) this.changed("line", { tag: typed.tag, reason });
+    else this.changed("error", reason);
+  }
+
+  say(room, text, me) {
+    const long = this.tooLong(text);
+    if (long) return long;
+    if (room.direct) return this.sayDirect(room.peer, text, me);
     const frame = { type: "send", room: room.name, ref: this.ref("send") };
     if (me) frame.me = true;
     if (room.protected) {
@@ -147,25 +213,19 @@ export class Chat {
     } else {
       frame.text = text;
     }
-    this.socket.send(frame);
-    this.unacked.set(frame.ref, me ? `/me ${text}` : line);
-    return "";
+    return this.sendLine(frame);
   }
 
-  // Lines sent but not acknowledged when the connection dropped: maybe stored, maybe not.
+  // Lines sent but not answered when the connection dropped: maybe stored, maybe not.
   takeUnacked() {
-    const lines = [...this.unacked.values()];
-    this.unacked.clear();
+    const lines = [...new Set(this.lines.values())];
+    this.lines.clear();
     return lines;
-  }
-
-  on_ack(frame) {
-    this.unacked.delete(frame.ref);
   }
 
   command(line, room) {
     const [word, ...rest] = line.slice(1).split(" ");
-    const name = word.toLowerCase();
+    const name = word.toLowerCase(); // a command's name, not a user's
     const args = rest.join(" ").trim();
     if (name === "clear") {
       // Local only: the node keeps everything.
@@ -174,6 +234,10 @@ export class Chat {
     }
     if (name === "msg") return this.msgCommand(args);
     if (name === "invite") return this.inviteCommand(room, args);
+    if (name === "me" && args) {
+      const long = this.tooLong(args);
+      if (long) return long;
+    }
     if (room && room.direct && (name === "me" || name === "topic")) {
       if (name === "me") return args ? this.say(room, args, true) : "usage: /me ACTION";
       return "a conversation has no topic";
@@ -182,15 +246,15 @@ export class Chat {
       // The node refuses plain text in a key-protected room: seal here.
       if (name === "me") return args ? this.say(room, args, true) : "usage: /me ACTION";
       if (!args) { this.changed("notice", `topic of #${room.name}: ${this.topicText(room) || "(none)"}`); return ""; }
+      const long = this.tooLong(args, "topic", TOPIC_CHARS);
+      if (long) return long;
       const key = box.loadKey(room.name);
       if (!key) return `#${room.name} is key-protected and this device has no key for it`;
-      this.socket.send({ type: "topic", room: room.name, box: box.seal(key, args), ref: this.ref("topic") });
-      return "";
+      return this.sendLine({ type: "topic", room: room.name, box: box.seal(key, args), ref: this.ref("topic") });
     }
     const frame = { type: "command", line, ref: this.ref("cmd") };
     if (room && !room.direct) frame.room = room.name;
-    this.socket.send(frame);
-    return "";
+    return this.sendLine(frame);
   }
 
   // -- frames from the node ---------------------------------------------------------------
@@ -198,10 +262,14 @@ export class Chat {
   handle(frame) {
     const handler = this[`on_${frame.type}`];
     if (handler) handler.call(this, frame);
+    // An answer with a line's ref settles it (errors and keys see to their own).
+    if (frame.ref !== undefined && frame.type !== "error" && frame.type !== "key") this.settle(frame.ref);
   }
 
   on_ready(frame) {
     this.user = frame.user;
+    this.userKey = frame.key || "";
+    this.limits = frame.limits || {};
     this.bots = botCaller(frame.bots || {});
     this.socket.send({ type: "command", line: "/help", ref: "help" });
     // Re-enter every room we were in (a reconnect), then those the account keeps.
@@ -232,11 +300,13 @@ export class Chat {
     room.topicBox = info.topic_box || "";
     room.members = new Set(frame.members);
     room.readers = new Set(info.readers || []);
-    const key = this.pendingKeys.get(frame.ref);
-    if (key) {
-      box.saveKey(room.name, key);
+    const pending = this.pendingKeys.get(frame.ref);
+    if (pending) {
+      // kept under the room's name as the node spells it, whatever the link or form said
+      box.saveKey(room.name, pending.key);
       this.pendingKeys.delete(frame.ref);
-      this.changed("invite", room);
+      if (pending.share) this.changed("invite", room);
+      else this.redecode(room.name);
     }
     // Back after a drop, what arrived meanwhile counts as unread like live messages.
     this.merge(room, frame.history, fresh ? null : lastSeen);
@@ -262,6 +332,9 @@ export class Chat {
   on_history(frame) {
     const room = this.room(frame.room);
     room.loaded = true;
+    const spelled = room.spelled;
+    if (room.direct) for (const m of frame.messages) this.spell(room, m);
+    if (room.spelled !== spelled) this.changed("rooms");
     const gap = frame.ref?.startsWith("gap:") ? frame.ref.slice(4) : null;
     this.merge(room, frame.messages, gap);
     if (gap) {
@@ -305,8 +378,8 @@ export class Chat {
       return;
     }
     if (frame.to !== undefined) {
-      const mine = nameKey(frame.sender) === nameKey(this.user);
-      this.makeDirect(room, mine ? frame.to : frame.sender);
+      this.makeDirect(room, "");
+      this.spell(room, frame);
     }
     const added = this.merge(room, [frame], "");
     if (added && room.name !== this.current) this.changed("rooms");
@@ -371,12 +444,12 @@ export class Chat {
   }
 
   on_error(frame) {
-    this.unacked.delete(frame.ref);
     if (this.keyWaits.has(frame.ref)) { this.keyFailed(frame); return; }
     if (frame.ref === "identity") this.pendingIdentity = null;
     if (frame.ref && this.pendingKeys.has(frame.ref)) this.pendingKeys.delete(frame.ref);
     if (frame.ref?.startsWith("older:") || frame.ref?.startsWith("dm:")) for (const r of this.rooms.values()) r.loading = false;
-    this.changed("error", frame.message);
+    // about a typed line: its reason is shown by the line, which stays in the box
+    if (!this.settle(frame.ref, frame.message)) this.changed("error", frame.message);
   }
 
   // -- messages ---------------------------------------------------------------------------
@@ -432,7 +505,7 @@ export class Chat {
       }
     }
     return { id: m.id, ts: m.ts, sender: m.sender, me: Boolean(m.me), text, failed, box: m.box,
-      mentionsMe: !failed && m.sender !== this.user && mentions(text, this.user) };
+      mentionsMe: !failed && m.sender !== this.user && mentions(text, this.user, this.userKey) };
   }
 
   // A key arrived (an invite link): read again what could not be read before.
@@ -541,83 +614,116 @@ export class Chat {
     if (!room.protected) return `#${room.name} is open: anyone may /join it, there is no key to share`;
     const key = box.loadKey(room.name);
     if (!key) return `#${room.name} is key-protected and this device has no key for it`;
-    this.withKey(user, (theirs) => this.socket.send({ type: "invite", room: room.name, to: user,
-      sealed: box.sealRoomKey(key, theirs), ref: this.ref("invite") }));
-    return "";
+    const typed = this.typed;
+    return this.withKey(user, (theirs) => this.sendLine({ type: "invite", room: room.name,
+      to: user, sealed: box.sealRoomKey(key, theirs), ref: this.ref("invite") }, typed));
   }
 
   // -- public keys -------------------------------------------------------------------------
 
-  // Calls then(publicKey) once the user's key is known; a failure is told to the user.
-  withKey(user, then) {
-    const known = this.publicKeys.get(nameKey(user));
-    if (known) { then(known); return; }
-    this.fetchKey(user, then);
+  // Runs send(publicKey, room) once the user's key (and so the room of our conversation) is
+  // known: at once, its error the line's; or when the node answers, a failure refusing the
+  // line being typed.
+  withKey(user, send) {
+    const direct = this.directOf.get(user);
+    const known = direct && this.publicKeys.get(direct);
+    if (known) return send(known, direct);
+    const typed = this.typed;
+    this.fetchKey(user, (theirs, room) => {
+      const error = send(theirs, room);
+      if (error) this.refuse(typed, error);
+    }, typed);
+    return "";
   }
 
-  fetchKey(user, then = null) {
+  // `room`: the conversation whose messages wait for this key, if that is why.
+  fetchKey(user, then = null, typed = null, room = "") {
     const ref = this.ref("key");
-    this.fetching.add(nameKey(user));
-    this.keyWaits.set(ref, { user, then });
+    if (room) this.fetching.add(room);
+    this.keyWaits.set(ref, { user, then, room });
     this.socket.send({ type: "key", user, ref });
+    this.waitFor(ref, typed);
     return ref;
   }
 
   on_key(frame) {
     const wait = this.keyWaits.get(frame.ref);
     this.keyWaits.delete(frame.ref);
-    this.unacked.delete(frame.ref);
-    const k = nameKey(frame.user);
-    this.fetching.delete(k);
+    if (wait) this.fetching.delete(wait.room);
+    const typed = this.lines.get(frame.ref);
+    this.lines.delete(frame.ref); // the line now waits for what `then` sends
     const key = box.fromBase64(frame.public);
-    if (!key || key.length !== 32) {
-      this.changed("error", `the node sent a damaged public key for ${frame.user}`);
+    if (!key || key.length !== 32 || !frame.direct) {
+      this.refuse(typed, `the node sent a damaged public key for ${frame.user}`);
       return;
     }
-    this.publicKeys.set(k, key);
-    if (wait && wait.then) wait.then(key);
-    for (const room of this.rooms.values()) {
-      if (room.direct && room.peerKey === k) {
-        room.peer = frame.user;
-        room.noKey = false;
-        this.redecode(room.name);
-      }
+    // The node names our conversation with this user: `direct`, never derived here.
+    this.publicKeys.set(frame.direct, key);
+    this.directOf.set(frame.user, frame.direct);
+    if (wait) this.directOf.set(wait.user, frame.direct);
+    const room = this.rooms.get(frame.direct);
+    if (room && room.direct) {
+      room.peer = frame.user;
+      room.spelled = true;
+      room.noKey = false;
+      this.redecode(room.name);
+      this.changed("rooms");
     }
+    if (wait && wait.then) wait.then(key, frame.direct);
   }
 
   keyFailed(frame) {
     const wait = this.keyWaits.get(frame.ref);
     this.keyWaits.delete(frame.ref);
-    this.fetching.delete(nameKey(wait.user));
+    this.fetching.delete(wait.room);
+    const typed = this.lines.get(frame.ref);
+    this.lines.delete(frame.ref);
     if (frame.code === "no_key") {
-      for (const room of this.rooms.values()) if (room.peerKey === nameKey(wait.user)) room.noKey = true;
+      const room = this.rooms.get(wait.room || this.directOf.get(wait.user));
+      if (room) room.noKey = true;
     }
     if (!wait.then) return; // a key fetched to read old messages: they say why themselves
     const text = frame.code === "no_key"
       ? `${wait.user} has not logged in with a browser/CLI that made an identity key yet`
       : frame.message;
-    this.changed("error", text);
+    this.refuse(typed, text);
   }
 
   // -- direct messages ---------------------------------------------------------------------
 
+  // The other user of a conversation the node named `@a+b`: the part that is not our key.
   peerOf(name) {
     const parts = name.slice(1).split("+");
-    return parts[0] === nameKey(this.user) ? parts[1] : parts[0];
+    return parts[0] === this.userKey ? parts[1] : parts[0];
   }
 
+  // `peer`: a name for the other user until the node spells it (see spell).
   makeDirect(room, peer) {
-    if (!room.direct || room.peer === room.peerKey) room.peer = peer; // keep a real spelling
+    if (!room.direct && !room.peer) room.peer = peer || this.peerOf(room.name);
     room.direct = true;
-    room.peerKey = nameKey(peer);
     room.members = new Set([this.user, room.peer]);
+    this.directOf.set(room.peer, room.name);
+  }
+
+  // A direct message names both users as the node spells them: the one that is not us is the
+  // peer (both are us in a note to oneself).
+  spell(room, m) {
+    if (m.to === undefined) return;
+    const peer = m.sender === this.user ? m.to : m.sender;
+    if (room.spelled && room.peer === peer) return;
+    room.peer = peer;
+    room.spelled = true;
+    room.members = new Set([this.user, peer]);
+    this.directOf.set(peer, room.name);
   }
 
   directKey(room) {
     if (!this.identity) return null;
-    const theirs = this.publicKeys.get(room.peerKey);
+    const theirs = this.publicKeys.get(room.name);
     if (!theirs) {
-      if (!this.fetching.has(room.peerKey) && !room.noKey && this.socket.ready) this.fetchKey(room.peer);
+      if (!this.fetching.has(room.name) && !room.noKey && this.socket.ready) {
+        this.fetchKey(room.peer, null, null, room.name);
+      }
       return null;
     }
     return box.directKey(theirs, this.identity.secretKey);
@@ -633,14 +739,18 @@ export class Chat {
     const match = args.match(/^@?(\S+)\s+([\s\S]+)$/);
     if (!match) return "usage: /msg USER MESSAGE";
     const [, user, text] = match;
-    if (!this.identity) return this.identityProblem();
-    this.openDirect(user);
-    return this.sayDirect(user, text, false, `/msg ${user} ${text}`);
+    return this.sayDirect(user, text, false, true);
   }
 
-  // Shows the conversation with a user (an empty one when there is none yet).
+  // Shows the conversation with a user, once the node has said which room it is (an empty
+  // one when there is none yet). "" or why not.
   openDirect(user) {
-    const name = directName(this.user, user);
+    if (!this.identity) return this.identityProblem();
+    if (!this.socket.ready) return OFFLINE;
+    return this.withKey(user, (theirs, name) => { this.showDirect(name, user); return ""; });
+  }
+
+  showDirect(name, user) {
     const room = this.room(name);
     if (!room.direct) {
       this.makeDirect(room, user);
@@ -649,22 +759,20 @@ export class Chat {
     this.select(name);
   }
 
-  // Sealed with the conversation key: box.before(their public, my secret).
-  sayDirect(user, text, me, line) {
+  // Sealed with the conversation key: box.before(their public, my secret). `show`: open the
+  // conversation too (/msg).
+  sayDirect(user, text, me, show = false) {
     if (!this.identity) return this.identityProblem();
-    const typed = me ? `/me ${text}` : line;
-    const send = (theirs) => {
+    const long = this.tooLong(text);
+    if (long) return long;
+    const typed = this.typed;
+    return this.withKey(user, (theirs, name) => {
+      if (show) this.showDirect(name, user);
       const frame = { type: "send", to: user, ref: this.ref("send"),
         box: box.seal(box.directKey(theirs, this.identity.secretKey), text) };
       if (me) frame.me = true;
-      this.socket.send(frame);
-      this.unacked.set(frame.ref, typed);
-    };
-    const known = this.publicKeys.get(nameKey(user));
-    if (known) send(known);
-    // until the key comes the line counts as unacknowledged: a drop gives it back to the user
-    else this.unacked.set(this.fetchKey(user, send), typed);
-    return "";
+      return this.sendLine(frame, typed);
+    });
   }
 
   loadDirect(room) {

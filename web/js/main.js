@@ -34,6 +34,7 @@ function changed(what, arg) {
   else if (what === "error") view.notice(arg, true);
   else if (what === "identity") view.identity();
   else if (what === "invite") view.invite(arg, inviteUrl(arg.name, box.loadKey(arg.name)));
+  else if (what === "line") answered(arg);
   else if (what === "ready") {
     $("me").textContent = chat.user;
     localStorage.setItem(USER, chat.user);
@@ -45,15 +46,18 @@ function changed(what, arg) {
   }
 }
 
-// A message in flight when the connection dropped may or may not be stored: put it back
-// in the message box and say so, rather than lose it or send it twice behind the user's back.
+// A message in flight when the connection dropped may or may not be stored: keep it in the
+// message box and say so, rather than lose it or send it twice behind the user's back.
 function keepUnacked() {
   const lines = chat.takeUnacked();
   if (!lines.length) return;
-  const area = $("composer-text");
-  if (!area.value.trim()) area.value = lines.join("\n");
+  for (const { tag, text } of lines.reverse()) { // each goes in front: the first ends first
+    sending.delete(tag);
+    putBack(text);
+  }
+  showSending();
   view.notice("The connection dropped before the node confirmed your last message. If it does "
-    + "not appear once reconnected, send it again: it is back in the message box.", true);
+    + "not appear once reconnected, send it again: it is in the message box.", true);
 }
 
 // -- login ----------------------------------------------------------------------------------
@@ -61,6 +65,9 @@ function keepUnacked() {
 function showLogin(message = "") {
   socket.stop();
   chat.reset();
+  sending.clear();
+  showSending();
+  refused("");
   localStorage.removeItem(USER);
   box.forgetWrap(); // the identity key stays locked until the password is typed again
   $("chat").hidden = true;
@@ -127,7 +134,9 @@ $("rooms").addEventListener("click", (e) => {
 $("member-list").addEventListener("click", (e) => {
   const button = e.target.closest("button[data-user]");
   if (!button) return;
-  chat.openDirect(button.dataset.user);
+  // the conversation opens once the node has said which room it is (its answer to `key`)
+  const error = chat.openDirect(button.dataset.user);
+  if (error) view.notice(error, true);
   $("composer-text").focus();
 });
 
@@ -146,31 +155,33 @@ $("new-room").addEventListener("submit", (e) => {
   $("room-protected").checked = false;
 });
 
-// An invite link: #room=NAME&key=BASE64URL (the CLI client reads the same fragment).
+// An invite link: #room=NAME&key=BASE64URL (the CLI client reads the same fragment). The
+// room is joined as the link names it; its key is kept under the name the node answers with.
+const INVITE = "onionchat.invite"; // this tab only, until the room is joined (a reload)
+
 function readInvite() {
   const params = new URLSearchParams(location.hash.slice(1));
-  const room = (params.get("room") || "").replace(/^#/, "").toLowerCase();
+  const room = (params.get("room") || "").replace(/^#/, "").trim();
   if (!room) return;
   const key = box.decodeKey(params.get("key") || "");
-  // Keep the key out of the address bar once it is stored on this device.
+  // Keep the key out of the address bar: it stays in this tab until the room is joined.
   history.replaceState(null, "", location.pathname);
   if (params.has("key") && !key) {
     view.notice("the invite link's key is damaged: ask for the link again", true);
     return;
   }
-  if (key) {
-    box.saveKey(room, key);
-    chat.redecode(room);
-  }
-  pendingInvite = { room, protect: Boolean(key) };
+  pendingInvite = { room, key: key ? box.encodeKey(key) : "" };
+  sessionStorage.setItem(INVITE, JSON.stringify(pendingInvite));
   openPendingInvite();
 }
 
 function openPendingInvite() {
   if (!pendingInvite || !socket.ready) return;
-  const { room, protect } = pendingInvite;
+  const { room, key } = pendingInvite;
   pendingInvite = null;
-  chat.join(room, { create: true, protect, focus: true });
+  sessionStorage.removeItem(INVITE);
+  const roomKey = key ? box.decodeKey(key) : null;
+  chat.join(room, { create: true, protect: Boolean(roomKey), key: roomKey, share: false, focus: true });
 }
 window.addEventListener("hashchange", readInvite);
 
@@ -235,16 +246,103 @@ function pick(i) {
   area.focus();
 }
 
+// Nothing typed is lost: a line stays in the box until the node has taken it (its `ack`, or
+// whatever answers a command). Refused, here or by the node, it stays there, editable, with
+// the reason next to it. Meanwhile the box may be edited and more sent: an answer takes out
+// of the box, or puts back, only the text it is about.
+const sending = new Map(); // line tag → the text sent, until the node answers
+let tags = 0;
+
+// Where `text` stands in the box on lines of its own: its index, or -1.
+function findLine(value, text) {
+  for (let at = value.indexOf(text); at >= 0; at = value.indexOf(text, at + 1)) {
+    const end = at + text.length;
+    const alone = (at === 0 || value[at - 1] === "\n")
+      && (value[end] === "\n" || !value.slice(end).trim());
+    if (alone) return at;
+  }
+  return -1;
+}
+
+// Replaces `removed` characters at `start` with `inserted`, the caret and the selection
+// staying on the characters they were on.
+function edit(start, removed, inserted) {
+  const moved = (p) => {
+    if (p < start) return p;
+    if (p >= start + removed) return p - removed + inserted.length;
+    return start + inserted.length;
+  };
+  const [from, to] = [moved(area.selectionStart), moved(area.selectionEnd)];
+  area.value = area.value.slice(0, start) + inserted + area.value.slice(start + removed);
+  area.setSelectionRange(from, to);
+}
+
+// The node took `text`: out of the box, if it is still there as sent (an edit is kept).
+function takeOut(text) {
+  const value = area.value;
+  const at = findLine(value, text);
+  if (at < 0) return;
+  let start = at;
+  let end = at + text.length;
+  if (!value.slice(end).trim()) end = value.length;
+  else end += 1; // its line's newline
+  if (end === value.length && start > 0) start -= 1; // the newline before the last line
+  edit(start, end - start, "");
+}
+
+// `text` was refused: it stays in the box, or goes back in front of what is there now.
+function putBack(text) {
+  if (findLine(area.value, text) >= 0) return;
+  if (!area.value.trim()) edit(0, area.value.length, text);
+  else edit(0, 0, `${text}\n`);
+}
+
+function refused(reason) {
+  $("composer-error").textContent = reason;
+  $("composer-error").hidden = !reason;
+  if (reason) area.setAttribute("aria-invalid", "true");
+  else area.removeAttribute("aria-invalid");
+}
+
+function showSending() {
+  $("composer").classList.toggle("sending", sending.size > 0);
+}
+
 function send() {
+  const text = area.value.replace(/\s+$/, "");
+  if (!text.trim()) return;
+  if ([...sending.values()].includes(text)) return; // on its way already: not twice
   view.notice(""); // what sending says (a hint, an error) replaces the last notice
-  const error = chat.submit(area.value);
-  if (error) { view.notice(error, true); return; }
-  area.value = "";
+  tags += 1;
+  const { error, pending } = chat.submit(area.value, tags);
+  refused(error);
+  if (error) return;
+  if (pending) sending.set(tags, text);
+  else takeOut(text); // done here (/clear): nothing to wait for
+  showSending();
   choices = [];
   view.completions([], 0);
 }
 
-area.addEventListener("input", () => { selected = 0; refresh(); });
+// The node answered a line: taken (out of the box), or refused (it stays, with the reason).
+function answered({ tag, reason }) {
+  const text = sending.get(tag);
+  if (text === undefined) return; // given back already, when the connection dropped
+  sending.delete(tag);
+  if (reason) {
+    putBack(text);
+    refused(reason);
+  } else {
+    takeOut(text);
+  }
+  showSending();
+}
+
+area.addEventListener("input", () => {
+  selected = 0;
+  refresh();
+  if (!area.value.trim()) refused(""); // nothing left that the reason was about
+});
 area.addEventListener("keydown", (e) => {
   if (choices.length) {
     if (e.key === "ArrowDown" || e.key === "ArrowUp") {
@@ -273,6 +371,11 @@ $("composer").addEventListener("submit", (e) => { e.preventDefault(); send(); })
 
 // -- start ----------------------------------------------------------------------------------
 
+try {
+  pendingInvite = JSON.parse(sessionStorage.getItem(INVITE)) || null;
+} catch {
+  pendingInvite = null;
+}
 readInvite();
 if (!localStorage.getItem(USER)) showLogin();
 else api.session().then((found) => (found === null ? showLogin("Please log in again.") : showChat()));

@@ -102,11 +102,11 @@ export class View {
     const room = this.chat.rooms.get(this.chat.current);
     const list = $("member-list");
     list.replaceChildren();
+    // sorted loosely (cosmetic); who is us is the name the node gave us, exactly
     const names = room ? [...room.members].sort((a, b) => a.toLowerCase().localeCompare(b.toLowerCase())) : [];
-    const me = this.chat.user.toLowerCase();
     for (const name of names) {
       const item = el("li", "", name);
-      if (name.toLowerCase() !== me && !(room && room.direct)) item.append(this.talkButton(name));
+      if (name !== this.chat.user && !(room && room.direct)) item.append(this.talkButton(name));
       list.append(item);
     }
     $("members-title").textContent = room && room.direct
