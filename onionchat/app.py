@@ -459,7 +459,7 @@ async def chat(ws: WebSocket) -> None:
         conn = await node.connect(session)
     except Refused as exc:
         await ws.send_text(protocol.error(Code.TOO_MANY, exc.reason))
-        await ws.close(Close.TRY_AGAIN, exc.reason[:120])
+        await ws.close(Close.TRY_AGAIN, _reason(exc.reason))
         return
     tasks = [asyncio.create_task(_read(ws, node, conn)), asyncio.create_task(_write(ws, conn))]
     for task in tasks:
@@ -498,6 +498,11 @@ class Waiting:
             )
 
 
+def _reason(text: str) -> str:
+    """A close reason fits in 123 bytes of UTF-8 (RFC 6455); a user's name may not."""
+    return text.encode()[:123].decode(errors="ignore")
+
+
 # -- the application ----------------------------------------------------------------------
 
 
@@ -530,6 +535,8 @@ def create_app(settings: Settings, reporter: Reporter | None = None) -> Starlett
         finally:
             await bots.close()
             await onion.close()
+            accounts.close()
+            nojs.close(app)
             await store.close()
             log.info("stopped", extra={"event": "stop"})
 

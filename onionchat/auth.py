@@ -9,7 +9,6 @@ look like answers about known ones: same salt lookup, same error, the same hashi
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import collections
@@ -26,6 +25,7 @@ import nacl.exceptions
 import nacl.pwhash
 
 from onionchat import names
+from onionchat.background import Workers
 from onionchat.config import Auth as AuthSettings
 from onionchat.protocol import Code, ProtocolError
 from onionchat.ratelimit import TokenBucket
@@ -147,7 +147,8 @@ class Accounts:
         self._settings = settings
         self._node_secret = node_secret
         self._opslimit, self._memlimit = _COSTS[settings.argon2]
-        self._hashing = asyncio.Semaphore(settings.hash_workers)
+        self._hashing = Workers(settings.hash_workers, "hash")
+        self._known = Workers(1, "hash-known")  # known devices do not queue behind a spray
         self._hashes = 0  # running and waiting
         self._names = Guesses(settings.free_failures, settings.max_delay)
         self._devices = Guesses(settings.free_failures, settings.max_delay)
@@ -167,8 +168,7 @@ class Accounts:
             )
         self._hashes += 1
         try:
-            async with self._hashing:
-                return await asyncio.to_thread(work, *args)
+            return await (self._known if device else self._hashing).run(work, *args)
         finally:
             self._hashes -= 1
 
@@ -350,6 +350,10 @@ class Accounts:
         if session.expired:
             raise AuthError(Code.SESSION_EXPIRED, "the session has expired; log in again", 401)
         return session
+
+    def close(self) -> None:
+        self._hashing.close()
+        self._known.close()
 
     async def logout(self, session: Session) -> None:
         await self._store.delete_session(session.token_hash)

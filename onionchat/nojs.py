@@ -31,6 +31,7 @@ from starlette.routing import Route
 
 from onionchat import commands, cookies, crypto, names, protocol
 from onionchat.auth import BUSY_RETRY, COOKIE, DEVICE_COOKIE, SALT_BYTES, AuthError, Session
+from onionchat.background import Workers
 from onionchat.hub import Connection
 from onionchat.node import Node, Refused
 from onionchat.protocol import Code, ProtocolError, Send
@@ -401,6 +402,7 @@ class Derivations:
     nor work for a client that is gone."""
 
     def __init__(self, waiting: int) -> None:
+        self._workers = Workers(DERIVATIONS, "derive")
         self._running = asyncio.Semaphore(DERIVATIONS)
         self._bound = DERIVATIONS + waiting
         self._count = 0
@@ -424,12 +426,15 @@ class Derivations:
             try:
                 if watch.done():
                     raise ClientGone
-                return await asyncio.to_thread(crypto.login_secret, password, salt, iterations)
+                return await self._workers.run(crypto.login_secret, password, salt, iterations)
             finally:
                 self._running.release()
         finally:
             watch.cancel()
             self._count -= 1
+
+    def close(self) -> None:
+        self._workers.close()
 
 
 async def _hung_up(request: Request) -> None:
@@ -438,6 +443,13 @@ async def _hung_up(request: Request) -> None:
         if (await request.receive())["type"] == "http.disconnect":
             return
     await asyncio.Future()
+
+
+def close(app: Any) -> None:
+    """The application stops: no derivation is started any more."""
+    found: Derivations | None = getattr(app.state, "nojs_derivations", None)
+    if found is not None:
+        found.close()
 
 
 def _derivations(request: Request) -> Derivations:
