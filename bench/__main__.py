@@ -1,7 +1,7 @@
 """`python -m bench MODE [options]`: OnionChat's benchmark, optionally beside OnionShare.
 
-Modes: fixed, saturate, idle, ingest, history, bot, and all (every mode, with the OnionShare
-comparison). Results go to bench/results/DATE-LABEL/ as JSON, Markdown and a PNG plot.
+Modes: fixed, saturate, idle, ingest, history, bot, hostile, and all (every mode, with the
+OnionShare comparison). Results go to bench/results/DATE-LABEL/ as JSON, Markdown and a PNG plot.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import bot, modes, report
+from bench import bot, hostile, modes, report
 from bench.system import machine
 from bench.target import Server, TargetError
 
@@ -78,10 +78,12 @@ OPTION_CLASSES: dict[str, type[Any]] = {
     "ingest": modes.IngestOptions,
     "history": modes.HistoryOptions,
     "bot": bot.BotOptions,
+    "hostile": hostile.HostileOptions,
 }
 
-#: Every mode's function; `bot` lives in its own module (it brings its own model server).
-MODES: dict[str, Any] = modes.MODES | {"bot": bot.bot}
+#: Every mode's function; `bot` and `hostile` live in their own modules (they bring their own
+#: model server, their own attackers).
+MODES: dict[str, Any] = modes.MODES | {"bot": bot.bot, "hostile": hostile.hostile}
 
 QUICK: dict[str, dict[str, Any]] = {
     "fixed": {"seconds": 3.0, "stall_seconds": 5.0},
@@ -90,6 +92,16 @@ QUICK: dict[str, dict[str, Any]] = {
     "ingest": {"seconds": 3.0},
     "history": {"messages": 50_000, "rounds": 50, "batch": 25_000},
     "bot": {"clients": 10, "rounds": 3, "tokens": 20},
+    "hostile": {
+        "seconds": 4.0,
+        "warmup": 1.5,
+        "settle": 10.0,
+        "drain": 10.0,
+        "slow_sockets": 50,
+        "header_mib": 32.0,
+        "honest_logins": 3,
+        "baseline_again": False,
+    },
 }
 
 
@@ -103,6 +115,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "ingest": "acknowledged, persisted messages/s from many senders",
         "history": "time to the first page of a room of 1,000,000 messages",
         "bot": "a bot's tokens: model server → 50 clients (stand-in Ollama, 30 tokens/s)",
+        "hostile": "the fixed load beside each attack in turn: p99 vs baseline, node RSS",
     }
     for name, cls in OPTION_CLASSES.items():
         p = sub.add_parser(name, help=helps[name])

@@ -167,7 +167,70 @@ def targets(modes: dict[str, Any]) -> list[dict[str, Any]]:
             "",
             None,
         )
+    hostile = oc("hostile")
+    if hostile and hostile.get("steps"):
+        o = hostile.get("settings", {})
+        margin = o.get("p99_margin_pct", 10)
+        limit = o.get("rss_limit_mib", 300)
+        for s in hostile["steps"]:
+            label = f"hostile {s['step']} {s['name']}"
+            if s["step"] > 1:
+                ratio_ = _get(s, "honest", "p99_ratio")
+                change = round((ratio_ - 1) * 100, 1) if ratio_ is not None else None
+                add(
+                    f"{label}: honest p99 vs baseline",
+                    change,
+                    f"≤ +{margin:g} %",
+                    s["p99_ok"],
+                    " %",
+                )
+            add(
+                f"{label}: node peak RSS in the step",
+                _get(s, "node", "rss_peak_mib"),
+                f"< {limit:g} MiB",
+                s["rss_ok"],
+                " MiB",
+            )
     return out
+
+
+def hostile_lines(data: dict[str, Any]) -> list[str]:
+    """The hostile steps, one line each, and what the attackers got done."""
+    lines = [
+        f"  {'step':<12} {'p50':>8} {'p99':>8} {'×base':>6} {'lost':>5} {'dup':>4} "
+        f"{'closed':>6} {'errors':>6} {'RSS MiB':>8} {'CPU s':>6} {'others%':>7}  result",
+    ]
+    notes = []
+    for s in data.get("steps", []):
+        h, nd = s["honest"], s["node"]
+        lat = h["latency_ms"]
+        mark = "PASS" if s["passed"] else "FAIL"
+        why = [w for w, ok in (("p99", s["p99_ok"]), ("RSS", s["rss_ok"])) if not ok]
+        mark += " " + "/".join(why) if why else ""
+        mark += "" if s["honest_ok"] else " (honest harmed)"
+        mark += " (noisy)" if nd.get("noisy") else ""
+        others = _fmt(nd.get("others_cpu_pct_during_step"))
+        lines.append(
+            f"  {s['step']} {s['name']:<10} {_fmt(lat['p50']):>8} {_fmt(lat['p99']):>8} "
+            f"{_fmt(h['p99_ratio']):>6} {h['lost']:>5} {h['duplicated']:>4} "
+            f"{h['closed_clients']:>6} {h['error_frames']:>6} {_fmt(nd['rss_peak_mib']):>8} "
+            f"{_fmt(nd['cpu_s']):>6} {others:>7}  {mark}"
+        )
+        if "attackers" in s:
+            notes.append(f"  {s['name']}: {s['attackers']['summary']}")
+        if h.get("logins") is not None:
+            got = ", ".join(f"{x['first_status']} in {x['first_seconds']} s" for x in h["logins"])
+            notes.append(
+                f"  honest logins during the spray: {h['logins_ok_first_try']} of "
+                f"{len(h['logins'])} at the first try ({got})"
+            )
+    notes.append(
+        "  others%: CPU of other processes on the machine during the step (% of a core; noisy: "
+        "over 50 %); the baseline run again at the end shows the noise"
+    )
+    if data.get("stopped_early"):
+        notes.append(f"  stopped early: {data['stopped_early'].splitlines()[0]}")
+    return lines + notes
 
 
 def _met(check: dict[str, Any], no: str) -> str:
@@ -266,6 +329,11 @@ def table(results: dict[str, Any]) -> str:
                     f"{_fmt(lat['p99']):<7} lost {s['lost']:<6} node {s['node_cpu_pct']:>5}% "
                     f"gen {s['generator_cpu_pct']:>5}% {mark}{gen}"
                 )
+    hostile = _get(results, "modes", "hostile", "onionchat")
+    if hostile and hostile.get("steps"):
+        lines.append("")
+        lines.append("hostile steps (honest latency ms, node peak RSS in the step, node CPU s):")
+        lines += hostile_lines(hostile)
     return "\n".join(lines)
 
 
@@ -293,6 +361,28 @@ def markdown(results: dict[str, Any]) -> str:
             out.append(
                 f"| {c['figure']} | {_fmt(c['onionchat'])} | {_fmt(c['onionshare'])} | "
                 f"{_fmt(c['ratio'])} |"
+            )
+    hostile = _get(results, "modes", "hostile", "onionchat")
+    if hostile and hostile.get("steps"):
+        out += [
+            "",
+            "| hostile step | p50 ms | p99 ms | p99 × baseline | lost | dup | honest closed "
+            "| error frames | node RSS peak MiB | node CPU s | others' CPU % | result "
+            "| attackers |",
+            "| --- " + "| ---: " * 10 + "| --- | --- |",
+        ]
+        for s in hostile["steps"]:
+            h, nd = s["honest"], s["node"]
+            lat = h["latency_ms"]
+            mark = "PASS" if s["passed"] else "**FAIL**"
+            mark += " (noisy)" if nd.get("noisy") else ""
+            others = _fmt(nd.get("others_cpu_pct_during_step"))
+            out.append(
+                f"| {s['step']} {s['name']} | {_fmt(lat['p50'])} | {_fmt(lat['p99'])} | "
+                f"{_fmt(h['p99_ratio'])} | {h['lost']} | {h['duplicated']} | "
+                f"{h['closed_clients']} | {h['error_frames']} | {_fmt(nd['rss_peak_mib'])} | "
+                f"{_fmt(nd['cpu_s'])} | {others} | {mark} | "
+                f"{_get(s, 'attackers', 'summary') or '—'} |"
             )
     return "\n".join(out) + "\n"
 
