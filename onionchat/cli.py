@@ -214,6 +214,7 @@ def run_server(settings: config.Settings) -> int:
     import uvicorn
 
     from onionchat.app import create_app
+    from onionchat.http import protocols
 
     host = settings.server.host
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -236,13 +237,16 @@ def run_server(settings: config.Settings) -> int:
     url = f"{'https' if tls else 'http'}://{shown}:{port}/"
     # The onion service needs the port picked for --port 0.
     settings = dataclasses.replace(settings, server=dataclasses.replace(settings.server, port=port))
+    # uvicorn's protocols with the socket cap, the request head's size and deadline, and the
+    # ping rate (onionchat/http.py); httptools', or h11's when httptools is missing.
+    http_protocol, ws_protocol = protocols(settings)
     uv_config = uvicorn.Config(
         create_app(settings, _reporter(settings)),
         ssl_certfile=tls or None,
         ssl_keyfile=settings.server.tls_key or None,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
-        ws="websockets-sansio",
+        http=http_protocol,
+        ws=ws_protocol,
         ws_per_message_deflate=False,
         ws_max_size=4 * settings.limits.max_frame_bytes,
         ws_ping_interval=20.0,
@@ -253,6 +257,12 @@ def run_server(settings: config.Settings) -> int:
         proxy_headers=False,
         lifespan="on",
         backlog=4096,
+        # idle kept-alive sockets are closed after this many seconds between requests
+        timeout_keep_alive=5,
+        # h11 refuses a longer head itself (httptools is fed at most this much by http.py)
+        h11_max_incomplete_event_size=settings.limits.header_bytes,
+        # no limit_concurrency: it counts WebSockets and answers plain requests 503 (the
+        # health check first) once they are many; the socket cap in http.py refuses early
     )
     server = uvicorn.Server(uv_config)
     log.info(

@@ -73,14 +73,34 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+CLIENT_FAULTS = ("Invalid UTF-8", "Invalid HTTP request")
+QUIET_FOR = 10.0  # seconds between two lines about clients' faults of one kind
+
+
 class _QuietClientErrors(logging.Filter):
-    """uvicorn logs a client's invalid UTF-8 as an error with a traceback: it is the client's
-    fault, answered with close code 1007, so a warning without the traceback says enough."""
+    """uvicorn logs a client's invalid UTF-8 as an error with a traceback, and each malformed
+    request as a warning: the client's fault, answered with 1007 or 400. A warning without
+    the traceback says enough, once per QUIET_FOR seconds and kind, so that no client can
+    fill the log; the next line says how many were left out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._next: dict[str, float] = {}
+        self._left_out: dict[str, int] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.getMessage().startswith("Invalid UTF-8"):
-            record.exc_info = None
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        message = record.getMessage()
+        kind = next((k for k in CLIENT_FAULTS if message.startswith(k)), None)
+        if kind is None:
+            return True
+        if record.created < self._next.get(kind, 0.0):
+            self._left_out[kind] = self._left_out.get(kind, 0) + 1
+            return False
+        self._next[kind] = record.created + QUIET_FOR
+        record.exc_info = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.event = "client_fault"
+        record.left_out = self._left_out.pop(kind, 0) or None
         return True
 
 

@@ -81,6 +81,31 @@ async def test_a_client_that_never_reads_is_closed_and_the_node_stays_small(
     assert rss_peak(node) - before < 64 * 2**20
 
 
+async def test_a_client_that_never_reads_does_not_keep_its_socket(node_factory: Any) -> None:
+    """Closed as too slow, its socket still held unsent bytes: it is let go all the same."""
+    node = node_factory(env={"ONIONCHAT_LIMITS_RATE": "1000", "ONIONCHAT_LIMITS_BURST": "1000"})
+    await fill_history(node, "lobby", 40, CONTROL)
+    assert node.proc is not None
+    descriptors = Path(f"/proc/{node.proc.pid}/fd")
+    before = len(list(descriptors.iterdir()))
+    token = await register(node, "mallory")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", node.port))
+    async with websockets.connect(node.ws_url, sock=sock, proxy=None, max_queue=1) as mallory:
+        await mallory.send(json.dumps({"v": 1, "type": "auth", "token": token}))
+        await mallory.send(json.dumps({"v": 1, "type": "join", "room": "lobby"}))
+        request = json.dumps({"v": 1, "type": "history", "room": "lobby", "limit": 200})
+        with contextlib.suppress(websockets.ConnectionClosed, TimeoutError):
+            for _ in range(200):
+                await asyncio.wait_for(mallory.send(request), 2)
+        for _ in range(400):  # the node lets go within about 15 s; mallory still reads nothing
+            if len(list(descriptors.iterdir())) <= before:
+                break
+            await asyncio.sleep(0.1)
+        assert len(list(descriptors.iterdir())) <= before
+
+
 async def test_a_history_page_is_cut_to_its_byte_budget(node_factory: Any) -> None:
     node = node_factory(env={"ONIONCHAT_LIMITS_RATE": "1000", "ONIONCHAT_LIMITS_BURST": "1000"})
     await fill_history(node, "lobby", 60, CONTROL)
@@ -457,3 +482,26 @@ async def test_password_work_runs_at_the_lowest_priority() -> None:
         assert int(fields[16]) == 19
     finally:
         workers.close()
+
+
+def test_clients_faults_cannot_fill_the_log() -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    logs.setup("info", "json")
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    keep = Keep()
+    uvicorn_error.addHandler(keep)
+    try:
+        for _ in range(1000):
+            uvicorn_error.warning("Invalid HTTP request received.")
+        uvicorn_error.error("something else")
+    finally:
+        uvicorn_error.removeHandler(keep)
+        root.handlers[:], root.level = saved[0], saved[1]
+    assert [r.getMessage() for r in seen] == ["Invalid HTTP request received.", "something else"]
