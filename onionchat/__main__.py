@@ -2,4 +2,5 @@ import sys
 
 from onionchat.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a worker process (background.Workers) imports it
+    sys.exit(main())

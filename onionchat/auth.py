@@ -9,6 +9,7 @@ look like answers about known ones: same salt lookup, same error, the same hashi
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import collections
@@ -150,6 +151,9 @@ class Accounts:
         self._hashing = Workers(settings.hash_workers, "hash")
         self._known = Workers(1, "hash-known")  # known devices do not queue behind a spray
         self._hashes = 0  # running and waiting
+        rate, burst = settings.hash_rate, max(1, settings.hash_workers)
+        self._budget = TokenBucket(rate, burst)
+        self._known_budget = TokenBucket(rate, burst)
         self._names = Guesses(settings.free_failures, settings.max_delay)
         self._devices = Guesses(settings.free_failures, settings.max_delay)
         self._registrations = TokenBucket(settings.registrations / 60, settings.registrations)
@@ -168,9 +172,15 @@ class Accounts:
             )
         self._hashes += 1
         try:
+            await self._pace(self._known_budget if device else self._budget)
             return await (self._known if device else self._hashing).run(work, *args)
         finally:
             self._hashes -= 1
+
+    @staticmethod
+    async def _pace(budget: TokenBucket) -> None:
+        """Wait for the budget to allow one more hash, first come first served."""
+        await asyncio.sleep(budget.reserve())
 
     async def _hash(self, secret: bytes) -> bytes:
         stored: bytes = await self._run(

@@ -21,9 +21,14 @@ LOWEST = 19
 
 
 def _lower_priority() -> None:
-    """On Linux a thread's nice value is its own: this lowers only the worker."""
+    """On Linux a thread's scheduling is its own: this lowers only the worker. SCHED_IDLE
+    yields the core the moment the event loop wakes; nice 19 alone left it waiting for the
+    scheduler's next turn (p99 three times the baseline in a login spray)."""
+    tid = threading.get_native_id()
     with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOWEST)
+        os.setpriority(os.PRIO_PROCESS, tid, LOWEST)
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
 
 
 class Workers:

@@ -286,6 +286,15 @@ class Auth:
             high=86_400,
         ),
     )
+    hash_rate: float = dataclasses.field(
+        default=10.0,
+        metadata=_key(
+            "Hashes per second the node starts at most, whatever the workers could do: the "
+            "budget of hashing work that keeps the chat's share of the machine under a spray.",
+            low=0.1,
+            high=100_000,
+        ),
+    )
     hash_queue: int = dataclasses.field(
         default=64,
         metadata=_key(

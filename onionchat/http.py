@@ -63,7 +63,8 @@ HEAD_END = b"\r\n\r\n"
 # what still comes for at most this long and this much, before it closes.
 LINGER_SECONDS = 1.0
 ABORT_AFTER = 10.0  # seconds after its app is done that a WebSocket's socket is let go at last
-LINGER_BYTES = 1024 * 1024
+LINGER_BYTES = 64 * 1024  # what a refused client may still send before it is cut off
+SLICE = 4096  # bytes of WebSocket data parsed at a time: a flood is seen within one slice
 
 
 def socket_cap(sockets: int) -> tuple[int, str]:
@@ -435,6 +436,7 @@ class WebSockets(WebSocketsSansIOProtocol):
         self._pinged = self.loop.time()
         self._flooded = False
         self._lost = False
+        self._linger = LINGER_BYTES
 
     async def run_asgi(self) -> None:
         """uvicorn then closes the transport, which waits for its buffer to be written: a
@@ -446,6 +448,19 @@ class WebSockets(WebSocketsSansIOProtocol):
     def _abort(self) -> None:
         if not self._lost:
             self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        """Parsed a slice at a time: a read of 256 KiB holds 40,000 pings, which the parser
+        would decode (and answer) all before the first of them reached the bucket."""
+        if self._flooded:
+            self._linger -= len(data)
+            if self._linger < 0:
+                self.transport.abort()
+            return
+        for start in range(0, len(data), SLICE):
+            super().data_received(data[start : start + SLICE] if len(data) > SLICE else data)
+            if self._flooded or self.transport.is_closing():
+                return
 
     def handle_ping(self) -> None:
         if self._flooded:

@@ -27,6 +27,15 @@ class TokenBucket:
             return True
         return False
 
+    def reserve(self) -> float:
+        """Take the next token, now or ahead of time: the seconds until it is due. Callers that
+        wait that long are served at the rate, in the order they came."""
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        self._tokens -= 1.0
+        return max(0.0, -self._tokens / self._rate)
+
     def delay(self) -> float:
         """Seconds until the next event would be allowed (as of the last `allow`)."""
         return max(0.0, (1.0 - self._tokens) / self._rate)

@@ -42,6 +42,7 @@ SCREENSHOTS = Path(__file__).resolve().parent.parent / "build" / "screenshots"
 FAST_AUTH = {
     "ONIONCHAT_AUTH_ARGON2": "min",
     "ONIONCHAT_AUTH_PBKDF2_ITERATIONS": "1000",
+    "ONIONCHAT_AUTH_HASH_RATE": "1000",  # cheap hashes: no need of the budget's pace
     # No tor unless a test asks for it (tests/test_tor.py): tor here joins only the private
     # test network, never the public one.
     "ONIONCHAT_TOR_MODE": "off",

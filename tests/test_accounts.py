@@ -268,3 +268,19 @@ async def test_a_foreign_origin_is_refused(node: NodeProcess) -> None:
         ):
             pass
     assert refused.value.response.status_code == 403
+
+
+async def test_hashing_work_has_a_budget_per_second(node_factory: Any) -> None:
+    """However many logins come at once, hashes start at `auth.hash_rate` a second at most:
+    six wrong logins at a rate of two take at least two seconds (a bound, not a timing)."""
+    node = node_factory(env={"ONIONCHAT_AUTH_HASH_RATE": "2", "ONIONCHAT_AUTH_HASH_WORKERS": "1"})
+    loop = asyncio.get_running_loop()
+    async with httpx.AsyncClient(base_url=node.url, timeout=30) as http:
+        started = loop.time()
+        guesses = [
+            http.post("/api/login", json={"username": f"u{i}", "secret": b64url(bytes(32))})
+            for i in range(6)
+        ]
+        codes = [r.status_code for r in await asyncio.gather(*guesses)]
+        took = loop.time() - started
+    assert codes == [401] * 6 and took >= 2.0
