@@ -392,6 +392,8 @@ async def _read(ws: WebSocket, node: Node, conn: Connection) -> None:
     while conn.close_code is None:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
+            if message.get("code") == Close.FLOODING:  # the WebSocket layer closed a ping flood
+                conn.close(Close.FLOODING, message.get("reason") or "flooding")
             return
         await node.receive(conn, message.get("text"))
 

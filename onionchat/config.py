@@ -143,6 +143,15 @@ class Limits:
             high=1_000_000,
         ),
     )
+    flood_penalty: float = dataclasses.field(
+        default=30.0,
+        metadata=_key(
+            "Seconds a user whose connection was closed for flooding (4008: frames or pings) "
+            "may not connect again.",
+            low=0,
+            high=86_400,
+        ),
+    )
     history_page: int = dataclasses.field(
         default=50, metadata=_key("Messages sent on joining a room.", low=0, high=200)
     )

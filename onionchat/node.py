@@ -96,6 +96,7 @@ class Node:
         limits = settings.limits
         self._joins = Buckets(limits.join_rate, max(1, int(50 * limits.join_rate)))
         self._creations = Windows(limits.room_creations, 3600.0)
+        self._penalties: dict[str, float] = {}  # user key -> when they may connect again
 
     def new_id(self) -> tuple[str, int]:
         """A message id and timestamp, for messages the node writes itself (bots)."""
@@ -114,6 +115,9 @@ class Node:
                 extra={"event": "refused", "connections": self.hub.connections},
             )
             raise Refused(f"the node is full ({limits.connections} connections): try again later")
+        wait = self._penalties.get(key, 0.0) - time.monotonic()
+        if wait > 0:
+            raise Refused(f"flooding: {session.user.name} may connect again in {math.ceil(wait)} s")
         if self.hub.user_count(key) >= limits.user_connections:
             raise Refused(
                 f"{session.user.name} has {limits.user_connections} connections open already "
@@ -153,6 +157,8 @@ class Node:
         return conn
 
     def disconnect(self, conn: Connection) -> None:
+        if conn.close_code == Close.FLOODING:
+            self._penalize(conn.user_key)
         for room in sorted(conn.rooms):
             self._part(conn, room)
         self.hub.detach(conn)
@@ -160,6 +166,14 @@ class Node:
             "disconnected",
             extra={"event": "disconnect", "user": conn.user, "code": conn.close_code},
         )
+
+    def _penalize(self, user_key: str) -> None:
+        """A flooder's reconnections cost the node a refusal each, not a whole connection."""
+        penalty = self.settings.limits.flood_penalty
+        self._penalties[user_key] = time.monotonic() + penalty
+        if len(self._penalties) > 10_000:
+            now = time.monotonic()
+            self._penalties = {k: t for k, t in self._penalties.items() if t > now}
 
     def revoke(self, session: Session) -> None:
         """Close every connection of a session that was logged out."""

@@ -317,6 +317,17 @@ async def test_a_ping_flood_closes_the_websocket_4008_and_others_chat_on(node: N
                     await asyncio.wait_for(mallory.recv(), 5)
             assert mallory.close_code == 4008
             assert mallory.close_reason == "flooding: too many pings"
+        # and mallory's reconnections are refused for a while, cheaply
+        async with websockets.connect(node.ws_url, proxy=None) as again:
+            await again.send(json.dumps({"v": 1, "type": "auth", "token": token}))
+            refusal = json.loads(await again.recv())
+            assert (
+                refusal["code"] == "too_many"
+                and "flooding: mallory may connect again" in (refusal["message"])
+            )
+            with pytest.raises(websockets.ConnectionClosed):
+                await again.recv()
+            assert again.close_code == 1013
         await alice.say("lobby", "after the flood", ref="after")
         assert (await bob.expect("message"))["text"] == "after the flood"
         await asyncio.wait_for(await bob.ws.ping(b"still answered"), 5)
