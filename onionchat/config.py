@@ -210,6 +210,15 @@ class Limits:
             high=600,
         ),
     )
+    write_timeout: float = dataclasses.field(
+        default=30.0,
+        metadata=_key(
+            "Seconds the node keeps a connection whose client reads nothing of what waits for "
+            "it (the socket's buffer stays full); then it is cut.",
+            low=1,
+            high=3600,
+        ),
+    )
     ping_rate: float = dataclasses.field(
         default=2.0,
         metadata=_key(

@@ -181,13 +181,39 @@ class Policy:
 
     header_bytes: int
     request_timeout: float
+    write_timeout: float
     ping_rate: float
     ping_burst: float
     gate: Gate
     floods: Tally
 
 
-class _Guarded(asyncio.Protocol):
+class _Stalls(asyncio.Protocol):
+    """A client that reads nothing while the node has data for it (the transport's buffer
+    stays over its high-water mark) holds a socket and its buffers for ever, and makes a
+    graceful close wait for ever too: past `write_timeout` it is cut off."""
+
+    policy: ClassVar[Policy]
+    transport: asyncio.Transport
+    loop: asyncio.AbstractEventLoop
+    _stall: asyncio.TimerHandle | None = None
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stall is None:
+            self._stall = self.loop.call_later(self.policy.write_timeout, self.transport.abort)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._unstall()
+
+    def _unstall(self) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+
+
+class _Guarded(_Stalls):
     """What both HTTP protocols add: the socket cap, the head's deadline, the answer to a
     refused request. Comes first in their bases, so `super()` here is uvicorn's protocol."""
 
@@ -221,6 +247,7 @@ class _Guarded(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._unstall()
         self.policy.gate.release()
         super().connection_lost(exc)
 
@@ -419,7 +446,7 @@ class H11(_Guarded, H11Protocol):
         super().handle_websocket_upgrade(event)
 
 
-class WebSockets(WebSocketsSansIOProtocol):
+class WebSockets(_Stalls, WebSocketsSansIOProtocol):
     """uvicorn's websockets-sansio protocol, with a token bucket on the client's pings."""
 
     policy: ClassVar[Policy]
@@ -497,6 +524,7 @@ class WebSockets(WebSocketsSansIOProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        self._unstall()
         super().connection_lost(exc)
         self.policy.gate.release()  # counted by the HTTP protocol it took over from
 
@@ -517,6 +545,7 @@ def protocols(settings: Settings) -> tuple[type[asyncio.Protocol], type[asyncio.
     policy = Policy(
         header_bytes=limits.header_bytes,
         request_timeout=limits.request_timeout,
+        write_timeout=limits.write_timeout,
         ping_rate=limits.ping_rate,
         ping_burst=max(10.0, 10 * limits.ping_rate),
         gate=Gate(cap, why),

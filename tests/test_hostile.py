@@ -163,6 +163,44 @@ async def test_one_user_cannot_hold_more_than_their_share(node_factory: Any) -> 
         assert (4009, "too slow: over 1024 KiB were waiting for this user") in reasons
 
 
+async def test_a_client_that_stops_reading_in_a_quiet_room_is_cut_off(node_factory: Any) -> None:
+    """Not enough waits for it to be closed as too slow (the bound is set high here), but it
+    reads nothing: after `limits.write_timeout` its socket is let go, descriptors with it."""
+    node = node_factory(
+        env={
+            "ONIONCHAT_LIMITS_WRITE_TIMEOUT": "2",
+            "ONIONCHAT_LIMITS_SEND_QUEUE_BYTES": str(256 * 2**20),
+            "ONIONCHAT_LIMITS_USER_QUEUE_BYTES": str(256 * 2**20),
+            "ONIONCHAT_LIMITS_RATE": "1000",
+            "ONIONCHAT_LIMITS_BURST": "1000",
+        }
+    )
+    await fill_history(node, "lobby", 40, CONTROL)
+    assert node.proc is not None
+    descriptors = Path(f"/proc/{node.proc.pid}/fd")
+    before = len(list(descriptors.iterdir()))
+    token = await register(node, "mallory")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", node.port))
+    async with websockets.connect(node.ws_url, sock=sock, proxy=None, max_queue=1) as mallory:
+        await mallory.send(json.dumps({"v": 1, "type": "auth", "token": token}))
+        await mallory.send(json.dumps({"v": 1, "type": "join", "room": "lobby"}))
+        for _ in range(40):  # 10 MB: more than the kernel's buffers take
+            await mallory.send(json.dumps({"v": 1, "type": "history", "room": "lobby"}))
+        for _ in range(200):
+            if any(e["event"] == "disconnect" and e["user"] == "mallory" for e in node.events()):
+                break
+            await asyncio.sleep(0.1)
+        mine = [e for e in node.events() if e["event"] == "disconnect" and e["user"] == "mallory"]
+        assert mine and mine[0].get("code") != 4009  # cut off, not closed as too slow
+        for _ in range(100):
+            if len(list(descriptors.iterdir())) <= before:
+                break
+            await asyncio.sleep(0.1)
+        assert len(list(descriptors.iterdir())) <= before
+
+
 # -- connections: caps, each with a clear refusal ---------------------------------------------
 
 
