@@ -305,7 +305,7 @@ class Auth:
         ),
     )
     hash_rate: float = dataclasses.field(
-        default=10.0,
+        default=4.0,
         metadata=_key(
             "Hashes per second the node starts at most, whatever the workers could do: the "
             "budget of hashing work that keeps the chat's share of the machine under a spray.",
