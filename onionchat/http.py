@@ -64,7 +64,7 @@ HEAD_END = b"\r\n\r\n"
 LINGER_SECONDS = 1.0
 ABORT_AFTER = 10.0  # seconds after its app is done that a WebSocket's socket is let go at last
 LINGER_BYTES = 64 * 1024  # what a refused client may still send before it is cut off
-SLICE = 4096  # bytes of WebSocket data parsed at a time: a flood is seen within one slice
+SLICE = 1024  # bytes of WebSocket data parsed at a time: a flood is seen within one slice
 
 
 def socket_cap(sockets: int) -> tuple[int, str]:
