@@ -16,7 +16,8 @@ each attack (`bench/attacks.py`, in processes of their own), each step as long a
 Per step: the honest clients' p50/p99 against the baseline, lost and duplicated messages,
 honest clients dropped or sent error frames; the node's peak VmRSS during the step (sampled;
 VmHWM is cumulative), its CPU seconds; what the attackers achieved. A step passes with p99
-within +10 % of the baseline and the node under 300 MiB.
+within +10 % of the baseline (the mean of the first and the last step's, both without
+attackers, when the last is run) and the node under 300 MiB.
 
 The node runs with its own defaults for what is attacked (per-connection rate, login limits,
 argon2 cost): the bench's relaxed settings are put back to the defaults (`--no-node-defaults`
@@ -501,6 +502,27 @@ def achieved(kind: str, tally: dict[str, Any], window: float) -> str:
     return ""
 
 
+def _pool(steps: list[dict[str, Any]], o: HostileOptions) -> float | None:
+    """With the baseline run again at the end, every step is judged against the mean of the two
+    baselines: one baseline alone differed from the other by 13-38 % here, with no attacker."""
+    bases: list[float] = [
+        s["honest"]["latency_ms"]["p99"] for s in steps if s["name"] == "baseline"
+    ]
+    if len(bases) < 2 or not all(bases):
+        return None
+    pooled = sum(bases) / len(bases)
+    for s in steps:
+        honest = s["honest"]
+        p99 = honest["latency_ms"]["p99"]
+        honest["p99_ratio_first_baseline"] = honest["p99_ratio"]
+        honest["p99_ratio"] = round(p99 / pooled, 2) if p99 is not None else None
+        s["p99_ok"] = honest["p99_ratio"] is not None and (
+            honest["p99_ratio"] <= 1 + o.p99_margin_pct / 100
+        )
+        s["passed"] = s["p99_ok"] and s["rss_ok"]
+    return round(pooled, 3)
+
+
 def run_step(
     b: Bench,
     server: Any,
@@ -729,6 +751,7 @@ def hostile(server: Server, common: Common, o: HostileOptions) -> dict[str, Any]
                     break
                 s["honest"]["reconnected"] = True
             time.sleep(1.0)
+    pooled = _pool(steps, o)
     attacked = [s for s in steps if s["name"] != "baseline"]
     return {
         "settings": dataclasses.asdict(o) | {"payload_bytes": common.payload},
@@ -738,6 +761,7 @@ def hostile(server: Server, common: Common, o: HostileOptions) -> dict[str, Any]
         "setup_seconds": setup_s,
         "seconds": round(time.monotonic() - t_start, 1),
         "baseline_p99_ms": baseline["p99"] if baseline else None,
+        "baseline_pooled_p99_ms": pooled,
         "baseline_again_p99_ratio": next(
             (s["honest"]["p99_ratio"] for s in steps[1:] if s["name"] == "baseline"), None
         ),
