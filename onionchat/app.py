@@ -21,7 +21,16 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from onionchat import PROTOCOL_VERSION, __version__, cookies, names, nojs, protocol
+from onionchat import (
+    PROTOCOL_VERSION,
+    __version__,
+    commands,
+    cookies,
+    identity,
+    names,
+    nojs,
+    protocol,
+)
 from onionchat.auth import (
     COOKIE,
     DEVICE_COOKIE,
@@ -526,6 +535,8 @@ def create_app(settings: Settings, reporter: Reporter | None = None) -> Starlett
         await store.delete_expired_sessions()
         accounts = Accounts(store, settings.auth, secret, reserved_names(settings.bots))
         app.state.node = node = Node(settings, store, accounts)
+        commands.install(node)
+        identity.install(node)
         app.state.origins = {o.strip() for o in settings.server.origins.split(",") if o.strip()}
         app.state.waiting = Waiting()
         app.state.onion = onion = OnionService(settings, reporter)

@@ -12,7 +12,8 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from onionchat.protocol import Clear, Code, ProtocolError, Send, encode
+from onionchat.bots import Bots
+from onionchat.protocol import Clear, Code, Command, ProtocolError, Send, encode
 
 if TYPE_CHECKING:
     from onionchat.hub import Connection
@@ -103,7 +104,7 @@ async def _topic(
 
 
 async def _bots(node: Node, conn: Connection, args: str, room: str | None, ref: str | None) -> None:
-    if node.bots is None or not node.bots.bots:
+    if not isinstance(node.bots, Bots) or not node.bots.bots:
         node.notice(conn, "this node has no bots", room, ref)
         return
     lines = []
@@ -119,7 +120,8 @@ async def _bots(node: Node, conn: Connection, args: str, room: str | None, ref: 
 
 async def _stop(node: Node, conn: Connection, args: str, room: str | None, ref: str | None) -> None:
     name = _room(room, "stop")
-    stopped = node.bots.stop(name, conn.user, args or None) if node.bots else []
+    bots = node.bots if isinstance(node.bots, Bots) else None
+    stopped = bots.stop(name, conn.user, args or None) if bots else []
     text = f"stopped {', '.join(stopped)}" if stopped else "no bot is answering here"
     node.notice(conn, text, name, ref)
 
@@ -130,7 +132,8 @@ async def _uninvite(
     name = _room(room, "uninvite")
     if not args:
         raise ProtocolError(Code.BAD_COMMAND, "usage: /uninvite BOT")
-    if node.bots is None or not await node.bots.uninvite(await node.room(name), args, conn.user):
+    bots = node.bots if isinstance(node.bots, Bots) else None
+    if bots is None or not await bots.uninvite(await node.room(name), args, conn.user):
         raise ProtocolError(Code.BAD_COMMAND, f"{args} is not a bot that can read #{name}")
     node.notice(conn, f"{args} can no longer read #{name}", name, ref)
 
@@ -149,6 +152,15 @@ COMMANDS: dict[str, Spec] = {
     "stop": Spec("/stop [BOT]", "stop the answer a bot is writing in this room", _stop),
     "uninvite": Spec("/uninvite BOT", "make a bot forget this key-protected room's key", _uninvite),
 }
+
+
+def install(node: Node) -> None:
+    """The node hands `command` frames here."""
+
+    async def on_command(conn: Connection, frame: Command) -> None:
+        await run(node, conn, frame.line, frame.room, frame.ref)
+
+    node.handlers[Command] = on_command
 
 
 async def run(node: Node, conn: Connection, line: str, room: str | None, ref: str | None) -> None:

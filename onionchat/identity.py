@@ -16,6 +16,7 @@ import binascii
 from typing import TYPE_CHECKING
 
 from onionchat import names
+from onionchat.bots import Bots
 from onionchat.protocol import (
     KEY_BYTES,
     SEALED_BYTES,
@@ -31,6 +32,7 @@ from onionchat.protocol import (
     Notice,
     ProtocolError,
     PublicKey,
+    Ready,
     encode,
 )
 
@@ -47,6 +49,27 @@ def _exactly(text: str, size: int, what: str) -> None:
         raise ProtocolError(Code.BAD_CIPHERTEXT, f"{what} is not valid base64") from None
     if len(raw) != size:
         raise ProtocolError(Code.BAD_CIPHERTEXT, f"{what} must be {size} bytes, got {len(raw)}")
+
+
+def install(node: Node) -> None:
+    """Identity keys and invitations: their frames, and what `ready` tells of them."""
+
+    async def ready(conn: Connection, frame: Ready) -> None:
+        frame.identity, frame.invitations = await for_ready(
+            node.store, conn.session.user.id, conn.user_key
+        )
+
+    async def on_publish(conn: Connection, frame: Identity) -> None:
+        await publish(node, conn, frame)
+
+    async def on_key(conn: Connection, frame: KeyOf) -> None:
+        await key_of(node, conn, frame)
+
+    async def on_invite(conn: Connection, frame: Invite) -> None:
+        await invite(node, conn, frame)
+
+    node.ready_hooks.append(ready)
+    node.handlers.update({Identity: on_publish, KeyOf: on_key, Invite: on_invite})
 
 
 async def for_ready(
@@ -95,7 +118,7 @@ async def invite(node: Node, conn: Connection, frame: Invite) -> None:
     if target is None:
         raise ProtocolError(Code.UNKNOWN_USER, f"there is no user {frame.to!r}")
     await node.store.put_invitation(room.id, target.id, conn.user, frame.sealed)
-    if node.bots is not None and node.bots.invited(
+    if isinstance(node.bots, Bots) and node.bots.invited(
         room, target.name, conn, frame.sealed, frame.ref
     ):
         return  # the bot's notice to the room answers the inviter too

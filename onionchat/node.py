@@ -13,9 +13,10 @@ import logging
 import math
 import re
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
-from onionchat import __version__, commands, identity, names
+from onionchat import __version__, names
 from onionchat.auth import Accounts, Session
 from onionchat.config import Settings
 from onionchat.hub import Budget, Connection, Hub
@@ -27,13 +28,9 @@ from onionchat.protocol import (
     AnyClientFrame,
     Close,
     Code,
-    Command,
     HistoryPage,
-    Identity,
-    Invite,
     Join,
     Joined,
-    KeyOf,
     Leave,
     Left,
     Mention,
@@ -63,13 +60,23 @@ from onionchat.protocol import History as HistoryRequest
 from onionchat.ratelimit import Buckets, TokenBucket, Windows
 from onionchat.store import Conflict, Lookalike, Room, Store
 
-if TYPE_CHECKING:
-    from onionchat.bots import Bots
-
 log = logging.getLogger("onionchat.node")
 
 MAX_TOPIC_CHARS = 300
 STRIKE_WINDOW = 10.0  # seconds over which refused frames add up to a flood
+
+
+FrameHandler = Callable[[Connection, Any], Awaitable[None]]
+ReadyHook = Callable[[Connection, Ready], Awaitable[None]]
+
+
+class Bots(Protocol):
+    """What the node asks of its bots, when it has some (onionchat.bots, set by the app)."""
+
+    def names(self) -> dict[str, list[str]]: ...
+    def readers(self, room: str) -> list[str]: ...
+    def greet(self, conn: Connection, room: Room) -> None: ...
+    def heard(self, conn: Connection, room: Room, message: Message) -> None: ...
 
 
 class Refused(Exception):
@@ -93,6 +100,10 @@ class Node:
         self._ids = IdGenerator()
         self._rooms: dict[str, Room] = {}
         self.bots: Bots | None = None  # set by the application once it has its tor
+        # Features that add frames (commands, identity keys) register here: the node imports
+        # none of them.
+        self.handlers: dict[type, FrameHandler] = {}
+        self.ready_hooks: list[ReadyHook] = []
         limits = settings.limits
         self._joins = Buckets(limits.join_rate, max(1, int(50 * limits.join_rate)))
         self._creations = Windows(limits.room_creations, 3600.0)
@@ -128,31 +139,27 @@ class Node:
         self.hub.attach(conn)
         try:
             rooms = await self.store.rooms_of(session.user.id)
-            keys, invitations = await identity.for_ready(self.store, session.user.id, conn.user_key)
+            ready = Ready(
+                user=conn.user,
+                key=conn.user_key,
+                version=__version__,
+                rooms=[r for r in rooms if not r.startswith("@")],
+                direct=[r for r in rooms if r.startswith("@")],
+                limits={
+                    "max_frame_bytes": limits.max_frame_bytes,
+                    "max_text_chars": limits.max_text_chars,
+                    "history_page": limits.history_page,
+                    "rate": limits.rate,
+                    "burst": limits.burst,
+                },
+                bots=self.bots.names() if self.bots else {},
+            )
+            for hook in self.ready_hooks:
+                await hook(conn, ready)
         except BaseException:
             self.hub.detach(conn)
             raise
-        conn.send(
-            encode(
-                Ready(
-                    user=conn.user,
-                    key=conn.user_key,
-                    version=__version__,
-                    rooms=[r for r in rooms if not r.startswith("@")],
-                    direct=[r for r in rooms if r.startswith("@")],
-                    limits={
-                        "max_frame_bytes": limits.max_frame_bytes,
-                        "max_text_chars": limits.max_text_chars,
-                        "history_page": limits.history_page,
-                        "rate": limits.rate,
-                        "burst": limits.burst,
-                    },
-                    identity=keys,
-                    invitations=invitations,
-                    bots=self.bots.names() if self.bots else {},
-                )
-            )
-        )
+        conn.send(encode(ready))
         log.info("connected", extra={"event": "connect", "user": conn.user})
         return conn
 
@@ -247,18 +254,15 @@ class Node:
                 self.who(conn, frame.room, ref=frame.ref)
             case Rooms():
                 await self.list_rooms(conn, ref=frame.ref)
-            case Command():
-                await commands.run(self, conn, frame.line, frame.room, frame.ref)
             case Ping():
                 conn.send(encode(Pong(ref=frame.ref)))
-            case Identity():
-                await identity.publish(self, conn, frame)
-            case KeyOf():
-                await identity.key_of(self, conn, frame)
-            case Invite():
-                await identity.invite(self, conn, frame)
             case _:
-                raise ProtocolError(Code.BAD_FRAME, f"{type(frame).__name__} is only valid first")
+                handler = self.handlers.get(type(frame))
+                if handler is None:
+                    raise ProtocolError(
+                        Code.BAD_FRAME, f"{type(frame).__name__} is only valid first"
+                    )
+                await handler(conn, frame)
 
     async def room(self, raw: str) -> Room:
         name = names.room(raw)
