@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import collections
 import dataclasses
 import hashlib
 import hmac
@@ -29,7 +28,7 @@ from onionchat import names
 from onionchat.background import Workers
 from onionchat.config import Auth as AuthSettings
 from onionchat.protocol import Code, ProtocolError
-from onionchat.ratelimit import TokenBucket
+from onionchat.ratelimit import Guesses, TokenBucket
 from onionchat.store import Conflict, Lookalike, Store, User
 
 log = logging.getLogger("onionchat.auth")
@@ -74,6 +73,16 @@ class Session:
         return time.time() >= self.expires
 
 
+def busy() -> AuthError:
+    """The refusal when password work is queued as far as it may be: at once, with no work."""
+    return AuthError(
+        Code.RATE_LIMITED,
+        f"the node is busy with other logins; try again in {BUSY_RETRY} s",
+        429,
+        retry_after=BUSY_RETRY,
+    )
+
+
 def b64decode(text: str, size: int, what: str) -> bytes:
     try:
         raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
@@ -90,42 +99,6 @@ def b64encode(raw: bytes) -> str:
 
 def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
-
-
-@dataclasses.dataclass(slots=True)
-class _Guesses:
-    failures: int = 0
-    next_try: float = 0.0
-
-
-class Guesses:
-    """Failed logins per name (or per device), slowed by a delay that doubles with each failure
-    past the free ones, up to `max_delay`: guessing crawls, and nothing is ever shut for long.
-    Remembers at most `keys` names; the one forgotten first is the one idle longest."""
-
-    def __init__(self, free: int, max_delay: float, keys: int = 100_000) -> None:
-        self._free = free
-        self._max_delay = max_delay
-        self._keys = keys
-        self._names: collections.OrderedDict[str, _Guesses] = collections.OrderedDict()
-
-    def wait(self, key: str) -> float:
-        """Seconds until `key` may be tried again (0: now)."""
-        found = self._names.get(key)
-        return 0.0 if found is None else max(0.0, found.next_try - time.monotonic())
-
-    def failed(self, key: str) -> None:
-        found = self._names.pop(key, None) or _Guesses()
-        found.failures += 1
-        if found.failures >= self._free:
-            delay = min(self._max_delay, 2.0 ** (found.failures - self._free))
-            found.next_try = time.monotonic() + delay
-        self._names[key] = found
-        while len(self._names) > self._keys:
-            self._names.popitem(last=False)
-
-    def succeeded(self, key: str) -> None:
-        self._names.pop(key, None)
 
 
 class Accounts:
@@ -162,20 +135,18 @@ class Accounts:
     async def _run(self, work: Any, *args: Any, device: bool = False) -> Any:
         """Hashing work through the bounded queue; a full queue is refused before any work.
         Logins from a known device may queue a little further, past a flood of guesses."""
-        bound = self._settings.hash_workers + self._settings.hash_queue * (2 if device else 1)
-        if self._hashes >= bound:
-            raise AuthError(
-                Code.RATE_LIMITED,
-                f"the node is busy with other logins; try again in {BUSY_RETRY} s",
-                429,
-                retry_after=BUSY_RETRY,
-            )
+        if self._hashes >= self._bound(device):
+            raise busy()
         self._hashes += 1
         try:
             await self._pace(self._known_budget if device else self._budget)
             return await (self._known if device else self._hashing).run(work, *args)
         finally:
             self._hashes -= 1
+
+    def _bound(self, device: bool) -> int:
+        """Hashes running and waiting at most; known devices may queue twice as far."""
+        return self._settings.hash_workers + self._settings.hash_queue * (2 if device else 1)
 
     @staticmethod
     async def _pace(budget: TokenBucket) -> None:
@@ -234,14 +205,8 @@ class Accounts:
                 429,
                 retry_after=seconds,
             )
-        bound = self._settings.hash_workers + self._settings.hash_queue * (2 if known else 1)
-        if self._hashes >= bound:
-            raise AuthError(
-                Code.RATE_LIMITED,
-                f"the node is busy with other logins; try again in {BUSY_RETRY} s",
-                429,
-                retry_after=BUSY_RETRY,
-            )
+        if self._hashes >= self._bound(known is not None):
+            raise busy()
 
     async def prelogin(self, username: str) -> tuple[bytes, int]:
         """The salt and PBKDF2 iterations to derive this account's login secret with.

@@ -207,22 +207,12 @@ class Node:
 
     async def receive(self, conn: Connection, text: str | None) -> None:
         """One frame as the client sent it: limits, then decoding, then `handle`. Whatever is
-        wrong becomes an error frame for the sender; the connection lives on."""
-        limits = self.settings.limits
+        wrong becomes an error frame for the sender; the connection lives on. A frame that
+        cannot be read spends a token of the rate too."""
         ref = None
         try:
-            if text is None:
-                self.admit(conn)
-                raise ProtocolError(Code.BINARY_FRAME, "send JSON in text frames, not binary")
-            size = len(text.encode()) if len(text) * 4 > limits.max_frame_bytes else len(text)
-            if size > limits.max_frame_bytes:
-                self.admit(conn)
-                raise ProtocolError(
-                    Code.TOO_LARGE,
-                    f"the frame is {size} bytes; at most {limits.max_frame_bytes} are allowed",
-                )
             try:
-                frame = decode(text)
+                frame = self._decode(text)
             except ProtocolError:
                 self.admit(conn)
                 raise
@@ -234,6 +224,17 @@ class Node:
         except Exception:
             log.exception("frame failed", extra={"event": "error", "user": conn.user})
             conn.send(error(Code.INTERNAL, "the node failed on this frame", ref))
+
+    def _decode(self, text: str | None) -> AnyClientFrame:
+        if text is None:
+            raise ProtocolError(Code.BINARY_FRAME, "send JSON in text frames, not binary")
+        limit = self.settings.limits.max_frame_bytes
+        size = len(text.encode()) if len(text) * 4 > limit else len(text)
+        if size > limit:
+            raise ProtocolError(
+                Code.TOO_LARGE, f"the frame is {size} bytes; at most {limit} are allowed"
+            )
+        return decode(text)
 
     async def handle(self, conn: Connection, frame: AnyClientFrame) -> None:
         """Carry out one frame; a ProtocolError becomes an error frame for the sender."""

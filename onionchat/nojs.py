@@ -30,7 +30,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from onionchat import commands, cookies, crypto, names, protocol
-from onionchat.auth import BUSY_RETRY, COOKIE, DEVICE_COOKIE, SALT_BYTES, AuthError, Session
+from onionchat.auth import COOKIE, DEVICE_COOKIE, SALT_BYTES, AuthError, Session, busy
 from onionchat.background import Workers
 from onionchat.hub import Connection
 from onionchat.node import Node, Refused
@@ -409,12 +409,7 @@ class Derivations:
 
     async def derive(self, request: Request, password: str, salt: bytes, iterations: int) -> bytes:
         if self._count >= self._bound:
-            raise AuthError(
-                Code.RATE_LIMITED,
-                f"the node is busy with other logins; try again in {BUSY_RETRY} s",
-                429,
-                retry_after=BUSY_RETRY,
-            )
+            raise busy()
         self._count += 1
         watch = asyncio.ensure_future(_hung_up(request))
         try:

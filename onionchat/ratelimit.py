@@ -1,8 +1,9 @@
-"""Rate limits: a token bucket per connection, and sliding windows for login attempts."""
+"""Rate limits: token buckets, sliding windows, and the growing delays of failed logins."""
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import time
 
 
@@ -96,3 +97,39 @@ class Windows:
 
     def clear(self, key: str) -> None:
         self._events.pop(key, None)
+
+
+@dataclasses.dataclass(slots=True)
+class _Guesses:
+    failures: int = 0
+    next_try: float = 0.0
+
+
+class Guesses:
+    """Failed logins per name (or per device), slowed by a delay that doubles with each failure
+    past the free ones, up to `max_delay`: guessing crawls, and nothing is ever shut for long.
+    Remembers at most `keys` names; the one forgotten first is the one idle longest."""
+
+    def __init__(self, free: int, max_delay: float, keys: int = 100_000) -> None:
+        self._free = free
+        self._max_delay = max_delay
+        self._keys = keys
+        self._names: collections.OrderedDict[str, _Guesses] = collections.OrderedDict()
+
+    def wait(self, key: str) -> float:
+        """Seconds until `key` may be tried again (0: now)."""
+        found = self._names.get(key)
+        return 0.0 if found is None else max(0.0, found.next_try - time.monotonic())
+
+    def failed(self, key: str) -> None:
+        found = self._names.pop(key, None) or _Guesses()
+        found.failures += 1
+        if found.failures >= self._free:
+            delay = min(self._max_delay, 2.0 ** (found.failures - self._free))
+            found.next_try = time.monotonic() + delay
+        self._names[key] = found
+        while len(self._names) > self._keys:
+            self._names.popitem(last=False)
+
+    def succeeded(self, key: str) -> None:
+        self._names.pop(key, None)

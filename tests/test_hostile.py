@@ -11,6 +11,7 @@ import os
 import re
 import socket
 import stat
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import httpx
 import pytest
 import websockets
 from playwright.async_api import Browser
+from websockets.asyncio.client import ClientConnection
 
 from onionchat import logs
 from onionchat.config import Limits, Settings
@@ -44,6 +46,18 @@ async def fill_history(node: NodeProcess, room: str, count: int, text: str) -> N
             await filler.say(room, text, ref=str(i))
 
 
+@contextlib.asynccontextmanager
+async def non_reader(node: NodeProcess, token: str) -> AsyncIterator[ClientConnection]:
+    """A member of #lobby whose socket takes in next to nothing (4 KiB) and who never reads."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", node.port))
+    async with websockets.connect(node.ws_url, sock=sock, proxy=None, max_queue=1) as ws:
+        await ws.send(json.dumps({"v": 1, "type": "auth", "token": token}))
+        await ws.send(json.dumps({"v": 1, "type": "join", "room": "lobby"}))
+        yield ws
+
+
 # -- memory: what waits for a client is bounded in bytes -------------------------------------
 
 
@@ -54,16 +68,8 @@ async def test_a_client_that_never_reads_is_closed_and_the_node_stays_small(
     await fill_history(node, "lobby", 200, CONTROL)
     before = rss_peak(node)
     token = await register(node, "mallory")
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", node.port))
-    async with (
-        user(node, "alice") as alice,
-        websockets.connect(node.ws_url, sock=sock, proxy=None, max_queue=1) as mallory,
-    ):
+    async with user(node, "alice") as alice, non_reader(node, token) as mallory:
         await alice.join("lobby")
-        await mallory.send(json.dumps({"v": 1, "type": "auth", "token": token}))
-        await mallory.send(json.dumps({"v": 1, "type": "join", "room": "lobby"}))
         request = json.dumps({"v": 1, "type": "history", "room": "lobby", "limit": 200})
         with contextlib.suppress(websockets.ConnectionClosed):
             for _ in range(2000):  # once 4.8 MB each; today a page is cut to 256 KiB
@@ -89,12 +95,7 @@ async def test_a_client_that_never_reads_does_not_keep_its_socket(node_factory: 
     descriptors = Path(f"/proc/{node.proc.pid}/fd")
     before = len(list(descriptors.iterdir()))
     token = await register(node, "mallory")
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", node.port))
-    async with websockets.connect(node.ws_url, sock=sock, proxy=None, max_queue=1) as mallory:
-        await mallory.send(json.dumps({"v": 1, "type": "auth", "token": token}))
-        await mallory.send(json.dumps({"v": 1, "type": "join", "room": "lobby"}))
+    async with non_reader(node, token) as mallory:
         request = json.dumps({"v": 1, "type": "history", "room": "lobby", "limit": 200})
         with contextlib.suppress(websockets.ConnectionClosed, TimeoutError):
             for _ in range(200):
@@ -141,15 +142,7 @@ async def test_one_user_cannot_hold_more_than_their_share(node_factory: Any) -> 
     async with contextlib.AsyncExitStack() as stack:
         socks = []
         for _ in range(3):
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect(("127.0.0.1", node.port))
-            ws = await stack.enter_async_context(
-                websockets.connect(node.ws_url, sock=sock, proxy=None, max_queue=1)
-            )
-            await ws.send(json.dumps({"v": 1, "type": "auth", "token": token}))
-            await ws.send(json.dumps({"v": 1, "type": "join", "room": "lobby"}))
-            socks.append(ws)
+            socks.append(await stack.enter_async_context(non_reader(node, token)))
         with contextlib.suppress(websockets.ConnectionClosed):
             for _ in range(200):
                 for ws in socks:
@@ -180,12 +173,7 @@ async def test_a_client_that_stops_reading_in_a_quiet_room_is_cut_off(node_facto
     descriptors = Path(f"/proc/{node.proc.pid}/fd")
     before = len(list(descriptors.iterdir()))
     token = await register(node, "mallory")
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", node.port))
-    async with websockets.connect(node.ws_url, sock=sock, proxy=None, max_queue=1) as mallory:
-        await mallory.send(json.dumps({"v": 1, "type": "auth", "token": token}))
-        await mallory.send(json.dumps({"v": 1, "type": "join", "room": "lobby"}))
+    async with non_reader(node, token) as mallory:
         for _ in range(40):  # 10 MB: more than the kernel's buffers take
             await mallory.send(json.dumps({"v": 1, "type": "history", "room": "lobby"}))
         for _ in range(200):
