@@ -4,7 +4,7 @@ Clients never send the password: they send a login secret derived from it with P
 and the account's salt (see `crypto.login_secret`). The node stores an argon2id hash of that
 secret, computed off the event loop with a cap on hashes at once (each takes tens of MiB).
 Session tokens are 32 random bytes; only their SHA-256 is stored. Answers about unknown names
-look like answers about known ones: same salt lookup, same error, the same hashing work.
+look like answers about known ones: same salt lookup, same error, the same wait in the same queue
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import logging
 import math
 import secrets
 import time
+from collections import deque
 from typing import Any
 
 import nacl.exceptions
@@ -38,9 +39,11 @@ DEVICE_COOKIE = "onionchat_device"  # proof that this browser logged in to a nam
 DEVICE_BYTES = 16
 BUSY_RETRY = 2  # seconds a client is told to wait when the hash queue is full
 SECRET_BYTES = 32
+TIMES_KEPT = 32  # recent verification times an unknown name's login is held for, one at random
 SALT_BYTES = 16
 _COSTS = {
     "min": (nacl.pwhash.argon2id.OPSLIMIT_MIN, nacl.pwhash.argon2id.MEMLIMIT_MIN),
+    "owasp": (2, 19 * 1024 * 1024),  # OWASP's argon2id minimum: t=2, m=19 MiB, p=1
     "interactive": (
         nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE,
         nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE,
@@ -130,7 +133,7 @@ class Accounts:
         self._names = Guesses(settings.free_failures, settings.max_delay)
         self._devices = Guesses(settings.free_failures, settings.max_delay)
         self._registrations = TokenBucket(settings.registrations / 60, settings.registrations)
-        self._dummy_hash: bytes | None = None
+        self._took: deque[float] = deque(maxlen=TIMES_KEPT)  # seconds of recent verifications
 
     async def _run(self, work: Any, *args: Any, device: bool = False) -> Any:
         """Hashing work through the bounded queue; a full queue is refused before any work.
@@ -160,8 +163,19 @@ class Accounts:
         return stored
 
     async def _verify(self, stored: bytes, secret: bytes, device: bool) -> bool:
-        ok: bool = await self._run(_verify, stored, secret, device=device)
-        return ok
+        ok, took = await self._run(_timed_verify, stored, secret, device=device)
+        self._took.append(took)
+        return bool(ok)
+
+    async def _imitate(self, device: bool) -> None:
+        """A name that does not exist gets the same queue, budget and worker as a real login,
+        held for as long as one recent real verification took, but no hashing: a spray of
+        made-up names costs the node no CPU and still cannot tell them from real ones."""
+        if not self._took:
+            stored = await self._hash(secrets.token_bytes(SECRET_BYTES))
+            await self._verify(stored, secrets.token_bytes(SECRET_BYTES), device)
+            return
+        await self._run(time.sleep, secrets.choice(self._took), device=device)
 
     def device_token(self, key: str) -> str:
         """Proof, for the next login of this name from the same client, that it got in before."""
@@ -287,9 +301,7 @@ class Accounts:
         known = self._device(key, device)
         user = await self._store.user_by_key(key)
         if user is None:
-            if self._dummy_hash is None:
-                self._dummy_hash = await self._hash(secrets.token_bytes(SECRET_BYTES))
-            await self._verify(self._dummy_hash, secret, known is not None)
+            await self._imitate(known is not None)
             ok = False
         else:
             ok = await self._verify(user.hash.encode(), secret, known is not None)
@@ -335,8 +347,11 @@ class Accounts:
         log.info("logout", extra={"event": "logout", "user": session.user.name})
 
 
-def _verify(stored: bytes, secret: bytes) -> bool:
+def _timed_verify(stored: bytes, secret: bytes) -> tuple[bool, float]:
+    """Whether `secret` matches, and how long the worker took to say so."""
+    start = time.perf_counter()
     try:
-        return bool(nacl.pwhash.verify(stored, secret))
+        ok = bool(nacl.pwhash.verify(stored, secret))
     except nacl.exceptions.InvalidkeyError:
-        return False
+        ok = False
+    return ok, time.perf_counter() - start

@@ -265,14 +265,14 @@ class Auth:
         ),
     )
     argon2: str = dataclasses.field(
-        default="interactive",
+        default="owasp",
         metadata=_key(
             "argon2id cost for hashing login secrets (`min` is for tests only).",
-            choices=("min", "interactive", "moderate", "sensitive"),
+            choices=("min", "owasp", "interactive", "moderate", "sensitive"),
         ),
     )
     hash_workers: int = dataclasses.field(
-        default=2,
+        default=1,
         metadata=_key(
             "Hashes computed at once; each takes the argon2 memory cost.", low=1, high=64
         ),
