@@ -541,7 +541,7 @@ def create_app(settings: Settings, reporter: Reporter | None = None) -> Starlett
         app.state.waiting = Waiting()
         app.state.onion = onion = OnionService(settings, reporter)
         node.bots = bots = Bots(node, lambda: onion.proxy)
-        await bots.start(accounts, secret)
+        await bots.start(accounts, secret, data_dir)
         onion.start()
         try:
             yield

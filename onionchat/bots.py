@@ -15,15 +15,18 @@ import hashlib
 import logging
 import math
 import os
+import secrets
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
 
-from onionchat import crypto, models, names
+from onionchat import crypto, models, names, sealed
 from onionchat.addressing import Addressing
 from onionchat.config import Bot
+from onionchat.onion_keys import write_secret
 from onionchat.protocol import Delta, Message, Notice, Readers, encode, message_frame
 from onionchat.ratelimit import TokenBucket
 from onionchat.store import Room
@@ -39,6 +42,7 @@ FLUSH = 0.25  # seconds between two delta frames: a few updates a second, howeve
 HISTORY = 200  # messages looked at for context, newest first, before the character budget
 IDLE_LANE = 600.0  # seconds a bot's lane in a room waits for a call before it goes away
 STATUS_FOR = 10.0  # seconds one check of the model servers answers /bots for
+BOT_KEY_FILE = "bot_key"  # in the data directory, 0600: wraps the bots' identity keys
 NO_TOR = "reaches its model server only through Tor, and this node's Tor is not running"
 
 
@@ -78,29 +82,35 @@ class Bots:
         self._status: tuple[float, asyncio.Future[list[tuple[Bot, str | None]]]] | None = None
         self._answers = asyncio.Semaphore(node.settings.limits.bot_answers)  # node-wide
 
-    async def start(self, accounts: Accounts, node_secret: bytes) -> None:
+    async def start(self, accounts: Accounts, node_secret: bytes, data_dir: Path) -> None:
         """Each bot has an account nobody can log in to, whose identity key the node holds
-        (wrapped under a key derived from the node's secret), so members can /invite it into
-        key-protected rooms like anyone else; invitations it holds are opened again here."""
+        (wrapped under a key of its own file in the data directory, never under anything the
+        database alone holds), so members can /invite it into key-protected rooms like anyone
+        else; invitations it holds are opened again here."""
         store = self.node.store
-        wrapping = hashlib.sha256(b"onionchat bot identity\0" + node_secret).digest()
+        wrapping = _wrapping(load_bot_key(data_dir))
+        before = _wrapping(node_secret)  # how nodes before the key file wrapped them
         for bot_id, bot in self.bots.items():
             user = await store.user_by_key(names.key(bot.name))
             if user is None:
                 user = await accounts.create_locked(bot.name)
             found = await store.identity(names.key(bot.name))
             secret: bytes | None = None
-            if found is not None and found[2] is not None:
-                with contextlib.suppress(crypto.CryptoError):
-                    secret = crypto.unwrap_identity(wrapping, found[2])
+            if found is not None and found.wrapped is not None:
+                for key in (wrapping, before):
+                    with contextlib.suppress(crypto.CryptoError):
+                        secret = crypto.unwrap_identity(key, found.wrapped)
+                        break
             if secret is None:
-                secret, public = crypto.new_identity()
-                wrapped = crypto.wrap_identity(wrapping, secret)
-                await store.set_identity(user.id, base64.b64encode(public).decode(), wrapped)
+                secret, _ = crypto.new_identity()
+            wrapped = crypto.wrap_identity(wrapping, secret)
+            public = base64.b64encode(crypto.public_of(secret)).decode()
+            signing = base64.b64encode(sealed.signing_public(secret)).decode()
+            await store.set_identity(user.id, public, wrapped, signing)
             self._users[bot_id], self._secrets[bot_id] = user.id, secret
-            for room, _, sealed in await store.invitations(user.id):
+            for room, _, invitation in await store.invitations(user.id):
                 with contextlib.suppress(crypto.CryptoError):
-                    self._keys[(bot_id, room)] = crypto.open_room_key(sealed, secret)
+                    self._keys[(bot_id, room)] = crypto.open_room_key(invitation, secret)
 
     def names(self) -> dict[str, list[str]]:
         return {bot.name: list(bot.aliases) for bot in self.bots.values()}
@@ -451,6 +461,24 @@ class Coalescer:
         if len(self._text) > self._shown:
             self._send(self._text)
             self._shown, self._last = len(self._text), time.monotonic()
+
+
+def load_bot_key(data_dir: Path) -> bytes:
+    """The key that wraps the bots' identity keys: a file of its own (0600), made at the first
+    start, so that a copy of the database alone opens no room a bot was invited to."""
+    path = data_dir / BOT_KEY_FILE
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        key = secrets.token_bytes(32)
+        write_secret(path, key)
+    if len(key) != 32:
+        raise ValueError(f"{path}: not a bot key written by OnionChat (32 bytes)")
+    return key
+
+
+def _wrapping(secret: bytes) -> bytes:
+    return hashlib.sha256(b"onionchat bot identity\0" + secret).digest()
 
 
 def reserved_names(bots: Mapping[str, Bot]) -> frozenset[str]:

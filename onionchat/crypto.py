@@ -68,11 +68,18 @@ def seal(key: bytes, text: str) -> str:
     return base64.b64encode(bytes(box)).decode()
 
 
-def open_box(key: bytes, box: str) -> str:
+def open_bytes(key: bytes, box: str) -> bytes:
     try:
         raw = base64.b64decode(box, validate=True)
-        return nacl.secret.SecretBox(key).decrypt(raw).decode()
-    except (binascii.Error, ValueError, nacl.exceptions.CryptoError):
+        return nacl.secret.SecretBox(key).decrypt(raw)
+    except (binascii.Error, ValueError, TypeError, nacl.exceptions.CryptoError):
+        raise CryptoError("cannot decrypt: wrong room key or damaged message") from None
+
+
+def open_box(key: bytes, box: str) -> str:
+    try:
+        return open_bytes(key, box).decode()
+    except UnicodeDecodeError:
         raise CryptoError("cannot decrypt: wrong room key or damaged message") from None
 
 

@@ -254,9 +254,10 @@ class Hub:
             if conn is not skip:
                 conn.send(frame, room)
 
-    def to_user(self, user_key: str, frame: str) -> None:
+    def to_user(self, user_key: str, frame: str, skip: Connection | None = None) -> None:
         for conn in tuple(self._users.get(user_key, ())):
-            conn.send(frame)
+            if conn is not skip:
+                conn.send(frame)
 
     def session_connections(self, token_hash: bytes) -> list[Connection]:
         return [

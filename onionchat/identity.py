@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING
 from onionchat import names
 from onionchat.bots import Bots
 from onionchat.protocol import (
+    INVITATION_CHARS,
     KEY_BYTES,
-    SEALED_BYTES,
+    MAC_BYTES,
+    NONCE_BYTES,
     WRAPPED_BYTES,
     Code,
     Identity,
@@ -28,11 +30,14 @@ from onionchat.protocol import (
     Invite,
     Invited,
     KeyOf,
+    KeyringFrame,
+    KeyringUpdate,
     Keys,
     Notice,
     ProtocolError,
     PublicKey,
     Ready,
+    SealedKeyring,
     encode,
 )
 
@@ -42,11 +47,18 @@ if TYPE_CHECKING:
     from onionchat.store import Store
 
 
-def _exactly(text: str, size: int, what: str) -> None:
+SMALLEST_INVITATION = KEY_BYTES + NONCE_BYTES + MAC_BYTES + KEY_BYTES  # a sealed bare key
+
+
+def _decoded(text: str, what: str) -> bytes:
     try:
-        raw = base64.b64decode(text, validate=True)
+        return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise ProtocolError(Code.BAD_CIPHERTEXT, f"{what} is not valid base64") from None
+
+
+def _exactly(text: str, size: int, what: str) -> None:
+    raw = _decoded(text, what)
     if len(raw) != size:
         raise ProtocolError(Code.BAD_CIPHERTEXT, f"{what} must be {size} bytes, got {len(raw)}")
 
@@ -55,7 +67,7 @@ def install(node: Node) -> None:
     """Identity keys and invitations: their frames, and what `ready` tells of them."""
 
     async def ready(conn: Connection, frame: Ready) -> None:
-        frame.identity, frame.invitations = await for_ready(
+        frame.identity, frame.keyring, frame.invitations = await for_ready(
             node.store, conn.session.user.id, conn.user_key
         )
 
@@ -68,41 +80,76 @@ def install(node: Node) -> None:
     async def on_invite(conn: Connection, frame: Invite) -> None:
         await invite(node, conn, frame)
 
+    async def on_keyring(conn: Connection, frame: KeyringUpdate) -> None:
+        await keep_keyring(node, conn, frame)
+
     node.ready_hooks.append(ready)
-    node.handlers.update({Identity: on_publish, KeyOf: on_key, Invite: on_invite})
+    node.handlers.update(
+        {Identity: on_publish, KeyOf: on_key, Invite: on_invite, KeyringUpdate: on_keyring}
+    )
 
 
 async def for_ready(
     store: Store, user_id: int, user_key: str
-) -> tuple[Keys | None, list[Invitation]]:
-    """What a new connection learns at once: its own keys and the invitations waiting."""
+) -> tuple[Keys | None, SealedKeyring | None, list[Invitation]]:
+    """What a new connection learns at once: its own keys, its keyring, the invitations."""
     found = await store.identity(user_key)
     keys = None
-    if found is not None and found[1] is not None and found[2] is not None:
-        keys = Keys(public=found[1], wrapped=found[2])
+    if found is not None and found.public is not None and found.wrapped is not None:
+        keys = Keys(public=found.public, wrapped=found.wrapped, signing=found.signing)
+    stored = await store.keyring(user_id)
+    keyring = None if stored is None else SealedKeyring(sealed=stored[0], version=stored[1])
     invitations = [
         Invitation(room=room, sender=sender, sealed=sealed)
         for room, sender, sealed in await store.invitations(user_id)
     ]
-    return keys, invitations
+    return keys, keyring, invitations
 
 
 async def publish(node: Node, conn: Connection, frame: Identity) -> None:
     _exactly(frame.public, KEY_BYTES, "the public key")
     _exactly(frame.wrapped, WRAPPED_BYTES, "the wrapped secret key")
-    await node.store.set_identity(conn.session.user.id, frame.public, frame.wrapped)
-    conn.send(encode(IdentityFrame(public=frame.public, wrapped=frame.wrapped, ref=frame.ref)))
+    if frame.signing is not None:
+        _exactly(frame.signing, KEY_BYTES, "the signing key")
+    await node.store.set_identity(conn.session.user.id, frame.public, frame.wrapped, frame.signing)
+    answer = IdentityFrame(
+        public=frame.public, wrapped=frame.wrapped, signing=frame.signing, ref=frame.ref
+    )
+    conn.send(encode(answer))
 
 
 async def key_of(node: Node, conn: Connection, frame: KeyOf) -> None:
     found = await node.store.identity(names.key(frame.user))
     if found is None:
         raise ProtocolError(Code.UNKNOWN_USER, f"there is no user {frame.user!r}")
-    name, public, _ = found
-    if public is None:
-        raise ProtocolError(Code.NO_KEY, f"{name} has no identity key yet")
-    direct = names.direct_room(conn.user, name)
-    conn.send(encode(PublicKey(user=name, public=public, direct=direct, ref=frame.ref)))
+    if found.public is None:
+        raise ProtocolError(Code.NO_KEY, f"{found.name} has no identity key yet")
+    direct = names.direct_room(conn.user, found.name)
+    answer = PublicKey(
+        user=found.name, public=found.public, signing=found.signing, direct=direct, ref=frame.ref
+    )
+    conn.send(encode(answer))
+
+
+async def keep_keyring(node: Node, conn: Connection, frame: KeyringUpdate) -> None:
+    """Store the keyring when it was made from the latest one, and tell every device of the
+    account; otherwise refuse (`conflict`) and send the latest, for the client to merge."""
+    if len(_decoded(frame.sealed, "the keyring")) < NONCE_BYTES + 16 + 2:
+        raise ProtocolError(Code.BAD_CIPHERTEXT, "the keyring is too short to be a secretbox")
+    user_id = conn.session.user.id
+    stored = await node.store.set_keyring(user_id, frame.sealed, frame.version)
+    if stored is not None:
+        latest = await node.store.keyring(user_id)
+        if latest is not None:
+            conn.send(encode(KeyringFrame(sealed=latest[0], version=latest[1])))
+        raise ProtocolError(
+            Code.CONFLICT,
+            f"the keyring changed on another device (version {stored}): merge and send "
+            f"version {stored + 1}",
+        )
+    changed = encode(KeyringFrame(sealed=frame.sealed, version=frame.version))
+    node.hub.to_user(conn.user_key, changed, skip=conn)
+    conn.send(encode(KeyringFrame(sealed=frame.sealed, version=frame.version, ref=frame.ref)))
 
 
 async def invite(node: Node, conn: Connection, frame: Invite) -> None:
@@ -113,7 +160,12 @@ async def invite(node: Node, conn: Connection, frame: Invite) -> None:
         raise ProtocolError(
             Code.ROOM_MODE, f"#{room.name} is open: anyone may join it, no key to share"
         )
-    _exactly(frame.sealed, SEALED_BYTES, "the sealed key")
+    if len(_decoded(frame.sealed, "the invitation")) < SMALLEST_INVITATION:
+        raise ProtocolError(
+            Code.BAD_CIPHERTEXT,
+            "the invitation is too short to hold a room key "
+            f"(at least {SMALLEST_INVITATION} bytes; at most {INVITATION_CHARS} characters)",
+        )
     target = await node.store.user_by_key(names.key(frame.to))
     if target is None:
         raise ProtocolError(Code.UNKNOWN_USER, f"there is no user {frame.to!r}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import logging
 import math
 import re
@@ -243,7 +244,12 @@ class Node:
                 await self.send(conn, frame)
             case Join():
                 await self.join(
-                    conn, frame.room, create=frame.create, protected=frame.protected, ref=frame.ref
+                    conn,
+                    frame.room,
+                    create=frame.create or frame.new,
+                    protected=frame.protected,
+                    new=frame.new,
+                    ref=frame.ref,
                 )
             case Leave():
                 await self.leave(conn, frame.room, ref=frame.ref)
@@ -286,8 +292,11 @@ class Node:
         *,
         create: bool = False,
         protected: bool = False,
+        new: bool = False,
         ref: str | None = None,
     ) -> None:
+        """Join a room, creating it when `create` and it is missing. `new` asks for a new room
+        only: a client about to make a room key must not make one for a room that exists."""
         name = names.room(raw)
         if name not in conn.rooms and not self._joins.allow(conn.user_key):
             raise ProtocolError(
@@ -300,6 +309,15 @@ class Node:
         except ProtocolError:
             if not create:
                 raise
+            room = None
+        if room is not None and new:
+            kind = "key-protected" if room.protected else "open"
+            raise ProtocolError(
+                Code.ROOM_EXISTS,
+                f"#{name} already exists ({kind}): join it, or choose another name",
+                ref,
+            )
+        if room is None:
             wait = self._creations.retry_after(conn.user_key)
             if wait > 0:
                 raise ProtocolError(
@@ -317,6 +335,10 @@ class Node:
                     ref,
                 ) from None
             except Conflict:
+                if new:  # made by someone else a moment ago
+                    raise ProtocolError(
+                        Code.ROOM_EXISTS, f"#{name} already exists: choose another name", ref
+                    ) from None
                 room = await self.room(name)
             else:
                 self._creations.hit(conn.user_key)
@@ -384,6 +406,8 @@ class Node:
             protected=room.protected,
             topic=room.topic,
             topic_box=room.topic_box,
+            topic_by=room.topic_by,
+            topic_ts=room.topic_ts,
             online=self.hub.online(room.name),
             readers=self.bots.readers(room.name) if self.bots and room.protected else [],
         )
@@ -572,14 +596,26 @@ class Node:
     async def set_topic(
         self, conn: Connection, raw: str, text: str | None, box: str | None, ref: str | None = None
     ) -> None:
-        """Set the topic; neither text nor box clears it. The setter's copy carries its ref."""
+        """Set the topic; in an open room neither text nor box clears it, in a key-protected
+        one a sealed empty topic does (so that no member without the key can clear it). The
+        setter's copy carries its ref."""
         room = await self.room(raw)
         self._joined(conn, room)
+        if room.protected and box is None:
+            raise ProtocolError(
+                Code.BAD_BODY,
+                f"#{room.name} is key-protected: seal the topic (an empty one clears it)",
+            )
         if text is not None or box is not None:
             text, box = self._body(room, text, box, MAX_TOPIC_CHARS, "topic")
-        await self.store.set_topic(room.id, text, box)
-        self._rooms[room.name] = Room(room.id, room.name, room.protected, text, box)
-        changed = TopicChanged(room=room.name, by=conn.user, text=text, box=box)
+        ts = int(time.time() * 1000)
+        kept = text is not None or box is not None
+        by, since = (conn.user, ts) if kept else (None, 0)
+        await self.store.set_topic(room.id, text, box, by, since)
+        self._rooms[room.name] = dataclasses.replace(
+            room, topic=text, topic_box=box, topic_by=by, topic_ts=since
+        )
+        changed = TopicChanged(room=room.name, by=conn.user, ts=ts, text=text, box=box)
         self.hub.broadcast(room.name, encode(changed), skip=conn)
         changed.ref = ref
         conn.send(encode(changed))

@@ -19,7 +19,10 @@ NONCE_BYTES = 24
 MAC_BYTES = 16
 KEY_BYTES = 32
 WRAPPED_BYTES = NONCE_BYTES + MAC_BYTES + KEY_BYTES  # a secret key in a secretbox
-SEALED_BYTES = KEY_BYTES + NONCE_BYTES + MAC_BYTES + KEY_BYTES  # ephemeral key, nonce, box
+SIGNATURE_BYTES = 64
+SIGNED_OVERHEAD = SIGNATURE_BYTES + 1024  # a sealed body's signature and its JSON fields
+INVITATION_CHARS = 2048  # base64 of a signed invitation, at most
+KEYRING_CHARS = 1 << 20  # base64 of a sealed keyring, at most (the node's limit may be lower)
 
 Ref = Annotated[str, msgspec.Meta(max_length=64)]
 NameField = Annotated[str, msgspec.Meta(max_length=128)]
@@ -44,6 +47,8 @@ class Code(enum.StrEnum):
     NO_KEY = "no_key"
     NOT_JOINED = "not_joined"
     ROOM_MODE = "room_mode"
+    ROOM_EXISTS = "room_exists"
+    CONFLICT = "conflict"
     BAD_BODY = "bad_body"
     BAD_CIPHERTEXT = "bad_ciphertext"
     RATE_LIMITED = "rate_limited"
@@ -95,6 +100,7 @@ class Join(ClientFrame, tag="join"):
     room: NameField
     create: bool = False
     protected: bool = False
+    new: bool = False  # create a new room only: refused when the name exists
 
 
 class Leave(ClientFrame, tag="leave"):
@@ -146,6 +152,7 @@ class Identity(ClientFrame, tag="identity"):
 
     public: Annotated[str, msgspec.Meta(max_length=64)]
     wrapped: Annotated[str, msgspec.Meta(max_length=256)]
+    signing: Annotated[str, msgspec.Meta(max_length=64)] | None = None  # Ed25519 public key
 
 
 class KeyOf(ClientFrame, tag="key"):
@@ -157,7 +164,15 @@ class Invite(ClientFrame, tag="invite"):
 
     room: NameField
     to: NameField
-    sealed: Annotated[str, msgspec.Meta(max_length=256)]
+    sealed: Annotated[str, msgspec.Meta(max_length=INVITATION_CHARS)]
+
+
+class KeyringUpdate(ClientFrame, tag="keyring"):
+    """The account's keyring, sealed under the wrapping key: `version` is one more than the
+    version it was made from, so that two devices cannot overwrite each other's keys."""
+
+    sealed: Annotated[str, msgspec.Meta(max_length=KEYRING_CHARS)]
+    version: Annotated[int, msgspec.Meta(ge=1)]
 
 
 AnyClientFrame = (
@@ -174,6 +189,7 @@ AnyClientFrame = (
     | Identity
     | KeyOf
     | Invite
+    | KeyringUpdate
 )
 
 _decoder = msgspec.json.Decoder(AnyClientFrame)
@@ -240,9 +256,15 @@ class ServerFrame(msgspec.Struct, tag_field="type", omit_defaults=True, kw_only=
     v: int = msgspec.field(default_factory=_version)  # a factory, so it is never omitted
 
 
-class Keys(msgspec.Struct, kw_only=True):
+class Keys(msgspec.Struct, omit_defaults=True, kw_only=True):
     public: str
     wrapped: str
+    signing: str | None = None  # absent for an account whose client published none yet
+
+
+class SealedKeyring(msgspec.Struct, kw_only=True):
+    sealed: str
+    version: int
 
 
 class Invitation(msgspec.Struct, kw_only=True):
@@ -259,6 +281,7 @@ class Ready(ServerFrame, tag="ready"):
     direct: list[str]
     limits: dict[str, int | float]
     identity: Keys | None = None
+    keyring: SealedKeyring | None = None
     invitations: list[Invitation] = msgspec.field(default_factory=list)
     bots: dict[str, list[str]] = msgspec.field(default_factory=dict)  # name -> aliases
 
@@ -266,6 +289,16 @@ class Ready(ServerFrame, tag="ready"):
 class IdentityFrame(ServerFrame, tag="identity"):
     public: str
     wrapped: str
+    signing: str | None = None
+    ref: str | None = None
+
+
+class KeyringFrame(ServerFrame, tag="keyring"):
+    """The keyring as the node keeps it: the answer to an update, and to every device of the
+    account when it changes."""
+
+    sealed: str
+    version: int
     ref: str | None = None
 
 
@@ -273,6 +306,7 @@ class PublicKey(ServerFrame, tag="key"):
     user: str
     direct: str  # the direct conversation's room with this user, as the node names it
     public: str
+    signing: str | None = None
     ref: str | None = None
 
 
@@ -305,6 +339,8 @@ class RoomInfo(msgspec.Struct, omit_defaults=True, kw_only=True):
     protected: bool = False
     topic: str | None = None
     topic_box: str | None = None
+    topic_by: str | None = None
+    topic_ts: int = 0
     online: int = 0
     readers: list[str] = msgspec.field(default_factory=list)  # bots invited to read it
 
@@ -357,6 +393,7 @@ class HistoryPage(ServerFrame, tag="history"):
 class TopicChanged(ServerFrame, tag="topic"):
     room: str
     by: str
+    ts: int
     text: str | None = None
     box: str | None = None
     ref: str | None = None
@@ -402,8 +439,9 @@ class Error(ServerFrame, tag="error"):
 
 
 def max_box_length(chars: int) -> int:
-    """The base64 length of a secretbox holding `chars` characters of UTF-8 (4 bytes each)."""
-    raw = NONCE_BYTES + MAC_BYTES + 4 * chars
+    """The base64 length of a secretbox of a signed body holding `chars` characters of text,
+    each escaped in JSON to at most 6 bytes."""
+    raw = NONCE_BYTES + MAC_BYTES + SIGNED_OVERHEAD + 6 * chars
     return 4 * ((raw + 2) // 3)
 
 

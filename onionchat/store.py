@@ -93,7 +93,32 @@ MIGRATIONS = [
     UPDATE rooms SET skeleton = onionchat_skeleton(name) WHERE name NOT LIKE '@%';
     CREATE INDEX rooms_skeleton ON rooms(skeleton);
     """,
+    # Signing keys, keyrings, who set a topic and when, one invitation per inviter.
+    """
+    ALTER TABLE users ADD COLUMN signing_key TEXT;
+    ALTER TABLE users ADD COLUMN keyring TEXT;
+    ALTER TABLE users ADD COLUMN keyring_version INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE rooms ADD COLUMN topic_by TEXT;
+    ALTER TABLE rooms ADD COLUMN topic_ts INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE invitations_by_sender (
+        room_id INTEGER NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        sender TEXT NOT NULL,
+        sealed TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        PRIMARY KEY (user_id, room_id, sender)
+    ) WITHOUT ROWID;
+    INSERT INTO invitations_by_sender SELECT room_id, user_id, sender, sealed, created
+        FROM invitations;
+    DROP TABLE invitations;
+    ALTER TABLE invitations_by_sender RENAME TO invitations;
+    """,
 ]
+INVITERS = 16  # invitations one user keeps for one room, from different inviters, at most
+
+
+def _room(row: Any) -> Room:
+    return Room(row[0], row[1], bool(row[2]), row[3], row[4], row[5], int(row[6]))
 
 
 class Conflict(Exception):
@@ -124,6 +149,18 @@ class Room:
     protected: bool
     topic: str | None = None
     topic_box: str | None = None
+    topic_by: str | None = None
+    topic_ts: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Published:
+    """A user's keys as their client published them (None until it has)."""
+
+    name: str
+    public: str | None
+    wrapped: str | None
+    signing: str | None
 
 
 @dataclasses.dataclass(slots=True)
@@ -322,10 +359,14 @@ class Store:
 
         return Room(await self._write(op), name, protected)
 
-    async def set_topic(self, room_id: int, text: str | None, box: str | None) -> None:
+    async def set_topic(
+        self, room_id: int, text: str | None, box: str | None, by: str | None, ts: int
+    ) -> None:
         async def op(db: aiosqlite.Connection) -> None:
             await db.execute(
-                "UPDATE rooms SET topic = ?, topic_box = ? WHERE id = ?", (text, box, room_id)
+                "UPDATE rooms SET topic = ?, topic_box = ?, topic_by = ?, topic_ts = ? "
+                "WHERE id = ?",
+                (text, box, by, ts, room_id),
             )
 
         await self._write(op)
@@ -344,23 +385,53 @@ class Store:
 
         await self._write(op)
 
-    async def set_identity(self, user_id: int, public: str, wrapped: str) -> None:
+    async def set_identity(
+        self, user_id: int, public: str, wrapped: str, signing: str | None
+    ) -> None:
         async def op(db: aiosqlite.Connection) -> None:
             await db.execute(
-                "UPDATE users SET public_key = ?, wrapped_key = ? WHERE id = ?",
-                (public, wrapped, user_id),
+                "UPDATE users SET public_key = ?, wrapped_key = ?, signing_key = ? WHERE id = ?",
+                (public, wrapped, signing, user_id),
             )
 
         await self._write(op)
 
+    async def set_keyring(self, user_id: int, sealed: str, version: int) -> int | None:
+        """Store the keyring if `version` follows the stored one (None); if not, the version
+        stored, untouched."""
+
+        async def op(db: aiosqlite.Connection) -> int | None:
+            cursor = await db.execute(
+                "UPDATE users SET keyring = ?, keyring_version = ? "
+                "WHERE id = ? AND keyring_version = ?",
+                (sealed, version, user_id, version - 1),
+            )
+            if cursor.rowcount:
+                return None
+            async with db.execute(
+                "SELECT keyring_version FROM users WHERE id = ?", (user_id,)
+            ) as found:
+                row = await found.fetchone()
+            return int(row[0]) if row else 0
+
+        result: int | None = await self._write(op)
+        return result
+
     async def put_invitation(self, room_id: int, user_id: int, sender: str, sealed: str) -> None:
-        """One invitation per user and room: a new one replaces the old."""
+        """One invitation per inviter, user and room (a new one from the same inviter replaces
+        theirs, never another's), and at most INVITERS per user and room, the oldest out."""
 
         async def op(db: aiosqlite.Connection) -> None:
             await db.execute(
                 "INSERT OR REPLACE INTO invitations (room_id, user_id, sender, sealed, created) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (room_id, user_id, sender, sealed, _now()),
+            )
+            await db.execute(
+                "DELETE FROM invitations WHERE room_id = ? AND user_id = ? AND sender NOT IN "
+                "(SELECT sender FROM invitations WHERE room_id = ? AND user_id = ? "
+                "ORDER BY created DESC LIMIT ?)",
+                (room_id, user_id, room_id, user_id, INVITERS),
             )
 
         await self._write(op)
@@ -397,12 +468,17 @@ class Store:
         row = await self._one("SELECT value FROM meta WHERE key = ?", (key,))
         return None if row is None else bytes(row[0])
 
-    async def identity(self, user_key: str) -> tuple[str, str | None, str | None] | None:
-        """A user's name, public key and wrapped secret key (None when not published)."""
+    async def identity(self, user_key: str) -> Published | None:
         row = await self._one(
-            "SELECT name, public_key, wrapped_key FROM users WHERE key = ?", (user_key,)
+            "SELECT name, public_key, wrapped_key, signing_key FROM users WHERE key = ?",
+            (user_key,),
         )
-        return None if row is None else (row[0], row[1], row[2])
+        return None if row is None else Published(*row)
+
+    async def keyring(self, user_id: int) -> tuple[str, int] | None:
+        """The sealed keyring and its version, None until the user's client stored one."""
+        row = await self._one("SELECT keyring, keyring_version FROM users WHERE id = ?", (user_id,))
+        return None if row is None or row[0] is None else (row[0], int(row[1]))
 
     async def invitations(self, user_id: int) -> list[tuple[str, str, str]]:
         """(room, sender, sealed key) for every room this user was invited into."""
@@ -434,16 +510,18 @@ class Store:
 
     async def room(self, name: str) -> Room | None:
         row = await self._one(
-            "SELECT id, name, protected, topic, topic_box FROM rooms WHERE name = ?", (name,)
+            "SELECT id, name, protected, topic, topic_box, topic_by, topic_ts FROM rooms "
+            "WHERE name = ?",
+            (name,),
         )
-        return None if row is None else Room(row[0], row[1], bool(row[2]), row[3], row[4])
+        return None if row is None else _room(row)
 
     async def rooms(self) -> list[Room]:
         rows = await self._all(
-            "SELECT id, name, protected, topic, topic_box FROM rooms "
+            "SELECT id, name, protected, topic, topic_box, topic_by, topic_ts FROM rooms "
             "WHERE name NOT LIKE '@%' ORDER BY name"
         )
-        return [Room(r[0], r[1], bool(r[2]), r[3], r[4]) for r in rows]
+        return [_room(r) for r in rows]
 
     async def rooms_of(self, user_id: int) -> list[str]:
         rows = await self._all(

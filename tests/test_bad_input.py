@@ -16,7 +16,7 @@ import websockets
 
 from conftest import Client, NodeProcess, register, user
 
-LIMITS = {"ONIONCHAT_LIMITS_MAX_FRAME_BYTES": "8192", "ONIONCHAT_LIMITS_MAX_TEXT_CHARS": "1000"}
+LIMITS = {"ONIONCHAT_LIMITS_MAX_FRAME_BYTES": "8192", "ONIONCHAT_LIMITS_MAX_TEXT_CHARS": "500"}
 
 
 @contextlib.asynccontextmanager
@@ -66,9 +66,9 @@ BAD_FRAMES: list[tuple[str, str | bytes, str, str]] = [
     ),
     (
         "text over the limit",
-        json.dumps({"v": 1, "type": "send", "room": "lobby", "text": "y" * 1001}),
+        json.dumps({"v": 1, "type": "send", "room": "lobby", "text": "y" * 501}),
         "bad_body",
-        "at most 1000",
+        "at most 500",
     ),
     ("empty message", '{"v":1,"type":"send","room":"lobby","text":"   "}', "bad_body", "empty"),
     (

@@ -1,0 +1,210 @@
+// Signed, bound boxes, signed invitations and sealed keyrings: byte-compatible with
+// onionchat/sealed.py (docs/protocol.md §8 has the formats and test vectors). A box says who
+// wrote what, where, as what and when, signed with the writer's Ed25519 key; a client shows it
+// only when all of that matches the envelope the node delivered it in.
+import { b64url } from "./api.js";
+import { decodeKey, fromBase64, openBytes, toBase64 } from "./crypto.js";
+
+const nacl = window.nacl;
+const VERSION = 2;
+const utf8 = new TextEncoder();
+const SIGN_LABEL = utf8.encode("onionchat sign\0");
+const BOX_DOMAIN = utf8.encode("onionchat box\0");
+const INVITE_DOMAIN = utf8.encode("onionchat invite\0");
+const FINGERPRINT_LABEL = utf8.encode("onionchat fingerprint\0");
+const SIG = nacl.sign.signatureLength; // 64
+export const KINDS = ["message", "action", "topic"];
+export const SKEW_MS = 10 * 60 * 1000;
+
+function join(...parts) {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+// The Ed25519 key pair that goes with an identity secret: one wrapped secret restores both.
+export function signingKeys(identitySecret) {
+  const seed = nacl.hash(join(SIGN_LABEL, identitySecret)).subarray(0, 32);
+  return nacl.sign.keyPair.fromSeed(seed);
+}
+
+// Eight groups of four hex digits, the same as the CLI's /whois.
+export function fingerprint(boxPublic, signingPublic) {
+  const digest = nacl.hash(join(FINGERPRINT_LABEL, boxPublic, signingPublic)).subarray(0, 16);
+  const hex = Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("").toUpperCase();
+  return hex.match(/.{4}/g).join(" ");
+}
+
+export function newId() {
+  return b64url(nacl.randomBytes(12));
+}
+
+function signed(domain, body, secretKey) {
+  return join(nacl.sign.detached(join(domain, body), secretKey), body);
+}
+
+function verify(domain, bytes, signingPublic) {
+  return Boolean(signingPublic) && bytes.length > SIG &&
+    nacl.sign.detached.verify(join(domain, bytes.subarray(SIG)), bytes.subarray(0, SIG), signingPublic);
+}
+
+function secretbox(key, plain, nonce) {
+  const n = nonce || nacl.randomBytes(nacl.secretbox.nonceLength);
+  return toBase64(join(n, nacl.secretbox(plain, n, key)));
+}
+
+function parse(bytes) {
+  if (bytes.length <= SIG) return null;
+  try {
+    const data = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(SIG)));
+    return data && typeof data === "object" && !Array.isArray(data) ? data : null;
+  } catch {
+    return null;
+  }
+}
+
+// opts: { room, sender, kind, text, id?, ts?, nonce? }; signer: nacl.sign key pair.
+export function sealBody(key, signer, opts) {
+  if (!KINDS.includes(opts.kind)) throw new Error(`kind must be one of ${KINDS}`);
+  const body = utf8.encode(JSON.stringify({
+    v: VERSION, room: opts.room, sender: opts.sender, kind: opts.kind,
+    id: opts.id || newId(), ts: opts.ts ?? Date.now(), text: opts.text,
+  }));
+  return secretbox(key, signed(BOX_DOMAIN, body, signer.secretKey), opts.nonce);
+}
+
+const isInt = (x) => Number.isSafeInteger(x);
+
+// { body } when one of `keys` opens the box and it holds a signed body; { locked: true } when
+// none opens it; { rejected: WHY } when it opens but is not a signed body.
+export function openBody(keys, box) {
+  let bytes = null;
+  for (const key of keys || []) {
+    bytes = openBytes(key, box);
+    if (bytes) break;
+  }
+  if (!bytes) return { locked: true };
+  const d = parse(bytes);
+  const strings = ["room", "sender", "kind", "id", "text"];
+  if (!d || d.v !== VERSION || !strings.every((k) => typeof d[k] === "string") || !isInt(d.ts)) {
+    return { rejected: "it is not a signed box (an old client, or damaged)" };
+  }
+  if (!KINDS.includes(d.kind)) return { rejected: `it says it is a "${d.kind}"` };
+  return { body: { room: d.room, sender: d.sender, kind: d.kind, id: d.id, ts: d.ts, text: d.text, signed: bytes } };
+}
+
+export function verifyBody(body, signingPublic) {
+  return verify(BOX_DOMAIN, body.signed, signingPublic);
+}
+
+// Why the body is not what the envelope shows it as, or null when it is.
+export function checkBody(body, room, sender, kind, ts) {
+  if (body.room !== room) return `it was written for #${body.room}, not here`;
+  if (body.sender !== sender) return `it was written by ${body.sender}, not by ${sender}`;
+  if (body.kind !== kind) return `it was written as a ${body.kind}, not as a ${kind}`;
+  if (Math.abs(body.ts - ts) > SKEW_MS) return "it was written at another time: an old box sent again";
+  return null;
+}
+
+// -- invitations -------------------------------------------------------------------------------
+
+// opts: { room, sender, to, ts?, ephemeral? (secret key bytes), nonce? }
+export function sealInvitation(roomKey, theirPublic, signer, opts) {
+  const body = utf8.encode(JSON.stringify({
+    v: VERSION, kind: "invite", room: opts.room, from: opts.sender, to: opts.to,
+    key: b64url(roomKey), ts: opts.ts ?? Date.now(),
+  }));
+  const mine = opts.ephemeral ? nacl.box.keyPair.fromSecretKey(opts.ephemeral) : nacl.box.keyPair();
+  const nonce = opts.nonce || nacl.randomBytes(nacl.box.nonceLength);
+  const box = nacl.box(signed(INVITE_DOMAIN, body, signer.secretKey), nonce, theirPublic, mine.secretKey);
+  return toBase64(join(mine.publicKey, nonce, box));
+}
+
+// { invitation } | { locked: true } (not sealed to this identity) | { rejected: WHY }
+export function openInvitation(sealed, secretKey) {
+  const raw = fromBase64(sealed);
+  if (!raw || raw.length < 32 + nacl.box.nonceLength + nacl.box.overheadLength + SIG) return { locked: true };
+  const bytes = nacl.box.open(raw.subarray(56), raw.subarray(32, 56), raw.subarray(0, 32), secretKey);
+  if (!bytes) return { locked: true };
+  const d = parse(bytes);
+  const strings = ["room", "from", "to", "key"];
+  if (!d || d.v !== VERSION || d.kind !== "invite" || !strings.every((k) => typeof d[k] === "string") || !isInt(d.ts)) {
+    return { rejected: "it is not a signed invitation (an old client, or damaged)" };
+  }
+  const key = decodeKey(d.key);
+  if (!key) return { rejected: "its room key is damaged" };
+  return { invitation: { room: d.room, sender: d.from, to: d.to, key, ts: d.ts, signed: bytes } };
+}
+
+export function verifyInvitation(invitation, signingPublic) {
+  return verify(INVITE_DOMAIN, invitation.signed, signingPublic);
+}
+
+export function checkInvitation(invitation, room, sender, me) {
+  if (invitation.room !== room) return `it was written for #${invitation.room}, not #${room}`;
+  if (invitation.sender !== sender) return `it was signed as from ${invitation.sender}, not ${sender}`;
+  if (invitation.to !== me) return `it was written for ${invitation.to}`;
+  return null;
+}
+
+// -- keyrings: { rooms: Map(room -> [key, ...] newest first), peers: Map(name -> {box, signing}) }
+
+export function newKeyring() {
+  return { rooms: new Map(), peers: new Map() };
+}
+
+export function sealKeyring(wrap, ring, nonce) {
+  const rooms = {};
+  for (const [room, keys] of ring.rooms) rooms[room] = keys.map((k) => b64url(k));
+  const peers = {};
+  for (const [name, pin] of ring.peers) peers[name] = { box: toBase64(pin.box), signing: toBase64(pin.signing) };
+  return secretbox(wrap, utf8.encode(JSON.stringify({ v: 1, rooms, peers })), nonce);
+}
+
+// The keyring, or null when the wrapping key does not open it.
+export function openKeyring(wrap, sealed) {
+  const bytes = openBytes(wrap, sealed);
+  if (!bytes) return null;
+  try {
+    const d = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
+    const ring = newKeyring();
+    for (const [room, keys] of Object.entries(d.rooms)) {
+      const decoded = keys.map((k) => decodeKey(k));
+      if (decoded.some((k) => !k)) return null;
+      ring.rooms.set(room, decoded);
+    }
+    for (const [name, pin] of Object.entries(d.peers)) {
+      ring.peers.set(name, { box: fromBase64(pin.box), signing: fromBase64(pin.signing) });
+    }
+    return ring;
+  } catch {
+    return null;
+  }
+}
+
+// Keep `key` for `room`, newest first; false when it was kept already.
+export function addKey(ring, room, key) {
+  const keys = ring.rooms.get(room) || [];
+  if (keys.some((k) => sameKey(k, key))) return false;
+  ring.rooms.set(room, [key, ...keys]);
+  return true;
+}
+
+// Another device's keyring into this one: every key of both, first-seen peers kept.
+export function mergeKeyring(ring, other) {
+  for (const [room, keys] of other.rooms) {
+    const mine = ring.rooms.get(room) || [];
+    for (const key of keys) if (!mine.some((k) => sameKey(k, key))) mine.push(key);
+    ring.rooms.set(room, mine);
+  }
+  for (const [name, pin] of other.peers) if (!ring.peers.has(name)) ring.peers.set(name, pin);
+}
+
+function sameKey(a, b) {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
