@@ -111,7 +111,10 @@ class Recorder:
 class Ingest:
     """Closed loop: each client keeps `window` sends waiting for their ack until the deadline."""
 
-    def __init__(self, deadline_ns: int, window: int, payload: int, room: str) -> None:
+    def __init__(
+        self, deadline_ns: int, window: int, payload: int, room: str, boxes: list[str] | None
+    ) -> None:
+        self.boxes = boxes  # key-protected rooms: signed boxes, sent in turn
         self.deadline_ns = deadline_ns
         self.window = window
         self.payload = payload
@@ -137,7 +140,12 @@ class Ingest:
             self.first_ns = now
         self.inflight[ref] = now
         room = f"{self.room}-{client.index}"
-        client.send_message(room, message_text(0, client.index, self.seq, now, self.payload), ref)
+        if self.boxes:
+            client.send_box(room, self.boxes[self.seq % len(self.boxes)], ref)
+        else:
+            client.send_message(
+                room, message_text(0, client.index, self.seq, now, self.payload), ref
+            )
 
     def message(self, client: ChatClient, text: str, now: int) -> None:
         pass
@@ -241,6 +249,7 @@ class Worker:
         per_client: bool = False,
         stallers: bool = True,
         concurrency: int = 0,
+        protected: bool = False,
     ) -> dict[str, Any]:
         """Join clients to a room at `at_ns`; returns after every answer and `quiet` seconds
         of silence, with the bytes and frames all clients received meanwhile."""
@@ -257,10 +266,10 @@ class Worker:
             name = f"{room}-{client.index}" if per_client else room
             try:
                 if gate is None:
-                    await client.join(name)
+                    await client.join(name, protected)
                 else:
                     async with gate:
-                        await client.join(name)
+                        await client.join(name, protected)
             except Exception as exc:
                 failures.append(f"{type(exc).__name__}: {exc}")
 
@@ -403,13 +412,19 @@ class Worker:
         return out
 
     async def cmd_ingest(
-        self, start_ns: int, duration: float, window: int, payload: int, room: str
+        self,
+        start_ns: int,
+        duration: float,
+        window: int,
+        payload: int,
+        room: str,
+        boxes: list[str] | None = None,
     ) -> dict[str, Any]:
         """Every client of this worker sends into its own room `ROOM-INDEX`, keeping `window`
-        sends waiting for their ack, for `duration` seconds."""
+        sends waiting for their ack, for `duration` seconds; sealed `boxes`, when given."""
         if self.clients and not self.clients[0].has_acks:
             raise TargetError("this server does not acknowledge messages")
-        ingest = Ingest(start_ns + int(duration * 1e9), window, payload, room)
+        ingest = Ingest(start_ns + int(duration * 1e9), window, payload, room, boxes)
         await _sleep_until(start_ns)
         for client in self.clients:
             ingest.start(client)

@@ -510,6 +510,85 @@ class IngestOptions:
     clients: int = field(50, "sending connections, each in a room of its own")
     window: int = field(16, "sends each keeps waiting for their ack")
     seconds: float = field(10.0, "length of the run")
+    protected: bool = field(
+        False, "key-protected rooms: every message a signed box (as the clients seal them)"
+    )
+
+
+def sealed_boxes(payload: int, count: int = 64) -> tuple[list[str], dict[str, Any]]:
+    """Boxes as the clients make them (format 2: signed, bound), and what one costs to make and
+    to open and verify on this machine in Python (the CLI's and the bots' cost per message)."""
+    from onionchat import crypto, sealed
+
+    key, secret = crypto.new_room_key(), crypto.new_identity()[0]
+    signer, public = sealed.signing_key(secret), sealed.signing_public(secret)
+    text = "x" * payload
+    t0 = time.perf_counter()
+    boxes = [
+        sealed.seal_body(key, signer, room="ingest", sender="bench", kind="message", text=text)
+        for _ in range(count)
+    ]
+    t1 = time.perf_counter()
+    for box in boxes:
+        body = sealed.open_body([key], box)
+        body.check("ingest", "bench", "message", body.ts)
+        assert body.verify(public)
+    t2 = time.perf_counter()
+    cost = {
+        "box_chars": len(boxes[0]),
+        "seal_and_sign_us": round((t1 - t0) / count * 1e6, 1),
+        "open_check_and_verify_us": round((t2 - t1) / count * 1e6, 1),
+    }
+    return boxes, cost
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's, installed by scripts/system-packages
+
+BROWSER_CRYPTO = """async ([payload, count]) => {
+  const s = await import("/static/js/sealed.js");
+  const key = nacl.randomBytes(32), me = s.signingKeys(nacl.randomBytes(32));
+  const text = "x".repeat(payload), boxes = [];
+  const t0 = performance.now();
+  for (let i = 0; i < count; i++) {
+    boxes.push(s.sealBody(key, me, {room: "ingest", sender: "bench", kind: "message", text}));
+  }
+  const t1 = performance.now();
+  for (const box of boxes) {
+    const body = s.openBody([key], box).body;
+    const wrong = s.checkBody(body, "ingest", "bench", "message", body.ts);
+    if (wrong || !s.verifyBody(body, me.publicKey)) {
+      throw new Error("a box did not verify");
+    }
+  }
+  const t2 = performance.now();
+  return [(t1 - t0) / count * 1000, (t2 - t1) / count * 1000];
+}"""
+
+
+def browser_crypto_cost(port: int, payload: int, count: int = 300) -> dict[str, Any]:
+    """The same per-message cost in Chromium (tweetnacl, the page's own module)."""
+    import asyncio
+    import os
+
+    if not os.path.exists(CHROMIUM):
+        return {"error": f"{CHROMIUM} is missing: scripts/system-packages installs it"}
+    from playwright.async_api import async_playwright
+
+    async def measure() -> list[float]:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(
+                executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+            )
+            try:
+                page = await browser.new_page()
+                await page.goto(f"http://127.0.0.1:{port}/")
+                result: list[float] = await page.evaluate(BROWSER_CRYPTO, [payload, count])
+                return result
+            finally:
+                await browser.close()
+
+    seal, opened = asyncio.run(measure())
+    return {"seal_and_sign_us": round(seal, 1), "open_check_and_verify_us": round(opened, 1)}
 
 
 def ingest(server: Server, common: Common, o: IngestOptions) -> dict[str, Any]:
@@ -518,7 +597,8 @@ def ingest(server: Server, common: Common, o: IngestOptions) -> dict[str, Any]:
     database = getattr(server, "database", None)
     with Bench(server, common) as b:
         b.connect(server.prepare(o.clients))
-        b.join("ingest", per_client=True)
+        b.join("ingest", per_client=True, protected=o.protected)
+        boxes, cost = sealed_boxes(common.payload) if o.protected else (None, {})
         assert b.pool is not None and b.node is not None and b.gen is not None
         node_cpu0, gen_cpu0 = b.node.cpu(), b.gen.cpu()
         start = time.monotonic_ns() + 100_000_000
@@ -531,6 +611,7 @@ def ingest(server: Server, common: Common, o: IngestOptions) -> dict[str, Any]:
                 "window": o.window,
                 "payload": common.payload,
                 "room": "ingest",
+                "boxes": boxes,
             },
         )
         wall = (time.monotonic_ns() - start) / 1e9
@@ -551,6 +632,11 @@ def ingest(server: Server, common: Common, o: IngestOptions) -> dict[str, Any]:
             "generator_cpu_pct": round(gen_cpu / wall * 100, 1),
             "node_peak_mib": round(b.node.hwm() / MIB, 1),
         }
+        if cost:
+            out["python_crypto_per_message"] = cost
+            out["browser_crypto_per_message"] = browser_crypto_cost(
+                getattr(server, "port", 0), common.payload
+            )
         if database is not None:
             out["stored"] = _verify_stored(database, ids)
         log(

@@ -226,8 +226,12 @@ class OnionChatClient(ChatClient):
         self.send_text(msgspec.json.encode(frame | {"v": 1, "ref": ref}))
         return await waiter
 
-    async def join(self, room: str) -> None:
-        await self.request({"type": "join", "room": room, "create": True})
+    async def join(self, room: str, protected: bool = False) -> None:
+        await self.request({"type": "join", "room": room, "create": True, "protected": protected})
+
+    def send_box(self, room: str, box: str, ref: str | None = None) -> None:
+        frame = b'{"v":1,"type":"send","room":' + _quote(room) + b',"box":' + _quote(box)
+        self.send_text(frame + (b"}" if ref is None else b',"ref":' + _quote(ref) + b"}"))
 
     def send_message(self, room: str, text: str, ref: str | None = None) -> None:
         prefix = self._send_prefix.get(room)

@@ -190,7 +190,7 @@ class OnionShareClient(ChatClient):
         await self.open(host, port, EIO_PATH, {"Cookie": self.cookie}, rcvbuf=rcvbuf)
         await self._open
 
-    async def join(self, room: str) -> None:
+    async def join(self, room: str, protected: bool = False) -> None:
         """OnionShare has one room: connecting the `/chat` namespace is joining it."""
         self._joined = asyncio.get_running_loop().create_future()
         self.send_text(b"40/chat,")

@@ -60,12 +60,17 @@ class ChatClient(WSClient):
         client whose kernel buffer fills fast once it stops reading."""
         raise NotImplementedError
 
-    async def join(self, room: str) -> None:
-        """Enter a room and return once the server said so."""
+    async def join(self, room: str, protected: bool = False) -> None:
+        """Enter a room (key-protected, where the server has them) and return once the
+        server said so."""
         raise NotImplementedError
 
     def send_message(self, room: str, text: str, ref: str | None = None) -> None:
         """Send one chat message (never waits)."""
+        raise NotImplementedError
+
+    def send_box(self, room: str, box: str, ref: str | None = None) -> None:
+        """Send one sealed message to a key-protected room (never waits)."""
         raise NotImplementedError
 
     def fill(self, room: str, requests: int) -> None:

@@ -51,6 +51,8 @@ class Request:
     asker: str
     prompt: str
     message_id: str
+    key: bytes | None = None  # the room key the call was sealed with: the answer's, too
+    signed: sealed.Body | None = None  # the call's sealed body, its signature checked later
 
 
 @dataclasses.dataclass
@@ -78,7 +80,10 @@ class Bots:
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._users: dict[str, int] = {}  # bot ID -> its account
         self._secrets: dict[str, bytes] = {}  # bot ID -> its identity secret key
-        self._keys: dict[tuple[str, str], bytes] = {}  # (bot ID, room) -> room key, if invited
+        # (bot ID, room) -> the room keys of the invitations it holds that were signed by
+        # their inviter, newest first. An insider's invitation with a key of their own adds a
+        # key; it replaces none: the bot answers each call with the key the call came under.
+        self._keys: dict[tuple[str, str], list[bytes]] = {}
         self._status: tuple[float, asyncio.Future[list[tuple[Bot, str | None]]]] | None = None
         self._answers = asyncio.Semaphore(node.settings.limits.bot_answers)  # node-wide
 
@@ -108,9 +113,30 @@ class Bots:
             signing = base64.b64encode(sealed.signing_public(secret)).decode()
             await store.set_identity(user.id, public, wrapped, signing)
             self._users[bot_id], self._secrets[bot_id] = user.id, secret
-            for room, _, invitation in await store.invitations(user.id):
-                with contextlib.suppress(crypto.CryptoError):
-                    self._keys[(bot_id, room)] = crypto.open_room_key(invitation, secret)
+            for room, inviter, invitation in await store.invitations(user.id):
+                with contextlib.suppress(crypto.CryptoError, sealed.Rejected):
+                    key = await self._open_invitation(bot_id, room, inviter, invitation)
+                    self._keep(bot_id, room, key)
+
+    async def _open_invitation(self, bot_id: str, room: str, inviter: str, box: str) -> bytes:
+        """The room key of an invitation signed by its inviter for this bot, or CryptoError or
+        Rejected saying why not."""
+        invitation = sealed.open_invitation(box, self._secrets[bot_id])
+        invitation.check(room, inviter, self.bots[bot_id].name)
+        if not invitation.verify(await self._signing(inviter) or b""):
+            raise sealed.Rejected(f"it is not signed by {inviter}'s key")
+        return invitation.key
+
+    def _keep(self, bot_id: str, room: str, key: bytes) -> None:
+        keys = self._keys.setdefault((bot_id, room), [])
+        if key not in keys:
+            keys.insert(0, key)
+
+    async def _signing(self, user: str) -> bytes | None:
+        found = await self.node.store.identity(names.key(user))
+        if found is None or found.signing is None:
+            return None
+        return base64.b64decode(found.signing)
 
     def names(self) -> dict[str, list[str]]:
         return {bot.name: list(bot.aliases) for bot in self.bots.values()}
@@ -118,8 +144,8 @@ class Bots:
     def readers(self, room: str) -> list[str]:
         return [self.bots[bot_id].name for bot_id, name in self._keys if name == room]
 
-    def invited(
-        self, room: Room, name: str, conn: Connection, sealed: str, ref: str | None
+    async def invited(
+        self, room: Room, name: str, conn: Connection, invitation: str, ref: str | None
     ) -> bool:
         """A member sealed a room's key to a bot: from now on it reads the room, and every
         member is told so. False when `name` is no bot."""
@@ -127,12 +153,16 @@ class Bots:
         if bot_id is None:
             return False
         try:
-            key = crypto.open_room_key(sealed, self._secrets[bot_id])
+            key = await self._open_invitation(bot_id, room.name, conn.user, invitation)
         except crypto.CryptoError:
             text = f"{self.bots[bot_id].name} cannot open that key: it was sealed to another key"
             conn.send(encode(Notice(text=text, room=room.name, ref=ref)))
             return True
-        self._keys[(bot_id, room.name)] = key
+        except sealed.Rejected as exc:
+            text = f"{self.bots[bot_id].name} refused that invitation: {exc}"
+            conn.send(encode(Notice(text=text, room=room.name, ref=ref)))
+            return True
+        self._keep(bot_id, room.name, key)
         bot = self.bots[bot_id]
         self._tell(
             room.name,
@@ -193,16 +223,20 @@ class Bots:
         """A message was stored and fanned out: does it call a bot that can read the room?"""
         if message.me:
             return
-        text = message.text
+        text, key, body = message.text, None, None
         if message.box is not None:
-            keys = [k for (_, r), k in self._keys.items() if r == room.name]
-            text = next((t for k in keys if (t := _open(k, message.box)) is not None), None)
+            keys = [k for (_, r), ks in self._keys.items() if r == room.name for k in ks]
+            found = _open(keys, message, "message")
+            if found is None:
+                return
+            key, body = found
+            text = body.text
         if text is None:
             return
         call = self.addressing.call(text)
         if call is None:
             return
-        if room.protected and (call.bot, room.name) not in self._keys:
+        if room.protected and key not in self._keys.get((call.bot, room.name), []):
             return  # the caller's client explains why; the node cannot even read the call
         bot = self.bots[call.bot]
         if "*" not in bot.rooms and room.name not in bot.rooms:
@@ -230,7 +264,7 @@ class Bots:
                 room.name,
             )
             return
-        lane.queue.put_nowait(Request(conn.user, call.prompt, message.id))
+        lane.queue.put_nowait(Request(conn.user, call.prompt, message.id, key, body))
         if busy:
             ahead = lane.queue.qsize()
             self.node.notice(
@@ -314,10 +348,33 @@ class Bots:
         id_, ts = self.node.new_id()
         started = time.monotonic()
         hub = self.node.hub
-        key = self._keys.get((lane.bot_id, room.name)) if room.protected else None
+        key = request.key
+        if request.signed is not None:
+            signing = await self._signing(request.asker)
+            if signing is None or not request.signed.verify(signing):
+                log.info("bot call refused", extra={"event": "bot_refused", "bot": lane.bot_id})
+                return  # a box in someone else's name: no answer, and nothing to show for it
+        signer = sealed.signing_key(self._secrets[lane.bot_id]) if key is not None else None
+        body_id = sealed.new_id()
+
+        def seal(text: str, at: int) -> tuple[str | None, str | None]:
+            """In the clear, or a signed body under the key the call came with."""
+            if key is None or signer is None:
+                return text, None
+            box = sealed.seal_body(
+                key,
+                signer,
+                room=room.name,
+                sender=bot.name,
+                kind="message",
+                text=text,
+                id=body_id,
+                ts=at,
+            )
+            return None, box
 
         def delta(text: str) -> str:
-            said, box = _sealed(key, text)
+            said, box = seal(text, int(time.time() * 1000))
             return encode(Delta(room=room.name, id=id_, sender=bot.name, text=said, box=box))
 
         hub.broadcast(room.name, delta(""))
@@ -354,9 +411,9 @@ class Bots:
             text = f"{text.rstrip()}\n[{ending}]" if text.strip() else f"[{ending}]"
         if not text.strip():
             text, outcome = "⚠ the model answered nothing", "empty"
-        if room.protected and (lane.bot_id, room.name) not in self._keys:
+        if room.protected and key not in self._keys.get((lane.bot_id, room.name), []):
             return  # uninvited while answering: it may no longer write there
-        said, box = _sealed(key, text)
+        said, box = seal(text, ts)
         message = Message(id=id_, room=room.name, ts=ts, sender=bot.name, text=said, box=box)
         await self.node.store.add_message(room.id, message)
         hub.broadcast(room.name, encode(message_frame(message)))
@@ -378,14 +435,25 @@ class Bots:
     ) -> list[models.Turn]:
         """The newest messages that fit the budget, oldest first, each with its author; the
         bot's own as its turns; the call itself last, without the bot's name. `key` opens a
-        key-protected room the bot was invited into."""
+        key-protected room the bot was invited into: only what that key opens, each box checked
+        and its signature verified, is context (an insider's key shows only the insider's)."""
         messages, _ = await self.node.store.history(room, None, HISTORY)
         lines: list[models.Turn] = []
         budget = bot.context_chars
+        signing: dict[str, bytes | None] = {}
         for message in reversed(messages):
             text = message.text
-            if message.box is not None and key is not None:
-                text = _open(key, message.box)
+            if message.box is not None:
+                found = (
+                    _open([key], message, "action" if message.me else "message") if key else None
+                )
+                if found is None:
+                    continue
+                if message.sender not in signing:
+                    signing[message.sender] = await self._signing(message.sender)
+                if not found[1].verify(signing[message.sender] or b""):
+                    continue
+                text = found[1].text
             if text is None:
                 continue
             if message.id == request.message_id:
@@ -487,16 +555,18 @@ def reserved_names(bots: Mapping[str, Bot]) -> frozenset[str]:
     return frozenset(label for bot in bots.values() for label in _labels(bot))
 
 
-def _sealed(key: bytes | None, text: str) -> tuple[str | None, str | None]:
-    """(text, box): in the clear, or sealed with the key of a room the bot was invited into."""
-    return (text, None) if key is None else (None, crypto.seal(key, text))
-
-
-def _open(key: bytes, box: str) -> str | None:
-    try:
-        return crypto.open_box(key, box)
-    except crypto.CryptoError:
-        return None
+def _open(keys: list[bytes], message: Message, kind: str) -> tuple[bytes, sealed.Body] | None:
+    """The key that opens a message's box and its body, if the body is what the envelope says
+    (room, sender, kind, time); its signature is for the caller to check."""
+    assert message.box is not None
+    for key in keys:
+        try:
+            body = sealed.open_body([key], message.box)
+            body.check(message.room, message.sender, kind, message.ts)
+        except (crypto.CryptoError, sealed.Rejected):
+            continue
+        return key, body
+    return None
 
 
 def _labels(bot: Bot) -> tuple[str, ...]:

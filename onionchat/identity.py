@@ -170,7 +170,7 @@ async def invite(node: Node, conn: Connection, frame: Invite) -> None:
     if target is None:
         raise ProtocolError(Code.UNKNOWN_USER, f"there is no user {frame.to!r}")
     await node.store.put_invitation(room.id, target.id, conn.user, frame.sealed)
-    if isinstance(node.bots, Bots) and node.bots.invited(
+    if isinstance(node.bots, Bots) and await node.bots.invited(
         room, target.name, conn, frame.sealed, frame.ref
     ):
         return  # the bot's notice to the room answers the inviter too
