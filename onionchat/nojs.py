@@ -743,8 +743,10 @@ def _answer(frames: list[dict[str, Any]], room: str) -> tuple[str, str | None]:
         elif kind == "ack":
             if frame["room"].startswith("@"):
                 parts.append(
-                    "<p>Direct message sent. Direct conversations are shown by the full "
-                    "client and the command-line client.</p>"
+                    "<p>Direct message sent, <strong>not sealed</strong>: these pages cannot "
+                    "seal, so the node can read it, and the other side's client marks it "
+                    "as not sealed. Direct conversations are shown by the full client and "
+                    "the command-line client.</p>"
                 )
             else:
                 return "", room_path(room)

@@ -113,6 +113,11 @@ async def test_register_read_post_and_commands_without_javascript(
         await say(page, "/me waves")
         assert (await bob.expect("message", sender="alice"))["me"] is True
         await expect(frame.locator("ol.messages li").last).to_contain_text("* alice waves")
+        await say(page, "/msg bob only between us")
+        direct = await bob.expect("message", sender="alice")
+        assert direct["text"] == "only between us" and "box" not in direct  # plain, and said
+        await expect(page.locator(".answer")).to_contain_text("not sealed")
+        await expect(page.locator(".answer")).to_contain_text("the node can read it")
         await say(page, "/nonsense")
         await expect(page.locator(".error")).to_contain_text("unknown command /nonsense")
         await expect(page.get_by_label("Message")).to_have_value("/nonsense")
