@@ -101,6 +101,7 @@ QUICK: dict[str, dict[str, Any]] = {
         "header_mib": 32.0,
         "honest_logins": 3,
         "baseline_again": False,
+        "interleave": False,
     },
 }
 
