@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from onionchat import cli, crypto
+from onionchat import cli, crypto, sealed
 from onionchat.client import ClientError, Options
 from onionchat.client.errors import ChatError
 from onionchat.client.transport import probe
@@ -99,7 +99,13 @@ async def test_key_protected_room_from_the_url_fragment(
     with sqlite3.connect(node.data_dir / "onionchat.sqlite3") as db:
         (box,) = db.execute("SELECT box FROM messages").fetchone()
         assert db.execute("SELECT text FROM messages").fetchone() == (None,)
-    assert crypto.open_box(crypto.decode_key(key), box) == "the eagle lands at dawn"
+    body = sealed.open_body([crypto.decode_key(key)], box)  # signed, and bound to the room
+    assert (body.text, body.room, body.sender, body.kind) == (
+        "the eagle lands at dawn",
+        "plans",
+        "alice",
+        "message",
+    )
     assert b"eagle" not in (node.data_dir / "onionchat.sqlite3").read_bytes()
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from onionchat import crypto
+from onionchat import crypto, sealed
 
 from conftest import PASSWORD, Client, NodeProcess, connect, pipe_client, register, user
 
@@ -24,11 +24,13 @@ async def wrapping_of(node: NodeProcess, name: str) -> bytes:
 
 
 async def publish(client: Client, wrapping: bytes) -> tuple[bytes, bytes]:
+    """A fresh identity, published with its signing key, as every client now does."""
     secret, public = crypto.new_identity()
     await client.send(
         type="identity",
         public=base64.b64encode(public).decode(),
         wrapped=crypto.wrap_identity(wrapping, secret),
+        signing=base64.b64encode(sealed.signing_public(secret)).decode(),
         ref="id",
     )
     await client.expect("identity", ref="id")
@@ -40,6 +42,17 @@ async def public_key(client: Client, name: str) -> bytes:
     return base64.b64decode((await client.expect("key", ref=f"k-{name}"))["public"])
 
 
+def box(key: bytes, secret: bytes, room: str, sender: str, text: str) -> str:
+    """A message box as a client writes it: signed by `sender`, bound to `room`."""
+    signer = sealed.signing_key(secret)
+    return sealed.seal_body(key, signer, room=room, sender=sender, kind="message", text=text)
+
+
+def invitation(key: bytes, to_public: bytes, secret: bytes, room: str, sender: str, to: str) -> str:
+    signer = sealed.signing_key(secret)
+    return sealed.seal_invitation(key, to_public, signer, room=room, sender=sender, to=to)
+
+
 async def test_an_invitation_lets_the_cli_read_a_key_protected_room(
     node: NodeProcess, password_file: Path
 ) -> None:
@@ -48,24 +61,30 @@ async def test_an_invitation_lets_the_cli_read_a_key_protected_room(
         await publish(bob_raw, await wrapping_of(node, "bob"))
     room_key = crypto.new_room_key()
     async with user(node, "alice") as alice:
+        alice_secret, _ = await publish(alice, crypto.new_room_key())
         await alice.join("vault", protected=True)
-        sealed = crypto.seal_room_key(room_key, await public_key(alice, "bob"))
-        await alice.send(type="invite", room="vault", to="bob", sealed=sealed, ref="i")
+        bob_public = await public_key(alice, "bob")
+        sealed_key = invitation(room_key, bob_public, alice_secret, "vault", "alice", "bob")
+        await alice.send(type="invite", room="vault", to="bob", sealed=sealed_key, ref="i")
         await alice.expect("notice", ref="i")
         async with pipe_client(node.url, "bob", password_file) as bob:
-            await bob.next(type="notice", text="alice invited you to #vault")
+            waiting = await bob.next(type="invitation", room="vault")
+            assert waiting["from"] == "alice" and waiting["outcome"] == "waiting"
             await bob.next(type="joined")
             await bob.send("/join vault")
+            taken = await bob.next(type="invitation", room="vault")  # decided as it joins
+            assert taken["outcome"] == "accepted" and "no messages yet" in taken["text"]
             joined = await bob.next(type="joined")
             assert joined["room"]["name"] == "vault" and joined["room"]["protected"] is True
-            await alice.send(type="send", room="vault", box=crypto.seal(room_key, "hi bob"))
+            await alice.send(
+                type="send", room="vault", box=box(room_key, alice_secret, "vault", "alice", "hi")
+            )
             got = await bob.next(type="message", room="vault")
-            assert got["text"] == "hi bob" and got["decrypted"] is True
+            assert got["text"] == "hi" and got["decrypted"] is True
             await bob.send("sealed by the CLI")
             mine = await alice.expect("message", sender="bob")
-            assert "text" not in mine and crypto.open_box(room_key, mine["box"]) == (
-                "sealed by the CLI"
-            )
+            assert "text" not in mine
+            assert sealed.open_body([room_key], mine["box"]).text == "sealed by the CLI"
             code, _, err = await bob.finish()
             assert code == 0, err
 
@@ -74,15 +93,18 @@ async def test_an_invitation_lets_the_cli_read_a_key_protected_room(
         await alice.join("attic", protected=True)
         async with pipe_client(node.url, "bob", password_file) as bob:
             await bob.next(type="joined")
-            sealed = crypto.seal_room_key(other_key, await public_key(alice, "bob"))
-            await alice.send(type="invite", room="attic", to="bob", sealed=sealed, ref="j")
+            sealed_key = invitation(other_key, bob_public, alice_secret, "attic", "alice", "bob")
+            await alice.send(type="invite", room="attic", to="bob", sealed=sealed_key, ref="j")
             invited = await bob.next(type="invited")
             assert invited["room"] == "attic" and invited["opened"] is True
             assert "sealed" not in invited
-            assert {"type": "notice", "text": "alice invited you to #attic"} in bob.lines
+            waiting = await bob.next(type="invitation", room="attic")
+            assert waiting["outcome"] == "waiting"
             await bob.send("/join attic")
+            await bob.next(type="invitation", room="attic", outcome="accepted")
             await bob.next(type="joined")
-            await alice.send(type="send", room="attic", box=crypto.seal(other_key, "up here"))
+            up = box(other_key, alice_secret, "attic", "alice", "up here")
+            await alice.send(type="send", room="attic", box=up)
             got = await bob.next(type="message", room="attic")
             assert got["text"] == "up here" and got["decrypted"] is True
             code, _, err = await bob.finish()
@@ -132,18 +154,18 @@ async def test_sealed_direct_messages_both_ways(node: NodeProcess, password_file
             await bob.next(type="joined")
             bob_public = await public_key(alice, "bob")
             shared = crypto.shared_key(alice_secret, bob_public)
-            await alice.send(
-                type="send", to="bob", box=crypto.seal(shared, "between us ☃"), ref="d"
-            )
+            sealed_dm = box(shared, alice_secret, "@alice+bob", "alice", "between us ☃")
+            await alice.send(type="send", to="bob", box=sealed_dm, ref="d")
             await alice.expect("ack", ref="d")
             got = await bob.next(type="message", sender="alice")
             assert got["text"] == "between us ☃" and got["decrypted"] is True
-            assert got["to"] == "bob" and got["room"] == "@alice+bob"
+            assert got["to"] == "bob" and got["room"] == "@alice+bob" and got["sealed"] is True
 
             await bob.send("/msg alice sealed reply")
             reply = await alice.expect("message", sender="bob")
             assert "text" not in reply and reply["to"] == "alice"
-            assert crypto.open_box(shared, reply["box"]) == "sealed reply"
+            body = sealed.open_body([shared], reply["box"])
+            assert (body.text, body.room, body.sender) == ("sealed reply", "@alice+bob", "bob")
             echo = await bob.next(type="message", sender="bob")
             assert echo["text"] == "sealed reply" and echo["decrypted"] is True
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from onionchat import crypto
+from onionchat import crypto, sealed
 from onionchat.client.views import json_line, printable
 
 from conftest import NodeProcess, PipeClient, pipe_client, register, user
@@ -102,10 +102,10 @@ async def test_a_terminal_shows_one_line_per_message_and_no_escapes(
             subprocess.run(["tmux", "send-keys", "-t", session, "/help", "Enter"], check=True)
             lines = await wait_for_lines(session, "/who")
             assert "Commands:" in lines and any(line.startswith("   /who") for line in lines)
-            # a direct message, and one's own name: the same
+            # a direct message, and one's own name: the same (plain text: marked not sealed)
             await alice.send(type="send", to="bob", text=f"psst\n{FAKE}", ref="d")
             await alice.expect("ack", ref="d")
-            lines = await wait_for_lines(session, f"[dm] alice → bob: psst⏎{FAKE}")
+            lines = await wait_for_lines(session, f"[dm, not sealed] alice → bob: psst⏎{FAKE}")
             assert not any(line.startswith(FAKE) for line in lines), "\n".join(lines)
             subprocess.run(["tmux", "send-keys", "-t", session, "/quit", "Enter"], check=True)
             await alice.expect("presence", user="bob", state="leave")
@@ -175,4 +175,5 @@ async def test_a_room_key_goes_with_the_nodes_name_of_the_room(
         assert code == 0, err
     async with user(node, "bob") as bob:
         history = (await bob.join("strasse", protected=True))["history"]
-    assert crypto.open_box(key, history[0]["box"]) == "on the street"
+    body = sealed.open_body([key], history[0]["box"])
+    assert (body.text, body.room) == ("on the street", "strasse")  # the node's name, signed

@@ -2,15 +2,18 @@
 
 It logs in over HTTP (the password never leaves this process, only a PBKDF2 login secret
 does), then chats over one WebSocket. Room keys stay here too: in a key-protected room every
-message is sealed before it leaves and opened after it arrives, so the node relays ciphertext
-only. One session serves two faces: an interactive prompt for people, and `--pipe` (stdin
-lines in, JSON lines out) for scripts and tests.
+message is sealed and signed before it leaves and opened and checked after it arrives, so the
+node relays ciphertext only and no member passes for another; the keys live in the account's
+keyring, sealed here with the password-derived wrapping key and kept on the node. One session
+serves two faces: an interactive prompt for people, and `--pipe` (stdin lines in, JSON lines
+out) for scripts and tests.
 
     options    what `onionchat connect` was told, checked; the password
     transport  reaching the node (HTTP, WebSocket, SOCKS5, TLS); which hop failed, told plainly
     account    register, log in, log out
     outbox     frames out: refs, pacing under the node's rate limit, resending, settling
     session    the chat: lines into frames, frames into things to show
+    keys       the keyring kept on the node, peers' keys, replays, which invitation to take
     views      JSON lines for scripts, a coloured terminal for people
     run        the two modes, and the entry point
 """

@@ -74,10 +74,14 @@ class PipeView:
         }
         if m.to is not None:
             data["to"] = m.to
+        if m.to is not None or shown.unsealed:
+            data["sealed"] = shown.sealed  # false: plain text, readable by the node
         if shown.sealed:
             data["decrypted"] = shown.error is None
         if shown.error is not None:
             data["error"] = shown.error
+        if shown.rejected is not None:
+            data["rejected"] = shown.rejected
         self._emit(data)
 
     def frame(self, frame: Frame | None, data: dict[str, Any]) -> None:
@@ -91,6 +95,9 @@ class PipeView:
 
     def error(self, text: str) -> None:
         self._emit({"type": "error", "code": "client", "message": text})
+
+    def tell(self, kind: str, text: str, fields: dict[str, Any], warn: bool = False) -> None:
+        self._emit({"type": kind, "text": text, **fields})
 
     def clear(self) -> None:
         pass
@@ -123,14 +130,23 @@ class TerminalView:
         head: Fragments = [("ansibrightblack", f"{_clock(m.ts)} ")]
         if m.to is None and m.room != self._state.current:
             head.append(("ansibrightblack", f"#{printable(m.room)} "))
-        if shown.text is None:
+        if shown.rejected is not None:
+            # Never as a message: on a red ground, so it cannot pass for one.
+            body_style, body = (
+                "bold ansiwhite bg:ansired",
+                printable(f"[rejected: {shown.rejected}]"),
+            )
+        elif shown.text is None:
             body_style, body = "ansired italic", printable(f"[{shown.error or 'empty message'}]")
         else:
             body = printable(shown.text)
             mine = m.sender == self._state.user  # the node spells us as in `ready`
             body_style = "bold ansiyellow" if not mine and mentions(body, self._state.user) else ""
         sender = printable(m.sender)
-        if m.to is not None:
+        if m.to is not None and shown.unsealed:
+            head.append(("bold ansiyellow", "[dm, not sealed] "))
+            head.append(("ansimagenta", f"{sender} → {printable(m.to)}: "))
+        elif m.to is not None:
             head.append(("ansimagenta", f"[dm] {sender} → {printable(m.to)}: "))
         elif m.me:
             head.append((self._colour(m.sender), f"* {sender} "))
@@ -166,6 +182,13 @@ class TerminalView:
             case Presence():
                 verb = {"join": "joined", "leave": "left"}.get(frame.state, frame.state)
                 self._info(f"{frame.user} {verb} #{frame.room}")
+            case TopicChanged() if data.get("rejected"):
+                text = (
+                    f"-- a topic for #{frame.room} from {frame.by} [rejected: {data['rejected']}]"
+                )
+                _print([("bold ansiwhite bg:ansired", printable(text))])
+            case TopicChanged() if data.get("cleared"):
+                self._info(f"{frame.by} cleared the topic of #{frame.room}")
             case TopicChanged():
                 topic = data.get("text") or f"[{data.get('error', 'no topic')}]"
                 self._info(f"{frame.by} set the topic of #{frame.room}: {topic}")
@@ -202,6 +225,12 @@ class TerminalView:
 
     def error(self, text: str) -> None:
         _print([("ansired", f"! {printable(text)}")])
+
+    def tell(self, kind: str, text: str, fields: dict[str, Any], warn: bool = False) -> None:
+        if warn:
+            self.warn(text)
+        else:
+            self.note(text)
 
     def clear(self) -> None:
         app = get_app_or_none()
