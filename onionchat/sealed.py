@@ -284,9 +284,8 @@ class Keyring:
     def merge(self, other: Keyring) -> None:
         """Another device's keyring into this one: every key of both, first-seen peers kept."""
         for room, keys in other.rooms.items():
-            for key in reversed(keys):
-                if key not in self.rooms.get(room, []):
-                    self.rooms.setdefault(room, []).append(key)
+            mine = self.rooms.setdefault(room, [])
+            mine.extend(key for key in keys if key not in mine)  # theirs after ours, in order
         for name, pin in other.peers.items():
             self.peers.setdefault(name, pin)
 

@@ -8,14 +8,17 @@ keyring, sealed here with the password-derived wrapping key and kept on the node
 serves two faces: an interactive prompt for people, and `--pipe` (stdin lines in, JSON lines
 out) for scripts and tests.
 
-    options    what `onionchat connect` was told, checked; the password
-    transport  reaching the node (HTTP, WebSocket, SOCKS5, TLS); which hop failed, told plainly
-    account    register, log in, log out
-    outbox     frames out: refs, pacing under the node's rate limit, resending, settling
-    session    the chat: lines into frames, frames into things to show
-    keys       the keyring kept on the node, peers' keys, replays, which invitation to take
-    views      JSON lines for scripts, a coloured terminal for people
-    run        the two modes, and the entry point
+    options      what `onionchat connect` was told, checked; the password
+    transport    reaching the node (HTTP, WebSocket, SOCKS5, TLS); which hop failed, told plainly
+    account      register, log in, log out
+    outbox       frames out: refs, pacing under the node's rate limit, resending, settling
+    session      the chat: lines into frames, frames into things to show
+    keys         our identity key and the keyring kept on the node, peers' keys, replays,
+                 which invitation's key to take
+    trust        peers' keys pinned on first sight, key changes, /whois, /trust; every box checked
+    invitations  /invite, invitations opened and checked, which key is taken, /usekey
+    views        JSON lines for scripts, a coloured terminal for people
+    run          the two modes, and the entry point
 """
 
 from onionchat.client.errors import ChatError, ClientError
