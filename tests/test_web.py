@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import re
 import sqlite3
@@ -13,13 +14,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import nacl.signing
 from playwright.async_api import Browser, Page, expect
 
-from onionchat import crypto
+from onionchat import crypto, sealed
 
 from conftest import (
     PASSWORD,
     SCREENSHOTS,
+    Client,
     NodeProcess,
     chromium,
     connect,
@@ -142,6 +145,29 @@ async def refused(page: Page, text: str, reason: str | re.Pattern[str]) -> None:
     await box.press("Enter")
     await expect(page.locator("#composer-error")).to_have_text(reason)
     await expect(box).to_have_value(text)
+
+
+async def publish_identity(
+    client: Client, ref: str = "id"
+) -> tuple[bytes, nacl.signing.SigningKey]:
+    """A raw client makes and publishes an identity with its signing key, as clients do, so
+    that the pages can check what it signs: its secret key and signing key."""
+    secret, public = crypto.new_identity()
+    await client.send(
+        type="identity",
+        public=base64.b64encode(public).decode(),
+        wrapped=crypto.wrap_identity(crypto.new_room_key(), secret),
+        signing=base64.b64encode(sealed.signing_public(secret)).decode(),
+        ref=ref,
+    )
+    await client.expect("identity", ref=ref)
+    return secret, sealed.signing_key(secret)
+
+
+def signed_box(
+    key: bytes, signer: nacl.signing.SigningKey, room: str, sender: str, text: str
+) -> str:
+    return sealed.seal_body(key, signer, room=room, sender=sender, kind="message", text=text)
 
 
 def texts(page: Page) -> Any:
@@ -274,7 +300,7 @@ async def test_a_key_protected_room_with_the_cli(
             " WHERE r.name = 'plans' ORDER BY m.id"
         ).fetchall()
     assert len(rows) == 5 and all(text is None and box for text, box in rows)
-    assert crypto.open_box(key, rows[0][1]) == "the eagle lands at dawn"
+    assert sealed.open_body([key], rows[0][1]).text == "the eagle lands at dawn"
     raw = b"".join(p.read_bytes() for p in node.data_dir.glob("onionchat.sqlite3*"))
     for word in (b"eagle", b"roger", b"nods", b"salutes", b"nest at noon", b"old mill"):
         assert word not in raw
@@ -285,8 +311,10 @@ async def test_opening_an_invite_link_joins_with_the_key(
 ) -> None:
     key = crypto.new_room_key()
     async with user(node, "alice") as alice:
+        _, signer = await publish_identity(alice)
         await alice.join("vault", protected=True)
-        await alice.send(type="send", room="vault", box=crypto.seal(key, "in the vault"), ref="v")
+        box = signed_box(key, signer, "vault", "alice", "in the vault")
+        await alice.send(type="send", room="vault", box=box, ref="v")
         await alice.expect("ack", ref="v")
     async with open_page(browser, node) as watched:
         page = watched.page
@@ -309,9 +337,11 @@ async def test_an_invite_link_keeps_the_key_under_the_nodes_room_name(
     give `straße`): the key goes with the name the node answers in `joined`."""
     key = crypto.new_room_key()
     async with user(node, "alice") as alice:
+        _, signer = await publish_identity(alice)
         joined = await alice.join("Straße", protected=True)
         assert joined["room"]["name"] == "strasse"
-        await alice.send(type="send", room="strasse", box=crypto.seal(key, "on the street"))
+        box = signed_box(key, signer, "strasse", "alice", "on the street")
+        await alice.send(type="send", room="strasse", box=box)
         await alice.expect("ack")
     async with open_page(browser, node) as watched:
         page = watched.page
@@ -321,13 +351,16 @@ async def test_an_invite_link_keeps_the_key_under_the_nodes_room_name(
         await sign_up(page, "bob")
         await expect(page.locator("#room-title")).to_have_text("#strasse")
         await expect(texts(page)).to_have_text(["on the street"])
-        stored = await page.evaluate(
-            "Object.keys(localStorage).filter((k) => k.startsWith('onionchat.key.'))"
-        )
-        assert stored == ["onionchat.key.strasse"]
+        # the key is kept in bob's keyring on the node, nowhere in this browser
+        stored = await page.evaluate("Object.keys(localStorage)")
+        assert not [k for k in stored if k.startswith("onionchat.key.")]
         assert await page.evaluate("sessionStorage.getItem('onionchat.invite')") is None
         await say(page, "sealed under the right name")
+        wrap = crypto.decode_key(await page.evaluate("sessionStorage.getItem('onionchat.wrap')"))
         await watched.assert_clean()
+    with sqlite3.connect(node.data_dir / "onionchat.sqlite3") as db:
+        (ring,) = db.execute("SELECT keyring FROM users WHERE name = 'bob'").fetchone()
+    assert sealed.Keyring.open(wrap, ring).rooms == {"strasse": [key]}
 
 
 async def test_scroll_back_pages_older_messages(node: NodeProcess, browser: Browser) -> None:

@@ -12,6 +12,7 @@ import nacl.public
 from playwright.async_api import Browser, Page, expect
 
 from onionchat import crypto
+from onionchat.sealed import open_invitation
 
 from conftest import PASSWORD, NodeProcess, pipe_client, register
 from test_web import Watched, log_in, open_page, open_room, refused, say, shot, sign_up, texts
@@ -118,7 +119,7 @@ async def test_a_sealed_invitation_and_a_second_profile(
     # what the node holds opens only with the password-derived wrapping key
     secret = crypto.unwrap_identity(crypto.wrapping_key(PASSWORD, salt, iterations), wrapped)
     assert bytes(nacl.public.PrivateKey(secret).public_key) == base64.b64decode(public)
-    assert len(crypto.open_room_key(sealed, secret)) == 32
+    assert len(open_invitation(sealed, secret).key) == 32
 
 
 async def test_direct_messages_between_two_browsers(node: NodeProcess, browser: Browser) -> None:

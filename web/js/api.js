@@ -79,6 +79,13 @@ export async function login(username, password) {
   return wrap;
 }
 
+// The wrapping key alone, for a tab that has the session but not the key (another tab
+// logged in): the same derivation as login, nothing sent but the prelogin.
+export async function wrappingKeyFor(username, password) {
+  const { salt, iterations } = await post("/api/prelogin", { username });
+  return wrappingKey(password, fromB64url(salt), iterations);
+}
+
 // The session cookie is HttpOnly: ask the node whether it still holds (null when not).
 export async function session() {
   try {

@@ -1,15 +1,21 @@
 // Chat state: rooms, messages (deduplicated by id, kept in id order), unread counts,
 // and what each node frame does to them. No DOM here: ui.js draws, this module decides.
 import * as box from "./crypto.js";
+import * as sealed from "./sealed.js";
 
 const PAGE = 50;
 const TOPIC_CHARS = 300; // the node's topic limit (docs/protocol.md, topic)
 const OFFLINE = "not connected: your message is kept until the node is back";
 // Commands this page handles itself: they seal with identity keys the node never sees.
 const LOCAL_COMMANDS = [
-  { name: "/msg", usage: "/msg USER MESSAGE", help: "send an end-to-end encrypted direct message" },
+  { name: "/msg", usage: "/msg USER MESSAGE", help: "send a direct message, end-to-end encrypted when USER has an identity key" },
   { name: "/invite", usage: "/invite USER", help: "seal this key-protected room's key to USER" },
+  { name: "/whois", usage: "/whois [USER]", help: "show USER's key fingerprint (yours without USER)" },
+  { name: "/trust", usage: "/trust USER", help: "accept USER's changed key" },
 ];
+const LOCAL_NAMES = new Set(LOCAL_COMMANDS.map((c) => c.name));
+const PENDING = Symbol("pending"); // a signature waiting for the sender's key, or its turn
+const CHECK_BUDGET_MS = 30; // signature checks in one go, before the page answers again
 // The node's mention syntax (docs/protocol.md, Mentions).
 const MENTION = /(?<![\p{L}\p{N}_@])@([\p{L}\p{N}_.-]+)/gu;
 
@@ -63,6 +69,10 @@ function newRoom(name) {
     byId: new Map(), ids: [], more: false, loading: false, joined: false,
     unread: 0, mentioned: false, clearedAt: "",
     direct: false, peer: "", spelled: false, loaded: false, invitedBy: "", readers: new Set(),
+    topicBy: "", topicTs: 0,
+    bodyIds: new Map(), // a box's own id → the id of the first message that carried it
+    candidates: [], // keys from invitations, until the room's boxes say which one opens them
+    alerts: [], // what the user must see in this room: { id, text, actions: [{ label, run }] }
   };
 }
 
@@ -76,7 +86,8 @@ export class Chat {
     this.rooms = new Map();
     this.current = "";
     this.commands = [];
-    this.pendingKeys = new Map(); // join ref → { key, share } for a room joined with a key
+    this.pendingKeys = new Map(); // join ref → { key, share, fresh } for a room joined with a key
+    this.creating = new Map(); // join ref → { name, focus }: create it if it does not exist
     this.seq = 0;
     // Typed lines the node has not answered yet: ref of the frame whose answer settles the
     // line → { text, tag }. The answer becomes a "line" change: { tag, reason } ("" when
@@ -95,8 +106,102 @@ export class Chat {
     this.bots = null; // the node's bots: a function text → the name of the bot it calls, or ""
     this.publicKeys = new Map(); // conversation room (`key.direct`) → the other user's key
     this.directOf = new Map(); // a user's name, as typed or as the node spells it → room
+    this.nameOf = new Map(); // conversation room → the other user's name as the node spells it
     this.keyWaits = new Map(); // key ref → { user, then, room }
     this.fetching = new Set(); // rooms whose peer's key is being fetched
+    this.signer = null; // the Ed25519 key pair that goes with the identity (sealed.signingKeys)
+    this.published = null; // ready.identity and ready.keyring, to unlock this tab later
+    this.sealedRing = null;
+    // The keyring: every room key and every first-seen peer key of this account, kept on the
+    // node sealed under the wrapping key. Nothing of it is stored in this browser.
+    this.ring = sealed.newKeyring();
+    this.ringVersion = 0;
+    this.ringState = "locked"; // "open", "locked" (no wrapping key in this tab), "wrong"
+    this.ringSaving = false;
+    this.ringDirty = false;
+    this.asked = new Set(); // users whose keys were asked on this connection
+    this.reasked = new Set(); // asked again after a signature failed (once per live message)
+    this.noSigning = new Set(); // users the node has no signing key for
+    this.changedKeys = new Map(); // user → { box, signing } that differ from the pinned ones
+    this.waitingInvites = []; // invitations waiting for their inviter's signing key
+    this.told = new Set(); // what was said once already (invitations come at every ready)
+    this.verified = new Map(); // signing key + signed body → whether the signature holds
+    this.recheck = new Set(); // rooms with signatures left to check (see verifies)
+    this.verifying = new Set(); // signatures WebCrypto is checking now
+    this.fastVerify = false; // WebCrypto's Ed25519, once the browser is known to have it
+    sealed.hasWebEd25519().then((yes) => { this.fastVerify = yes; });
+    this.recheckTimer = null;
+    this.turnTimer = null;
+    this.spent = 0;
+  }
+
+  // -- the keyring -------------------------------------------------------------------------
+
+  keysOf(name) {
+    return this.ring.rooms.get(name) || [];
+  }
+
+  // Keeps `key` for the room (newest first) and stores the keyring; false when kept already.
+  addRoomKey(name, key) {
+    if (!sealed.addKey(this.ring, name, key)) return false;
+    this.saveRing();
+    return true;
+  }
+
+  ringSize(ring) {
+    let n = ring.peers.size;
+    for (const keys of ring.rooms.values()) n += keys.length;
+    return n;
+  }
+
+  // Stores the keyring on the node (version + 1): one request at a time, the latest wins.
+  saveRing() {
+    const wrap = box.loadWrap();
+    if (!wrap || this.ringState !== "open" || !this.socket.ready) return;
+    if (this.ringSaving) { this.ringDirty = true; return; }
+    this.ringSaving = true;
+    this.ringDirty = false;
+    this.socket.send({ type: "keyring", sealed: sealed.sealKeyring(wrap, this.ring),
+      version: this.ringVersion + 1, ref: "keyring" });
+  }
+
+  // ready.keyring into what this tab holds.
+  openRing(stored) {
+    const wrap = box.loadWrap();
+    if (!wrap) { this.ringState = "locked"; return; }
+    if (stored) {
+      const other = sealed.openKeyring(wrap, stored.sealed);
+      if (!other) { this.ringState = "wrong"; return; }
+      sealed.mergeKeyring(this.ring, other);
+      this.ringVersion = stored.version;
+      this.ringState = "open";
+      this.redecodeAll();
+      if (this.ringSize(this.ring) > this.ringSize(other)) this.saveRing(); // ours had more
+      return;
+    }
+    this.ringState = "open";
+    this.ringVersion = 0;
+    if (this.ringSize(this.ring)) this.saveRing();
+  }
+
+  // Ours stored (with our ref), or another device's (pushed; also the latest before a
+  // `conflict`): merged, every key of both.
+  on_keyring(frame) {
+    if (frame.ref === "keyring") {
+      this.ringVersion = frame.version;
+      this.ringSaving = false;
+      if (this.ringDirty) this.saveRing();
+      return;
+    }
+    this.sealedRing = { sealed: frame.sealed, version: frame.version }; // for an unlock later
+    const wrap = box.loadWrap();
+    const other = wrap && sealed.openKeyring(wrap, frame.sealed);
+    if (!other) return;
+    sealed.mergeKeyring(this.ring, other);
+    this.ringVersion = frame.version;
+    this.ringState = "open";
+    if (this.ringSize(this.ring) > this.ringSize(other) && !this.ringSaving) this.saveRing();
+    this.redecodeAll();
   }
 
   ref(prefix) {
@@ -122,13 +227,17 @@ export class Chat {
 
   // `key`: the room key, kept under the name the node answers with (`share`: then show the
   // invite link, for a room made here).
-  join(name, { create = false, protect = false, key = null, share = true, focus = false } = {}) {
+  // `fresh`: a new room only (its key was just made here: never over an existing room's).
+  // `create: "missing"`: join the room whatever its mode, or create an open one.
+  join(name, { create = false, protect = false, fresh = false, key = null, share = true, focus = false } = {}) {
     const ref = this.ref("join");
     if (focus) this.wantFocus = ref;
-    if (key) this.pendingKeys.set(ref, { key, share });
+    if (key) this.pendingKeys.set(ref, { key, share, fresh });
     const frame = { type: "join", room: name, ref };
-    if (create) frame.create = true;
+    if (create === "missing") this.creating.set(ref, { name, focus });
+    else if (create) frame.create = true;
     if (protect) frame.protected = true;
+    if (fresh) frame.new = true;
     return this.socket.send(frame);
   }
 
@@ -202,9 +311,9 @@ export class Chat {
     const frame = { type: "send", room: room.name, ref: this.ref("send") };
     if (me) frame.me = true;
     if (room.protected) {
-      const key = box.loadKey(room.name);
-      if (!key) return `#${room.name} is key-protected and this device has no key for it`;
-      frame.box = box.seal(key, text);
+      const sealedBox = this.sealFor(room, me ? "action" : "message", text);
+      if (sealedBox.error) return sealedBox.error;
+      frame.box = sealedBox.box;
       const bot = me || !this.bots ? "" : this.bots(text);
       if (bot && !room.readers.has(bot)) {
         // The node cannot read this room, so neither can the bot: say so here.
@@ -214,6 +323,20 @@ export class Chat {
       frame.text = text;
     }
     return this.sendLine(frame);
+  }
+
+  // A box for a key-protected room: signed, and bound to the room, us, its kind and now.
+  sealFor(room, kind, text) {
+    const key = this.keysOf(room.name)[0];
+    if (!key) return { error: `#${room.name} is key-protected and ${this.noKeyReason()}` };
+    if (!this.signer) return { error: this.identityProblem() };
+    return { box: sealed.sealBody(key, this.signer, { room: room.name, sender: this.user, kind, text }) };
+  }
+
+  noKeyReason() {
+    if (this.ringState === "locked") return "your keys are locked in this tab: unlock them with your password";
+    if (this.ringState === "wrong") return "your keyring does not open with this password";
+    return "you have no key for it";
   }
 
   // Lines sent but not answered when the connection dropped: maybe stored, maybe not.
@@ -234,6 +357,8 @@ export class Chat {
     }
     if (name === "msg") return this.msgCommand(args);
     if (name === "invite") return this.inviteCommand(room, args);
+    if (name === "whois") return this.whoisCommand(args);
+    if (name === "trust") return this.trustCommand(args);
     if (name === "me" && args) {
       const long = this.tooLong(args);
       if (long) return long;
@@ -248,9 +373,9 @@ export class Chat {
       if (!args) { this.changed("notice", `topic of #${room.name}: ${this.topicText(room) || "(none)"}`); return ""; }
       const long = this.tooLong(args, "topic", TOPIC_CHARS);
       if (long) return long;
-      const key = box.loadKey(room.name);
-      if (!key) return `#${room.name} is key-protected and this device has no key for it`;
-      return this.sendLine({ type: "topic", room: room.name, box: box.seal(key, args), ref: this.ref("topic") });
+      const sealedBox = this.sealFor(room, "topic", args);
+      if (sealedBox.error) return sealedBox.error;
+      return this.sendLine({ type: "topic", room: room.name, box: sealedBox.box, ref: this.ref("topic") });
     }
     const frame = { type: "command", line, ref: this.ref("cmd") };
     if (room && !room.direct) frame.room = room.name;
@@ -284,6 +409,12 @@ export class Chat {
     this.invitations = frame.invitations || [];
     this.keyWaits.clear(); // answers lost with the old connection
     this.fetching.clear();
+    this.asked.clear();
+    this.waitingInvites = [];
+    this.ringSaving = false;
+    this.published = frame.identity || null;
+    this.sealedRing = frame.keyring || null;
+    this.openRing(this.sealedRing);
     this.setupIdentity(frame.identity);
     this.changed("rooms");
     this.changed("ready", frame);
@@ -298,18 +429,18 @@ export class Chat {
     room.protected = Boolean(info.protected);
     room.topic = info.topic || "";
     room.topicBox = info.topic_box || "";
+    room.topicBy = info.topic_by || "";
+    room.topicTs = info.topic_ts || 0;
     room.members = new Set(frame.members);
     room.readers = new Set(info.readers || []);
+    this.creating.delete(frame.ref);
     const pending = this.pendingKeys.get(frame.ref);
-    if (pending) {
-      // kept under the room's name as the node spells it, whatever the link or form said
-      box.saveKey(room.name, pending.key);
-      this.pendingKeys.delete(frame.ref);
-      if (pending.share) this.changed("invite", room);
-      else this.redecode(room.name);
-    }
+    this.pendingKeys.delete(frame.ref);
     // Back after a drop, what arrived meanwhile counts as unread like live messages.
     this.merge(room, frame.history, fresh ? null : lastSeen);
+    // kept under the room's name as the node spells it, whatever the link or form said
+    if (pending) this.keyFromLink(room, pending);
+    this.settleCandidates(room);
     if (fresh) room.more = Boolean(frame.more);
     // After a drop: page back until we meet the last message we saw, so nothing is missed.
     else this.fillGap(room, frame.history, frame.more, lastSeen);
@@ -323,6 +454,51 @@ export class Chat {
     this.changed("room", room);
   }
 
+  // An invite link's key (or the key of a room made here): never over another key for the
+  // room without the user's choice.
+  keyFromLink(room, { key, share, fresh }) {
+    const keys = this.keysOf(room.name);
+    if (fresh || !keys.length || keys.some((k) => box.sameBytes(k, key))) {
+      if (this.addRoomKey(room.name, key)) this.redecode(room.name);
+      if (share) this.changed("invite", room);
+      return;
+    }
+    const text = `The invite link's key for #${room.name} is not the one you have: you keep yours, unless you choose the link's.`;
+    this.alert(room, "link", text, [
+      { label: "Use the link's key", run: () => this.useKey(room, "link", key, "the link's key") },
+      { label: "Keep mine", run: () => {
+        this.dismiss(room, "link");
+        this.changed("notice", `#${room.name}: you keep your key`);
+      } },
+    ]);
+    this.changed("error", text);
+  }
+
+  // The user chose another key for the room: the newest, the old ones still open older boxes.
+  useKey(room, alertId, key, whose) {
+    this.dismiss(room, alertId);
+    this.addRoomKey(room.name, key);
+    this.redecode(room.name);
+    this.changed("notice", `#${room.name}: ${whose} is used from now on (your older key still opens older messages)`);
+  }
+
+  alert(room, id, text, actions = []) {
+    room.alerts = room.alerts.filter((a) => a.id !== id).concat([{ id, text, actions }]);
+    this.changed("header", room);
+  }
+
+  dismiss(room, id) {
+    room.alerts = room.alerts.filter((a) => a.id !== id);
+    this.changed("header", room);
+  }
+
+  // A button of an alert was pressed.
+  act(name, id, index) {
+    const room = this.rooms.get(name);
+    const found = room && room.alerts.find((a) => a.id === id);
+    if (found && found.actions[index]) found.actions[index].run();
+  }
+
   fillGap(room, page, more, lastSeen) {
     if (!lastSeen || !more || !page.length || page[0].id <= lastSeen) return;
     this.socket.send({ type: "history", room: room.name, before: page[0].id, limit: 200,
@@ -334,7 +510,7 @@ export class Chat {
     room.loaded = true;
     const spelled = room.spelled;
     if (room.direct) for (const m of frame.messages) this.spell(room, m);
-    if (room.spelled !== spelled) this.changed("rooms");
+    if (room.spelled !== spelled) { this.changed("rooms"); this.changed("header", room); }
     const gap = frame.ref?.startsWith("gap:") ? frame.ref.slice(4) : null;
     this.merge(room, frame.messages, gap);
     if (gap) {
@@ -357,7 +533,7 @@ export class Chat {
     const room = this.room(frame.room);
     const shown = room.byId.get(frame.id);
     if (shown && !shown.growing) return;
-    const m = { ...this.decode(room, frame), ts: shown?.ts || Date.now(), growing: true,
+    const m = { ...this.decode(room, frame, true), ts: shown?.ts || Date.now(), growing: true,
       mentionsMe: false };
     if (shown) {
       room.byId.set(frame.id, m);
@@ -377,6 +553,7 @@ export class Chat {
       this.changed("grown", { room, m });
       return;
     }
+    this.reasked.delete(frame.sender);
     if (frame.to !== undefined) {
       this.makeDirect(room, "");
       this.spell(room, frame);
@@ -384,6 +561,7 @@ export class Chat {
     const added = this.merge(room, [frame], "");
     if (added && room.name !== this.current) this.changed("rooms");
     this.changed("messages", room);
+    if (room.direct && frame.box === undefined) this.changed("header", room); // "not sealed" said
   }
 
   on_mention(frame) {
@@ -397,6 +575,8 @@ export class Chat {
     const room = this.room(frame.room);
     room.topic = frame.text || "";
     room.topicBox = frame.box || "";
+    room.topicBy = frame.by || "";
+    room.topicTs = frame.ts || 0;
     this.changed("room", room);
   }
 
@@ -437,7 +617,7 @@ export class Chat {
       this.commands = frame.text.split("\n").slice(1).map((line) => {
         const [usage, help] = line.split(/\s{2,}/);
         return { name: usage.split(" ")[0], usage, help: help || "" };
-      }).filter((c) => c.name !== "/msg").concat(LOCAL_COMMANDS);
+      }).filter((c) => !LOCAL_NAMES.has(c.name)).concat(LOCAL_COMMANDS);
       return;
     }
     this.changed("notice", frame.text);
@@ -446,7 +626,28 @@ export class Chat {
   on_error(frame) {
     if (this.keyWaits.has(frame.ref)) { this.keyFailed(frame); return; }
     if (frame.ref === "identity") this.pendingIdentity = null;
-    if (frame.ref && this.pendingKeys.has(frame.ref)) this.pendingKeys.delete(frame.ref);
+    if (frame.ref === "keyring") {
+      this.ringSaving = false;
+      // the node sent the latest keyring just before (merged by on_keyring): send again
+      if (frame.code === "conflict") { this.saveRing(); return; }
+    }
+    const creating = this.creating.get(frame.ref);
+    this.creating.delete(frame.ref);
+    if (creating && frame.code === "unknown_room") {
+      // not there yet: make it (an open room; a key-protected one is made with its key)
+      const ref = this.ref("join");
+      if (this.wantFocus === frame.ref) this.wantFocus = ref;
+      this.socket.send({ type: "join", room: creating.name, create: true, ref });
+      return;
+    }
+    if (frame.ref && this.pendingKeys.has(frame.ref)) {
+      // a room that exists already: the key made for it is thrown away, never used
+      this.pendingKeys.delete(frame.ref);
+      if (frame.code === "room_exists") {
+        this.changed("error", `${frame.message}. No new key was made: to enter it, join it without "key-protected".`);
+        return;
+      }
+    }
     if (frame.ref?.startsWith("older:") || frame.ref?.startsWith("dm:")) for (const r of this.rooms.values()) r.loading = false;
     // about a typed line: its reason is shown by the line, which stays in the box
     if (!this.settle(frame.ref, frame.message)) this.changed("error", frame.message);
@@ -483,45 +684,178 @@ export class Chat {
     return lo;
   }
 
-  // What the user sees of a message: its text, or why it cannot be read.
-  decode(room, m) {
-    let text = m.text;
-    let failed = false;
-    if (m.box !== undefined && room.direct) {
-      const key = this.directKey(room);
-      text = box.open(key, m.box);
-      if (text === null) {
-        failed = true;
-        text = key ? "[cannot decrypt: not sealed for these identity keys, or damaged]"
-          : `[cannot decrypt: ${this.directProblem(room)}]`;
-      }
-    } else if (m.box !== undefined) {
-      text = box.open(box.loadKey(room.name), m.box);
-      if (text === null) {
-        failed = true;
-        text = box.loadKey(room.name)
-          ? "[cannot decrypt: wrong room key or damaged message]"
-          : "[cannot decrypt: this device has no key for this room]";
+  // What the user sees of a message: its text, or why it cannot be read (`failed`: no key
+  // opens it), or why it is not shown as what it claims (`rejected`), or that its writer's
+  // key is on its way (`pending`). `delta`: a bot's answer still growing (no time, no id).
+  decode(room, m, delta = false) {
+    const shown = { id: m.id, ts: m.ts, sender: m.sender, me: Boolean(m.me), text: m.text,
+      failed: false, rejected: false, pending: false, plain: false, box: m.box, mentionsMe: false };
+    if (m.box === undefined) {
+      shown.plain = room.direct; // a direct message sent in the clear (the no-JS /msg)
+    } else {
+      const keys = room.direct ? [this.directKey(room)].filter(Boolean) : this.keysOf(room.name);
+      const opened = keys.length ? sealed.openBody(keys, m.box) : { locked: true };
+      if (opened.locked) {
+        shown.failed = true;
+        shown.text = `[cannot decrypt: ${this.lockedReason(room, keys.length > 0)}]`;
+      } else {
+        const kind = m.me ? "action" : "message";
+        const why = opened.rejected
+          || this.judge(room, opened.body, m.sender, kind, delta ? opened.body.ts : m.ts, delta ? "" : m.id);
+        if (why === PENDING) {
+          shown.pending = true;
+          shown.text = `[checking ${m.sender}'s signature…]`;
+        } else if (why) {
+          shown.rejected = true;
+          shown.text = `[rejected: ${why}]`;
+        } else {
+          shown.text = opened.body.text;
+        }
       }
     }
-    return { id: m.id, ts: m.ts, sender: m.sender, me: Boolean(m.me), text, failed, box: m.box,
-      mentionsMe: !failed && m.sender !== this.user && mentions(text, this.user, this.userKey) };
+    const readable = !shown.failed && !shown.rejected && !shown.pending;
+    shown.mentionsMe = readable && m.sender !== this.user && mentions(shown.text, this.user, this.userKey);
+    return shown;
   }
 
-  // A key arrived (an invite link): read again what could not be read before.
+  lockedReason(room, hasKeys) {
+    if (room.direct) {
+      return hasKeys ? "not sealed for these identity keys, or damaged" : this.directProblem(room);
+    }
+    if (hasKeys) return "wrong room key or damaged message";
+    if (this.ringState === "open") return "this device has no key for this room";
+    return this.noKeyReason();
+  }
+
+  // Why an opened body is not what the envelope shows it as: null when it is, PENDING while
+  // the sender's signing key is on its way. `id`: the message's (the replay check).
+  judge(room, body, sender, kind, ts, id) {
+    const wrong = sealed.checkBody(body, room.name, sender, kind, ts);
+    if (wrong) return wrong;
+    const signing = this.signingOf(sender);
+    if (signing === undefined) return PENDING;
+    if (!signing) return `${sender} has published no signing key`;
+    const holds = this.verifies(room, body, signing);
+    if (holds === undefined) return PENDING;
+    if (!holds) {
+      if (!this.reasked.has(sender)) { // perhaps their key changed: ask the node again
+        this.reasked.add(sender);
+        this.asked.delete(sender);
+        this.askKey(sender);
+      }
+      return this.changedKeys.has(sender)
+        ? `the signature is not ${sender}'s (${sender}'s key changed: /whois ${sender})`
+        : `the signature is not ${sender}'s`;
+    }
+    if (!id) return null;
+    const first = room.bodyIds.get(body.id);
+    if (first && first < id) return "sent before: a replay";
+    room.bodyIds.set(body.id, id);
+    if (first && first !== id) this.redecodeOne(room, first); // that one came later: the replay
+    return null;
+  }
+
+  // Whether the signature holds: true, false, or undefined when it is checked later. An
+  // Ed25519 check costs about 9 ms in tweetnacl (60 without JIT, Tor Browser's "Safer"): a
+  // room's history is checked a few at a time, the page answering in between. Each answer is
+  // kept, by the whole signed body (a message is decoded again whenever a key arrives).
+  verifies(room, body, signing) {
+    const memo = `${box.toBase64(signing)} ${box.toBase64(body.signed)}`;
+    if (this.verified.has(memo)) return this.verified.get(memo);
+    if (this.fastVerify) {
+      // WebCrypto's Ed25519 answers asynchronously: the message is shown once it has.
+      if (!this.verifying.has(memo)) {
+        this.verifying.add(memo);
+        sealed.verifyBodyFast(body, signing).then((ok) => {
+          this.verifying.delete(memo);
+          this.verified.set(memo, ok);
+          this.recheck.add(room.name);
+          if (!this.recheckTimer) this.recheckTimer = setTimeout(() => this.checkLater(), 0);
+        });
+      }
+      return undefined;
+    }
+    if (this.spentThisTurn() >= CHECK_BUDGET_MS) {
+      this.recheck.add(room.name);
+      if (!this.recheckTimer) this.recheckTimer = setTimeout(() => this.checkLater(), 0);
+      return undefined;
+    }
+    const start = performance.now();
+    const ok = sealed.verifyBody(body, signing);
+    this.spent += performance.now() - start;
+    this.verified.set(memo, ok);
+    return ok;
+  }
+
+  // Time spent checking signatures since the page last let other work run.
+  spentThisTurn() {
+    if (!this.turnTimer) {
+      this.spent = 0;
+      this.turnTimer = setTimeout(() => { this.turnTimer = null; }, 0);
+    }
+    return this.spent;
+  }
+
+  checkLater() {
+    this.recheckTimer = null;
+    const names = [...this.recheck];
+    this.recheck.clear();
+    for (const name of names) this.redecode(name);
+  }
+
+  // The signing key of a user: ours, the one first seen (pinned), null when the node has
+  // none, or undefined while it is being asked for.
+  signingOf(name) {
+    if (name === this.user && this.signer) return this.signer.publicKey;
+    const pin = this.ring.peers.get(name);
+    this.askKey(name); // once a connection: whether it changed
+    if (pin) return pin.signing;
+    if (this.noSigning.has(name)) return null;
+    return undefined;
+  }
+
+  askKey(name) {
+    if (this.asked.has(name) || !this.socket.ready) return;
+    this.asked.add(name);
+    this.fetchKey(name);
+  }
+
+  redecodeOne(room, id) {
+    const m = room.byId.get(id);
+    if (!m || m.growing) return;
+    const again = this.decode(room, m);
+    room.byId.set(id, again);
+    if (again.text !== m.text) this.changed("grown", { room, m: again }); // redrawn in place
+  }
+
+  // A key arrived: read again what could not be read, or not yet be checked.
   redecode(name) {
     const room = this.rooms.get(name);
     if (!room) return;
     for (const [id, m] of room.byId) {
-      if (m.failed) room.byId.set(id, this.decode(room, m));
+      if ((m.failed || m.rejected || m.pending) && !m.growing) this.redecodeOne(room, id);
     }
-    this.changed("room", room);
+    if (room.topicBox) this.changed("header", room);
+  }
+
+  redecodeAll() {
+    for (const name of this.rooms.keys()) this.redecode(name);
+  }
+
+  // The topic as shown: { text, bad } (`bad`: it could not be read or is rejected).
+  topicView(room) {
+    if (!room.topicBox) return { text: room.topic, bad: false };
+    const keys = this.keysOf(room.name);
+    const opened = keys.length ? sealed.openBody(keys, room.topicBox) : { locked: true };
+    if (opened.locked) return { text: "[cannot decrypt the topic]", bad: true };
+    const why = opened.rejected || this.judge(room, opened.body, room.topicBy, "topic", room.topicTs, "");
+    if (why === PENDING) return { text: `[checking ${room.topicBy}'s signature…]`, bad: true };
+    if (why) return { text: `[rejected: ${why}]`, bad: true };
+    return { text: opened.body.text, bad: false };
   }
 
   topicText(room) {
-    if (!room.topicBox) return room.topic;
-    const text = box.open(box.loadKey(room.name), room.topicBox);
-    return text === null ? "[cannot decrypt the topic]" : text;
+    return this.topicView(room).text;
   }
 
   select(name) {
@@ -535,9 +869,11 @@ export class Chat {
 
   // -- identity key ------------------------------------------------------------------------
 
-  // Unwrap the account's key pair with this tab's wrapping key, or make and publish one.
+  // Unwrap the account's key pair with this tab's wrapping key, or make and publish one; the
+  // signing key goes with it (published again when the node lacks it).
   setupIdentity(published) {
     this.identity = null;
+    this.signer = null;
     const wrap = box.loadWrap();
     if (!wrap) {
       this.identityState = "locked";
@@ -546,20 +882,32 @@ export class Chat {
       const match = pair && box.toBase64(pair.publicKey) === published.public;
       this.identity = match ? pair : null;
       this.identityState = match ? "ready" : "wrong";
+      if (match) {
+        this.signer = sealed.signingKeys(pair.secretKey);
+        const signing = box.toBase64(this.signer.publicKey);
+        if (published.signing !== signing) {
+          this.socket.send({ type: "identity", public: published.public, wrapped: published.wrapped,
+            signing, ref: "identity-signing" });
+        }
+      }
     } else {
       const pair = box.newIdentity();
       this.pendingIdentity = pair;
       this.identityState = "publishing";
       this.socket.send({ type: "identity", public: box.toBase64(pair.publicKey),
-        wrapped: box.wrapIdentity(wrap, pair.secretKey), ref: "identity" });
+        wrapped: box.wrapIdentity(wrap, pair.secretKey),
+        signing: box.toBase64(sealed.signingKeys(pair.secretKey).publicKey), ref: "identity" });
     }
     this.changed("identity");
     if (this.identity) this.identityReady();
   }
 
-  on_identity() {
+  on_identity(frame) {
+    if (frame.ref === "identity-signing") this.published = { ...this.published, signing: frame.signing };
     if (!this.pendingIdentity) return;
     this.identity = this.pendingIdentity;
+    this.signer = sealed.signingKeys(this.identity.secretKey);
+    this.published = { public: frame.public, wrapped: frame.wrapped, signing: frame.signing };
     this.pendingIdentity = null;
     this.identityState = "ready";
     this.changed("identity");
@@ -567,8 +915,25 @@ export class Chat {
   }
 
   identityReady() {
-    for (const invitation of this.invitations) this.openInvitation(invitation, false);
-    for (const room of this.rooms.values()) if (room.direct) this.redecode(room.name);
+    for (const invitation of this.invitations) this.considerInvitation(invitation, false);
+    this.redecodeAll(); // our own boxes can be checked now, and direct messages opened
+  }
+
+  // This tab had no wrapping key (another tab logged in): the password typed again unlocks
+  // the identity and the keyring in place. "" or why not.
+  unlock(wrap) {
+    if (this.published) {
+      const pair = box.unwrapIdentity(wrap, this.published.wrapped);
+      if (!pair || box.toBase64(pair.publicKey) !== this.published.public) {
+        return "this password does not open your identity key";
+      }
+    }
+    box.rememberWrap(wrap);
+    this.openRing(this.sealedRing);
+    this.setupIdentity(this.published);
+    this.redecodeAll();
+    this.changed("rooms");
+    return "";
   }
 
   // Why this tab cannot use the identity key (for messages and notices).
@@ -577,34 +942,227 @@ export class Chat {
       return "your identity key does not open with this password: invitations and direct messages cannot be read";
     }
     if (this.identityState === "publishing") return "your identity key is being published: try again in a moment";
-    return "your identity key is locked in this tab: log out and log in again to unlock it";
+    return "your identity key is locked in this tab: unlock it with your password (under Identity key), or log out and log in again";
+  }
+
+  // -- fingerprints and first-seen keys ----------------------------------------------------
+
+  // What the node answered for a user, against the key first seen for them (trust on first
+  // use): pinned when new, a visible warning in every shared room when changed.
+  learnKey(name, pub, signing) {
+    if (!signing) {
+      this.noSigning.add(name);
+      this.redecodeAll();
+      return;
+    }
+    this.noSigning.delete(name);
+    const pin = this.ring.peers.get(name);
+    if (!pin) {
+      this.ring.peers.set(name, { box: pub, signing });
+      this.saveRing();
+    } else if (!box.sameBytes(pin.box, pub) || !box.sameBytes(pin.signing, signing)) {
+      const seen = this.changedKeys.get(name);
+      if (!seen || !box.sameBytes(seen.signing, signing) || !box.sameBytes(seen.box, pub)) {
+        this.changedKeys.set(name, { box: pub, signing });
+        this.warnChanged(name, pin, { box: pub, signing });
+      }
+    } else if (this.changedKeys.delete(name)) {
+      this.unwarn(name);
+    }
+    this.redecodeAll();
+  }
+
+  sharesWith(room, name) {
+    if (room.direct) return room.peer === name;
+    if (room.members.has(name)) return true;
+    for (const m of room.byId.values()) if (m.sender === name) return true;
+    return false;
+  }
+
+  warnChanged(name, old, now) {
+    const text = `${name}'s key changed: ${sealed.fingerprint(old.box, old.signing)} → `
+      + `${sealed.fingerprint(now.box, now.signing)}; /whois ${name}. What only the new key `
+      + `signed is rejected until you /trust ${name}.`;
+    for (const room of this.rooms.values()) {
+      if (this.sharesWith(room, name)) this.alert(room, `changed:${name}`, text);
+    }
+    this.changed("error", text);
+  }
+
+  unwarn(name) {
+    for (const room of this.rooms.values()) {
+      if (room.alerts.some((a) => a.id === `changed:${name}`)) this.dismiss(room, `changed:${name}`);
+    }
+  }
+
+  // A user as the node spells them among those we know, whatever the case typed.
+  knownName(typed, names) {
+    const loose = looseKey(typed);
+    return [...names].find((n) => n === typed) || [...names].find((n) => looseKey(n) === loose) || typed;
+  }
+
+  whoisCommand(args) {
+    const user = args.replace(/^@/, "").trim();
+    if (/\s/.test(user)) return "usage: /whois [USER]";
+    if (!user) {
+      if (!this.identity) return this.identityProblem();
+      this.changed("notice", `your fingerprint: ${sealed.fingerprint(this.identity.publicKey, this.signer.publicKey)}`);
+      return "";
+    }
+    const typed = this.typed;
+    this.fetchKey(user, (pinned, direct, frame) => {
+      const name = frame.user;
+      const signing = frame.signing ? box.fromBase64(frame.signing) : null;
+      if (!signing) {
+        this.changed("notice", `${name} has not published a signing key yet: nothing to compare`);
+      } else {
+        const now = sealed.fingerprint(box.fromBase64(frame.public), signing); // the node's, now
+        const pin = this.ring.peers.get(name);
+        const old = pin && sealed.fingerprint(pin.box, pin.signing);
+        if (name === this.user) this.changed("notice", `your fingerprint: ${now}`);
+        else if (!old || old === now) this.changed("notice", `${name}'s fingerprint: ${now} (the key first seen for ${name})`);
+        else this.changed("error", `${name}'s fingerprint: ${now}: NOT the key first seen for ${name} (${old}). Compare it with ${name}, then /trust ${name}.`);
+      }
+      this.settleTyped(typed);
+      return "";
+    }, typed);
+    return "";
+  }
+
+  trustCommand(args) {
+    const typedName = args.replace(/^@/, "").trim();
+    if (!typedName || /\s/.test(typedName)) return "usage: /trust USER";
+    const name = this.knownName(typedName, this.changedKeys.keys());
+    const now = this.changedKeys.get(name);
+    if (!now) return `${typedName}'s key has not changed since it was first seen (/whois ${typedName} checks)`;
+    this.ring.peers.set(name, now);
+    this.changedKeys.delete(name);
+    const direct = this.directOf.get(name);
+    if (direct) this.publicKeys.set(direct, now.box);
+    this.saveRing();
+    this.unwarn(name);
+    this.redecodeAll();
+    this.changed("notice", `${name}'s new key is trusted: ${sealed.fingerprint(now.box, now.signing)}`);
+    return "";
+  }
+
+  settleTyped(typed) {
+    if (typed) this.changed("line", { tag: typed.tag, reason: "" });
   }
 
   // -- sealed invitations ------------------------------------------------------------------
 
   on_invited(frame) {
-    this.invitations = this.invitations.filter((i) => i.room !== frame.room).concat([frame]);
-    if (this.identity) this.openInvitation(frame, true);
+    this.invitations = this.invitations
+      .filter((i) => i.room !== frame.room || i.sender !== frame.sender).concat([frame]);
+    if (this.identity) this.considerInvitation(frame, true);
     else this.changed("error", `${frame.sender} invited you to #${frame.room}, but ${this.identityProblem()}`);
   }
 
-  openInvitation({ room: name, sender, sealed }, live) {
-    const key = box.openRoomKey(sealed, this.identity.secretKey);
-    if (!key) {
-      this.changed("error", `${sender}'s invitation to #${name} cannot be opened: it was sealed to another identity key`);
+  // Said once: invitations come again at every ready.
+  tell(text, isError = true) {
+    if (this.told.has(text)) return;
+    this.told.add(text);
+    this.changed(isError ? "error" : "notice", text);
+  }
+
+  // Opened with the identity secret, signed by the inviter, for us, for this room: then
+  // offered as a key (offerKey), else said, with who and why, and nothing used.
+  considerInvitation(invitation, live) {
+    const { room: name, sender } = invitation;
+    const opened = sealed.openInvitation(invitation.sealed, this.identity.secretKey);
+    const refused = (why) => this.tell(`${sender}'s invitation to #${name} is refused: ${why}. Its key is not used.`);
+    if (opened.locked && box.openRoomKey(invitation.sealed, this.identity.secretKey)) {
+      refused(`it is unsigned (an older client made it): ask ${sender} to invite you again`);
       return;
     }
-    const known = box.sameBytes(box.loadKey(name), key);
-    box.saveKey(name, key);
+    if (opened.locked) {
+      this.tell(`${sender}'s invitation to #${name} cannot be opened: it was sealed to another identity key`);
+      return;
+    }
+    if (opened.rejected) { refused(opened.rejected); return; }
+    const wrong = sealed.checkInvitation(opened.invitation, name, sender, this.user);
+    if (wrong) { refused(wrong); return; }
+    const signing = this.signingOf(sender);
+    if (signing === undefined) { this.waitingInvites.push({ invitation, live }); return; }
+    if (!signing) { refused(`${sender} has published no signing key`); return; }
+    if (!sealed.verifyInvitation(opened.invitation, signing)) { refused(`the signature is not ${sender}'s`); return; }
+    this.offerKey(name, sender, opened.invitation.key, live);
+  }
+
+  // A key someone invited us with: never over a key we hold without the user's choice; with
+  // none, only once it proves to open the room's boxes (settleCandidates).
+  offerKey(name, sender, key, live) {
     const room = this.room(name);
     room.protected = true;
-    room.invitedBy = sender;
-    if (!known || live) {
-      const how = room.joined ? "" : ": it is in your room list, open it to join";
-      this.changed("notice", `${sender} invited you to #${name}${how}`);
+    const keys = this.keysOf(name);
+    if (keys.some((k) => box.sameBytes(k, key))) {
+      room.invitedBy = room.invitedBy || sender;
+      if (live) this.changed("notice", `${sender} invited you to #${name} (you have that key already)`);
+      this.changed("rooms");
+      return;
     }
-    this.redecode(name);
+    if (keys.length) {
+      const text = `${sender} invited you to #${name} with a different key: you keep yours.`;
+      this.alert(room, `offer:${sender}`, text, [
+        { label: `Use ${sender}'s key`, run: () => this.useKey(room, `offer:${sender}`, key, `${sender}'s key`) },
+        { label: "Keep mine", run: () => this.dismiss(room, `offer:${sender}`) },
+      ]);
+      this.tell(text);
+      return;
+    }
+    if (!room.candidates.some((c) => c.sender === sender && box.sameBytes(c.key, key))) {
+      room.candidates.push({ sender, key });
+    }
+    room.invitedBy = sender;
+    if (room.joined) {
+      this.settleCandidates(room);
+    } else {
+      const text = `${sender} invited you to #${name}: it is in your room list, open it to join`;
+      if (live) this.changed("notice", text);
+      else this.tell(text, false);
+    }
     this.changed("rooms");
+  }
+
+  // The room's boxes are here (joined): an invitation's key is taken only if it opens them.
+  // Any member may write boxes under a key of their own and then invite with it, so opening
+  // the inviter's own boxes proves nothing: the key must open the oldest box shown (written
+  // before the inviter's), or a box of someone other than the inviter. The rest are said and
+  // not used. An empty room takes the first.
+  settleCandidates(room) {
+    if (!room.candidates.length || this.keysOf(room.name).length) {
+      room.candidates = [];
+      return;
+    }
+    const boxes = room.ids.map((id) => room.byId.get(id))
+      .filter((m) => m.box !== undefined && !m.growing)
+      .map((m) => ({ box: m.box, sender: m.sender }));
+    const oldest = boxes[0];
+    if (room.topicBox) boxes.push({ box: room.topicBox, sender: room.topicBy });
+    const candidates = room.candidates;
+    room.candidates = [];
+    if (!boxes.length) {
+      const [first] = candidates;
+      this.addRoomKey(room.name, first.key);
+      this.changed("notice", `#${room.name} has no messages yet: using ${first.sender}'s key from the invitation`);
+      return;
+    }
+    const opens = (key, b) => !sealed.openBody([key], b.box).locked;
+    const scored = candidates.map((c) => ({
+      ...c,
+      oldest: Boolean(oldest) && opens(c.key, oldest),
+      others: new Set(boxes.filter((b) => b.sender !== c.sender && opens(c.key, b)).map((b) => b.sender)).size,
+    }));
+    const good = scored.filter((c) => c.oldest || c.others > 0)
+      .sort((x, y) => Number(y.oldest) - Number(x.oldest) || y.others - x.others);
+    for (const c of scored) {
+      if (!good.includes(c)) this.tell(`${c.sender}'s key for #${room.name} does not open its messages: not used`);
+    }
+    if (good.length) {
+      this.addRoomKey(room.name, good[0].key);
+      this.redecode(room.name);
+    }
   }
 
   inviteCommand(room, args) {
@@ -612,35 +1170,41 @@ export class Chat {
     if (!user || /\s/.test(user)) return "usage: /invite USER";
     if (!room || room.direct) return "open the key-protected room to invite someone into first";
     if (!room.protected) return `#${room.name} is open: anyone may /join it, there is no key to share`;
-    const key = box.loadKey(room.name);
-    if (!key) return `#${room.name} is key-protected and this device has no key for it`;
+    const key = this.keysOf(room.name)[0];
+    if (!key) return `#${room.name} is key-protected and ${this.noKeyReason()}`;
+    if (!this.signer) return this.identityProblem();
     const typed = this.typed;
-    return this.withKey(user, (theirs) => this.sendLine({ type: "invite", room: room.name,
-      to: user, sealed: box.sealRoomKey(key, theirs), ref: this.ref("invite") }, typed));
+    return this.withKey(user, (theirs, direct, name) => this.sendLine({ type: "invite", room: room.name,
+      to: user, sealed: sealed.sealInvitation(key, theirs, this.signer, { room: room.name, sender: this.user, to: name }),
+      ref: this.ref("invite") }, typed));
   }
 
   // -- public keys -------------------------------------------------------------------------
 
-  // Runs send(publicKey, room) once the user's key (and so the room of our conversation) is
-  // known: at once, its error the line's; or when the node answers, a failure refusing the
-  // line being typed.
-  withKey(user, send) {
+  // Runs send(publicKey, room, name) once the user's key (and so the room of our
+  // conversation, and the name as the node spells it) is known: at once, its error the
+  // line's; or when the node answers, a failure refusing the line being typed.
+  // `noKey`: what to do instead when the user has no identity key ("" or why not).
+  withKey(user, send, noKey = null) {
     const direct = this.directOf.get(user);
     const known = direct && this.publicKeys.get(direct);
-    if (known) return send(known, direct);
+    if (known) return send(known, direct, this.nameOf.get(direct) || user);
     const typed = this.typed;
-    this.fetchKey(user, (theirs, room) => {
-      const error = send(theirs, room);
+    this.fetchKey(user, (theirs, room, frame) => {
+      const error = send(theirs, room, frame.user);
       if (error) this.refuse(typed, error);
-    }, typed);
+    }, typed, "", noKey && (() => {
+      const error = noKey();
+      if (error) this.refuse(typed, error);
+    }));
     return "";
   }
 
   // `room`: the conversation whose messages wait for this key, if that is why.
-  fetchKey(user, then = null, typed = null, room = "") {
+  fetchKey(user, then = null, typed = null, room = "", noKey = null) {
     const ref = this.ref("key");
     if (room) this.fetching.add(room);
-    this.keyWaits.set(ref, { user, then, room });
+    this.keyWaits.set(ref, { user, then, room, noKey });
     this.socket.send({ type: "key", user, ref });
     this.waitFor(ref, typed);
     return ref;
@@ -653,12 +1217,19 @@ export class Chat {
     const typed = this.lines.get(frame.ref);
     this.lines.delete(frame.ref); // the line now waits for what `then` sends
     const key = box.fromBase64(frame.public);
-    if (!key || key.length !== 32 || !frame.direct) {
+    const signing = frame.signing ? box.fromBase64(frame.signing) : null;
+    if (!key || key.length !== 32 || !frame.direct || (frame.signing && (!signing || signing.length !== 32))) {
       this.refuse(typed, `the node sent a damaged public key for ${frame.user}`);
       return;
     }
+    this.asked.add(frame.user);
+    this.learnKey(frame.user, key, signing);
+    // The key first seen is the one used: a changed key waits for /trust.
+    const pin = this.ring.peers.get(frame.user);
+    const theirs = pin ? pin.box : key;
     // The node names our conversation with this user: `direct`, never derived here.
-    this.publicKeys.set(frame.direct, key);
+    this.publicKeys.set(frame.direct, theirs);
+    this.nameOf.set(frame.direct, frame.user);
     this.directOf.set(frame.user, frame.direct);
     if (wait) this.directOf.set(wait.user, frame.direct);
     const room = this.rooms.get(frame.direct);
@@ -668,8 +1239,16 @@ export class Chat {
       room.noKey = false;
       this.redecode(room.name);
       this.changed("rooms");
+      this.changed("header", room); // the peer's name as the node spells it
     }
-    if (wait && wait.then) wait.then(key, frame.direct);
+    this.retryInvitations();
+    if (wait && wait.then) wait.then(theirs, frame.direct, frame);
+  }
+
+  retryInvitations() {
+    const waiting = this.waitingInvites;
+    this.waitingInvites = [];
+    if (this.identity) for (const { invitation, live } of waiting) this.considerInvitation(invitation, live);
   }
 
   keyFailed(frame) {
@@ -681,7 +1260,11 @@ export class Chat {
     if (frame.code === "no_key") {
       const room = this.rooms.get(wait.room || this.directOf.get(wait.user));
       if (room) room.noKey = true;
+      this.noSigning.add(wait.user);
+      this.redecodeAll();
+      this.retryInvitations();
     }
+    if (frame.code === "no_key" && wait.noKey) { wait.noKey(); return; }
     if (!wait.then) return; // a key fetched to read old messages: they say why themselves
     const text = frame.code === "no_key"
       ? `${wait.user} has not logged in with a browser/CLI that made an identity key yet`
@@ -766,11 +1349,20 @@ export class Chat {
     const long = this.tooLong(text);
     if (long) return long;
     const typed = this.typed;
+    if (!this.signer) return this.identityProblem();
     return this.withKey(user, (theirs, name) => {
       if (show) this.showDirect(name, user);
       const frame = { type: "send", to: user, ref: this.ref("send"),
-        box: box.seal(box.directKey(theirs, this.identity.secretKey), text) };
+        box: sealed.sealBody(box.directKey(theirs, this.identity.secretKey), this.signer,
+          { room: name, sender: this.user, kind: me ? "action" : "message", text }) };
       if (me) frame.me = true;
+      return this.sendLine(frame, typed);
+    }, () => {
+      // No identity key (the pages without JavaScript make none): said, sent in the clear,
+      // and shown marked "not sealed", rather than a reply the other can never read.
+      const frame = { type: "send", to: user, text, ref: this.ref("send") };
+      if (me) frame.me = true;
+      this.changed("error", `${user} has no identity key (the chat without JavaScript makes none): this message goes in the clear, marked "not sealed"`);
       return this.sendLine(frame, typed);
     });
   }

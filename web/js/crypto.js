@@ -3,7 +3,7 @@
 import { b64url, fromB64url } from "./api.js";
 
 const nacl = window.nacl;
-const STORE = "onionchat.key.";
+const STORE = "onionchat.key."; // where an older page kept room keys (forgetStoredKeys)
 
 export function newKey() {
   return nacl.randomBytes(nacl.secretbox.keyLength);
@@ -32,13 +32,12 @@ export function open(key, box) {
   }
 }
 
-// Keys stay on this device only (localStorage), never sent to the node.
-export function saveKey(room, key) {
-  localStorage.setItem(STORE + room, encodeKey(key));
-}
-
-export function loadKey(room) {
-  return decodeKey(localStorage.getItem(STORE + room));
+// Room keys once lived in localStorage under the room's name, readable by the next account
+// on the same browser. They live in the account's keyring now: drop what an older page left.
+export function forgetStoredKeys() {
+  for (const name of Object.keys(localStorage)) {
+    if (name.startsWith(STORE)) localStorage.removeItem(name);
+  }
 }
 
 // -- identity keys, sealed invitations, direct messages (docs/protocol.md §8) ---------------

@@ -30,10 +30,11 @@ function changed(what, arg) {
     fillScreen();
   }
   else if (what === "grown" && arg.room.name === chat.current) view.grown(arg.m);
+  else if (what === "header" && arg?.name === chat.current) view.header();
   else if (what === "notice") view.notice(arg);
   else if (what === "error") view.notice(arg, true);
   else if (what === "identity") view.identity();
-  else if (what === "invite") view.invite(arg, inviteUrl(arg.name, box.loadKey(arg.name)));
+  else if (what === "invite") view.invite(arg, inviteUrl(arg.name, chat.keysOf(arg.name)[0]));
   else if (what === "line") answered(arg);
   else if (what === "ready") {
     $("me").textContent = chat.user;
@@ -109,6 +110,22 @@ async function account(action) {
 
 $("login-form").addEventListener("submit", (e) => { e.preventDefault(); account(api.login); });
 $("do-register").addEventListener("click", () => account(api.register));
+// Another tab logged in: this one has the session but not the wrapping key. The password,
+// typed again here, derives it in place (nothing is sent but the usual prelogin).
+$("unlock").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const input = $("unlock-password");
+  $("unlock-error").textContent = "Unlocking…";
+  try {
+    const wrap = await api.wrappingKeyFor(chat.user, input.value);
+    const error = chat.unlock(wrap);
+    $("unlock-error").textContent = error;
+    if (!error) input.value = "";
+  } catch (error) {
+    $("unlock-error").textContent = error.message;
+  }
+});
+
 $("logout").addEventListener("click", async () => {
   socket.stop();
   await api.logout();
@@ -131,6 +148,12 @@ $("rooms").addEventListener("click", (e) => {
   $("composer-text").focus();
 });
 
+// A choice an alert offers (another key for the room, say).
+$("alerts").addEventListener("click", (e) => {
+  const button = e.target.closest("button[data-alert]");
+  if (button) chat.act(chat.current, button.dataset.alert, Number(button.dataset.index));
+});
+
 $("member-list").addEventListener("click", (e) => {
   const button = e.target.closest("button[data-user]");
   if (!button) return;
@@ -145,9 +168,11 @@ $("new-room").addEventListener("submit", (e) => {
   const name = $("room-name-input").value.trim().replace(/^#/, "");
   const protect = $("room-protected").checked;
   if (!name) return;
-  // A key-protected room gets its key here, on this device; the node never sees it.
+  // A key-protected room gets its key here, on this device; the node never sees it. It is
+  // made only for a new room: a name that exists is refused (`new`), the key thrown away.
   const key = protect ? box.newKey() : null;
-  if (!chat.join(name, { create: true, protect, key, focus: true })) {
+  const how = protect ? { create: true, protect, fresh: true, key } : { create: "missing" };
+  if (!chat.join(name, { ...how, focus: true })) {
     view.notice("not connected: try again when the node is back", true);
     return;
   }
@@ -181,7 +206,8 @@ function openPendingInvite() {
   pendingInvite = null;
   sessionStorage.removeItem(INVITE);
   const roomKey = key ? box.decodeKey(key) : null;
-  chat.join(room, { create: true, protect: Boolean(roomKey), key: roomKey, share: false, focus: true });
+  if (roomKey) chat.join(room, { create: true, protect: true, key: roomKey, share: false, focus: true });
+  else chat.join(room, { create: "missing", focus: true });
 }
 window.addEventListener("hashchange", readInvite);
 
@@ -376,6 +402,7 @@ try {
 } catch {
   pendingInvite = null;
 }
+box.forgetStoredKeys();
 readInvite();
 if (!localStorage.getItem(USER)) showLogin();
 else api.session().then((found) => (found === null ? showLogin("Please log in again.") : showChat()));

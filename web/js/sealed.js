@@ -101,6 +101,42 @@ export function verifyBody(body, signingPublic) {
   return verify(BOX_DOMAIN, body.signed, signingPublic);
 }
 
+// The same check through WebCrypto's Ed25519 (about 100 times faster than tweetnacl here), or
+// tweetnacl where the browser lacks it. Resolves to whether the signature holds.
+export async function verifyBodyFast(body, signingPublic) {
+  if (!signingPublic || body.signed.length <= SIG) return false;
+  const key = await webKey(signingPublic);
+  if (!key) return verifyBody(body, signingPublic);
+  const data = join(BOX_DOMAIN, body.signed.subarray(SIG));
+  try {
+    return await crypto.subtle.verify("Ed25519", key, body.signed.subarray(0, SIG), data);
+  } catch {
+    return verifyBody(body, signingPublic);
+  }
+}
+
+// Whether this browser's WebCrypto has Ed25519 (Chromium 137+, Firefox 129+, so Tor Browser
+// 14.5+), asked once.
+let webEd25519 = null;
+export function hasWebEd25519() {
+  if (!webEd25519) webEd25519 = webKey(signingKeys(new Uint8Array(32)).publicKey).then(Boolean);
+  return webEd25519;
+}
+
+const webKeys = new Map(); // base64 of a signing public key -> Promise of a CryptoKey or null
+
+function webKey(signingPublic) {
+  const name = toBase64(signingPublic);
+  if (!webKeys.has(name)) {
+    if (webKeys.size > 1000) webKeys.clear();
+    const imported = globalThis.crypto?.subtle
+      ? crypto.subtle.importKey("raw", signingPublic, "Ed25519", false, ["verify"]).catch(() => null)
+      : Promise.resolve(null);
+    webKeys.set(name, imported);
+  }
+  return webKeys.get(name);
+}
+
 // Why the body is not what the envelope shows it as, or null when it is.
 export function checkBody(body, room, sender, kind, ts) {
   if (body.room !== room) return `it was written for #${body.room}, not here`;

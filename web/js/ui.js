@@ -1,5 +1,6 @@
 // Drawing: every piece of user or node text goes in with textContent, never as HTML.
 import { toBase64 } from "./crypto.js";
+import { fingerprint } from "./sealed.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -45,7 +46,10 @@ export class View {
       button.dataset.room = room.name;
       button.setAttribute("aria-current", String(room.name === this.chat.current));
       button.append(el("span", "", label(room)));
-      if (room.protected || room.direct) button.append(el("span", "tag", "key"));
+      // a conversation with messages sent in the clear wears no key
+      const plain = room.direct && [...room.byId.values()].some((m) => m.plain);
+      if (plain) button.append(el("span", "tag plain", "not sealed"));
+      else if (room.protected || room.direct) button.append(el("span", "tag", "key"));
       if (room.invitedBy && !room.joined) button.append(el("span", "tag", "invited"));
       if (room.mentioned) {
         const badge = el("span", "badge mention", "@");
@@ -65,16 +69,44 @@ export class View {
 
   room() {
     const room = this.chat.rooms.get(this.chat.current);
-    $("room-title").textContent = room ? label(room) : "No room";
-    $("room-mode").hidden = !(room && (room.protected || room.direct));
-    const readers = room ? [...room.readers] : [];
-    $("room-readers").hidden = readers.length === 0;
-    $("room-readers").textContent = readers.length ? `readable by ${readers.join(", ")}` : "";
-    const topic = room ? this.chat.topicText(room) : "";
-    $("topic").textContent = topic ? `Topic: ${topic}` : "";
+    this.header();
     if (!room || room.name !== $("invite").dataset.room) $("invite").hidden = true;
     this.members();
     this.messages(true);
+  }
+
+  // The room's title, mode, readers, topic and alerts.
+  header() {
+    const room = this.chat.rooms.get(this.chat.current);
+    $("room-title").textContent = room ? label(room) : "No room";
+    $("room-mode").hidden = !(room && (room.protected || room.direct));
+    const plain = room && room.direct && [...room.byId.values()].some((m) => m.plain);
+    $("room-mode").textContent = plain
+      ? "end-to-end encrypted, but for the messages marked not sealed" : "end-to-end encrypted";
+    const readers = room ? [...room.readers] : [];
+    $("room-readers").hidden = readers.length === 0;
+    $("room-readers").textContent = readers.length ? `readable by ${readers.join(", ")}` : "";
+    const topic = room ? this.chat.topicView(room) : { text: "", bad: false };
+    $("topic").textContent = topic.text ? `Topic: ${topic.text}` : "";
+    $("topic").classList.toggle("rejected", topic.bad && topic.text.startsWith("[rejected"));
+    this.alerts(room);
+  }
+
+  // What the user must see in this room: a changed key, another key offered for it.
+  alerts(room) {
+    const list = $("alerts");
+    list.replaceChildren();
+    for (const alert of room ? room.alerts : []) {
+      const item = el("li", "alert", alert.text);
+      alert.actions.forEach((action, i) => {
+        const button = el("button", "", action.label);
+        button.type = "button";
+        button.dataset.alert = alert.id;
+        button.dataset.index = String(i);
+        item.append(button);
+      });
+      list.append(item);
+    }
   }
 
   // The account's identity key, or why this tab cannot use it.
@@ -83,13 +115,16 @@ export class View {
     const state = {
       ready: "Your identity key",
       publishing: "Making your identity key…",
-      locked: "Your identity key is locked in this tab: log out and log in again to open invitations and direct messages.",
+      locked: "Your identity key and room keys are locked in this tab: type your password to unlock them (or log out and log in again).",
       wrong: "Your identity key cannot be unwrapped with this password: invitations and direct messages cannot be opened.",
     }[chat.identityState] || "";
     $("identity-state").textContent = state;
     $("identity-state").classList.toggle("error", chat.identityState === "wrong");
     $("identity-state").classList.toggle("warn", ["wrong", "locked"].includes(chat.identityState));
     $("identity-key").textContent = chat.identity ? toBase64(chat.identity.publicKey) : "";
+    $("identity-fingerprint").textContent = chat.identity && chat.signer
+      ? `fingerprint ${fingerprint(chat.identity.publicKey, chat.signer.publicKey)}` : "";
+    $("unlock").hidden = chat.identityState !== "locked";
   }
 
   invite(room, url) {
@@ -172,11 +207,20 @@ export class View {
     const time = el("time", "time", timeFormat.format(date));
     time.dateTime = date.toISOString();
     item.append(time);
-    if (m.me) {
+    let style = "text";
+    if (m.failed) style = "text failed";
+    else if (m.rejected) style = "text rejected";
+    else if (m.pending) style = "text pending";
+    if (m.me && !m.rejected) {
       item.classList.add("action");
-      item.append(el("span", "", `* ${m.sender} `), el("span", m.failed ? "text failed" : "text", m.text));
+      item.append(el("span", "", `* ${m.sender} `), el("span", style, m.text));
     } else {
-      item.append(el("span", "sender", m.sender), el("span", m.failed ? "text failed" : "text", m.text));
+      item.append(el("span", "sender", m.sender), el("span", style, m.text));
+    }
+    if (m.plain) {
+      const mark = el("span", "tag plain", "not sealed");
+      mark.title = "sent in the clear: the node could read it";
+      item.append(mark);
     }
     if (m.mentionsMe) item.classList.add("mention");
     if (m.growing) {
