@@ -1,7 +1,12 @@
 // Chat state: rooms, messages (deduplicated by id, kept in id order), unread counts,
 // and what each node frame does to them. No DOM here: ui.js draws, this module decides.
+// Keys are another module's each: keyring.js (room keys, on the node), trust.js (peers'
+// keys, signed boxes checked) and invitations.js (which key a room is given).
 import * as box from "./crypto.js";
+import { Invitations } from "./invitations.js";
+import { Keyring } from "./keyring.js";
 import * as sealed from "./sealed.js";
+import { looseKey, PENDING, Trust } from "./trust.js";
 
 const PAGE = 50;
 const TOPIC_CHARS = 300; // the node's topic limit (docs/protocol.md, topic)
@@ -14,19 +19,8 @@ const LOCAL_COMMANDS = [
   { name: "/trust", usage: "/trust USER", help: "accept USER's changed key" },
 ];
 const LOCAL_NAMES = new Set(LOCAL_COMMANDS.map((c) => c.name));
-const PENDING = Symbol("pending"); // a signature waiting for the sender's key, or its turn
-const CHECK_BUDGET_MS = 30; // signature checks in one go, before the page answers again
 // The node's mention syntax (docs/protocol.md, Mentions).
 const MENTION = /(?<![\p{L}\p{N}_@])@([\p{L}\p{N}_.-]+)/gu;
-
-// Who is who is the node's to say: it compares names by NFKC + casefold, which JavaScript
-// cannot reproduce (toLowerCase keeps "ß", casefold makes it "ss"). So the page never
-// derives a name key or a conversation's room: it uses `ready.key`, `key.direct` and the
-// room names of the frames. This loose form serves only where nothing is decided: whether
-// to highlight a mention.
-function looseKey(name) {
-  return String(name || "").normalize("NFKC").toUpperCase().toLowerCase();
-}
 
 // Code points, as the node counts characters (a UTF-16 length counts emoji twice).
 function chars(text) {
@@ -94,6 +88,10 @@ export class Chat {
     // the node took it, else why it refused it).
     this.lines = new Map();
     this.typed = null; // the line being submitted
+    // The keys: room keys (keyring.js), whom we believe (trust.js), invitations.
+    this.keyring = new Keyring(socket, () => this.redecodeAll());
+    this.trust = new Trust(this.keyring, this);
+    this.invites = new Invitations(this.keyring, this.trust, this);
     this.resetIdentity();
   }
 
@@ -102,7 +100,6 @@ export class Chat {
     this.identity = null;
     this.identityState = "";
     this.pendingIdentity = null;
-    this.invitations = [];
     this.bots = null; // the node's bots: a function text → the name of the bot it calls, or ""
     this.publicKeys = new Map(); // conversation room (`key.direct`) → the other user's key
     this.directOf = new Map(); // a user's name, as typed or as the node spells it → room
@@ -110,98 +107,15 @@ export class Chat {
     this.keyWaits = new Map(); // key ref → { user, then, room }
     this.fetching = new Set(); // rooms whose peer's key is being fetched
     this.signer = null; // the Ed25519 key pair that goes with the identity (sealed.signingKeys)
-    this.published = null; // ready.identity and ready.keyring, to unlock this tab later
-    this.sealedRing = null;
-    // The keyring: every room key and every first-seen peer key of this account, kept on the
-    // node sealed under the wrapping key. Nothing of it is stored in this browser.
-    this.ring = sealed.newKeyring();
-    this.ringVersion = 0;
-    this.ringState = "locked"; // "open", "locked" (no wrapping key in this tab), "wrong"
-    this.ringSaving = false;
-    this.ringDirty = false;
-    this.asked = new Set(); // users whose keys were asked on this connection
-    this.reasked = new Set(); // asked again after a signature failed (once per live message)
-    this.noSigning = new Set(); // users the node has no signing key for
-    this.changedKeys = new Map(); // user → { box, signing } that differ from the pinned ones
-    this.waitingInvites = []; // invitations waiting for their inviter's signing key
-    this.told = new Set(); // what was said once already (invitations come at every ready)
-    this.verified = new Map(); // signing key + signed body → whether the signature holds
-    this.recheck = new Set(); // rooms with signatures left to check (see verifies)
-    this.verifying = new Set(); // signatures WebCrypto is checking now
-    this.fastVerify = false; // WebCrypto's Ed25519, once the browser is known to have it
-    sealed.hasWebEd25519().then((yes) => { this.fastVerify = yes; });
-    this.recheckTimer = null;
-    this.turnTimer = null;
-    this.spent = 0;
+    this.published = null; // ready.identity, to unlock this tab later
+    this.keyring.reset();
+    this.trust.reset();
+    this.invites.reset();
   }
 
-  // -- the keyring -------------------------------------------------------------------------
-
+  // The room's keys, newest first.
   keysOf(name) {
-    return this.ring.rooms.get(name) || [];
-  }
-
-  // Keeps `key` for the room (newest first) and stores the keyring; false when kept already.
-  addRoomKey(name, key) {
-    if (!sealed.addKey(this.ring, name, key)) return false;
-    this.saveRing();
-    return true;
-  }
-
-  ringSize(ring) {
-    let n = ring.peers.size;
-    for (const keys of ring.rooms.values()) n += keys.length;
-    return n;
-  }
-
-  // Stores the keyring on the node (version + 1): one request at a time, the latest wins.
-  saveRing() {
-    const wrap = box.loadWrap();
-    if (!wrap || this.ringState !== "open" || !this.socket.ready) return;
-    if (this.ringSaving) { this.ringDirty = true; return; }
-    this.ringSaving = true;
-    this.ringDirty = false;
-    this.socket.send({ type: "keyring", sealed: sealed.sealKeyring(wrap, this.ring),
-      version: this.ringVersion + 1, ref: "keyring" });
-  }
-
-  // ready.keyring into what this tab holds.
-  openRing(stored) {
-    const wrap = box.loadWrap();
-    if (!wrap) { this.ringState = "locked"; return; }
-    if (stored) {
-      const other = sealed.openKeyring(wrap, stored.sealed);
-      if (!other) { this.ringState = "wrong"; return; }
-      sealed.mergeKeyring(this.ring, other);
-      this.ringVersion = stored.version;
-      this.ringState = "open";
-      this.redecodeAll();
-      if (this.ringSize(this.ring) > this.ringSize(other)) this.saveRing(); // ours had more
-      return;
-    }
-    this.ringState = "open";
-    this.ringVersion = 0;
-    if (this.ringSize(this.ring)) this.saveRing();
-  }
-
-  // Ours stored (with our ref), or another device's (pushed; also the latest before a
-  // `conflict`): merged, every key of both.
-  on_keyring(frame) {
-    if (frame.ref === "keyring") {
-      this.ringVersion = frame.version;
-      this.ringSaving = false;
-      if (this.ringDirty) this.saveRing();
-      return;
-    }
-    this.sealedRing = { sealed: frame.sealed, version: frame.version }; // for an unlock later
-    const wrap = box.loadWrap();
-    const other = wrap && sealed.openKeyring(wrap, frame.sealed);
-    if (!other) return;
-    sealed.mergeKeyring(this.ring, other);
-    this.ringVersion = frame.version;
-    this.ringState = "open";
-    if (this.ringSize(this.ring) > this.ringSize(other) && !this.ringSaving) this.saveRing();
-    this.redecodeAll();
+    return this.keyring.keysOf(name);
   }
 
   ref(prefix) {
@@ -328,15 +242,9 @@ export class Chat {
   // A box for a key-protected room: signed, and bound to the room, us, its kind and now.
   sealFor(room, kind, text) {
     const key = this.keysOf(room.name)[0];
-    if (!key) return { error: `#${room.name} is key-protected and ${this.noKeyReason()}` };
+    if (!key) return { error: `#${room.name} is key-protected and ${this.keyring.noKeyReason()}` };
     if (!this.signer) return { error: this.identityProblem() };
     return { box: sealed.sealBody(key, this.signer, { room: room.name, sender: this.user, kind, text }) };
-  }
-
-  noKeyReason() {
-    if (this.ringState === "locked") return "your keys are locked in this tab: unlock them with your password";
-    if (this.ringState === "wrong") return "your keyring does not open with this password";
-    return "you have no key for it";
   }
 
   // Lines sent but not answered when the connection dropped: maybe stored, maybe not.
@@ -356,9 +264,9 @@ export class Chat {
       return "";
     }
     if (name === "msg") return this.msgCommand(args);
-    if (name === "invite") return this.inviteCommand(room, args);
-    if (name === "whois") return this.whoisCommand(args);
-    if (name === "trust") return this.trustCommand(args);
+    if (name === "invite") return this.invites.inviteCommand(room, args);
+    if (name === "whois") return this.trust.whoisCommand(args);
+    if (name === "trust") return this.trust.trustCommand(args);
     if (name === "me" && args) {
       const long = this.tooLong(args);
       if (long) return long;
@@ -406,15 +314,12 @@ export class Chat {
     for (const r of this.rooms.values()) {
       if (r.direct && r.loaded) this.catchUp(r);
     }
-    this.invitations = frame.invitations || [];
+    this.invites.ready(frame.invitations);
     this.keyWaits.clear(); // answers lost with the old connection
     this.fetching.clear();
-    this.asked.clear();
-    this.waitingInvites = [];
-    this.ringSaving = false;
+    this.trust.reconnected();
     this.published = frame.identity || null;
-    this.sealedRing = frame.keyring || null;
-    this.openRing(this.sealedRing);
+    this.keyring.ready(frame.keyring);
     this.setupIdentity(frame.identity);
     this.changed("rooms");
     this.changed("ready", frame);
@@ -439,8 +344,8 @@ export class Chat {
     // Back after a drop, what arrived meanwhile counts as unread like live messages.
     this.merge(room, frame.history, fresh ? null : lastSeen);
     // kept under the room's name as the node spells it, whatever the link or form said
-    if (pending) this.keyFromLink(room, pending);
-    this.settleCandidates(room);
+    if (pending) this.invites.keyFromLink(room, pending);
+    this.invites.settleCandidates(room);
     if (fresh) room.more = Boolean(frame.more);
     // After a drop: page back until we meet the last message we saw, so nothing is missed.
     else this.fillGap(room, frame.history, frame.more, lastSeen);
@@ -452,34 +357,6 @@ export class Chat {
     }
     this.changed("rooms");
     this.changed("room", room);
-  }
-
-  // An invite link's key (or the key of a room made here): never over another key for the
-  // room without the user's choice.
-  keyFromLink(room, { key, share, fresh }) {
-    const keys = this.keysOf(room.name);
-    if (fresh || !keys.length || keys.some((k) => box.sameBytes(k, key))) {
-      if (this.addRoomKey(room.name, key)) this.redecode(room.name);
-      if (share) this.changed("invite", room);
-      return;
-    }
-    const text = `The invite link's key for #${room.name} is not the one you have: you keep yours, unless you choose the link's.`;
-    this.alert(room, "link", text, [
-      { label: "Use the link's key", run: () => this.useKey(room, "link", key, "the link's key") },
-      { label: "Keep mine", run: () => {
-        this.dismiss(room, "link");
-        this.changed("notice", `#${room.name}: you keep your key`);
-      } },
-    ]);
-    this.changed("error", text);
-  }
-
-  // The user chose another key for the room: the newest, the old ones still open older boxes.
-  useKey(room, alertId, key, whose) {
-    this.dismiss(room, alertId);
-    this.addRoomKey(room.name, key);
-    this.redecode(room.name);
-    this.changed("notice", `#${room.name}: ${whose} is used from now on (your older key still opens older messages)`);
   }
 
   alert(room, id, text, actions = []) {
@@ -528,6 +405,15 @@ export class Chat {
     this.changed("room", room);
   }
 
+  // Ours stored, or another device's keyring (keyring.js).
+  on_keyring(frame) {
+    this.keyring.got(frame);
+  }
+
+  on_invited(frame) {
+    this.invites.got(frame);
+  }
+
   // A bot's answer so far: shown in place, and replaced by the message once complete.
   on_delta(frame) {
     const room = this.room(frame.room);
@@ -553,7 +439,7 @@ export class Chat {
       this.changed("grown", { room, m });
       return;
     }
-    this.reasked.delete(frame.sender);
+    this.trust.live(frame.sender);
     if (frame.to !== undefined) {
       this.makeDirect(room, "");
       this.spell(room, frame);
@@ -626,11 +512,7 @@ export class Chat {
   on_error(frame) {
     if (this.keyWaits.has(frame.ref)) { this.keyFailed(frame); return; }
     if (frame.ref === "identity") this.pendingIdentity = null;
-    if (frame.ref === "keyring") {
-      this.ringSaving = false;
-      // the node sent the latest keyring just before (merged by on_keyring): send again
-      if (frame.code === "conflict") { this.saveRing(); return; }
-    }
+    if (frame.ref === "keyring" && this.keyring.refused(frame)) return;
     const creating = this.creating.get(frame.ref);
     this.creating.delete(frame.ref);
     if (creating && frame.code === "unknown_room") {
@@ -701,7 +583,7 @@ export class Chat {
       } else {
         const kind = m.me ? "action" : "message";
         const why = opened.rejected
-          || this.judge(room, opened.body, m.sender, kind, delta ? opened.body.ts : m.ts, delta ? "" : m.id);
+          || this.trust.judge(room, opened.body, m.sender, kind, delta ? opened.body.ts : m.ts, delta ? "" : m.id);
         if (why === PENDING) {
           shown.pending = true;
           shown.text = `[checking ${m.sender}'s signature…]`;
@@ -723,101 +605,8 @@ export class Chat {
       return hasKeys ? "not sealed for these identity keys, or damaged" : this.directProblem(room);
     }
     if (hasKeys) return "wrong room key or damaged message";
-    if (this.ringState === "open") return "this device has no key for this room";
-    return this.noKeyReason();
-  }
-
-  // Why an opened body is not what the envelope shows it as: null when it is, PENDING while
-  // the sender's signing key is on its way. `id`: the message's (the replay check).
-  judge(room, body, sender, kind, ts, id) {
-    const wrong = sealed.checkBody(body, room.name, sender, kind, ts);
-    if (wrong) return wrong;
-    const signing = this.signingOf(sender);
-    if (signing === undefined) return PENDING;
-    if (!signing) return `${sender} has published no signing key`;
-    const holds = this.verifies(room, body, signing);
-    if (holds === undefined) return PENDING;
-    if (!holds) {
-      if (!this.reasked.has(sender)) { // perhaps their key changed: ask the node again
-        this.reasked.add(sender);
-        this.asked.delete(sender);
-        this.askKey(sender);
-      }
-      return this.changedKeys.has(sender)
-        ? `the signature is not ${sender}'s (${sender}'s key changed: /whois ${sender})`
-        : `the signature is not ${sender}'s`;
-    }
-    if (!id) return null;
-    const first = room.bodyIds.get(body.id);
-    if (first && first < id) return "sent before: a replay";
-    room.bodyIds.set(body.id, id);
-    if (first && first !== id) this.redecodeOne(room, first); // that one came later: the replay
-    return null;
-  }
-
-  // Whether the signature holds: true, false, or undefined when it is checked later. An
-  // Ed25519 check costs about 9 ms in tweetnacl (60 without JIT, Tor Browser's "Safer"): a
-  // room's history is checked a few at a time, the page answering in between. Each answer is
-  // kept, by the whole signed body (a message is decoded again whenever a key arrives).
-  verifies(room, body, signing) {
-    const memo = `${box.toBase64(signing)} ${box.toBase64(body.signed)}`;
-    if (this.verified.has(memo)) return this.verified.get(memo);
-    if (this.fastVerify) {
-      // WebCrypto's Ed25519 answers asynchronously: the message is shown once it has.
-      if (!this.verifying.has(memo)) {
-        this.verifying.add(memo);
-        sealed.verifyBodyFast(body, signing).then((ok) => {
-          this.verifying.delete(memo);
-          this.verified.set(memo, ok);
-          this.recheck.add(room.name);
-          if (!this.recheckTimer) this.recheckTimer = setTimeout(() => this.checkLater(), 0);
-        });
-      }
-      return undefined;
-    }
-    if (this.spentThisTurn() >= CHECK_BUDGET_MS) {
-      this.recheck.add(room.name);
-      if (!this.recheckTimer) this.recheckTimer = setTimeout(() => this.checkLater(), 0);
-      return undefined;
-    }
-    const start = performance.now();
-    const ok = sealed.verifyBody(body, signing);
-    this.spent += performance.now() - start;
-    this.verified.set(memo, ok);
-    return ok;
-  }
-
-  // Time spent checking signatures since the page last let other work run.
-  spentThisTurn() {
-    if (!this.turnTimer) {
-      this.spent = 0;
-      this.turnTimer = setTimeout(() => { this.turnTimer = null; }, 0);
-    }
-    return this.spent;
-  }
-
-  checkLater() {
-    this.recheckTimer = null;
-    const names = [...this.recheck];
-    this.recheck.clear();
-    for (const name of names) this.redecode(name);
-  }
-
-  // The signing key of a user: ours, the one first seen (pinned), null when the node has
-  // none, or undefined while it is being asked for.
-  signingOf(name) {
-    if (name === this.user && this.signer) return this.signer.publicKey;
-    const pin = this.ring.peers.get(name);
-    this.askKey(name); // once a connection: whether it changed
-    if (pin) return pin.signing;
-    if (this.noSigning.has(name)) return null;
-    return undefined;
-  }
-
-  askKey(name) {
-    if (this.asked.has(name) || !this.socket.ready) return;
-    this.asked.add(name);
-    this.fetchKey(name);
+    if (this.keyring.state === "open") return "this device has no key for this room";
+    return this.keyring.noKeyReason();
   }
 
   redecodeOne(room, id) {
@@ -848,7 +637,7 @@ export class Chat {
     const keys = this.keysOf(room.name);
     const opened = keys.length ? sealed.openBody(keys, room.topicBox) : { locked: true };
     if (opened.locked) return { text: "[cannot decrypt the topic]", bad: true };
-    const why = opened.rejected || this.judge(room, opened.body, room.topicBy, "topic", room.topicTs, "");
+    const why = opened.rejected || this.trust.judge(room, opened.body, room.topicBy, "topic", room.topicTs, "");
     if (why === PENDING) return { text: `[checking ${room.topicBy}'s signature…]`, bad: true };
     if (why) return { text: `[rejected: ${why}]`, bad: true };
     return { text: opened.body.text, bad: false };
@@ -915,7 +704,7 @@ export class Chat {
   }
 
   identityReady() {
-    for (const invitation of this.invitations) this.considerInvitation(invitation, false);
+    this.invites.considerAll();
     this.redecodeAll(); // our own boxes can be checked now, and direct messages opened
   }
 
@@ -929,7 +718,7 @@ export class Chat {
       }
     }
     box.rememberWrap(wrap);
-    this.openRing(this.sealedRing);
+    this.keyring.unlock();
     this.setupIdentity(this.published);
     this.redecodeAll();
     this.changed("rooms");
@@ -943,240 +732,6 @@ export class Chat {
     }
     if (this.identityState === "publishing") return "your identity key is being published: try again in a moment";
     return "your identity key is locked in this tab: unlock it with your password (under Identity key), or log out and log in again";
-  }
-
-  // -- fingerprints and first-seen keys ----------------------------------------------------
-
-  // What the node answered for a user, against the key first seen for them (trust on first
-  // use): pinned when new, a visible warning in every shared room when changed.
-  learnKey(name, pub, signing) {
-    if (!signing) {
-      this.noSigning.add(name);
-      this.redecodeAll();
-      return;
-    }
-    this.noSigning.delete(name);
-    const pin = this.ring.peers.get(name);
-    if (!pin) {
-      this.ring.peers.set(name, { box: pub, signing });
-      this.saveRing();
-    } else if (!box.sameBytes(pin.box, pub) || !box.sameBytes(pin.signing, signing)) {
-      const seen = this.changedKeys.get(name);
-      if (!seen || !box.sameBytes(seen.signing, signing) || !box.sameBytes(seen.box, pub)) {
-        this.changedKeys.set(name, { box: pub, signing });
-        this.warnChanged(name, pin, { box: pub, signing });
-      }
-    } else if (this.changedKeys.delete(name)) {
-      this.unwarn(name);
-    }
-    this.redecodeAll();
-  }
-
-  sharesWith(room, name) {
-    if (room.direct) return room.peer === name;
-    if (room.members.has(name)) return true;
-    for (const m of room.byId.values()) if (m.sender === name) return true;
-    return false;
-  }
-
-  warnChanged(name, old, now) {
-    const text = `${name}'s key changed: ${sealed.fingerprint(old.box, old.signing)} → `
-      + `${sealed.fingerprint(now.box, now.signing)}; /whois ${name}. What only the new key `
-      + `signed is rejected until you /trust ${name}.`;
-    for (const room of this.rooms.values()) {
-      if (this.sharesWith(room, name)) this.alert(room, `changed:${name}`, text);
-    }
-    this.changed("error", text);
-  }
-
-  unwarn(name) {
-    for (const room of this.rooms.values()) {
-      if (room.alerts.some((a) => a.id === `changed:${name}`)) this.dismiss(room, `changed:${name}`);
-    }
-  }
-
-  // A user as the node spells them among those we know, whatever the case typed.
-  knownName(typed, names) {
-    const loose = looseKey(typed);
-    return [...names].find((n) => n === typed) || [...names].find((n) => looseKey(n) === loose) || typed;
-  }
-
-  whoisCommand(args) {
-    const user = args.replace(/^@/, "").trim();
-    if (/\s/.test(user)) return "usage: /whois [USER]";
-    if (!user) {
-      if (!this.identity) return this.identityProblem();
-      this.changed("notice", `your fingerprint: ${sealed.fingerprint(this.identity.publicKey, this.signer.publicKey)}`);
-      return "";
-    }
-    const typed = this.typed;
-    this.fetchKey(user, (pinned, direct, frame) => {
-      const name = frame.user;
-      const signing = frame.signing ? box.fromBase64(frame.signing) : null;
-      if (!signing) {
-        this.changed("notice", `${name} has not published a signing key yet: nothing to compare`);
-      } else {
-        const now = sealed.fingerprint(box.fromBase64(frame.public), signing); // the node's, now
-        const pin = this.ring.peers.get(name);
-        const old = pin && sealed.fingerprint(pin.box, pin.signing);
-        if (name === this.user) this.changed("notice", `your fingerprint: ${now}`);
-        else if (!old || old === now) this.changed("notice", `${name}'s fingerprint: ${now} (the key first seen for ${name})`);
-        else this.changed("error", `${name}'s fingerprint: ${now}: NOT the key first seen for ${name} (${old}). Compare it with ${name}, then /trust ${name}.`);
-      }
-      this.settleTyped(typed);
-      return "";
-    }, typed);
-    return "";
-  }
-
-  trustCommand(args) {
-    const typedName = args.replace(/^@/, "").trim();
-    if (!typedName || /\s/.test(typedName)) return "usage: /trust USER";
-    const name = this.knownName(typedName, this.changedKeys.keys());
-    const now = this.changedKeys.get(name);
-    if (!now) return `${typedName}'s key has not changed since it was first seen (/whois ${typedName} checks)`;
-    this.ring.peers.set(name, now);
-    this.changedKeys.delete(name);
-    const direct = this.directOf.get(name);
-    if (direct) this.publicKeys.set(direct, now.box);
-    this.saveRing();
-    this.unwarn(name);
-    this.redecodeAll();
-    this.changed("notice", `${name}'s new key is trusted: ${sealed.fingerprint(now.box, now.signing)}`);
-    return "";
-  }
-
-  settleTyped(typed) {
-    if (typed) this.changed("line", { tag: typed.tag, reason: "" });
-  }
-
-  // -- sealed invitations ------------------------------------------------------------------
-
-  on_invited(frame) {
-    this.invitations = this.invitations
-      .filter((i) => i.room !== frame.room || i.sender !== frame.sender).concat([frame]);
-    if (this.identity) this.considerInvitation(frame, true);
-    else this.changed("error", `${frame.sender} invited you to #${frame.room}, but ${this.identityProblem()}`);
-  }
-
-  // Said once: invitations come again at every ready.
-  tell(text, isError = true) {
-    if (this.told.has(text)) return;
-    this.told.add(text);
-    this.changed(isError ? "error" : "notice", text);
-  }
-
-  // Opened with the identity secret, signed by the inviter, for us, for this room: then
-  // offered as a key (offerKey), else said, with who and why, and nothing used.
-  considerInvitation(invitation, live) {
-    const { room: name, sender } = invitation;
-    const opened = sealed.openInvitation(invitation.sealed, this.identity.secretKey);
-    const refused = (why) => this.tell(`${sender}'s invitation to #${name} is refused: ${why}. Its key is not used.`);
-    if (opened.locked && box.openRoomKey(invitation.sealed, this.identity.secretKey)) {
-      refused(`it is unsigned (an older client made it): ask ${sender} to invite you again`);
-      return;
-    }
-    if (opened.locked) {
-      this.tell(`${sender}'s invitation to #${name} cannot be opened: it was sealed to another identity key`);
-      return;
-    }
-    if (opened.rejected) { refused(opened.rejected); return; }
-    const wrong = sealed.checkInvitation(opened.invitation, name, sender, this.user);
-    if (wrong) { refused(wrong); return; }
-    const signing = this.signingOf(sender);
-    if (signing === undefined) { this.waitingInvites.push({ invitation, live }); return; }
-    if (!signing) { refused(`${sender} has published no signing key`); return; }
-    if (!sealed.verifyInvitation(opened.invitation, signing)) { refused(`the signature is not ${sender}'s`); return; }
-    this.offerKey(name, sender, opened.invitation.key, live);
-  }
-
-  // A key someone invited us with: never over a key we hold without the user's choice; with
-  // none, only once it proves to open the room's boxes (settleCandidates).
-  offerKey(name, sender, key, live) {
-    const room = this.room(name);
-    room.protected = true;
-    const keys = this.keysOf(name);
-    if (keys.some((k) => box.sameBytes(k, key))) {
-      room.invitedBy = room.invitedBy || sender;
-      if (live) this.changed("notice", `${sender} invited you to #${name} (you have that key already)`);
-      this.changed("rooms");
-      return;
-    }
-    if (keys.length) {
-      const text = `${sender} invited you to #${name} with a different key: you keep yours.`;
-      this.alert(room, `offer:${sender}`, text, [
-        { label: `Use ${sender}'s key`, run: () => this.useKey(room, `offer:${sender}`, key, `${sender}'s key`) },
-        { label: "Keep mine", run: () => this.dismiss(room, `offer:${sender}`) },
-      ]);
-      this.tell(text);
-      return;
-    }
-    if (!room.candidates.some((c) => c.sender === sender && box.sameBytes(c.key, key))) {
-      room.candidates.push({ sender, key });
-    }
-    room.invitedBy = sender;
-    if (room.joined) {
-      this.settleCandidates(room);
-    } else {
-      const text = `${sender} invited you to #${name}: it is in your room list, open it to join`;
-      if (live) this.changed("notice", text);
-      else this.tell(text, false);
-    }
-    this.changed("rooms");
-  }
-
-  // The room's boxes are here (joined): an invitation's key is taken only if it opens them.
-  // Any member may write boxes under a key of their own and then invite with it, so opening
-  // the inviter's own boxes proves nothing: the key must open the oldest box shown (written
-  // before the inviter's), or a box of someone other than the inviter. The rest are said and
-  // not used. An empty room takes the first.
-  settleCandidates(room) {
-    if (!room.candidates.length || this.keysOf(room.name).length) {
-      room.candidates = [];
-      return;
-    }
-    const boxes = room.ids.map((id) => room.byId.get(id))
-      .filter((m) => m.box !== undefined && !m.growing)
-      .map((m) => ({ box: m.box, sender: m.sender }));
-    const oldest = boxes[0];
-    if (room.topicBox) boxes.push({ box: room.topicBox, sender: room.topicBy });
-    const candidates = room.candidates;
-    room.candidates = [];
-    if (!boxes.length) {
-      const [first] = candidates;
-      this.addRoomKey(room.name, first.key);
-      this.changed("notice", `#${room.name} has no messages yet: using ${first.sender}'s key from the invitation`);
-      return;
-    }
-    const opens = (key, b) => !sealed.openBody([key], b.box).locked;
-    const scored = candidates.map((c) => ({
-      ...c,
-      oldest: Boolean(oldest) && opens(c.key, oldest),
-      others: new Set(boxes.filter((b) => b.sender !== c.sender && opens(c.key, b)).map((b) => b.sender)).size,
-    }));
-    const good = scored.filter((c) => c.oldest || c.others > 0)
-      .sort((x, y) => Number(y.oldest) - Number(x.oldest) || y.others - x.others);
-    for (const c of scored) {
-      if (!good.includes(c)) this.tell(`${c.sender}'s key for #${room.name} does not open its messages: not used`);
-    }
-    if (good.length) {
-      this.addRoomKey(room.name, good[0].key);
-      this.redecode(room.name);
-    }
-  }
-
-  inviteCommand(room, args) {
-    const user = args.replace(/^@/, "").trim();
-    if (!user || /\s/.test(user)) return "usage: /invite USER";
-    if (!room || room.direct) return "open the key-protected room to invite someone into first";
-    if (!room.protected) return `#${room.name} is open: anyone may /join it, there is no key to share`;
-    const key = this.keysOf(room.name)[0];
-    if (!key) return `#${room.name} is key-protected and ${this.noKeyReason()}`;
-    if (!this.signer) return this.identityProblem();
-    const typed = this.typed;
-    return this.withKey(user, (theirs, direct, name) => this.sendLine({ type: "invite", room: room.name,
-      to: user, sealed: sealed.sealInvitation(key, theirs, this.signer, { room: room.name, sender: this.user, to: name }),
-      ref: this.ref("invite") }, typed));
   }
 
   // -- public keys -------------------------------------------------------------------------
@@ -1222,11 +777,7 @@ export class Chat {
       this.refuse(typed, `the node sent a damaged public key for ${frame.user}`);
       return;
     }
-    this.asked.add(frame.user);
-    this.learnKey(frame.user, key, signing);
-    // The key first seen is the one used: a changed key waits for /trust.
-    const pin = this.ring.peers.get(frame.user);
-    const theirs = pin ? pin.box : key;
+    const theirs = this.trust.answered(frame.user, key, signing); // the pinned box key
     // The node names our conversation with this user: `direct`, never derived here.
     this.publicKeys.set(frame.direct, theirs);
     this.nameOf.set(frame.direct, frame.user);
@@ -1241,14 +792,8 @@ export class Chat {
       this.changed("rooms");
       this.changed("header", room); // the peer's name as the node spells it
     }
-    this.retryInvitations();
+    this.invites.retry();
     if (wait && wait.then) wait.then(theirs, frame.direct, frame);
-  }
-
-  retryInvitations() {
-    const waiting = this.waitingInvites;
-    this.waitingInvites = [];
-    if (this.identity) for (const { invitation, live } of waiting) this.considerInvitation(invitation, live);
   }
 
   keyFailed(frame) {
@@ -1260,9 +805,9 @@ export class Chat {
     if (frame.code === "no_key") {
       const room = this.rooms.get(wait.room || this.directOf.get(wait.user));
       if (room) room.noKey = true;
-      this.noSigning.add(wait.user);
+      this.trust.noKeyFor(wait.user);
       this.redecodeAll();
-      this.retryInvitations();
+      this.invites.retry();
     }
     if (frame.code === "no_key" && wait.noKey) { wait.noKey(); return; }
     if (!wait.then) return; // a key fetched to read old messages: they say why themselves
