@@ -17,6 +17,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+import msgspec
+
 from onionchat import __version__, names
 from onionchat.auth import Accounts, Session
 from onionchat.config import Settings
@@ -29,14 +31,13 @@ from onionchat.protocol import (
     AnyClientFrame,
     Close,
     Code,
-    HistoryPage,
+    HistoryPageOut,
     Join,
-    Joined,
+    JoinedOut,
     Leave,
     Left,
     Mention,
     Message,
-    MessageFrame,
     Notice,
     Ping,
     Pong,
@@ -53,6 +54,7 @@ from onionchat.protocol import (
     WhoList,
     decode,
     encode,
+    encode_bytes,
     error,
     max_box_length,
     message_frame,
@@ -370,7 +372,7 @@ class Node:
             raise
         conn.send(
             encode(
-                Joined(
+                JoinedOut(
                     ref=ref,
                     room=self._info(room),
                     members=members,
@@ -555,32 +557,25 @@ class Node:
             room = await self.room(frame.room)
             self._joined(conn, room)
         messages, more = await self._page(room, frame.before, frame.limit)
-        conn.send(
-            encode(
-                HistoryPage(
-                    room=room.name,
-                    messages=messages,
-                    more=more,
-                    ref=frame.ref,
-                )
-            )
-        )
+        page = HistoryPageOut(room=room.name, messages=messages, more=more, ref=frame.ref)
+        conn.send(encode(page))
 
     async def _page(
         self, room: Room, before: str | None, limit: int
-    ) -> tuple[list[MessageFrame], bool]:
+    ) -> tuple[list[msgspec.Raw], bool]:
         """Up to `limit` messages before `before`, newest last, cut to `limits.history_bytes`
-        as encoded (the oldest go first; the page then says there are more)."""
-        found, more = await self.store.history(room, before, limit)
+        as encoded (the oldest go first; the page then says there are more). Each message is
+        encoded once, here; the store reads only those that can fit."""
         budget = self.settings.limits.history_bytes
-        page: list[MessageFrame] = []
+        found, more = await self.store.history(room, before, limit, max_chars=budget)
+        page: list[msgspec.Raw] = []
         for message in reversed(found):
-            frame = message_frame(message)
-            budget -= len(encode(frame)) + 1
+            encoded = encode_bytes(message_frame(message))
+            budget -= len(encoded) + 1
             if budget < 0 and page:
                 more = True
                 break
-            page.append(frame)
+            page.append(msgspec.Raw(encoded))
         page.reverse()
         return page, more
 

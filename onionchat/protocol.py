@@ -390,6 +390,26 @@ class HistoryPage(ServerFrame, tag="history"):
     ref: str | None = None
 
 
+class JoinedOut(ServerFrame, tag="joined"):
+    """`joined` as the node writes it: the history already encoded, message by message, while
+    the page was measured against its byte bound (so nothing is encoded twice)."""
+
+    room: RoomInfo
+    members: list[str]
+    history: list[msgspec.Raw]
+    more: bool
+    ref: str | None = None
+
+
+class HistoryPageOut(ServerFrame, tag="history"):
+    """`history` as the node writes it (see JoinedOut)."""
+
+    room: str
+    messages: list[msgspec.Raw]
+    more: bool
+    ref: str | None = None
+
+
 class TopicChanged(ServerFrame, tag="topic"):
     room: str
     by: str
@@ -464,6 +484,10 @@ _encoder = msgspec.json.Encoder()
 def encode(frame: ServerFrame | msgspec.Struct) -> str:
     """Encode once; the same string goes to every recipient."""
     return _encoder.encode(frame).decode()
+
+
+def encode_bytes(frame: ServerFrame | msgspec.Struct) -> bytes:
+    return _encoder.encode(frame)
 
 
 def error(code: Code, message: str, ref: str | None = None) -> str:

@@ -532,24 +532,25 @@ class Store:
         return [r[0] for r in rows]
 
     async def history(
-        self, room: Room, before: str | None, limit: int
+        self, room: Room, before: str | None, limit: int, max_chars: int | None = None
     ) -> tuple[list[Message], bool]:
         """Up to `limit` messages before `before` (or the newest), oldest first, and whether
-        older ones remain."""
-        if before is None:
-            sql = (
-                "SELECT id, ts, sender, text, box, me, recipient FROM messages "
-                "WHERE room_id = ? ORDER BY id DESC LIMIT ?"
-            )
-            args: tuple[Any, ...] = (room.id, limit + 1)
-        else:
-            sql = (
-                "SELECT id, ts, sender, text, box, me, recipient FROM messages "
-                "WHERE room_id = ? AND id < ? ORDER BY id DESC LIMIT ?"
-            )
-            args = (room.id, before, limit + 1)
-        rows = await self._all(sql, args)
-        more = len(rows) > limit
+        older ones remain. With `max_chars`, only as many of the newest as hold that many
+        characters of body (at least one): their sizes are asked first, so that a page of huge
+        messages is not read and built whole only to be cut (that held the event loop)."""
+        args: tuple[Any, ...] = (room.id,) if before is None else (room.id, before)
+        count, more = limit, False
+        if max_chars is not None:
+            sizes = await self._all(_HISTORY["sizes", before is None], (*args, limit + 1))
+            total, count = 0, 0
+            for (size,) in sizes[:limit]:
+                total += size
+                if total > max_chars and count:
+                    break
+                count += 1
+            more = len(sizes) > count
+        rows = await self._all(_HISTORY["rows", before is None], (*args, count + 1))
+        more = more or len(rows) > count
         messages = [
             Message(
                 id=r[0],
@@ -561,10 +562,19 @@ class Store:
                 me=bool(r[5]),
                 to=r[6],
             )
-            for r in reversed(rows[:limit])
+            for r in reversed(rows[:count])
         ]
         return messages, more
 
+
+_SIZES = "SELECT coalesce(length(text), 0) + coalesce(length(box), 0) FROM messages "
+_ROWS = "SELECT id, ts, sender, text, box, me, recipient FROM messages "
+_HISTORY = {
+    ("sizes", True): _SIZES + "WHERE room_id = ? ORDER BY id DESC LIMIT ?",
+    ("sizes", False): _SIZES + "WHERE room_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+    ("rows", True): _ROWS + "WHERE room_id = ? ORDER BY id DESC LIMIT ?",
+    ("rows", False): _ROWS + "WHERE room_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+}
 
 _LOOKALIKE = {
     "users": "SELECT name FROM users WHERE skeleton = ? AND id != ? ORDER BY id LIMIT 1",

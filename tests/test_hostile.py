@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 import websockets
 from playwright.async_api import Browser
@@ -486,11 +487,16 @@ async def test_the_history_budget_holds_in_the_core(tmp_path: Path) -> None:
             )
         settings = Settings()
         node = Node(settings, store, None)  # type: ignore[arg-type]
-        page, more = await node._page(room, None, 50)
-        assert [len(m.text or "") for m in page] == [20000, 20000, 20000] and not more
+        raw, more = await node._page(room, None, 50)
+        page = [msgspec.json.decode(m) for m in raw]
+        assert [len(m["text"]) for m in page] == [20000, 20000, 20000] and not more
         tight = Node(Settings(limits=Limits(history_bytes=16 * 1024)), store, None)  # type: ignore[arg-type]
-        page, more = await tight._page(room, None, 50)
-        assert len(page) == 1 and page[0].id == f"{2:026d}" and more
+        raw, more = await tight._page(room, None, 50)
+        page = [msgspec.json.decode(m) for m in raw]
+        assert len(page) == 1 and page[0]["id"] == f"{2:026d}" and more
+        # The store reads only what can fit: the sizes first, then one row of the three.
+        found, more = await store.history(room, None, 50, max_chars=16 * 1024)
+        assert [m.id for m in found] == [f"{2:026d}"] and more
     finally:
         await store.close()
 
