@@ -353,7 +353,11 @@ class PipeClient:
             raw = await asyncio.wait_for(
                 self.proc.stdout.readline(), max(0.01, deadline - time.monotonic())
             )
-            assert raw, "the client closed its output"
+            if not raw:  # say why: what the client wrote on stderr, and how it ended
+                assert self.proc.stderr is not None
+                err = await asyncio.wait_for(self.proc.stderr.read(), 5)
+                code = await asyncio.wait_for(self.proc.wait(), 5)
+                raise AssertionError(f"the client closed its output (exit {code}): {err.decode()}")
             line: dict[str, Any] = json.loads(raw)
             self.lines.append(line)
             if all(line.get(k) == v for k, v in fields.items()):

@@ -96,7 +96,8 @@ async def keyring_of(node: NodeProcess, name: str) -> sealed.Keyring:
 
 
 def with_key(key: bytes, room: str) -> tuple[str, ...]:
-    return ("--room", room, "--key", crypto.encode_key(key))
+    # `--key=KEY`: one key in 64 starts with "-", which a separate argument would pass as a flag
+    return ("--room", room, f"--key={crypto.encode_key(key)}")
 
 
 def home(tmp_path: Path, name: str) -> dict[str, str]:
