@@ -1,7 +1,8 @@
 """`python -m bench MODE [options]`: OnionChat's benchmark, optionally beside OnionShare.
 
-Modes: fixed, saturate, idle, ingest, history, bot, hostile, and all (every mode, with the
-OnionShare comparison). Results go to bench/results/DATE-LABEL/ as JSON, Markdown and a PNG plot.
+Modes: fixed, saturate, idle, ingest, history, bot, hostile, federation, and all (every mode,
+with the OnionShare comparison). Results go to bench/results/DATE-LABEL/ as JSON, Markdown
+and a PNG plot.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import bot, hostile, modes, report
+from bench import bot, federation, hostile, modes, report
 from bench.system import machine
 from bench.target import Server, TargetError
 
@@ -79,11 +80,16 @@ OPTION_CLASSES: dict[str, type[Any]] = {
     "history": modes.HistoryOptions,
     "bot": bot.BotOptions,
     "hostile": hostile.HostileOptions,
+    "federation": federation.FederationOptions,
 }
 
 #: Every mode's function; `bot` and `hostile` live in their own modules (they bring their own
 #: model server, their own attackers).
-MODES: dict[str, Any] = modes.MODES | {"bot": bot.bot, "hostile": hostile.hostile}
+MODES: dict[str, Any] = modes.MODES | {
+    "bot": bot.bot,
+    "hostile": hostile.hostile,
+    "federation": federation.federation,
+}
 
 QUICK: dict[str, dict[str, Any]] = {
     "fixed": {"seconds": 3.0, "stall_seconds": 5.0},
@@ -103,6 +109,7 @@ QUICK: dict[str, dict[str, Any]] = {
         "baseline_again": False,
         "interleave": False,
     },
+    "federation": {"seconds": 3.0, "rates": "200,800", "ceiling_messages": 5_000},
 }
 
 
@@ -117,6 +124,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "history": "time to the first page of a room of 1,000,000 messages",
         "bot": "a bot's tokens: model server → 50 clients (stand-in Ollama, 30 tokens/s)",
         "hostile": "the fixed load beside each attack in turn: p99 vs baseline, node RSS",
+        "federation": "2 nodes × 2 mosquitto brokers: throughput, latency across, a broker killed",
     }
     for name, cls in OPTION_CLASSES.items():
         p = sub.add_parser(name, help=helps[name])

@@ -457,11 +457,14 @@ async def pings(c: Ctx, i: int) -> None:
         assert transport is not None
         opened = time.monotonic()
         c.ready.set()
+        # As fast as the socket takes them, without spinning while it takes none: the
+        # attacker's own CPU is not the node's cost (a real one is elsewhere on Tor).
+        transport.set_write_buffer_limits(high=256 * 1024)
         while not c.stop.is_set() and not client.closed.done():
-            if transport.get_write_buffer_size() < 256 * 1024:
-                transport.write(batch)
-                c.t.add("pings_sent", 128)
-                c.t.add("bytes_sent", len(batch))
+            transport.write(batch)
+            c.t.add("pings_sent", 128)
+            c.t.add("bytes_sent", len(batch))
+            await client.writable()
             await asyncio.sleep(0)
         if client.closed.done() and not c.stop.is_set():
             c.t.add("closed_by_node")

@@ -87,6 +87,7 @@ class HostileOptions:
     honest_logins: int = field(5, "logins of an honest user during the spray")
     node_defaults: bool = field(True, "the node's default limits, not the bench's relaxed ones")
     baseline_again: bool = field(True, "a last step without attackers, for the noise")
+    rounds: int = field(1, "times the whole sequence runs; each attack is judged by its median")
     interleave: bool = field(
         True, "a step without attackers between every two attacks (judged by their neighbours)"
     )
@@ -534,6 +535,29 @@ def _pool(steps: list[dict[str, Any]], o: HostileOptions) -> float | None:
     return round(pooled, 3)
 
 
+def _medians(attacked: list[dict[str, Any]], o: HostileOptions) -> dict[str, dict[str, Any]]:
+    """Each attack over its rounds: the median of its p99 ratios (one step alone moves by
+    ±15 % here with no attacker at all), the highest RSS, and whether an honest client was
+    ever harmed. An attack passes on its median and on every step's RSS."""
+    out: dict[str, dict[str, Any]] = {}
+    for kind in dict.fromkeys(s["name"] for s in attacked):
+        mine = [s for s in attacked if s["name"] == kind]
+        ratios = [r for s in mine if (r := s["honest"]["p99_ratio"]) is not None]
+        median = float(np.median(ratios)) if ratios else None
+        rss = max(s["node"]["rss_peak_mib"] or 0 for s in mine)
+        out[kind] = {
+            "p99_ratios": ratios,
+            "p99_ratio_median": round(median, 2) if median is not None else None,
+            "rss_peak_mib": rss,
+            "honest_ok": all(s["honest_ok"] for s in mine),
+            "passed": median is not None
+            and median <= 1 + o.p99_margin_pct / 100
+            and all(s["rss_ok"] for s in mine)
+            and all(s["honest_ok"] for s in mine),
+        }
+    return out
+
+
 def run_step(
     b: Bench,
     server: Any,
@@ -735,8 +759,9 @@ def hostile(server: Server, common: Common, o: HostileOptions) -> dict[str, Any]
         steps: list[dict[str, Any]] = []
         baseline: dict[str, Any] | None = None
         sequence = ["baseline"]
-        for kind in kinds:
-            sequence += [kind, "baseline"] if o.interleave else [kind]
+        for _ in range(o.rounds):
+            for kind in kinds:
+                sequence += [kind, "baseline"] if o.interleave else [kind]
         if o.baseline_again and sequence[-1] != "baseline":
             sequence.append("baseline")
         stopped = ""
@@ -768,6 +793,7 @@ def hostile(server: Server, common: Common, o: HostileOptions) -> dict[str, Any]
             time.sleep(1.0)
     pooled = _pool(steps, o)
     attacked = [s for s in steps if s["name"] != "baseline"]
+    attacks = _medians(attacked, o)
     return {
         "settings": dataclasses.asdict(o) | {"payload_bytes": common.payload},
         "node": env,
@@ -782,7 +808,8 @@ def hostile(server: Server, common: Common, o: HostileOptions) -> dict[str, Any]
         ),
         "steps": steps,
         "stopped_early": stopped,
-        "all_passed": bool(steps) and not stopped and all(s["passed"] for s in steps),
+        "attacks": attacks,
+        "all_passed": bool(steps) and not stopped and all(a["passed"] for a in attacks.values()),
         "honest_unharmed": bool(attacked) and all(s["honest_ok"] for s in attacked),
         "method": (
             "honest load and latency as in `fixed` (own WebSocket client, worker processes); "

@@ -191,6 +191,56 @@ def targets(modes: dict[str, Any]) -> list[dict[str, Any]]:
                 s["rss_ok"],
                 " MiB",
             )
+        for kind, a in (hostile.get("attacks") or {}).items():
+            median = a.get("p99_ratio_median")
+            rounds = len(a.get("p99_ratios", []))
+            add(
+                f"hostile {kind}, median of {rounds} round(s): honest p99 vs baseline",
+                round((median - 1) * 100, 1) if median is not None else None,
+                f"≤ +{margin:g} %",
+                a["passed"],
+                " %",
+            )
+    fed = oc("federation")
+    if fed and fed.get("fixed"):
+        p99 = _get(fed, "fixed", "across_to_b", "latency_ms", "p99")
+        within = _get(fed, "fixed", "within_a", "latency_ms", "p99")
+        add(
+            "federation: p99 across nodes at the fixed load",
+            p99,
+            "< 50 ms",
+            p99 is not None and p99 < 50,
+            " ms",
+        )
+        add("federation: p99 within one node, same step", within, "", None, " ms")
+        ceiling = _get(fed, "broker_ceiling", "msgs_per_s")
+        best = fed.get("federated_msgs_per_s")
+        add("federation: broker QoS 1 ceiling (minimal pub/sub)", ceiling, "", None, " msgs/s")
+        ratio_ = fed.get("throughput_ratio_to_ceiling")
+        add(
+            "federation: throughput 2 nodes × 2 brokers, ratio to the ceiling",
+            ratio_,
+            "≥ 0.5",
+            ratio_ is not None and ratio_ >= 0.5,
+        )
+        add("federation: throughput 2 nodes × 2 brokers", best, "", None, " msgs/s")
+        killed = fed.get("broker_killed")
+        if killed:
+            across = killed["across_to_b"]
+            kp99 = across["latency_ms"]["p99"]
+            add(
+                "federation: broker SIGKILLed under load: lost + shown twice",
+                across["lost"] + across["duplicated"],
+                "0",
+                across["lost"] + across["duplicated"] == 0,
+            )
+            add(
+                "federation: broker SIGKILLed under load: p99 across",
+                kp99,
+                "< 1000 ms",
+                kp99 is not None and kp99 < 1000,
+                " ms",
+            )
     return out
 
 

@@ -17,7 +17,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 _apply_mask: Callable[[bytes, bytes], bytes] | None
 try:  # the C mask of `websockets`, when it is installed
@@ -78,6 +78,7 @@ class WSClient(asyncio.Protocol):
         self._fragments: list[bytes] = []
         self._handshaking = True
         self.headers: dict[str, str] = {}
+        self._writable: asyncio.Future[None] | None = None  # set while the transport is full
 
     # -- connecting -----------------------------------------------------------------------
 
@@ -127,7 +128,23 @@ class WSClient(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
+    def pause_writing(self) -> None:
+        self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._writable = None
+
+    async def writable(self, timeout: float = 0.5) -> None:
+        """Until the transport takes more (its buffer under the high-water mark), closes, or
+        `timeout` passes."""
+        if self._writable is not None:
+            waits: list[asyncio.Future[Any]] = [self._writable, self.closed]
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self.resume_writing()
         if not self.opened.done():
             self.opened.set_exception(exc or ConnectionError("closed during the handshake"))
         if not self.closed.done():

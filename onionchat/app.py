@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -21,33 +20,21 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from onionchat import (
-    PROTOCOL_VERSION,
-    __version__,
-    commands,
-    cookies,
-    identity,
-    names,
-    nojs,
-    protocol,
-)
+from onionchat import PROTOCOL_VERSION, __version__, cookies, names, nojs, protocol, server
 from onionchat.auth import (
     COOKIE,
     DEVICE_COOKIE,
     SALT_BYTES,
     SECRET_BYTES,
-    Accounts,
     AuthError,
     Session,
     b64decode,
 )
 from onionchat.auth import b64encode as b64
-from onionchat.bots import Bots, reserved_names
 from onionchat.config import Settings
 from onionchat.hub import Connection
 from onionchat.node import Node, Refused
 from onionchat.protocol import Auth, Close, Code, ProtocolError
-from onionchat.store import Store
 from onionchat.tor import OnionService, Reporter
 
 log = logging.getLogger("onionchat.app")
@@ -324,6 +311,7 @@ async def health(request: Request) -> Response:
             "clients": node.hub.connections,
             "database": database,
             "tor": request.app.state.onion.state,
+            **{name: await report() for name, report in node.reports.items()},
         },
         200 if ok else 503,
     )
@@ -520,38 +508,15 @@ def _reason(text: str) -> str:
 def create_app(settings: Settings, reporter: Reporter | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        data_dir = settings.server.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if data_dir.stat().st_mode & 0o077:
-            data_dir.chmod(0o700)  # it holds the database and keys: nobody else may list it
-            log.warning(
-                "the data directory was open to others: made it 0700", extra={"event": "fixed"}
-            )
-        store = await Store.open(data_dir / "onionchat.sqlite3")
-        secret = await store.get_meta("node_secret")
-        if secret is None:
-            secret = secrets.token_bytes(32)
-            await store.put_meta("node_secret", secret)
-        await store.delete_expired_sessions()
-        accounts = Accounts(store, settings.auth, secret, reserved_names(settings.bots))
-        app.state.node = node = Node(settings, store, accounts)
-        commands.install(node)
-        identity.install(node)
-        app.state.origins = {o.strip() for o in settings.server.origins.split(",") if o.strip()}
-        app.state.waiting = Waiting()
-        app.state.onion = onion = OnionService(settings, reporter)
-        node.bots = bots = Bots(node, lambda: onion.proxy)
-        await bots.start(accounts, secret, data_dir)
-        onion.start()
-        try:
-            yield
-        finally:
-            await bots.close()
-            await onion.close()
-            accounts.close()
-            nojs.close(app)
-            await store.close()
-            log.info("stopped", extra={"event": "stop"})
+        async with server.running(settings, reporter) as parts:
+            app.state.node = parts.node
+            app.state.onion = parts.onion
+            app.state.origins = {o.strip() for o in settings.server.origins.split(",") if o.strip()}
+            app.state.waiting = Waiting()
+            try:
+                yield
+            finally:
+                nojs.close(app)
 
     routes = [
         Route("/", index),

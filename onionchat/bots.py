@@ -27,14 +27,14 @@ from onionchat import crypto, models, names, sealed
 from onionchat.addressing import Addressing
 from onionchat.config import Bot
 from onionchat.onion_keys import write_secret
-from onionchat.protocol import Delta, Message, Notice, Readers, encode, message_frame
+from onionchat.protocol import Delta, Message, Notice, Readers, encode
 from onionchat.ratelimit import TokenBucket
 from onionchat.store import Room
 
 if TYPE_CHECKING:
     from onionchat.auth import Accounts
     from onionchat.hub import Connection
-    from onionchat.node import Node
+    from onionchat.node import Arrival, Node
 
 log = logging.getLogger("onionchat.bots")
 
@@ -219,9 +219,12 @@ class Bots:
 
     # -- being called ---------------------------------------------------------------------
 
-    def heard(self, conn: Connection, room: Room, message: Message) -> None:
-        """A message was stored and fanned out: does it call a bot that can read the room?"""
-        if message.me:
+    def hear(self, arrival: Arrival) -> None:
+        """A message was stored and fanned out: does it call a bot that can read the room?
+        Only a call written on this node by a user is answered (and so answered once, on the
+        caller's node): not one from another node, nor a bot's own answer."""
+        conn, room, message = arrival.conn, arrival.room, arrival.message
+        if conn is None or message.me or message.to is not None:
             return
         text, key, body = message.text, None, None
         if message.box is not None:
@@ -415,8 +418,7 @@ class Bots:
             return  # uninvited while answering: it may no longer write there
         said, box = seal(text, ts)
         message = Message(id=id_, room=room.name, ts=ts, sender=bot.name, text=said, box=box)
-        await self.node.store.add_message(room.id, message)
-        hub.broadcast(room.name, encode(message_frame(message)))
+        await self.node.accept(room, message)
         log.info(
             "bot answered",
             extra={

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import dataclasses
 import importlib.util
 import logging
 import os
+import secrets
 import shutil
 import socket
 import sys
@@ -126,6 +128,21 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("name")
     remove = actions.add_parser("remove", help="revoke a client")
     remove.add_argument("name")
+
+    fed = commands.add_parser(
+        "federation-key",
+        help="print this node's public key for its peers (and make a network secret)",
+        description="Print this node's federation public key (made in the data directory at "
+        "first use), to give the operators of its peers for their federation.peers.",
+    )
+    fed.add_argument(
+        "--data-dir", metavar="PATH", help="the node's data directory (default ./data)"
+    )
+    fed.add_argument(
+        "--new-network-secret",
+        action="store_true",
+        help="also print a fresh network secret (federation.secret) for a new network",
+    )
 
     connect = commands.add_parser(
         "connect",
@@ -381,12 +398,31 @@ def _onion_auth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _federation_key(args: argparse.Namespace) -> int:
+    from onionchat.federation.network import node_key
+    from onionchat.server import private_data_dir
+
+    data_dir = Path(args.data_dir or config.Server().data_dir)
+    private_data_dir(data_dir)
+    public = base64.b64encode(bytes(node_key(data_dir).verify_key)).decode()
+    print(f"this node's public key, for its peers' federation.peers (NAME={public}):\n{public}")
+    if args.new_network_secret:
+        secret = base64.b64encode(secrets.token_bytes(32)).decode()
+        print(
+            "\na new network secret: give it to every node of the network as "
+            f"ONIONCHAT_FEDERATION_SECRET, and keep it as secret as a password:\n{secret}"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
     if args.command == "onion-auth":
         return _onion_auth(args)
+    if args.command == "federation-key":
+        return _federation_key(args)
     return _connect(args)
 
 

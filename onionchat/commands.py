@@ -9,6 +9,7 @@ to see it.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -138,6 +139,27 @@ async def _uninvite(
     node.notice(conn, f"{args} can no longer read #{name}", name, ref)
 
 
+async def _nodes(
+    node: Node, conn: Connection, args: str, room: str | None, ref: str | None
+) -> None:
+    report = node.reports.get("federation")
+    if report is None:
+        node.notice(conn, "this node is on its own: it shares no rooms with others", room, ref)
+        return
+    status = await report()
+    lines = [f"This node: {status['name']}"]
+    for b in status["brokers"]:
+        waiting = f", {b['outbox']} waiting to be published" if b["outbox"] else ""
+        error = f" ({b['error']})" if b["state"] != "up" and b["error"] else ""
+        lines.append(f"broker {b['broker']}: {b['state']}{error}{waiting}")
+    now = time.time()
+    for p in status["peers"]:
+        heard = p["last_heard"]
+        when = "never heard" if heard is None else f"heard {max(0, round(now - heard))} s ago"
+        lines.append(f"peer {p['peer']}: {when}")
+    node.notice(conn, "\n".join(lines), room, ref)
+
+
 COMMANDS: dict[str, Spec] = {
     "help": Spec("/help", "list the commands", _help),
     "clear": Spec("/clear", "clear this window (only on your screen)", _clear),
@@ -151,6 +173,7 @@ COMMANDS: dict[str, Spec] = {
     "bots": Spec("/bots", "the bots you can call by name, and whether they answer now", _bots),
     "stop": Spec("/stop [BOT]", "stop the answer a bot is writing in this room", _stop),
     "uninvite": Spec("/uninvite BOT", "make a bot forget this key-protected room's key", _uninvite),
+    "nodes": Spec("/nodes", "the brokers and peer nodes this node shares rooms through", _nodes),
 }
 
 

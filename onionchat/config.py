@@ -8,10 +8,13 @@ message naming the key, where it came from, and what is wrong (`onionchat serve`
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -232,6 +235,16 @@ class Limits:
         default=20,
         metadata=_key("Rooms one user may create per hour.", low=0, high=1_000_000),
     )
+    history_rate: float = dataclasses.field(
+        default=2.0,
+        metadata=_key(
+            "History pages per second one user may ask for on average, over all their "
+            "connections (burst: 10 times this). A page costs the node a thousand times a "
+            "message: reading and encoding up to `history_bytes`.",
+            low=0.01,
+            high=1_000_000,
+        ),
+    )
     join_rate: float = dataclasses.field(
         default=2.0,
         metadata=_key(
@@ -411,6 +424,86 @@ class Tor:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class Federation:
+    name: str = dataclasses.field(
+        default="",
+        metadata=_key(
+            "This node's name in its network (lower-case letters, digits and `-`, at most 32): "
+            "its users appear elsewhere as `user@NAME`. Empty, or no brokers: a single node."
+        ),
+    )
+    network: str = dataclasses.field(
+        default="onionchat",
+        metadata=_key("The network's name: the first level of every MQTT topic it uses."),
+    )
+    secret: str = dataclasses.field(
+        default="",
+        metadata=_key(
+            "The network key every node of the network shares (base64 of 32 bytes, from "
+            "`onionchat federation-key`): every envelope is sealed with it and topics are "
+            "keyed with it, so brokers learn no room name and no text. Better given as "
+            "ONIONCHAT_FEDERATION_SECRET than written in a file."
+        ),
+    )
+    peers: tuple[str, ...] = dataclasses.field(
+        default=(),
+        metadata=_key(
+            "The nodes this one trusts, each `NAME=PUBLIC_KEY` (the key `onionchat "
+            "federation-key` prints on that node); messages of any other are dropped."
+        ),
+    )
+    brokers: tuple[str, ...] = dataclasses.field(
+        default=(),
+        metadata=_key(
+            "MQTT brokers, each published to and subscribed on: `mqtt://[USER@]HOST[:PORT]` or "
+            "`mqtts://…`, with options after `?`: `password_env=VAR` (the password's "
+            "environment variable), `ca=FILE`, `cert=FILE`, `key=FILE` (TLS), `version=3.1.1` "
+            "(default 5), `tor=1` (through the node's tor; always for `.onion`)."
+        ),
+    )
+    rooms: tuple[str, ...] = dataclasses.field(
+        default=("*",),
+        metadata=_key("Rooms shared with the network; `*` for every room (not direct messages)."),
+    )
+    session_expiry: int = dataclasses.field(
+        default=7 * 86400,
+        metadata=_key(
+            "Seconds a broker keeps this node's session (and queues its messages) while it is "
+            "away (MQTT 5).",
+            low=0,
+            high=2**32 - 1,
+        ),
+    )
+    connect_timeout: float = dataclasses.field(
+        default=30.0,
+        metadata=_key(
+            "Seconds to reach a broker and get its answer (at least 120 for `.onion` brokers, "
+            "whose circuits take long to build).",
+            low=1,
+            high=600,
+        ),
+    )
+    max_skew: float = dataclasses.field(
+        default=300.0,
+        metadata=_key(
+            "Seconds another node's clock may be ahead of this one's: a message stamped further "
+            "in the future is dropped.",
+            low=1,
+            high=86400,
+        ),
+    )
+    repair_interval: float = dataclasses.field(
+        default=300.0,
+        metadata=_key(
+            "Seconds between two reconciliations of each shared room with the peers (one also "
+            "follows every connection to a broker).",
+            low=1,
+            high=86400,
+        ),
+    )
+
+
 BOT_PROMPT = (
     "You are {name}, an assistant in a group chat. Each message you see starts with its "
     "author's name. Answer the person who called you, briefly, in the language they used."
@@ -524,6 +617,8 @@ class Settings:
     limits: Limits = Limits()
     auth: Auth = Auth()
     tor: Tor = Tor()
+    federation: Federation = Federation()
+    brokers: tuple[Broker, ...] = ()  # federation.brokers, parsed and checked at start
     bots: dict[str, Bot] = dataclasses.field(default_factory=lambda: {"olga": Bot()})
 
 
@@ -533,6 +628,7 @@ SECTIONS: dict[str, type[Any]] = {
     "limits": Limits,
     "auth": Auth,
     "tor": Tor,
+    "federation": Federation,
 }
 
 
@@ -651,7 +747,7 @@ def load(
         sections[section] = cls(**values)
     settings = Settings(**sections, bots=_bots(table.get("bots", {}), env, path))
     _check_together(settings)
-    return settings
+    return dataclasses.replace(settings, brokers=_check_federation(settings, env))
 
 
 def _bots(given: Any, env: Mapping[str, str], path: Path | None) -> dict[str, Bot]:
@@ -742,6 +838,145 @@ def _check_together(settings: Settings) -> None:
             f"key-protected room, need frames of {needed} bytes, over "
             f"limits.max_frame_bytes ({limits.max_frame_bytes})"
         )
+
+
+NODE_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
+MQTT_VERSIONS = ("5", "3.1.1")
+
+
+@dataclasses.dataclass(frozen=True)
+class Broker:
+    """One broker of `federation.brokers`, as parsed and checked at start."""
+
+    url: str  # as given, without the password: the broker's name in logs and the outbox
+    host: str
+    port: int
+    tls: bool
+    username: str | None = None
+    password_env: str = ""
+    password: str | None = dataclasses.field(default=None, repr=False)  # read at start
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+    version: str = "5"
+    tor: bool = False
+
+    @property
+    def onion(self) -> bool:
+        return self.host.endswith(".onion")
+
+
+def broker(url: str, env: Mapping[str, str] | None = None) -> Broker:
+    """Parse and check one broker URL; ConfigError says what is wrong with it."""
+    where = f"federation.brokers: {url!r}"
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("mqtt", "mqtts"):
+        raise ConfigError(f"{where}: give mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+    if parsed.password is not None:
+        raise ConfigError(f"{where}: give the password as password_env=VAR, not in the URL")
+    try:
+        port = parsed.port or (8883 if parsed.scheme == "mqtts" else 1883)
+    except ValueError:
+        raise ConfigError(f"{where}: the port is not a number from 1 to 65535") from None
+    if not parsed.hostname:
+        raise ConfigError(f"{where}: no host")
+    options = dict(urllib.parse.parse_qsl(parsed.query, keep_blank_values=True))
+    known = {"password_env", "ca", "cert", "key", "version", "tor"}
+    if unknown := sorted(set(options) - known):
+        raise ConfigError(
+            f"{where}: unknown option {unknown[0]} (known: {', '.join(sorted(known))})"
+        )
+    version = options.get("version", "5")
+    if version not in MQTT_VERSIONS:
+        raise ConfigError(f"{where}: version must be 5 or 3.1.1")
+    tls = parsed.scheme == "mqtts"
+    for option in ("ca", "cert", "key"):
+        if options.get(option):
+            if not tls:
+                raise ConfigError(f"{where}: {option}= needs mqtts://")
+            if not Path(options[option]).expanduser().is_file():
+                raise ConfigError(f"{where}: {option}: no such file: {options[option]}")
+    if bool(options.get("cert")) != bool(options.get("key")):
+        raise ConfigError(f"{where}: give cert= and key= together")
+    password_env = options.get("password_env", "")
+    password = (os.environ if env is None else env).get(password_env) if password_env else None
+    if password_env and password is None:
+        raise ConfigError(f"{where}: the environment variable {password_env} is not set")
+    if password_env and parsed.username is None:
+        raise ConfigError(f"{where}: a password needs a user (mqtt://USER@HOST)")
+    tor = options.get("tor", "0").lower() in ("1", "true", "yes", "on")
+    return Broker(
+        url=urllib.parse.urlunsplit((parsed.scheme, parsed.netloc, "", "", "")),
+        host=parsed.hostname,
+        port=port,
+        tls=tls,
+        username=urllib.parse.unquote(parsed.username) if parsed.username else None,
+        password_env=password_env,
+        password=password,
+        ca=options.get("ca", ""),
+        cert=options.get("cert", ""),
+        key=options.get("key", ""),
+        version=version,
+        tor=tor or parsed.hostname.endswith(".onion"),
+    )
+
+
+def peers(settings: Settings) -> dict[str, bytes]:
+    """`federation.peers` as node name -> Ed25519 public key."""
+    out: dict[str, bytes] = {}
+    for entry in settings.federation.peers:
+        name, _, key = entry.partition("=")
+        name = name.strip()
+        if not NODE_NAME.fullmatch(name):
+            raise ConfigError(f"federation.peers: {entry!r}: give NAME=PUBLIC_KEY")
+        try:
+            raw = base64.b64decode(key.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            raise ConfigError(f"federation.peers: {name}: the key is not base64 of 32 bytes")
+        if name in out or name == settings.federation.name:
+            raise ConfigError(f"federation.peers: {name} is given twice")
+        out[name] = raw
+    return out
+
+
+def network_secret(settings: Settings) -> bytes:
+    try:
+        raw = base64.b64decode(settings.federation.secret, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise ConfigError(
+            "federation.secret: not base64 of 32 bytes (`onionchat federation-key` makes one)"
+        )
+    return raw
+
+
+def _check_federation(settings: Settings, env: Mapping[str, str]) -> tuple[Broker, ...]:
+    fed = settings.federation
+    if not fed.brokers:
+        return ()
+    if not NODE_NAME.fullmatch(fed.name):
+        raise ConfigError(
+            f"federation.name: {fed.name!r}: with brokers, give this node a name of lower-case "
+            "letters, digits and `-` (at most 32)"
+        )
+    if not fed.network or "/" in fed.network or "+" in fed.network or "#" in fed.network:
+        raise ConfigError("federation.network: a name without /, + or #")
+    if any(k.lower() == "mqtt_proxy" for k in (*env, *os.environ)):
+        raise ConfigError(
+            "mqtt_proxy is set in the environment: paho would send broker traffic through it "
+            "unasked; unset it (a broker through Tor takes tor=1)"
+        )
+    network_secret(settings)
+    peers(settings)
+    parsed = tuple(broker(url, env) for url in fed.brokers)
+    if len({b.url for b in parsed}) != len(parsed):
+        raise ConfigError("federation.brokers: a broker is given twice")
+    if any(b.tor for b in parsed) and settings.tor.mode == "off":
+        raise ConfigError("federation.brokers: a broker through Tor needs tor (tor.mode)")
+    return parsed
 
 
 def documented_keys() -> list[tuple[str, str, Any, str]]:

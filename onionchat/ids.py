@@ -27,6 +27,14 @@ def is_valid(text: str) -> bool:
     return len(text) == LENGTH and all(c in _ALPHABET for c in text) and text[0] <= "7"
 
 
+def milliseconds(text: str) -> int:
+    """The time in a valid id: a message's `ts` is always its id's."""
+    value = 0
+    for c in text[:10]:
+        value = value * 32 + _ALPHABET.index(c)
+    return value
+
+
 class IdGenerator:
     """Hands out strictly increasing ids; `ms` is the timestamp stored with each message."""
 

@@ -12,9 +12,8 @@ import binascii
 import dataclasses
 import logging
 import math
-import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import msgspec
@@ -36,7 +35,6 @@ from onionchat.protocol import (
     JoinedOut,
     Leave,
     Left,
-    Mention,
     Message,
     Notice,
     Ping,
@@ -69,17 +67,33 @@ MAX_TOPIC_CHARS = 300
 STRIKE_WINDOW = 10.0  # seconds over which refused frames add up to a flood
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Arrival:
+    """A message the node has just stored for the first time, as its listeners hear of it."""
+
+    room: Room
+    message: Message
+    conn: Connection | None = None  # the writer's connection, when a user wrote it here
+    peer: str | None = None  # the node it came from, when it was written on another node
+
+
 FrameHandler = Callable[[Connection, Any], Awaitable[None]]
 ReadyHook = Callable[[Connection, Ready], Awaitable[None]]
+Listener = Callable[[Arrival], None]
+Outbox = Callable[[Room, Message], Sequence[str]]
+Report = Callable[[], Awaitable[dict[str, Any]]]
+
+
+def _no_outbox(room: Room, message: Message) -> Sequence[str]:
+    return ()
 
 
 class Bots(Protocol):
-    """What the node asks of its bots, when it has some (onionchat.bots, set by the app)."""
+    """What the node asks of its bots, when it has some (onionchat.bots, set by the server)."""
 
     def names(self) -> dict[str, list[str]]: ...
     def readers(self, room: str) -> list[str]: ...
     def greet(self, conn: Connection, room: Room) -> None: ...
-    def heard(self, conn: Connection, room: Room, message: Message) -> None: ...
 
 
 class Refused(Exception):
@@ -88,9 +102,6 @@ class Refused(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-_MENTION = re.compile(r"(?<![\w@])@([\w.-]+)")
 
 
 class Node:
@@ -107,13 +118,20 @@ class Node:
         # none of them.
         self.handlers: dict[type, FrameHandler] = {}
         self.ready_hooks: list[ReadyHook] = []
+        # Whoever hears of each new message (mentions, bots, federation), after its fan-out;
+        # and which brokers a message written here waits for (federation, if configured).
+        self.listeners: list[Listener] = []
+        self.outbox: Outbox = _no_outbox
+        # What features tell of themselves (`/api/health`, commands): name -> a report.
+        self.reports: dict[str, Report] = {}
         limits = settings.limits
         self._joins = Buckets(limits.join_rate, max(1, int(50 * limits.join_rate)))
+        self._pages = Buckets(limits.history_rate, max(1, int(10 * limits.history_rate)))
         self._creations = Windows(limits.room_creations, 3600.0)
         self._penalties: dict[str, float] = {}  # user key -> when they may connect again
 
     def new_id(self) -> tuple[str, int]:
-        """A message id and timestamp, for messages the node writes itself (bots)."""
+        """A message id and timestamp, for messages written on the node by others (bots)."""
         return self._ids.next()
 
     # -- connections ----------------------------------------------------------------------
@@ -283,6 +301,25 @@ class Node:
             self._rooms[name] = room
         return room
 
+    async def shared_room(self, raw: str, protected: bool) -> Room:
+        """The room a message from another node belongs to, made here if it is new. One of
+        the other mode here, or one whose name looks like another's, refuses it."""
+        name = names.room(raw)
+        try:
+            room = await self.room(name)
+        except ProtocolError:
+            try:
+                room = await self.store.create_room(name, protected)
+            except Lookalike as exc:
+                raise ProtocolError(Code.NAME_TAKEN, f"looks like #{exc.existing}") from None
+            except Conflict:
+                room = await self.room(name)
+            else:
+                self._rooms[name] = room
+        if room.protected != protected:
+            raise ProtocolError(Code.ROOM_MODE, "the room has the other mode here")
+        return room
+
     def _joined(self, conn: Connection, room: Room) -> None:
         if room.name not in conn.rooms:
             raise ProtocolError(Code.NOT_JOINED, f"join #{room.name} first")
@@ -426,7 +463,7 @@ class Node:
 
     # -- messages -------------------------------------------------------------------------
 
-    def _body(
+    def check_body(
         self,
         room: Room | None,
         text: str | None,
@@ -434,7 +471,8 @@ class Node:
         limit: int,
         what: str = "message",
     ) -> tuple[str | None, str | None]:
-        """Check a body against the room's mode: text in open rooms, box in protected ones."""
+        """Check a body against the room's mode: text in open rooms, box in protected ones
+        (also of messages from other nodes)."""
         if (text is None) == (box is None):
             raise ProtocolError(Code.BAD_BODY, "give exactly one of text or box")
         if room is not None and room.protected and text is not None:
@@ -466,13 +504,14 @@ class Node:
         assert frame.room is not None
         room = await self.room(frame.room)
         self._joined(conn, room)
-        text, box = self._body(room, frame.text, frame.box, self.settings.limits.max_text_chars)
-        message = await self._publish(conn, room, text, box, frame.me, None, frame.ref)
-        self.hub.broadcast(room.name, encode(message_frame(message)))
-        if text is not None:
-            self._mention(room.name, message)
-        if self.bots is not None:
-            self.bots.heard(conn, room, message)
+        text, box = self.check_body(
+            room, frame.text, frame.box, self.settings.limits.max_text_chars
+        )
+        id_, ts = self._ids.next()
+        message = Message(
+            id=id_, room=room.name, ts=ts, sender=conn.user, text=text, box=box, me=frame.me
+        )
+        await self.accept(room, message, conn=conn, ref=frame.ref)
 
     async def direct(
         self,
@@ -486,7 +525,7 @@ class Node:
         target = await self.store.user_by_key(names.key(to))
         if target is None:
             raise ProtocolError(Code.UNKNOWN_USER, f"there is no user {to!r}")
-        text, box = self._body(None, text, box, self.settings.limits.max_text_chars)
+        text, box = self.check_body(None, text, box, self.settings.limits.max_text_chars)
         name = names.direct_room(conn.user, target.name)
         room = self._rooms.get(name) or await self.store.room(name)
         if room is None:
@@ -499,58 +538,62 @@ class Node:
                 await self.store.set_member(conn.session.user.id, room.id, True)
                 await self.store.set_member(target.id, room.id, True)
         self._rooms[name] = room
-        message = await self._publish(conn, room, text, box, me, target.name, ref)
-        frame = encode(message_frame(message))
-        self.hub.to_user(conn.user_key, frame)
-        if names.key(target.name) != conn.user_key:
-            self.hub.to_user(names.key(target.name), frame)
-
-    async def _publish(
-        self,
-        conn: Connection,
-        room: Room,
-        text: str | None,
-        box: str | None,
-        me: bool,
-        to: str | None,
-        ref: str | None,
-    ) -> Message:
-        """Give a message its identity, store it, and acknowledge it once it is committed."""
         id_, ts = self._ids.next()
         message = Message(
-            id=id_, room=room.name, ts=ts, sender=conn.user, text=text, box=box, me=me, to=to
+            id=id_, room=name, ts=ts, sender=conn.user, text=text, box=box, me=me, to=target.name
         )
-        await self.store.add_message(room.id, message)
-        conn.send(encode(Ack(ref=ref, room=room.name, id=id_, ts=ts)))
-        if to is not None:  # the event, never who writes to whom, nor how much
-            log.info("direct message accepted", extra={"event": "direct", "id": id_})
+        await self.accept(room, message, conn=conn, ref=ref)
+
+    async def accept(
+        self,
+        room: Room,
+        message: Message,
+        *,
+        conn: Connection | None = None,
+        ref: str | None = None,
+        peer: str | None = None,
+        signature: bytes | None = None,
+    ) -> bool:
+        """The one way in for every message, written here or on another node: stored (a copy
+        of one stored changes nothing and is shown to no one), acknowledged to its writer
+        once committed, fanned out once, then told to the listeners. Whether it was new."""
+        outbox = self.outbox(room, message) if peer is None else ()
+        new = await self.store.add_message(room.id, message, outbox, peer, signature)
+        if conn is not None:
+            conn.send(encode(Ack(ref=ref, room=room.name, id=message.id, ts=message.ts)))
+        if not new:
+            return False
+        if message.to is not None:  # the event, never who writes to whom, nor how much
+            log.info("direct message accepted", extra={"event": "direct", "id": message.id})
         else:
-            size = len(text) if text is not None else len(box or "")
+            size = len(message.text) if message.text is not None else len(message.box or "")
             log.info(
                 "message accepted",
-                extra={"event": "message", "id": id_, "room": room.name, "size": size},
+                extra={"event": "message", "id": message.id, "room": room.name, "size": size},
             )
-        return message
-
-    def _mention(self, room: str, message: Message) -> None:
-        assert message.text is not None
-        seen: set[str] = set()
-        for match in _MENTION.finditer(message.text):
-            key = names.key(match.group(1).rstrip(".-"))
-            if key in seen or key == names.key(message.sender):
-                continue
-            seen.add(key)
-            frame: str | None = None
-            for conn in self.hub.user_connections(key):
-                if room not in conn.rooms:
-                    frame = frame or encode(
-                        Mention(room=room, id=message.id, sender=message.sender, text=message.text)
-                    )
-                    conn.send(frame)
+        frame = encode(message_frame(message))
+        if message.to is None:
+            self.hub.broadcast(room.name, frame)
+        else:
+            sender, to = names.key(message.sender), names.key(message.to)
+            self.hub.to_user(sender, frame)
+            if to != sender:
+                self.hub.to_user(to, frame)
+        arrival = Arrival(room, message, conn, peer)
+        for listener in self.listeners:
+            listener(arrival)
+        return True
 
     async def history(self, conn: Connection, frame: HistoryRequest) -> None:
         if frame.before is not None and not is_valid(frame.before):
             raise ProtocolError(Code.BAD_FRAME, "before must be a message id")
+        if not self._pages.allow(conn.user_key):
+            raise ProtocolError(
+                Code.RATE_LIMITED,
+                f"slow down: at most {self.settings.limits.history_rate:g} history pages a "
+                "second; this one was not sent",
+                frame.ref,
+            )
         if frame.room.startswith("@"):
             room = await self._direct_room(conn, frame.room)
         else:
@@ -602,7 +645,7 @@ class Node:
                 f"#{room.name} is key-protected: seal the topic (an empty one clears it)",
             )
         if text is not None or box is not None:
-            text, box = self._body(room, text, box, MAX_TOPIC_CHARS, "topic")
+            text, box = self.check_body(room, text, box, MAX_TOPIC_CHARS, "topic")
         ts = int(time.time() * 1000)
         kept = text is not None or box is not None
         by, since = (conn.user, ts) if kept else (None, 0)

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -113,6 +114,19 @@ MIGRATIONS = [
     DROP TABLE invitations;
     ALTER TABLE invitations_by_sender RENAME TO invitations;
     """,
+    # Federation: the brokers each new message waits to be published to, and for a message
+    # from another node, that node's id and its signature (to be passed on in repairs).
+    """
+    CREATE TABLE outbox (
+        broker TEXT NOT NULL,
+        room_id INTEGER NOT NULL,
+        id TEXT NOT NULL,
+        PRIMARY KEY (broker, room_id, id),
+        FOREIGN KEY (room_id, id) REFERENCES messages(room_id, id) ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    ALTER TABLE messages ADD COLUMN origin TEXT;
+    ALTER TABLE messages ADD COLUMN signature BLOB;
+    """,
 ]
 INVITERS = 16  # invitations one user keeps for one room, from different inviters, at most
 
@@ -168,12 +182,45 @@ class _Write:
     future: asyncio.Future[Any]
     message: tuple[Any, ...] | None = None
     op: Callable[[aiosqlite.Connection], Awaitable[Any]] | None = None
+    outbox: Sequence[str] = ()  # the brokers a new message is to be published to
 
 
 _INSERT_MESSAGE = (
-    "INSERT OR IGNORE INTO messages (room_id, id, ts, sender, text, box, me, recipient) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT OR IGNORE INTO messages "
+    "(room_id, id, ts, sender, text, box, me, recipient, origin, signature) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_INSERT_OUTBOX = "INSERT OR IGNORE INTO outbox (broker, room_id, id) VALUES (?, ?, ?)"
+
+
+_STORED = (
+    "SELECT m.room_id, m.id FROM json_each(?) AS k JOIN messages AS m "
+    "ON m.room_id = json_extract(k.value, '$[0]') AND m.id = json_extract(k.value, '$[1]')"
+)
+
+
+async def _insert_messages(db: aiosqlite.Connection, writes: list[_Write]) -> list[bool]:
+    """Insert a batch of messages, and say which were new: one query finds those stored
+    before (in this transaction, so nothing can slip in between), a repeat within the batch is
+    not new either, and only new ones get outbox rows."""
+    rows = [w.message for w in writes if w.message is not None]
+    keys = [(row[0], row[1]) for row in rows]
+    async with db.execute(_STORED, (json.dumps(keys),)) as cursor:
+        stored = {(row[0], row[1]) for row in await cursor.fetchall()}
+    new: list[bool] = []
+    for key in keys:
+        new.append(key not in stored)
+        stored.add(key)
+    await db.executemany(_INSERT_MESSAGE, [row for row, n in zip(rows, new, strict=True) if n])
+    outbox = [
+        (broker, *key)
+        for write, key, n in zip(writes, keys, new, strict=True)
+        if n
+        for broker in write.outbox
+    ]
+    if outbox:
+        await db.executemany(_INSERT_OUTBOX, outbox)
+    return new
 
 
 def _now() -> int:
@@ -240,12 +287,14 @@ class Store:
         results: list[tuple[_Write, Any, BaseException | None]] = []
         await db.execute("BEGIN IMMEDIATE")
         try:
-            messages = [w.message for w in batch if w.message is not None]
-            if messages:
-                await db.executemany(_INSERT_MESSAGE, messages)
+            writes = [w for w in batch if w.message is not None]
+            if writes:
+                new = await _insert_messages(db, writes)
+                results.extend((w, is_new, None) for w, is_new in zip(writes, new, strict=True))
             for write in batch:
                 if write.op is None:
-                    results.append((write, None, None))
+                    if write.message is None:
+                        results.append((write, None, None))
                     continue
                 await db.execute("SAVEPOINT op")
                 try:
@@ -277,9 +326,19 @@ class Store:
         self._queue.put_nowait(_Write(future, op=op))
         return await future
 
-    async def add_message(self, room_id: int, message: Message) -> None:
-        """Returns once the message is committed (a duplicate id is ignored)."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def add_message(
+        self,
+        room_id: int,
+        message: Message,
+        outbox: Sequence[str] = (),
+        origin: str | None = None,
+        signature: bytes | None = None,
+    ) -> bool:
+        """Whether the message is new, once it is committed. A copy of one stored (its id in
+        its room) changes nothing; a new one gets an outbox row for each of `outbox` (the
+        brokers it is to be published to) in the same transaction. A message from another node
+        keeps that node's id and signature."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         row = (
             room_id,
             message.id,
@@ -289,9 +348,11 @@ class Store:
             message.box,
             int(message.me),
             message.to,
+            origin,
+            signature,
         )
-        self._queue.put_nowait(_Write(future, message=row))
-        await future
+        self._queue.put_nowait(_Write(future, message=row, outbox=outbox))
+        return await future
 
     async def create_user(
         self,
@@ -450,6 +511,77 @@ class Store:
             await db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
         await self._write(op)
+
+    # -- federation -----------------------------------------------------------------------
+
+    async def outbox(self, broker: str, limit: int) -> list[tuple[Room, Message]]:
+        """The oldest messages still to be published to `broker` (its PUBACK not yet seen)."""
+        rows = await self._all(
+            "SELECT r.id, r.name, r.protected, m.id, m.ts, m.sender, m.text, m.box, m.me "
+            "FROM outbox AS o JOIN messages AS m ON m.room_id = o.room_id AND m.id = o.id "
+            "JOIN rooms AS r ON r.id = o.room_id WHERE o.broker = ? ORDER BY o.id LIMIT ?",
+            (broker, limit),
+        )
+        return [
+            (
+                Room(r[0], r[1], bool(r[2])),
+                Message(
+                    id=r[3], room=r[1], ts=r[4], sender=r[5], text=r[6], box=r[7], me=bool(r[8])
+                ),
+            )
+            for r in rows
+        ]
+
+    async def published(self, broker: str, keys: list[tuple[int, str]]) -> None:
+        """`broker` has acknowledged these (room id, message id): their outbox rows go."""
+
+        async def op(db: aiosqlite.Connection) -> None:
+            await db.executemany(
+                "DELETE FROM outbox WHERE broker = ? AND room_id = ? AND id = ?",
+                [(broker, room_id, id_) for room_id, id_ in keys],
+            )
+
+        await self._write(op)
+
+    async def outbox_sizes(self) -> dict[str, int]:
+        rows = await self._all("SELECT broker, count(*) FROM outbox GROUP BY broker")
+        return {r[0]: r[1] for r in rows}
+
+    async def message_ids(self, room_id: int, lo: str, hi: str, limit: int) -> list[str]:
+        """Ids of a room's messages (not direct ones) with lo <= id < hi, in order."""
+        rows = await self._all(
+            "SELECT id FROM messages WHERE room_id = ? AND id >= ? AND id < ? "
+            "AND recipient IS NULL ORDER BY id LIMIT ?",
+            (room_id, lo, hi, limit),
+        )
+        return [r[0] for r in rows]
+
+    async def signed_messages(
+        self, room: Room, ids: list[str]
+    ) -> list[tuple[Message, str | None, bytes | None]]:
+        """Messages with the node they came from and its signature (None: written here)."""
+        rows = await self._all(
+            "SELECT m.id, m.ts, m.sender, m.text, m.box, m.me, m.origin, m.signature "
+            "FROM json_each(?) AS k JOIN messages AS m ON m.room_id = ? AND m.id = k.value "
+            "WHERE m.recipient IS NULL ORDER BY m.id",
+            (json.dumps(ids), room.id),
+        )
+        return [
+            (
+                Message(
+                    id=r[0],
+                    room=room.name,
+                    ts=r[1],
+                    sender=r[2],
+                    text=r[3],
+                    box=r[4],
+                    me=bool(r[5]),
+                ),
+                r[6],
+                None if r[7] is None else bytes(r[7]),
+            )
+            for r in rows
+        ]
 
     # -- reads ----------------------------------------------------------------------------
 

@@ -233,6 +233,7 @@ class Client:
         self.user = user
         self.seen: list[dict[str, Any]] = []
         self._pending: collections.deque[dict[str, Any]] = collections.deque()
+        self._pings = 0
 
     async def send(self, **frame: Any) -> None:
         await self.ws.send(json.dumps({"v": 1, **frame}))
@@ -259,11 +260,21 @@ class Client:
             if frame["type"] == kind and all(frame.get(k) == v for k, v in fields.items()):
                 return frame
 
-    async def nothing(self, wait: float = 0.3) -> None:
-        """Assert that no frame arrives for a moment."""
-        with pytest.raises(TimeoutError):
-            frame = await self.recv(wait)
-            raise AssertionError(f"unexpected frame: {frame}")
+    async def barrier(self) -> list[dict[str, Any]]:
+        """Every frame the node queued for this client before now: its pong comes after them
+        (frames of one connection are handled in order), so no waiting is needed."""
+        self._pings += 1
+        ref = f"barrier-{self._pings}"
+        await self.send(type="ping", ref=ref)
+        before = []
+        while (frame := await self.recv()) != {"v": 1, "type": "pong", "ref": ref}:
+            before.append(frame)
+        return before
+
+    async def nothing(self) -> None:
+        """Assert that nothing came for this client (up to a barrier, not a wait)."""
+        before = await self.barrier()
+        assert not before, f"unexpected frames: {before}"
 
     async def join(self, room: str, **options: Any) -> dict[str, Any]:
         await self.send(type="join", room=room, create=True, **options)

@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 from typing import Any
 
+import httpx
+
 from onionchat import crypto
 
 from conftest import NodeProcess, connect, login, register, user
@@ -145,9 +147,20 @@ async def test_presence_counts_users_not_connections(node: NodeProcess) -> None:
         async with connect(node, token) as second:
             joined = await second.join("lobby")
             assert joined["members"] == ["alice", "bob"]
+        await clients(node, 2)  # the node has seen the second connection go
         await bob.nothing()  # alice is still there on her first connection
         await bob.send(type="who", room="lobby")
         assert (await bob.expect("who"))["members"] == ["alice", "bob"]
+
+
+async def clients(node: NodeProcess, count: int) -> None:
+    """Until the node counts `count` connections (it sees a close in a task of its own)."""
+    async with httpx.AsyncClient(base_url=node.url) as http:
+        for _ in range(200):
+            if (await http.get("/api/health")).json()["clients"] == count:
+                return
+            await asyncio.sleep(0.02)
+    raise AssertionError(f"the node never counted {count} connections")
 
 
 async def test_direct_messages_reach_only_the_two(node: NodeProcess) -> None:

@@ -29,6 +29,13 @@ from onionchat.store import Room, Store
 from conftest import PASSWORD, NodeProcess, b64url, connect, login, register, user
 
 CONTROL = "\u0001" * 4000  # escaped to six bytes each in JSON: 24 KB a message on the wire
+# Frames and history pages as fast as they go: these tests push the bounds in bytes, with
+# history pages as the cheapest way to make the node write (their own rate is tested apart)
+FLOOD = {
+    "ONIONCHAT_LIMITS_RATE": "1000",
+    "ONIONCHAT_LIMITS_BURST": "1000",
+    "ONIONCHAT_LIMITS_HISTORY_RATE": "1000",
+}
 
 
 def rss_peak(node: NodeProcess) -> int:
@@ -65,7 +72,7 @@ async def non_reader(node: NodeProcess, token: str) -> AsyncIterator[ClientConne
 async def test_a_client_that_never_reads_is_closed_and_the_node_stays_small(
     node_factory: Any,
 ) -> None:
-    node = node_factory(env={"ONIONCHAT_LIMITS_RATE": "1000", "ONIONCHAT_LIMITS_BURST": "1000"})
+    node = node_factory(env=FLOOD)
     await fill_history(node, "lobby", 200, CONTROL)
     before = rss_peak(node)
     token = await register(node, "mallory")
@@ -90,7 +97,7 @@ async def test_a_client_that_never_reads_is_closed_and_the_node_stays_small(
 
 async def test_a_client_that_never_reads_does_not_keep_its_socket(node_factory: Any) -> None:
     """Closed as too slow, its socket still held unsent bytes: it is let go all the same."""
-    node = node_factory(env={"ONIONCHAT_LIMITS_RATE": "1000", "ONIONCHAT_LIMITS_BURST": "1000"})
+    node = node_factory(env=FLOOD)
     await fill_history(node, "lobby", 40, CONTROL)
     assert node.proc is not None
     descriptors = Path(f"/proc/{node.proc.pid}/fd")
@@ -109,7 +116,7 @@ async def test_a_client_that_never_reads_does_not_keep_its_socket(node_factory: 
 
 
 async def test_a_history_page_is_cut_to_its_byte_budget(node_factory: Any) -> None:
-    node = node_factory(env={"ONIONCHAT_LIMITS_RATE": "1000", "ONIONCHAT_LIMITS_BURST": "1000"})
+    node = node_factory(env=FLOOD)
     await fill_history(node, "lobby", 60, CONTROL)
     async with user(node, "alice") as alice:
         joined = await alice.join("lobby")
@@ -131,8 +138,7 @@ async def test_one_user_cannot_hold_more_than_their_share(node_factory: Any) -> 
     """Several connections of one user share one budget: opening more does not buy more."""
     node = node_factory(
         env={
-            "ONIONCHAT_LIMITS_RATE": "1000",
-            "ONIONCHAT_LIMITS_BURST": "1000",
+            **FLOOD,
             "ONIONCHAT_LIMITS_SEND_QUEUE_BYTES": "4194304",
             "ONIONCHAT_LIMITS_USER_QUEUE_BYTES": "1048576",
         }

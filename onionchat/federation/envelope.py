@@ -1,0 +1,164 @@
+"""What nodes say to each other through brokers: envelopes, signed by their node, sealed with
+the network key, on topics that name no room.
+
+A payload is `secretbox(network key, signature ‖ body)`, the body canonical JSON (msgspec's
+encoding of the struct: a body that does not encode back to itself is refused, so a stored
+message can be passed on in a repair exactly as its node signed it). The signature is the
+origin node's Ed25519 over "onionchat federation\\0" ‖ body. Brokers see ciphertext, sizes
+and times only; topics carry the publishing node's name and a keyed hash of the room.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Literal
+
+import msgspec
+import nacl.exceptions
+import nacl.secret
+import nacl.signing
+
+from onionchat.protocol import Message
+
+SIGN_LABEL = b"onionchat federation\0"
+SIGNATURE_BYTES = 64
+#: the largest payload a node publishes or takes in; a bundle is packed under it
+MAX_PAYLOAD = 256 * 1024
+
+
+class Broken(Exception):
+    """A payload to drop. The reason is one of a few fixed phrases (they are counted, so a
+    hostile broker cannot grow the count's keys), logged without the content."""
+
+
+class MessageBody(msgspec.Struct, tag="message", tag_field="kind", kw_only=True, frozen=True):
+    """One message, as the node it was written on accepted it."""
+
+    origin: str
+    room: str
+    protected: bool
+    id: str
+    ts: int
+    sender: str  # as on its node: without `@origin`
+    text: str | None = None
+    box: str | None = None
+    me: bool = False
+
+
+class Range(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """Message ids `lo` <= id < `hi` of one room (`""` and `"~"` stand for no bound), told
+    either by fingerprint and count, or one by one (`ids`, when few)."""
+
+    lo: str
+    hi: str
+    count: int = 0
+    fingerprint: str = ""
+    ids: tuple[str, ...] | None = None
+    last: bool = False  # an id list that needs no id list in answer, only the messages
+
+
+class SyncBody(msgspec.Struct, tag="sync", tag_field="kind", kw_only=True, frozen=True):
+    """A step of one room's reconciliation with one peer (`to`, or `*` for every peer)."""
+
+    origin: str
+    to: str
+    room: str
+    ts: int
+    ranges: tuple[Range, ...]
+
+
+class BundleBody(msgspec.Struct, tag="bundle", tag_field="kind", kw_only=True, frozen=True):
+    """Messages another node lacks, each as its own node signed it (signature ‖ body)."""
+
+    origin: str
+    to: str
+    ts: int
+    items: tuple[bytes, ...]
+
+
+Body = MessageBody | SyncBody | BundleBody
+_decoder = msgspec.json.Decoder(Body)
+_encoder = msgspec.json.Encoder()
+
+
+def encode(body: Body) -> bytes:
+    """The canonical body."""
+    return _encoder.encode(body)
+
+
+def signed(body: Body, key: nacl.signing.SigningKey) -> bytes:
+    """signature ‖ canonical body."""
+    data = _encoder.encode(body)
+    return key.sign(SIGN_LABEL + data).signature + data
+
+
+def seal(item: bytes, network_key: bytes) -> bytes:
+    return bytes(nacl.secret.SecretBox(network_key).encrypt(item))
+
+
+def unseal(payload: bytes, network_key: bytes) -> bytes:
+    if len(payload) > MAX_PAYLOAD:
+        raise Broken("oversized")
+    try:
+        return nacl.secret.SecretBox(network_key).decrypt(payload)
+    except nacl.exceptions.CryptoError:
+        raise Broken("not sealed with the network key") from None
+
+
+def verify(item: bytes, peers: dict[str, bytes]) -> Body:
+    """The body of a signed item, if its origin is a trusted peer and signed it."""
+    if len(item) <= SIGNATURE_BYTES:
+        raise Broken("too short")
+    signature, data = item[:SIGNATURE_BYTES], item[SIGNATURE_BYTES:]
+    try:
+        body: Body = _decoder.decode(data)
+    except msgspec.DecodeError:
+        raise Broken("malformed") from None
+    key = peers.get(body.origin)
+    if key is None:
+        raise Broken("from a node that is not a trusted peer")
+    try:
+        nacl.signing.VerifyKey(key).verify(SIGN_LABEL + data, signature)
+    except nacl.exceptions.BadSignatureError:
+        raise Broken("bad signature") from None
+    if _encoder.encode(body) != data:
+        raise Broken("not canonical")
+    return body
+
+
+def message_body(
+    origin: str, protected: bool, message: Message, sender: str | None = None
+) -> MessageBody:
+    return MessageBody(
+        origin=origin,
+        room=message.room,
+        protected=protected,
+        id=message.id,
+        ts=message.ts,
+        sender=message.sender if sender is None else sender,
+        text=message.text,
+        box=message.box,
+        me=message.me,
+    )
+
+
+def room_tag(network_key: bytes, room: str) -> str:
+    """The room's name in topics: a keyed hash, so a broker cannot test guesses."""
+    return hmac.new(network_key, b"room\0" + room.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def fingerprint(ids: list[str]) -> str:
+    digest = hashlib.sha256()
+    for id_ in ids:
+        digest.update(id_.encode())
+    return digest.hexdigest()[:32]
+
+
+Kind = Literal["m", "s"]
+
+
+def topic(network: str, origin: str, kind: Kind, tag: str = "") -> str:
+    """`NETWORK/NODE/m/ROOMTAG` for messages, `NETWORK/NODE/s` for repairs: a node publishes
+    only under its own name (a broker's ACL can hold it to that)."""
+    return f"{network}/{origin}/{kind}/{tag}" if tag else f"{network}/{origin}/{kind}"

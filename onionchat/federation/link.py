@@ -1,0 +1,261 @@
+"""One broker: a connection kept up by its own loop, a persistent session, the outbox published
+to it, and what it delivers handed on.
+
+aiomqtt's defaults would lose messages here, so each is set: a fixed client id per node and
+broker, never a clean start (and a session expiry under MQTT 5, without which the session
+ends with the connection), an incoming queue without a bound (paho acknowledges a message
+before we see it: one dropped for a full queue is lost), and a connect timeout long enough
+for onion circuits. A broker's PUBACK removes that broker's outbox row; until then the row
+stays, and is published again after every reconnect (receivers drop the copies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import os
+import random
+import ssl
+import time
+import urllib.parse
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING
+
+import aiomqtt
+import paho.mqtt.client as paho
+import socks  # type: ignore[import-untyped]  # PySocks, which paho uses
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from onionchat.config import Broker
+from onionchat.config import Federation as Settings
+
+if TYPE_CHECKING:
+    from onionchat.protocol import Message
+    from onionchat.store import Room, Store
+
+log = logging.getLogger("onionchat.federation")
+
+BATCH = 256  # outbox rows read and published at once
+IN_FLIGHT = 64  # publishes awaiting their PUBACK at once
+DELIVERING = 256  # messages from the broker being checked and stored at once
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 60.0
+ONION_TIMEOUT = 120.0  # an onion circuit can take a minute or more to build
+
+
+@dataclasses.dataclass
+class LinkState:
+    """What `/api/health`, the logs and `/nodes` tell of one broker."""
+
+    broker: str
+    state: str = "connecting"  # connecting, up, down
+    since: float = dataclasses.field(default_factory=time.time)
+    error: str = ""
+    connects: int = 0
+    published: int = 0
+    received: int = 0
+
+
+class Link:
+    def __init__(
+        self,
+        broker: Broker,
+        settings: Settings,
+        store: Store,
+        subscriptions: list[str],
+        payload: Callable[[Room, Message], tuple[str, bytes]],
+        deliver: Callable[[str, bytes], Coroutine[None, None, None]],
+        connected: Callable[[], None],
+        proxy: Callable[[], str | None],
+    ) -> None:
+        self.broker = broker
+        self.settings = settings
+        self.store = store
+        self.subscriptions = subscriptions
+        self.payload = payload
+        self.deliver = deliver
+        self.connected = connected
+        self.proxy = proxy
+        self.status = LinkState(broker.url)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._client_up: aiomqtt.Client | None = None
+        self._delivering: set[asyncio.Task[None]] = set()
+
+    @property
+    def client_id(self) -> str:
+        """Fixed per node and broker, so that the broker finds the session again."""
+        digest = hashlib.sha256(self.broker.url.encode()).hexdigest()[:12]
+        return f"{self.settings.network}-{self.settings.name}-{digest}"
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"broker {self.broker.url}")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def wake(self) -> None:
+        """New outbox rows for this broker."""
+        self._wake.set()
+
+    async def send(self, topic: str, payload: bytes) -> None:
+        """Publish what no outbox keeps (a repair step, asked again next round): at QoS 1 if
+        the broker is up now, else not at all."""
+        client = self._client_up
+        if client is None:
+            return
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.publish(topic, payload, qos=1)
+
+    # -- the connection -------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        client = self._client()
+        failures = 0
+        while True:
+            try:
+                async with client:
+                    failures = 0
+                    await client.subscribe([(topic, 1) for topic in self.subscriptions])
+                    self._up()
+                    self._client_up = client
+                    self.connected()
+                    try:
+                        async with asyncio.TaskGroup() as tasks:
+                            tasks.create_task(self._publish(client))
+                            tasks.create_task(self._receive(client))
+                    finally:
+                        self._client_up = None
+            except* (aiomqtt.MqttError, OSError) as group:
+                failures += 1
+                self._down(group.exceptions[0])
+            except* Exception as group:  # a bug must not end the link: said, then retried
+                failures += 1
+                log.error(
+                    "broker link failed",
+                    exc_info=group.exceptions[0],
+                    extra={"event": "error", "broker": self.broker.url},
+                )
+                self._down(group.exceptions[0])
+            delay = random.uniform(0, min(BACKOFF_MAX, BACKOFF_FIRST * 2**failures))
+            await asyncio.sleep(delay)  # full jitter: nodes that lost a broker come back spread
+
+    def _up(self) -> None:
+        self.status.state, self.status.since, self.status.error = "up", time.time(), ""
+        self.status.connects += 1
+        log.info(
+            "broker connected",
+            extra={
+                "event": "broker_up",
+                "broker": self.broker.url,
+                "connects": self.status.connects,
+            },
+        )
+
+    def _down(self, exc: BaseException) -> None:
+        was = self.status.state
+        self.status.state, self.status.error = "down", str(exc) or type(exc).__name__
+        if was != "down":
+            self.status.since = time.time()
+            log.warning(
+                "broker unreachable",
+                extra={
+                    "event": "broker_down",
+                    "broker": self.broker.url,
+                    "error": self.status.error,
+                },
+            )
+
+    def _client(self) -> aiomqtt.Client:
+        b, s = self.broker, self.settings
+        v5 = b.version == "5"
+        properties = None
+        if v5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = s.session_expiry
+        timeout = max(s.connect_timeout, ONION_TIMEOUT) if b.onion else s.connect_timeout
+        client = aiomqtt.Client(
+            b.host,
+            b.port,
+            identifier=self.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            clean_session=None if v5 else False,
+            # under 3.1.1 paho refuses any clean-start value but its default, which it ignores
+            clean_start=False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=properties,
+            username=b.username,
+            password=b.password,
+            tls_context=_tls(b) if b.tls else None,
+            proxy=self._proxy() if b.tor else None,
+            timeout=timeout,
+            keepalive=60 if b.tor else 20,
+            max_queued_incoming_messages=0,
+            max_inflight_messages=IN_FLIGHT,
+        )
+        client.pending_calls_threshold = IN_FLIGHT * 4  # aiomqtt would warn past 10
+        client._client.connect_timeout = timeout
+        return client
+
+    def _proxy(self) -> aiomqtt.ProxySettings:
+        url = self.proxy()
+        if url is None:
+            raise aiomqtt.MqttError("tor is not running: its SOCKS port is needed for this broker")
+        parsed = urllib.parse.urlsplit(url)
+        return aiomqtt.ProxySettings(
+            proxy_type=socks.SOCKS5,
+            proxy_addr=parsed.hostname or "127.0.0.1",
+            proxy_port=parsed.port,
+            proxy_rdns=True,  # tor resolves the name: .onion, and no DNS leak
+        )
+
+    # -- publishing -----------------------------------------------------------------------
+
+    async def _publish(self, client: aiomqtt.Client) -> None:
+        """The outbox, oldest first, until it is empty; then wait for new rows."""
+        window = asyncio.Semaphore(IN_FLIGHT)
+        while True:
+            self._wake.clear()
+            rows = await self.store.outbox(self.broker.url, BATCH)
+            if not rows:
+                await self._wake.wait()
+                continue
+
+            async def one(room: Room, message: Message) -> tuple[int, str]:
+                topic, payload = self.payload(room, message)
+                async with window:
+                    await client.publish(topic, payload, qos=1)
+                return room.id, message.id
+
+            done = await asyncio.gather(*(one(room, message) for room, message in rows))
+            await self.store.published(self.broker.url, done)
+            self.status.published += len(done)
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        """Each message handed on in a task of its own, at most DELIVERING at once (the rest
+        wait in aiomqtt's queue, never dropped). They start in the order they came, and the
+        node's door is synchronous up to the store's queue, so they are stored in that order."""
+        window = asyncio.Semaphore(DELIVERING)
+        async for message in client.messages:
+            self.status.received += 1
+            payload = message.payload
+            if not isinstance(payload, bytes | bytearray):
+                continue
+            await window.acquire()
+            task = asyncio.create_task(self.deliver(message.topic.value, bytes(payload)))
+            self._delivering.add(task)
+            task.add_done_callback(self._delivering.discard)
+            task.add_done_callback(lambda _: window.release())
+
+
+def _tls(b: Broker) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=os.path.expanduser(b.ca) if b.ca else None)
+    if b.cert:
+        context.load_cert_chain(os.path.expanduser(b.cert), os.path.expanduser(b.key))
+    return context

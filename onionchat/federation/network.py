@@ -1,0 +1,237 @@
+"""The node among its peers: what it shares, publishes to every broker, and takes in.
+
+Installed by the composition root as one more feature of the node: it tells the node which
+brokers a new message waits for (the outbox rows are written in the message's transaction),
+wakes each broker's link when one is written here, and hands what comes from peers to the
+node's one door (`Node.accept`) once it is opened, verified and checked like a client's.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import nacl.signing
+
+from onionchat import config, ids, names
+from onionchat.config import Settings
+from onionchat.federation import envelope
+from onionchat.federation.envelope import Broken, BundleBody, MessageBody, SyncBody
+from onionchat.federation.link import Link
+from onionchat.federation.repair import Repair
+from onionchat.node import Arrival, Node
+from onionchat.onion_keys import write_secret
+from onionchat.protocol import Message, ProtocolError
+from onionchat.store import Room
+
+log = logging.getLogger("onionchat.federation")
+
+KEY_FILE = "node_key"
+PAYLOAD_CACHE = 4096  # sealed payloads kept for the next broker (one signature a message)
+DROPS_LOGGED_EVERY = 10.0
+
+
+def node_key(data_dir: Path) -> nacl.signing.SigningKey:
+    """The node's Ed25519 key, made at first start (`DATA_DIR/node_key`, 0600)."""
+    path = data_dir / KEY_FILE
+    if not path.exists():
+        write_secret(path, bytes(nacl.signing.SigningKey.generate()))
+    seed = path.read_bytes()
+    if len(seed) != 32:
+        raise config.ConfigError(f"{path}: not a node key (32 bytes)")
+    return nacl.signing.SigningKey(seed)
+
+
+class Federation:
+    def __init__(self, node: Node, settings: Settings, proxy: Callable[[], str | None]) -> None:
+        fed = settings.federation
+        self.node = node
+        self.settings = fed
+        self.name = fed.name
+        self.key = node_key(settings.server.data_dir)
+        self.network_key = config.network_secret(settings)
+        # a repair may bring back this node's own messages (a restore from a backup)
+        self.peers = config.peers(settings) | {self.name: bytes(self.key.verify_key)}
+        self.rooms = frozenset(fed.rooms)
+        subscriptions = [
+            envelope.topic(fed.network, "+", "m", "+"),
+            envelope.topic(fed.network, "+", "s"),
+        ]
+        self.links = [
+            Link(
+                broker,
+                fed,
+                node.store,
+                subscriptions,
+                self.payload,
+                self.deliver,
+                self.connected,
+                proxy,
+            )
+            for broker in settings.brokers
+        ]
+        self.repair = Repair(self)
+        self.drops: collections.Counter[str] = collections.Counter()
+        self.seen: dict[str, float] = {}  # peer -> when something it signed last came
+        self._dropped_said = 0.0
+        self._payloads: collections.OrderedDict[tuple[str, str], tuple[str, bytes]] = (
+            collections.OrderedDict()
+        )
+
+    def install(self) -> None:
+        self.node.outbox = self.outbox
+        self.node.listeners.append(self.heard)
+        self.node.reports["federation"] = self.status
+
+    def start(self) -> None:
+        for link in self.links:
+            link.start()
+        self.repair.start()
+
+    async def close(self) -> None:
+        await self.repair.close()
+        for link in self.links:
+            await link.close()
+
+    # -- what is shared -------------------------------------------------------------------
+
+    def shares(self, room: str) -> bool:
+        return not room.startswith("@") and ("*" in self.rooms or room in self.rooms)
+
+    def outbox(self, room: Room, message: Message) -> Sequence[str]:
+        if message.to is not None or not self.shares(room.name):
+            return ()
+        return [link.broker.url for link in self.links]
+
+    def heard(self, arrival: Arrival) -> None:
+        if arrival.peer is None and self.shares(arrival.room.name):
+            for link in self.links:
+                link.wake()
+
+    def connected(self) -> None:
+        """A broker (re)connected: whatever was missed meanwhile is caught up at once."""
+        self.repair.soon()
+
+    def payload(self, room: Room, message: Message) -> tuple[str, bytes]:
+        """The topic and sealed payload of a message written here, made once for all brokers."""
+        cache_key = (room.name, message.id)
+        found = self._payloads.get(cache_key)
+        if found is not None:
+            self._payloads.move_to_end(cache_key)
+            return found
+        body = envelope.message_body(self.name, room.protected, message)
+        item = envelope.signed(body, self.key)
+        tag = envelope.room_tag(self.network_key, room.name)
+        made = (
+            envelope.topic(self.settings.network, self.name, "m", tag),
+            envelope.seal(item, self.network_key),
+        )
+        self._payloads[cache_key] = made
+        if len(self._payloads) > PAYLOAD_CACHE:
+            self._payloads.popitem(last=False)
+        return made
+
+    # -- what comes in --------------------------------------------------------------------
+
+    async def deliver(self, topic: str, payload: bytes) -> None:
+        """One payload from a broker. Whatever is wrong with it, it is dropped and counted
+        (the log says why, never what it held): the node and its links go on."""
+        parts = topic.split("/")
+        if len(parts) < 3 or parts[0] != self.settings.network:
+            return self.drop("on a topic outside the network")
+        if parts[1] == self.name:
+            return None  # our own, back from the broker
+        try:
+            item = envelope.unseal(payload, self.network_key)
+            body = envelope.verify(item, self.peers)
+            self.seen[body.origin] = time.time()
+            match body:
+                case MessageBody():
+                    await self.take(body, item)
+                case SyncBody():
+                    await self.repair.sync(body)
+                case BundleBody():
+                    await self.repair.bundle(body)
+        except Broken as exc:
+            self.drop(str(exc))
+        except Exception:
+            log.exception("a delivery failed", extra={"event": "error"})
+        return None
+
+    async def take(self, body: MessageBody, item: bytes) -> bool:
+        """A message another node signed (or this one, brought back by a repair): checked as a
+        client's would be, then in through the node's door. Whether it was new."""
+        if not ids.is_valid(body.id) or ids.milliseconds(body.id) != body.ts:
+            raise Broken("an id that is not its time")
+        if body.ts > (time.time() + self.settings.max_skew) * 1000:
+            raise Broken("from the future")
+        try:
+            if names.username(body.sender) != body.sender:
+                raise Broken("a sender name not in its canonical form")
+            if names.room(body.room) != body.room:
+                raise Broken("a room name not in its canonical form")
+            if not self.shares(body.room):
+                return False
+            room = await self.node.shared_room(body.room, body.protected)
+            text, box = self.node.check_body(
+                room, body.text, body.box, self.node.settings.limits.max_text_chars
+            )
+        except ProtocolError as exc:
+            raise Broken(f"refused as a client's would be ({exc.code.value})") from None
+        ours = body.origin == self.name
+        message = Message(
+            id=body.id,
+            room=room.name,
+            ts=body.ts,
+            sender=body.sender if ours else f"{body.sender}@{body.origin}",
+            text=text,
+            box=box,
+            me=body.me,
+        )
+        signature = item[: envelope.SIGNATURE_BYTES]
+        return await self.node.accept(room, message, peer=body.origin, signature=signature)
+
+    def drop(self, why: str) -> None:
+        self.drops[why] += 1
+        now = time.monotonic()
+        if now - self._dropped_said > DROPS_LOGGED_EVERY:
+            self._dropped_said = now
+            log.warning(
+                "dropped what a broker delivered",
+                extra={"event": "federation_drop", "why": why, "drops": sum(self.drops.values())},
+            )
+
+    # -- what is told ---------------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        sizes = await self.node.store.outbox_sizes()
+        return {
+            "name": self.name,
+            "brokers": [
+                {
+                    "broker": link.status.broker,
+                    "state": link.status.state,
+                    "since": round(link.status.since, 3),
+                    "error": link.status.error,
+                    "connects": link.status.connects,
+                    "published": link.status.published,
+                    "received": link.status.received,
+                    "outbox": sizes.get(link.broker.url, 0),
+                }
+                for link in self.links
+            ],
+            "peers": [
+                {
+                    "peer": peer,
+                    "last_heard": round(self.seen[peer], 3) if peer in self.seen else None,
+                }
+                for peer in sorted(self.peers)
+                if peer != self.name
+            ],
+            "repair": {"rounds": self.repair.rounds, "pushed": self.repair.pushed},
+            "dropped": dict(self.drops),
+        }

@@ -1,0 +1,108 @@
+"""Real mosquitto brokers for the tests: each on a free loopback port, with a config file of its
+own, started and ended by the PID recorded when it started (never another process)."""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"  # scripts/system-packages
+MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Mosquitto:
+    """One broker. `lines` are extra mosquitto.conf lines for its listener (TLS, passwords,
+    ACLs, queue limits)."""
+
+    def __init__(self, directory: Path, lines: list[str] | None = None) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.lines = lines or []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = directory / "mosquitto.log"
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        conf = self.directory / "mosquitto.conf"
+        conf.write_text(
+            "\n".join(
+                [
+                    "per_listener_settings true",
+                    # started as root, mosquitto would drop to its own user, who cannot read
+                    # the test's files: it stays the test's user
+                    f"user {getpass.getuser()}",
+                    f"listener {self.port} 127.0.0.1",
+                    *(self.lines or ["allow_anonymous true"]),
+                    "log_dest stderr",
+                    "log_type error",
+                    "log_type warning",
+                    "",
+                ]
+            )
+        )
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [MOSQUITTO, "-c", str(conf)], stdout=log, stderr=log, stdin=subprocess.DEVNULL
+            )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited: {self.log_path.read_text()[-2000:]}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 0.2),
+            ):
+                return
+            time.sleep(0.02)
+        raise RuntimeError("mosquitto did not listen within 10 s")
+
+    def kill(self) -> None:
+        """SIGKILL: whatever it held in memory is gone."""
+        self._end(signal.SIGKILL)
+
+    def stop(self) -> None:
+        self._end(signal.SIGTERM)
+
+    def _end(self, sig: signal.Signals) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+            self.proc.wait(10)
+        self.proc = None
+
+
+@contextlib.contextmanager
+def brokers(root: Path, count: int, lines: list[str] | None = None) -> Iterator[list[Mosquitto]]:
+    started = [Mosquitto(root / f"broker{n}", lines) for n in range(count)]
+    try:
+        for broker in started:
+            broker.start()
+        yield started
+    finally:
+        for broker in started:
+            broker.stop()
+
+
+def password_file(path: Path, users: dict[str, str]) -> Path:
+    path.write_text("")
+    for user, password in users.items():
+        subprocess.run([MOSQUITTO_PASSWD, "-b", str(path), user, password], check=True)
+    return path

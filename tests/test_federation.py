@@ -1,0 +1,351 @@
+"""Federation (issue 12): nodes share rooms through real mosquitto brokers, and no broker's loss
+loses a message or shows one twice. Nodes run in process (tests/inproc.py: the real node,
+store and features, with their own SQLite files); brokers are real mosquitto processes on
+loopback ports of their own (tests/brokers.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import contextlib
+import secrets
+import ssl
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import nacl.signing
+import pytest
+import trustme
+from brokers import brokers, password_file
+from federation import Network, history, linked, messages, until
+from inproc import member
+
+from onionchat.federation import envelope
+from onionchat.ids import IdGenerator
+from onionchat.server import Server
+
+
+async def test_three_nodes_and_two_brokers_show_every_message_once_in_order(
+    tmp_path: Path,
+) -> None:
+    with brokers(tmp_path, 2) as pair:
+        net = Network(tmp_path, ["north", "south", "east"], [b.url for b in pair])
+        async with net.all() as nodes:
+            people = [
+                await member(parts, name)
+                for parts, name in zip(nodes, ["ann", "bob", "cat"], strict=True)
+            ]
+            for person in people:
+                await person.join("lobby")
+            for n in range(20):
+                for person in people:
+                    await person.say("lobby", f"{person.user} {n}", ref=f"{person.user}{n}")
+            for person, parts in zip(people, nodes, strict=True):
+                got = await messages(person, 60)
+                counts = collections.Counter(m["id"] for m in got)
+                assert len(counts) == 60 and max(counts.values()) == 1, "a message shown twice"
+                by_sender: dict[str, list[str]] = collections.defaultdict(list)
+                for m in got:
+                    by_sender[m["sender"]].append(m["text"])
+                here = parts.federation.name if parts.federation else ""
+                for other, node in (("ann", "north"), ("bob", "south"), ("cat", "east")):
+                    shown = other if node == here else f"{other}@{node}"
+                    assert by_sender[shown] == [f"{other} {n}" for n in range(20)], shown
+            stored = [await history(parts, "lobby") for parts in nodes]
+            ids = [[i for i, _, _ in h] for h in stored]
+            assert ids[0] == ids[1] == ids[2] and len(ids[0]) == 60
+            assert ids[0] == sorted(ids[0])  # by (time, id): the same order everywhere
+            north = {text: sender for _, sender, text in stored[0]}
+            assert north["bob 3"] == "bob@south" and north["ann 3"] == "ann"
+
+
+async def count_ids(parts: Server, room: str) -> collections.Counter[str]:
+    stored = await history(parts, room)
+    return collections.Counter(i for i, _, _ in stored)
+
+
+async def test_a_broker_killed_in_a_steady_stream_loses_nothing_and_shows_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    with brokers(tmp_path, 2) as pair:
+        net = Network(tmp_path, ["north", "south"], [b.url for b in pair])
+        async with net.all() as (north, south):
+            ann, bob = await member(north, "ann"), await member(south, "bob")
+            await ann.join("lobby")
+            await bob.join("lobby")
+            for n in range(200):
+                if n == 60:
+                    pair[0].kill()  # SIGKILL: what it held in memory, acknowledged or not, is gone
+                await ann.say("lobby", f"steady {n}", ref=f"s{n}")
+                await asyncio.sleep(0.005)
+            got = await messages(bob, 200)
+            assert collections.Counter(m["id"] for m in got).most_common(1)[0][1] == 1
+            assert [m["text"] for m in got] == [f"steady {n}" for n in range(200)]
+            for parts in (north, south):
+                counts = await count_ids(parts, "lobby")
+                assert len(counts) == 200 and set(counts.values()) == {1}
+            assert north.federation is not None
+            status = await north.federation.status()
+            dead, alive = status["brokers"]
+            assert dead["state"] != "up" and dead["outbox"] > 0 and alive["outbox"] == 0
+
+
+async def test_with_every_broker_down_messages_wait_and_arrive_when_one_is_back(
+    tmp_path: Path,
+) -> None:
+    with brokers(tmp_path, 2) as pair:
+        net = Network(tmp_path, ["north", "south"], [b.url for b in pair])
+        async with net.all() as (north, south):
+            ann, bob = await member(north, "ann"), await member(south, "bob")
+            await ann.join("lobby")
+            await bob.join("lobby")
+            await ann.say("lobby", "before")
+            await messages(bob, 1)
+            for broker in pair:
+                broker.kill()
+            for n in range(30):  # accepted and shown on their node meanwhile
+                ack = await ann.say("lobby", f"while down {n}", ref=f"d{n}")
+                assert ack["id"]
+            await bob.nothing()
+            pair[1].start()  # on its port again, with nothing of before
+            got = await messages(bob, 31)
+            assert [m["text"] for m in got] == ["before"] + [f"while down {n}" for n in range(30)]
+            assert len({m["id"] for m in got}) == len(got)
+
+
+async def test_a_node_away_longer_than_a_broker_queues_catches_up_without_anyone_speaking(
+    tmp_path: Path,
+) -> None:
+    """mosquitto keeps 10 messages for an absent session here (1,000 by default): south,
+    stopped while north writes 150, gets them all back by repair as soon as it is up."""
+    with brokers(tmp_path, 2, ["allow_anonymous true", "max_queued_messages 10"]) as pair:
+        net = Network(tmp_path, ["north", "south"], [b.url for b in pair])
+        async with net.node("north") as north:
+            async with net.node("south") as south:
+                await linked([north, south])
+                bob = await member(south, "bob")
+                await bob.join("lobby")
+                ann = await member(north, "ann")
+                await ann.join("lobby")
+                await ann.say("lobby", "first")
+                await messages(bob, 1)
+            for n in range(150):
+                await ann.say("lobby", f"while away {n}", ref=f"a{n}")
+            async with net.node("south") as south:
+
+                async def caught_up() -> bool:
+                    return len(await count_ids(south, "lobby")) == 151
+
+                await until(caught_up, what="south caught up")
+                counts = await count_ids(south, "lobby")
+                assert set(counts.values()) == {1}
+                expected = [(i, f"{s}@north", t) for i, s, t in await history(north, "lobby")]
+                assert await history(south, "lobby") == expected
+
+
+async def raw_client(url: str, **options: Any) -> aiomqtt.Client:
+    """A client of the test's own, straight on a broker, as an attacker or a curious operator."""
+    parsed = urllib.parse.urlsplit(url)
+    return aiomqtt.Client(parsed.hostname or "", parsed.port or 1883, **options)
+
+
+async def test_what_is_forged_unsigned_replayed_oversized_or_malformed_is_dropped(
+    tmp_path: Path,
+) -> None:
+    with brokers(tmp_path, 1) as (broker,):
+        net = Network(tmp_path, ["north", "south"], [broker.url])
+        async with net.all() as (north, south):
+            bob = await member(south, "bob")
+            await bob.join("lobby")
+            assert north.federation is not None and south.federation is not None
+            key = north.federation.key  # north's own key, as if stolen from its data dir
+            network = net_key(net)
+            room_tag = envelope.room_tag(network, "lobby")
+            topic = envelope.topic("onionchat", "north", "m", room_tag)
+            ids = IdGenerator()
+
+            def body(text: str, **changes: Any) -> envelope.MessageBody:
+                id_, ts = ids.next()
+                fields: dict[str, Any] = {
+                    "origin": "north",
+                    "room": "lobby",
+                    "protected": False,
+                    "id": id_,
+                    "ts": ts,
+                    "sender": "ann",
+                    "text": text,
+                }
+                return envelope.MessageBody(**(fields | changes))
+
+            good = envelope.signed(body("a real one"), key)
+            stranger = nacl.signing.SigningKey.generate()
+            future = body("from the future", ts=int((time.time() + 3600) * 1000))
+            future = envelope.MessageBody(
+                **{
+                    **{f: getattr(future, f) for f in future.__struct_fields__},
+                    "id": _id_at(future.ts),
+                }
+            )
+            replayed = good[:64] + envelope.encode(body("a real one", id=ids.next()[0]))
+            attacks = {
+                "not sealed": b"plain text, no secretbox",
+                "unsigned": envelope.seal(envelope.encode(body("no signature")), network),
+                "a stranger's key": envelope.seal(envelope.signed(body("x"), stranger), network),
+                "another network": envelope.seal(good, secrets.token_bytes(32)),
+                "replayed under another id": envelope.seal(replayed, network),
+                "oversized": envelope.seal(b"x" * (300 * 1024), network),
+                "malformed": envelope.seal(b"\0" * 64 + b"{not json", network),
+                "from the future": envelope.seal(envelope.signed(future, key), network),
+                "a text in a bad form": envelope.seal(envelope.signed(body(" "), key), network),
+            }
+            async with await raw_client(broker.url, identifier="mallory") as mallory:
+                for payload in attacks.values():
+                    await mallory.publish(topic, payload, qos=1)
+                await mallory.publish(topic, envelope.seal(good, network), qos=1)
+                await mallory.publish(topic, envelope.seal(good, network), qos=1)  # replayed
+                await mallory.publish("elsewhere/north/m/x", envelope.seal(good, network), qos=1)
+            got = await messages(bob, 1)
+            assert [m["text"] for m in got] == ["a real one"]
+            reasons = {
+                "not sealed with the network key": 2,  # not sealed, another network
+                "malformed": 2,  # unsigned (no signature before the body), malformed
+                "bad signature": 2,  # a stranger's key, replayed under another id
+                "oversized": 1,
+                "from the future": 1,
+                "refused as a client's would be (bad_body)": 1,
+            }
+            drops = south.federation.drops
+            await until(lambda: drops == reasons, what=str(reasons))
+            await bob.say("lobby", "the node still serves")
+            assert [text for _, _, text in await history(south, "lobby")] == [
+                "a real one",
+                "the node still serves",
+            ]
+
+
+def _id_at(ms: int) -> str:
+    """An id whose time is `ms` (as a node with a clock that far ahead would make)."""
+    value = (ms << 80) | secrets.randbits(79)
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    return "".join(alphabet[(value >> (5 * (25 - n))) & 31] for n in range(26))
+
+
+def net_key(net: Network) -> bytes:
+    return base64.b64decode(net.secret)
+
+
+async def test_brokers_see_no_room_name_and_no_text(tmp_path: Path) -> None:
+    """A subscriber of the test's own on the broker takes in everything it carries: ciphertext
+    only, on topics that name no room."""
+    with brokers(tmp_path, 1) as (broker,):
+        net = Network(tmp_path, ["north", "south"], [broker.url])
+        async with net.all() as (north, south):
+            captured: list[tuple[str, bytes]] = []
+            async with await raw_client(broker.url, identifier="curious") as spy:
+                await spy.subscribe("#", qos=1)
+
+                async def listen() -> None:
+                    async for message in spy.messages:
+                        assert isinstance(message.payload, bytes)
+                        captured.append((message.topic.value, message.payload))
+
+                listening = asyncio.create_task(listen())
+                ann, bob = await member(north, "ann"), await member(south, "bob")
+                await ann.join("secretplans")
+                await bob.join("secretplans")
+                await ann.say("secretplans", "the password is swordfish")
+                await messages(bob, 1)
+                await until(lambda: len(captured) >= 1)
+                listening.cancel()
+            assert captured
+            for topic, payload in captured:
+                for word in (b"secretplans", b"swordfish", b"ann"):
+                    assert word not in payload and word.decode() not in topic
+
+
+@pytest.mark.parametrize("version", ["5", "3.1.1"])
+async def test_a_short_absence_is_replayed_by_the_brokers_session(
+    tmp_path: Path, version: str
+) -> None:
+    """The session outlives the connection (MQTT 5: a session expiry and no clean start; 3.1.1:
+    clean_session off): what came meanwhile is the broker's to give, not a repair's."""
+    with brokers(tmp_path, 1) as (broker,):
+        net = Network(tmp_path, ["north", "south"], [f"{broker.url}?version={version}"])
+        async with net.node("north") as north:
+            async with net.node("south") as south:
+                await linked([north, south])
+            ann = await member(north, "ann")
+            await ann.join("lobby")
+            for n in range(20):
+                await ann.say("lobby", f"meanwhile {n}", ref=f"m{n}")
+            async with net.node("south") as south:
+                bob = await member(south, "bob")
+                await bob.join("lobby")
+                got = await messages(bob, 20)
+                assert [m["text"] for m in got] == [f"meanwhile {n}" for n in range(20)]
+                assert north.federation is not None
+                assert north.federation.repair.pushed == 0  # all of it came from the session
+
+
+async def test_a_tls_broker_with_passwords_and_acls(tmp_path: Path) -> None:
+    """mqtts:// with a CA of the test's own, a password per node from an environment variable,
+    and the ACL of docs/federation.md: each node publishes only under its own name."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    files = tmp_path / "tls"
+    files.mkdir()
+    ca.cert_pem.write_to_path(str(files / "ca.pem"))
+    cert.private_key_and_cert_chain_pem.write_to_path(str(files / "server.pem"))
+    passwords = {"north": secrets.token_hex(8), "south": secrets.token_hex(8), "spy": "s"}
+    password_file(files / "passwd", passwords | {"mallory": "m"})
+    (files / "acl").write_text("pattern write onionchat/%u/#\npattern read onionchat/#\n")
+    lines = [
+        f"cafile {files / 'ca.pem'}",
+        f"certfile {files / 'server.pem'}",
+        f"keyfile {files / 'server.pem'}",
+        "allow_anonymous false",
+        f"password_file {files / 'passwd'}",
+        f"acl_file {files / 'acl'}",
+    ]
+    with brokers(tmp_path, 1, lines) as (broker,):
+        net = Network(tmp_path, ["north", "south"], [])
+        nodes = {}
+        async with contextlib.AsyncExitStack() as stack:
+            for name in net.names:
+                net.brokers = [
+                    f"mqtts://{name}@127.0.0.1:{broker.port}"
+                    f"?password_env=MQTT_PASSWORD_{name.upper()}&ca={files / 'ca.pem'}"
+                ]
+                password = {f"MQTT_PASSWORD_{name.upper()}": passwords[name]}
+                nodes[name] = await stack.enter_async_context(net.node(name, **password))
+            await linked(list(nodes.values()))
+            ann, bob = await member(nodes["north"], "ann"), await member(nodes["south"], "bob")
+            await ann.join("lobby")
+            await bob.join("lobby")
+            await ann.say("lobby", "over TLS")
+            assert [m["text"] for m in await messages(bob, 1)] == ["over TLS"]
+            context = ssl.create_default_context(cafile=str(files / "ca.pem"))
+            spied: list[str] = []
+            async with aiomqtt.Client(
+                "127.0.0.1", broker.port, username="spy", password="s", tls_context=context
+            ) as spy:
+                await spy.subscribe("onionchat/#", qos=1)
+                async with aiomqtt.Client(
+                    "127.0.0.1",
+                    broker.port,
+                    username="mallory",
+                    password="m",
+                    tls_context=context,
+                ) as mallory:
+                    await mallory.publish("onionchat/north/m/forged", b"as north", qos=1)
+                    await mallory.publish("onionchat/mallory/m/own", b"as herself", qos=1)
+                async with asyncio.timeout(5):
+                    async for message in spy.messages:
+                        spied.append(message.topic.value)
+                        if message.topic.value == "onionchat/mallory/m/own":
+                            break
+            assert "onionchat/north/m/forged" not in spied  # the broker refused it

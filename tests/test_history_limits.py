@@ -1,0 +1,36 @@
+"""History pages are the costliest thing a client can ask for (up to `limits.history_bytes`
+read and encoded each): a user gets `limits.history_rate` of them a second over all their
+connections, with a burst for scrolling back; past it a clear refusal, the connection lives on,
+and another user's pages are not touched. In process (tests/inproc.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from inproc import connection, member, running
+
+
+async def test_history_pages_past_the_rate_are_refused_and_nobody_else_is_slowed(
+    tmp_path: Path,
+) -> None:
+    env = {"ONIONCHAT_LIMITS_HISTORY_RATE": "1", "ONIONCHAT_LIMITS_RATE": "1000"}
+    async with running(tmp_path / "node", env) as parts:
+        mallory = await member(parts, "mallory")
+        second = await connection(parts, mallory.token)
+        alice = await member(parts, "alice")
+        for person in (mallory, second, alice):
+            await person.join("lobby")
+        await alice.say("lobby", "something to page through")
+        for n in range(12):  # a burst of 10, over both of mallory's connections
+            await (mallory if n % 2 else second).send(type="history", room="lobby", ref=f"h{n}")
+        for n in range(12):
+            person = mallory if n % 2 else second
+            frame = await person.expect("history" if n < 10 else "error", ref=f"h{n}")
+            assert n < 10 or frame["code"] == "rate_limited"
+        refusal = frame
+        assert "at most 1 history pages a second" in refusal["message"]
+        await mallory.send(type="ping", ref="alive")
+        await mallory.expect("pong", ref="alive")
+        await alice.send(type="history", room="lobby", ref="mine")
+        page = await alice.expect("history", ref="mine")
+        assert [m["text"] for m in page["messages"]] == ["something to page through"]

@@ -1,0 +1,87 @@
+"""One way in for every message (issue 12): written by a user, by a bot or on another node,
+a message is stored once, fanned out once and told to the listeners once. In process
+(tests/inproc.py): the real node, store and features, without HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import msgspec
+from inproc import member, running
+
+from onionchat.ids import IdGenerator
+from onionchat.node import Arrival
+from onionchat.protocol import Message
+
+
+async def test_a_copy_of_a_stored_message_changes_nothing_and_is_shown_to_no_one(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path / "node") as parts:
+        alice = await member(parts, "alice")
+        bob = await member(parts, "bob")
+        await alice.join("lobby")
+        await bob.join("lobby")
+        heard: list[Arrival] = []
+        parts.node.listeners.append(heard.append)
+        room = await parts.node.room("lobby")
+        id_, ts = IdGenerator().next()
+        message = Message(id=id_, room="lobby", ts=ts, sender="carol@north", text="from afar")
+
+        assert await parts.node.accept(room, message, peer="north")
+        for _copy in range(3):  # a redelivery, a second broker, a repair
+            assert not await parts.node.accept(room, message, peer="north")
+
+        got = await bob.expect("message", id=id_)
+        assert got["text"] == "from afar" and got["sender"] == "carol@north"
+        await bob.nothing()
+        await alice.expect("message", id=id_)
+        await alice.nothing()
+        assert [a.message.id for a in heard] == [id_]
+        assert heard[0].peer == "north" and heard[0].conn is None
+        history, _ = await parts.store.history(room, None, 50)
+        assert [m.id for m in history] == [id_]
+
+
+async def test_a_message_written_here_is_acked_then_told_to_every_listener(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path / "node") as parts:
+        alice = await member(parts, "alice")
+        bob = await member(parts, "bob")
+        await alice.join("lobby")
+        await bob.join("lobby")
+        heard: list[Arrival] = []
+        parts.node.listeners.append(heard.append)
+        ack = await alice.say("lobby", "hello @carol")
+        before = await alice.barrier()
+        assert [f["id"] for f in before if f["type"] == "message"] == [ack["id"]]
+        assert (await bob.expect("message"))["id"] == ack["id"]
+        assert [(a.message.id, a.conn is alice.conn, a.peer) for a in heard] == [
+            (ack["id"], True, None)
+        ]
+        carol = await member(parts, "carol")  # mentions are a listener too
+        await alice.say("lobby", "and again @carol", ref="r2")
+        mention = await carol.expect("mention")
+        assert mention["text"] == "and again @carol" and mention["room"] == "lobby"
+
+
+async def test_a_batch_with_copies_stores_each_message_once(tmp_path: Path) -> None:
+    """Copies that reach the store in one batch (two brokers at once) are told apart too."""
+
+    async with running(tmp_path / "node") as parts:
+        room = await parts.store.create_room("lobby", False)
+        ids = IdGenerator()
+        messages = []
+        for n in range(20):
+            id_, ts = ids.next()
+            messages.append(Message(id=id_, room="lobby", ts=ts, sender="x", text=f"m{n}"))
+        copies = messages + messages[::2]
+        new = await asyncio.gather(*(parts.store.add_message(room.id, m) for m in copies))
+        assert sum(new) == 20
+        assert [i for i, n in enumerate(new) if n] == list(range(20))
+        stored, _ = await parts.store.history(room, None, 50)
+        assert [msgspec.to_builtins(m) for m in stored] == [
+            msgspec.to_builtins(m) for m in messages
+        ]
