@@ -67,6 +67,8 @@ def _options(cls: type[Any], p: argparse.ArgumentParser, skip: tuple[str, ...] =
         text = f.metadata.get("help", "")
         if f.type in ("bool", bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif f.type in ("str", str):
+            p.add_argument(flag, default=None, help=f"{text} (default {f.default})")
         else:
             kind = int if f.type in ("int", int) else float
             p.add_argument(flag, type=kind, default=None, help=f"{text} (default {f.default:g})")
@@ -109,7 +111,7 @@ QUICK: dict[str, dict[str, Any]] = {
         "baseline_again": False,
         "interleave": False,
     },
-    "federation": {"seconds": 3.0, "rates": "200,800", "ceiling_messages": 5_000},
+    "federation": {"seconds": 3.0, "rates": "500,2000", "ceiling_messages": 5_000},
 }
 
 

@@ -52,6 +52,10 @@ class Mosquitto:
                     f"user {getpass.getuser()}",
                     f"listener {self.port} 127.0.0.1",
                     *(self.lines or ["allow_anonymous true"]),
+                    # mosquitto 2.0.11 (Debian 12) hands queued QoS 1 messages out at ~60 a
+                    # second once a client's in-flight quota is full: docs/federation.md
+                    "max_inflight_messages 0",
+                    "set_tcp_nodelay true",  # small packets each way: no Nagle (40 ms each)
                     "log_dest stderr",
                     "log_type error",
                     "log_type warning",

@@ -21,11 +21,13 @@ from typing import Any
 
 import httpx
 import pytest
+import stem.control
 import websockets
 from playwright.async_api import Browser, async_playwright
 from websockets.asyncio.client import ClientConnection
 
 from onionchat import crypto
+from onionchat.tor import find_tor
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's, installed by scripts/system-packages
 CHROMIUM_ARGS = [
@@ -38,6 +40,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "build" / "screenshots"
+TESTNET = Path(__file__).resolve().parent.parent / "scripts" / "testnet.py"
 
 FAST_AUTH = {
     "ONIONCHAT_AUTH_ARGON2": "min",
@@ -413,3 +416,93 @@ async def pipe_client(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+# -- a private Tor network, and a client tor on it (one per session, for every test) -------------
+
+
+class Tor:
+    """A tor we start for a test (a client, or one a node attaches to), stopped by its PID."""
+
+    def __init__(self, data_dir: Path, lines: str) -> None:
+        data_dir.mkdir(parents=True, mode=0o700)
+        self.data_dir = data_dir
+        port_file = data_dir / "control-port"
+        torrc = data_dir / "torrc"
+        torrc.write_text(
+            f"DataDirectory {data_dir}\n"
+            "SocksPort 127.0.0.1:auto ExtendedErrors\n"
+            "ControlPort 127.0.0.1:auto\n"
+            f"ControlPortWriteToFile {port_file}\n"
+            "CookieAuthentication 1\n"
+            f"Log notice file {data_dir}/tor.log\n"
+            f"__OwningControllerProcess {os.getpid()}\n" + lines
+        )
+        tor = find_tor()
+        assert tor, "tor is missing: scripts/system-packages installs it"
+        self.proc = subprocess.Popen(
+            [tor, "-f", str(torrc), "--defaults-torrc", os.devnull],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while not port_file.exists():
+            assert self.proc.poll() is None, (data_dir / "tor.log").read_text()
+            assert time.monotonic() < deadline, "tor did not open its control port"
+            time.sleep(0.05)
+        self.control_port = int(port_file.read_text().strip().rpartition(":")[2])
+        self.controller = stem.control.Controller.from_port(port=self.control_port)
+        self.controller.authenticate()
+        self.socks_port = int(self.controller.get_listeners(stem.control.Listener.SOCKS)[0][1])
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        """Bootstrapped, and its consensus lists the relays (the notes: else a rendezvous
+        can hang for minutes)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            phase = self.controller.get_info("status/bootstrap-phase")
+            if (
+                "PROGRESS=100" in phase
+                and self.controller.get_info("status/enough-dir-info") == "1"
+            ):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"client tor not ready: {phase}")
+
+    @property
+    def socks(self) -> str:
+        return f"127.0.0.1:{self.socks_port}"
+
+    def stop(self) -> None:
+        self.controller.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@pytest.fixture(scope="session")
+def testnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The testnet's client torrc lines; the network is stopped after the session."""
+    state = tmp_path_factory.mktemp("testnet")
+    env = {**os.environ, "ONIONCHAT_TESTNET_DIR": str(state)}
+    up = subprocess.run(
+        [sys.executable, str(TESTNET), "up"], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        yield state / "client.torrc"
+    finally:
+        subprocess.run([sys.executable, str(TESTNET), "down"], env=env, timeout=60, check=False)
+
+
+@pytest.fixture(scope="session")
+def client_tor(testnet: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tor]:
+    tor = Tor(tmp_path_factory.mktemp("client-tor") / "tor", testnet.read_text())
+    try:
+        tor.wait_ready()
+        yield tor
+    finally:
+        tor.stop()

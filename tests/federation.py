@@ -15,6 +15,7 @@ from typing import Any
 from inproc import Member, running
 
 from onionchat.federation.network import node_key
+from onionchat.protocol import ProtocolError
 from onionchat.server import Server, private_data_dir
 
 
@@ -104,6 +105,10 @@ async def messages(member: Member, count: int, timeout: float = 20.0) -> list[di
 
 
 async def history(parts: Server, room: str) -> list[tuple[str, str, str | None]]:
-    found = await parts.node.room(room)
+    """(id, sender, text) of a room's messages in the node's database (none: no room yet)."""
+    try:
+        found = await parts.node.room(room)
+    except ProtocolError:
+        return []
     stored, _ = await parts.store.history(found, None, 10_000)
     return [(m.id, m.sender, m.text) for m in stored]

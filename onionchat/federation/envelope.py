@@ -106,24 +106,35 @@ def unseal(payload: bytes, network_key: bytes) -> bytes:
         raise Broken("not sealed with the network key") from None
 
 
-def verify(item: bytes, peers: dict[str, bytes]) -> Body:
-    """The body of a signed item, if its origin is a trusted peer and signed it."""
+def decode(item: bytes) -> Body:
+    """The body of a signed item, not yet checked (`check` does)."""
     if len(item) <= SIGNATURE_BYTES:
         raise Broken("too short")
-    signature, data = item[:SIGNATURE_BYTES], item[SIGNATURE_BYTES:]
     try:
-        body: Body = _decoder.decode(data)
+        body: Body = _decoder.decode(item[SIGNATURE_BYTES:])
     except msgspec.DecodeError:
         raise Broken("malformed") from None
+    return body
+
+
+def check(item: bytes, body: Body, peers: dict[str, bytes]) -> None:
+    """Whether its origin is a trusted peer, which signed it, canonically."""
     key = peers.get(body.origin)
     if key is None:
         raise Broken("from a node that is not a trusted peer")
+    signature, data = item[:SIGNATURE_BYTES], item[SIGNATURE_BYTES:]
     try:
         nacl.signing.VerifyKey(key).verify(SIGN_LABEL + data, signature)
     except nacl.exceptions.BadSignatureError:
         raise Broken("bad signature") from None
     if _encoder.encode(body) != data:
         raise Broken("not canonical")
+
+
+def verify(item: bytes, peers: dict[str, bytes]) -> Body:
+    """The body of a signed item, if its origin is a trusted peer and signed it."""
+    body = decode(item)
+    check(item, body, peers)
     return body
 
 

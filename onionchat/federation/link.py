@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import random
+import socket
 import ssl
 import time
 import urllib.parse
@@ -41,6 +42,8 @@ log = logging.getLogger("onionchat.federation")
 
 BATCH = 256  # outbox rows read and published at once
 IN_FLIGHT = 64  # publishes awaiting their PUBACK at once
+FLUSH_EVERY = 0.1  # seconds between two deletions of acknowledged outbox rows
+FRESH = 10_000  # new messages queued in memory for a broker; past it, read from the database
 DELIVERING = 256  # messages from the broker being checked and stored at once
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 60.0
@@ -81,7 +84,10 @@ class Link:
         self.connected = connected
         self.proxy = proxy
         self.status = LinkState(broker.url)
-        self._wake = asyncio.Event()
+        self._fresh: asyncio.Queue[tuple[Room, Message]] = asyncio.Queue()
+        self._overflow = False
+        self._publishing: set[asyncio.Task[None]] = set()
+        self._acked: list[tuple[int, str]] = []
         self._task: asyncio.Task[None] | None = None
         self._client_up: aiomqtt.Client | None = None
         self._delivering: set[asyncio.Task[None]] = set()
@@ -101,9 +107,15 @@ class Link:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def wake(self) -> None:
-        """New outbox rows for this broker."""
-        self._wake.set()
+    def written(self, room: Room, message: Message) -> None:
+        """A message written here, with its outbox row for this broker committed: published
+        now if the broker is up (else after the reconnect, from the database)."""
+        if self._client_up is None or self._overflow:
+            return
+        if self._fresh.qsize() >= FRESH:
+            self._overflow = True  # the rest is read from the database
+            return
+        self._fresh.put_nowait((room, message))
 
     async def send(self, topic: str, payload: bytes) -> None:
         """Publish what no outbox keeps (a repair step, asked again next round): at QoS 1 if
@@ -117,15 +129,19 @@ class Link:
     # -- the connection -------------------------------------------------------------------
 
     async def _run(self) -> None:
-        client = self._client()
         failures = 0
         while True:
+            if self.broker.tor and self.proxy() is None:
+                self.status.state = "waiting for tor"  # it is starting: no failure yet
+                await asyncio.sleep(1.0)
+                continue
             try:
+                client = self._client()
                 async with client:
                     failures = 0
                     await client.subscribe([(topic, 1) for topic in self.subscriptions])
                     self._up()
-                    self._client_up = client
+                    self._client_up = client  # from now on new messages are queued here
                     self.connected()
                     try:
                         async with asyncio.TaskGroup() as tasks:
@@ -198,6 +214,8 @@ class Link:
             keepalive=60 if b.tor else 20,
             max_queued_incoming_messages=0,
             max_inflight_messages=IN_FLIGHT,
+            # small packets each way (PUBLISH, PUBACK): Nagle and delayed ACKs cost 40 ms each
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
         client.pending_calls_threshold = IN_FLIGHT * 4  # aiomqtt would warn past 10
         client._client.connect_timeout = timeout
@@ -218,24 +236,55 @@ class Link:
     # -- publishing -----------------------------------------------------------------------
 
     async def _publish(self, client: aiomqtt.Client) -> None:
-        """The outbox, oldest first, until it is empty; then wait for new rows."""
+        """The outbox rows left from before (read from the database, oldest first, until
+        none is left); then each new message as it is written, from memory, until that
+        queue overflows (a broker slower than the node): then the database again. Either
+        way a row goes only once this broker's PUBACK has come."""
         window = asyncio.Semaphore(IN_FLIGHT)
+        flusher = asyncio.create_task(self._flush())
+        try:
+            while True:
+                self._fresh = asyncio.Queue()
+                self._overflow = False
+                backlog: set[str] = set()  # ids published from the database
+                while rows := await self.store.outbox(self.broker.url, BATCH):
+                    await asyncio.gather(*(self._one(client, window, r, m) for r, m in rows))
+                    await self._flush_now()
+                    backlog.update(m.id for _, m in rows)
+                while not (self._overflow and self._fresh.empty()):
+                    room, message = await self._fresh.get()
+                    if message.id in backlog:
+                        continue  # written while the backlog was read: published already
+                    await window.acquire()
+                    window.release()
+                    task = asyncio.create_task(self._one(client, window, room, message))
+                    self._publishing.add(task)
+                    task.add_done_callback(self._publishing.discard)
+        finally:
+            flusher.cancel()
+            for task in self._publishing:
+                task.cancel()
+            await self._flush_now()
+
+    async def _one(
+        self, client: aiomqtt.Client, window: asyncio.Semaphore, room: Room, message: Message
+    ) -> None:
+        topic, payload = self.payload(room, message)
+        async with window:
+            await client.publish(topic, payload, qos=1)
+        self._acked.append((room.id, message.id))
+        self.status.published += 1
+
+    async def _flush(self) -> None:
+        """Acknowledged rows deleted in one transaction a tick, not one each."""
         while True:
-            self._wake.clear()
-            rows = await self.store.outbox(self.broker.url, BATCH)
-            if not rows:
-                await self._wake.wait()
-                continue
+            await asyncio.sleep(FLUSH_EVERY)
+            await self._flush_now()
 
-            async def one(room: Room, message: Message) -> tuple[int, str]:
-                topic, payload = self.payload(room, message)
-                async with window:
-                    await client.publish(topic, payload, qos=1)
-                return room.id, message.id
-
-            done = await asyncio.gather(*(one(room, message) for room, message in rows))
+    async def _flush_now(self) -> None:
+        done, self._acked = self._acked, []
+        if done:
             await self.store.published(self.broker.url, done)
-            self.status.published += len(done)
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         """Each message handed on in a task of its own, at most DELIVERING at once (the rest

@@ -32,6 +32,8 @@ log = logging.getLogger("onionchat.federation")
 
 KEY_FILE = "node_key"
 PAYLOAD_CACHE = 4096  # sealed payloads kept for the next broker (one signature a message)
+RECENT = 65_536  # message ids remembered as taken in (their copies are not checked again)
+NAMES = 10_000  # names remembered as checked
 DROPS_LOGGED_EVERY = 10.0
 
 
@@ -57,9 +59,15 @@ class Federation:
         # a repair may bring back this node's own messages (a restore from a backup)
         self.peers = config.peers(settings) | {self.name: bytes(self.key.verify_key)}
         self.rooms = frozenset(fed.rooms)
+        # each peer's topics, not a wildcard: a node does not take its own messages back
         subscriptions = [
-            envelope.topic(fed.network, "+", "m", "+"),
-            envelope.topic(fed.network, "+", "s"),
+            topic
+            for peer in sorted(self.peers)
+            if peer != self.name
+            for topic in (
+                envelope.topic(fed.network, peer, "m", "+"),
+                envelope.topic(fed.network, peer, "s"),
+            )
         ]
         self.links = [
             Link(
@@ -81,6 +89,9 @@ class Federation:
         self._payloads: collections.OrderedDict[tuple[str, str], tuple[str, bytes]] = (
             collections.OrderedDict()
         )
+        # (room, id) of messages taken in lately or being taken in: their copies stop here
+        self._recent: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
+        self._names: dict[str, bool] = {}
 
     def install(self) -> None:
         self.node.outbox = self.outbox
@@ -108,9 +119,9 @@ class Federation:
         return [link.broker.url for link in self.links]
 
     def heard(self, arrival: Arrival) -> None:
-        if arrival.peer is None and self.shares(arrival.room.name):
+        if arrival.peer is None and arrival.message.to is None and self.shares(arrival.room.name):
             for link in self.links:
-                link.wake()
+                link.written(arrival.room, arrival.message)
 
     def connected(self) -> None:
         """A broker (re)connected: whatever was missed meanwhile is caught up at once."""
@@ -147,7 +158,10 @@ class Federation:
             return None  # our own, back from the broker
         try:
             item = envelope.unseal(payload, self.network_key)
-            body = envelope.verify(item, self.peers)
+            body = envelope.decode(item)
+            if isinstance(body, MessageBody) and (body.room, body.id) in self._recent:
+                return None  # a copy (the other broker, a redelivery): nothing to check
+            envelope.check(item, body, self.peers)
             self.seen[body.origin] = time.time()
             match body:
                 case MessageBody():
@@ -169,10 +183,23 @@ class Federation:
             raise Broken("an id that is not its time")
         if body.ts > (time.time() + self.settings.max_skew) * 1000:
             raise Broken("from the future")
+        key = (body.room, body.id)
+        if key in self._recent:
+            return False
+        self._recent[key] = None
+        if len(self._recent) > RECENT:
+            self._recent.popitem(last=False)
         try:
-            if names.username(body.sender) != body.sender:
+            return await self._take(body, item)
+        except BaseException:
+            self._recent.pop(key, None)  # not stored: a later copy is checked again
+            raise
+
+    async def _take(self, body: MessageBody, item: bytes) -> bool:
+        try:
+            if not self._canonical(body.sender, names.username):
                 raise Broken("a sender name not in its canonical form")
-            if names.room(body.room) != body.room:
+            if not self._canonical(body.room, names.room):
                 raise Broken("a room name not in its canonical form")
             if not self.shares(body.room):
                 return False
@@ -194,6 +221,20 @@ class Federation:
         )
         signature = item[: envelope.SIGNATURE_BYTES]
         return await self.node.accept(room, message, peer=body.origin, signature=signature)
+
+    def _canonical(self, name: str, rule: Callable[[str], str]) -> bool:
+        """Whether a name is valid and in its canonical form, remembered: the rules (NFKC,
+        scripts, confusables) cost more than anything else a message does here."""
+        known = self._names.get(name)
+        if known is None:
+            try:
+                known = rule(name) == name
+            except ProtocolError:
+                known = False
+            if len(self._names) >= NAMES:
+                self._names.clear()
+            self._names[name] = known
+        return known
 
     def drop(self, why: str) -> None:
         self.drops[why] += 1

@@ -3,10 +3,12 @@ node missed while it was away longer than a broker keeps its session, comes back
 anyone speaking.
 
 A range-based set reconciliation over message ids (time-ordered: ranges of ids are ranges of
-time). A node offers each room's whole range as a fingerprint and a count, to every peer, after
-each connection to a broker and every `federation.repair_interval`. A peer whose range differs
-answers with its ids when it has few, or with the range cut in 16 parts, each with its own
-fingerprint; the two go on until the differing parts are lists of ids. Whoever sees the
+time). A node offers each room's whole range as a fingerprint and a count, to every peer,
+after each connection to a broker and every `federation.repair_interval`, with a hello that
+asks each peer to offer its own rooms back (so a room this node never had comes too). A
+peer whose range differs answers with its ids when it has few, or with the range cut in 16
+parts, each with its own fingerprint; the two go on until the differing parts are lists of
+ids. Whoever sees the
 other's list sends what the other lacks, in bundles well under a broker's packet limit, each
 message as its node signed it; whoever lacks something answers with its own list once. "Since
 my last id" would not do: ids of different nodes interleave, and late or skewed ones fall
@@ -39,6 +41,7 @@ RANGES_PER_SYNC = 64
 BUNDLE_BYTES = 128 * 1024  # under mosquitto's and most brokers' packet limits, with room
 QUEUE = 256  # sync steps waiting; more are dropped (the next round asks again)
 NO_BOUND = "~"  # above every id
+HELLO = ""  # the room of a sync step that asks its receiver to offer every room it has
 
 
 class Repair:
@@ -81,19 +84,25 @@ class Repair:
                 log.exception("repair round failed", extra={"event": "error"})
 
     async def offer_all(self) -> None:
+        """Every shared room offered to every peer, and a hello asking each peer to offer its
+        own: a room this node has never had (it was away when it began) comes too."""
         self.rounds += 1
+        await self._send_sync("*", HELLO, [])
+        await self.offer("*")
+
+    async def offer(self, to: str) -> None:
         for room in await self.fed.node.store.rooms():
             if self.fed.shares(room.name):
                 ids = await self._ids(room, "", NO_BOUND)
                 whole = Range(
                     lo="", hi=NO_BOUND, count=len(ids), fingerprint=envelope.fingerprint(ids)
                 )
-                await self._send_sync("*", room.name, [whole])
+                await self._send_sync(to, room.name, [whole])
 
     # -- answering ------------------------------------------------------------------------
 
     async def sync(self, body: SyncBody) -> None:
-        if body.to in (self.fed.name, "*") and self.fed.shares(body.room):
+        if body.to in (self.fed.name, "*") and (body.room == HELLO or self.fed.shares(body.room)):
             self._enqueue(body)
 
     async def bundle(self, body: BundleBody) -> None:
@@ -120,6 +129,9 @@ class Repair:
                 log.exception("repair step failed", extra={"event": "error"})
 
     async def _answer(self, body: SyncBody) -> None:
+        if body.room == HELLO:
+            await self.offer(body.origin)
+            return
         room = await self._room(body.room)
         replies: list[Range] = []
         push: list[str] = []
