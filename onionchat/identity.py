@@ -119,7 +119,12 @@ async def publish(node: Node, conn: Connection, frame: Identity) -> None:
 
 
 async def key_of(node: Node, conn: Connection, frame: KeyOf) -> None:
-    found = await node.store.identity(names.key(frame.user))
+    """A user's public keys: of this node's users as their clients published them, of another
+    node's (`name@node`) as that node vouched for them in its messages."""
+    if "@" in frame.user:
+        found = await node.store.peer_keys(frame.user)
+    else:
+        found = await node.store.identity(names.key(frame.user))
     if found is None:
         raise ProtocolError(Code.UNKNOWN_USER, f"there is no user {frame.user!r}")
     if found.public is None:

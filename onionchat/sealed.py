@@ -42,6 +42,16 @@ SKEW_MS = 10 * 60 * 1000  # a body's time may differ this much from the node's s
 ID_BYTES = 12
 
 
+def written_by(signed: str, shown: str) -> bool:
+    """Whether a body signed as from `signed` may be shown as from `shown`: the same name, or,
+    on another node than the writer's, `signed@node` (a name never holds an @ of its own).
+    The signature is checked with the key the reader's node gives for `shown`."""
+    if shown == signed:
+        return True
+    name, at, node = shown.rpartition("@")
+    return bool(at and node) and name == signed and "@" not in signed
+
+
 class Rejected(Exception):
     """A box or an invitation that opened but must not be shown as what it claims."""
 
@@ -99,7 +109,7 @@ class Body:
         """Raise Rejected unless the body is what the envelope shows it as."""
         if self.room != room:
             raise Rejected(f"it was written for #{self.room}, not here")
-        if self.sender != sender:
+        if not written_by(self.sender, sender):
             raise Rejected(f"it was written by {self.sender}, not by {sender}")
         if self.kind != kind:
             raise Rejected(f"it was written as a {self.kind}, not as a {kind}")

@@ -126,6 +126,12 @@ MIGRATIONS = [
     ) WITHOUT ROWID;
     ALTER TABLE messages ADD COLUMN origin TEXT;
     ALTER TABLE messages ADD COLUMN signature BLOB;
+    CREATE TABLE peer_keys (
+        name TEXT PRIMARY KEY,
+        public_key TEXT NOT NULL,
+        signing_key TEXT,
+        updated INTEGER NOT NULL
+    ) WITHOUT ROWID;
     """,
 ]
 INVITERS = 16  # invitations one user keeps for one room, from different inviters, at most
@@ -542,6 +548,24 @@ class Store:
             )
 
         await self._write(op)
+
+    async def set_peer_keys(self, name: str, public: str, signing: str | None) -> None:
+        """The keys of a user of another node (`name@node`), as their node vouches for them."""
+
+        async def op(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "INSERT OR REPLACE INTO peer_keys (name, public_key, signing_key, updated) "
+                "VALUES (?, ?, ?, ?)",
+                (name, public, signing, _now()),
+            )
+
+        await self._write(op)
+
+    async def peer_keys(self, name: str) -> Published | None:
+        row = await self._one(
+            "SELECT name, public_key, NULL, signing_key FROM peer_keys WHERE name = ?", (name,)
+        )
+        return None if row is None else Published(*row)
 
     async def outbox_sizes(self) -> dict[str, int]:
         rows = await self._all("SELECT broker, count(*) FROM outbox GROUP BY broker")

@@ -22,8 +22,9 @@ import pytest
 import trustme
 from brokers import brokers, password_file
 from federation import Network, history, linked, messages, until
-from inproc import member
+from inproc import Member, member
 
+from onionchat import crypto, sealed
 from onionchat.federation import envelope
 from onionchat.ids import IdGenerator
 from onionchat.server import Server
@@ -360,3 +361,92 @@ async def test_a_tls_broker_with_passwords_and_acls(tmp_path: Path) -> None:
                         if message.topic.value == "onionchat/mallory/m/own":
                             break
             assert "onionchat/north/m/forged" not in spied  # the broker refused it
+
+
+async def publish_identity(person: Member) -> bytes:
+    """As a client does at sign-up: the identity key pair, wrapped, and its signing key."""
+    secret, _ = crypto.new_identity()
+    await person.send(
+        type="identity",
+        public=base64.b64encode(crypto.public_of(secret)).decode(),
+        wrapped=crypto.wrap_identity(crypto.new_room_key(), secret),
+        signing=base64.b64encode(sealed.signing_public(secret)).decode(),
+        ref="id",
+    )
+    await person.expect("identity", ref="id")
+    return secret
+
+
+async def test_a_key_protected_room_across_nodes_checks_every_box_and_shows_brokers_nothing(
+    tmp_path: Path,
+) -> None:
+    """ann on north and bob on south share #vault by its key: each reads the other's boxes,
+    checked as clients check them (the signature by the key the reader's node gives for
+    `name@node`, vouched for by the writer's node); a box in ann's name that bob's key signed is
+    rejected; the broker carries neither the text nor the room's name."""
+    key = crypto.new_room_key()
+    with brokers(tmp_path, 1) as (broker,):
+        net = Network(tmp_path, ["north", "south"], [broker.url])
+        async with net.all() as (north, south):
+            captured: list[bytes] = []
+            async with await raw_client(broker.url, identifier="curious") as spy:
+                await spy.subscribe("#", qos=1)
+
+                async def listen() -> None:
+                    async for message in spy.messages:
+                        assert isinstance(message.payload, bytes)
+                        captured.append(message.topic.value.encode() + message.payload)
+
+                listening = asyncio.create_task(listen())
+                ann, bob = await member(north, "ann"), await member(south, "bob")
+                secrets_ = {"ann": await publish_identity(ann), "bob": await publish_identity(bob)}
+                await ann.send(type="join", room="vault", create=True, protected=True)
+                await ann.expect("joined")
+                box = sealed.seal_body(
+                    key,
+                    sealed.signing_key(secrets_["ann"]),
+                    room="vault",
+                    sender="ann",
+                    kind="message",
+                    text="the plans are in the drawer",
+                )
+                await ann.send(type="send", room="vault", box=box, ref="b")
+                await ann.expect("ack", ref="b")
+
+                async def arrived() -> bool:
+                    return len(await history(south, "vault")) == 1
+
+                await until(arrived, what="ann's box on south")
+                joined = await bob.join("vault", protected=True)
+                (got,) = joined["history"]
+                assert got["sender"] == "ann@north" and got["box"] == box
+                await bob.send(type="key", user="ann@north", ref="k")
+                vouched = await bob.expect("key", ref="k")
+                body = sealed.open_body([key], got["box"])
+                assert body.verify(base64.b64decode(vouched["signing"]))
+                body.check("vault", got["sender"], "message", got["ts"])
+                assert body.text == "the plans are in the drawer"
+
+                forged = sealed.seal_body(
+                    key,
+                    sealed.signing_key(secrets_["bob"]),
+                    room="vault",
+                    sender="ann",
+                    kind="message",
+                    text="forged in ann's name",
+                )
+                await bob.send(type="send", room="vault", box=forged, ref="f")
+                await bob.expect("ack", ref="f")
+                shown = [m for m in await messages(ann, 2) if m["sender"] != "ann"]
+                assert shown[0]["sender"] == "bob@south"
+                await ann.send(type="key", user="bob@south", ref="k2")
+                bobs = await ann.expect("key", ref="k2")
+                opened = sealed.open_body([key], shown[0]["box"])
+                with pytest.raises(sealed.Rejected):  # written as from ann, shown as from bob
+                    opened.check("vault", shown[0]["sender"], "message", shown[0]["ts"])
+                assert opened.verify(base64.b64decode(bobs["signing"]))  # bob's own key
+                assert not opened.verify(base64.b64decode(vouched["signing"]))
+                await until(lambda: len(captured) >= 2)
+                listening.cancel()
+            for words in (b"plans", b"drawer", b"forged", b"vault"):
+                assert not any(words in c for c in captured)

@@ -72,6 +72,19 @@ def vectors() -> dict[str, str]:
     }
 
 
+# (signed as, shown as): the same name, or on another node `name@node`, and nothing else
+WRITERS = [
+    ["alice", "alice"],
+    ["alice", "alice@north"],
+    ["alice", "mallory@north"],
+    ["alice", "alice@"],
+    ["alice", "@north"],
+    ["alice@north", "alice@north@south"],
+    ["alice", "alicia"],
+]
+WRITTEN_BY = [True, True, False, False, False, False, False]
+
+
 def test_the_documented_vectors_are_what_the_python_side_makes() -> None:
     docs = DOCS.read_text()
     for name, value in vectors().items():
@@ -217,6 +230,13 @@ async def test_the_browser_makes_and_opens_the_same_bytes(
                 expected | {"old": crypto.seal(ROOM_KEY, "unsigned")},
             ],
         )
+        got["writtenBy"] = await watched.page.evaluate(
+            """async (writers) => {
+              const s = await import("/static/js/sealed.js");
+              return writers.map(([signed, shown]) => s.writtenBy(signed, shown));
+            }""",
+            WRITERS,
+        )
     assert got["vectors"] == expected
     assert got["opened"] == [
         TEXT,
@@ -231,6 +251,7 @@ async def test_the_browser_makes_and_opens_the_same_bytes(
     assert got["old"] == {"rejected": "it is not a signed box (an old client, or damaged)"}
     assert got["ringRooms"] == ["vault"]
     assert got["wrongWrap"] is None
+    assert got["writtenBy"] == [sealed.written_by(a, b) for a, b in WRITERS] == WRITTEN_BY
     body = sealed.open_body([ROOM_KEY], got["mine"])  # what the page sealed, Python opens
     assert (body.kind, body.text) == ("action", "waves ☃")
     assert body.verify(sealed.signing_public(ALICE))

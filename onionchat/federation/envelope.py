@@ -32,7 +32,9 @@ class Broken(Exception):
     hostile broker cannot grow the count's keys), logged without the content."""
 
 
-class MessageBody(msgspec.Struct, tag="message", tag_field="kind", kw_only=True, frozen=True):
+class MessageBody(
+    msgspec.Struct, tag="message", tag_field="kind", kw_only=True, frozen=True, omit_defaults=True
+):
     """One message, as the node it was written on accepted it."""
 
     origin: str
@@ -44,6 +46,10 @@ class MessageBody(msgspec.Struct, tag="message", tag_field="kind", kw_only=True,
     text: str | None = None
     box: str | None = None
     me: bool = False
+    # the sender's public keys as its node knows them (key-protected rooms: members on other
+    # nodes check the box's signature with them)
+    public: str | None = None
+    signing: str | None = None
 
 
 class Range(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
@@ -139,7 +145,11 @@ def verify(item: bytes, peers: dict[str, bytes]) -> Body:
 
 
 def message_body(
-    origin: str, protected: bool, message: Message, sender: str | None = None
+    origin: str,
+    protected: bool,
+    message: Message,
+    sender: str | None = None,
+    keys: tuple[str | None, str | None] = (None, None),
 ) -> MessageBody:
     return MessageBody(
         origin=origin,
@@ -151,6 +161,8 @@ def message_body(
         text=message.text,
         box=message.box,
         me=message.me,
+        public=keys[0],
+        signing=keys[1],
     )
 
 

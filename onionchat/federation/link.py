@@ -70,7 +70,7 @@ class Link:
         settings: Settings,
         store: Store,
         subscriptions: list[str],
-        payload: Callable[[Room, Message], tuple[str, bytes]],
+        payload: Callable[[Room, Message], Coroutine[None, None, tuple[str, bytes]]],
         deliver: Callable[[str, bytes], Coroutine[None, None, None]],
         connected: Callable[[], None],
         proxy: Callable[[], str | None],
@@ -269,7 +269,7 @@ class Link:
     async def _one(
         self, client: aiomqtt.Client, window: asyncio.Semaphore, room: Room, message: Message
     ) -> None:
-        topic, payload = self.payload(room, message)
+        topic, payload = await self.payload(room, message)
         async with window:
             await client.publish(topic, payload, qos=1)
         self._acked.append((room.id, message.id))

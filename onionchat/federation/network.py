@@ -8,6 +8,8 @@ node's one door (`Node.accept`) once it is opened, verified and checked like a c
 
 from __future__ import annotations
 
+import base64
+import binascii
 import collections
 import logging
 import time
@@ -33,7 +35,8 @@ log = logging.getLogger("onionchat.federation")
 KEY_FILE = "node_key"
 PAYLOAD_CACHE = 4096  # sealed payloads kept for the next broker (one signature a message)
 RECENT = 65_536  # message ids remembered as taken in (their copies are not checked again)
-NAMES = 10_000  # names remembered as checked
+NAMES = 10_000  # names remembered as checked (and users' keys, each way)
+KEYS_KEPT = 60.0  # seconds a local user's keys are used before the store is asked again
 DROPS_LOGGED_EVERY = 10.0
 
 
@@ -92,6 +95,8 @@ class Federation:
         # (room, id) of messages taken in lately or being taken in: their copies stop here
         self._recent: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
         self._names: dict[str, bool] = {}
+        self._keys: dict[str, tuple[float, tuple[str | None, str | None]]] = {}
+        self._vouches: dict[str, tuple[str, str | None]] = {}
 
     def install(self) -> None:
         self.node.outbox = self.outbox
@@ -127,14 +132,28 @@ class Federation:
         """A broker (re)connected: whatever was missed meanwhile is caught up at once."""
         self.repair.soon()
 
-    def payload(self, room: Room, message: Message) -> tuple[str, bytes]:
+    async def keys_of(self, user: str) -> tuple[str | None, str | None]:
+        """A user of this node's public keys, for the envelopes of key-protected rooms (asked
+        of the store at most once a minute per user)."""
+        now = time.monotonic()
+        found = self._keys.get(user)
+        if found is None or now - found[0] > KEYS_KEPT:
+            published = await self.node.store.identity(names.key(user))
+            keys = (published.public, published.signing) if published else (None, None)
+            if len(self._keys) >= NAMES:
+                self._keys.clear()
+            found = self._keys[user] = (now, keys)
+        return found[1]
+
+    async def payload(self, room: Room, message: Message) -> tuple[str, bytes]:
         """The topic and sealed payload of a message written here, made once for all brokers."""
         cache_key = (room.name, message.id)
         found = self._payloads.get(cache_key)
         if found is not None:
             self._payloads.move_to_end(cache_key)
             return found
-        body = envelope.message_body(self.name, room.protected, message)
+        keys = await self.keys_of(message.sender) if room.protected else (None, None)
+        body = envelope.message_body(self.name, room.protected, message, keys=keys)
         item = envelope.signed(body, self.key)
         tag = envelope.room_tag(self.network_key, room.name)
         made = (
@@ -219,8 +238,23 @@ class Federation:
             box=box,
             me=body.me,
         )
+        if not ours and body.public is not None:
+            await self._vouched(message.sender, body.public, body.signing)
         signature = item[: envelope.SIGNATURE_BYTES]
         return await self.node.accept(room, message, peer=body.origin, signature=signature)
+
+    async def _vouched(self, user: str, public: str, signing: str | None) -> None:
+        """Keys another node gave for one of its users: kept (the latest its node signed) so
+        that this node's clients can check that user's boxes (`key` answers them)."""
+        if self._vouches.get(user) == (public, signing):
+            return
+        for value, size in ((public, 32), (signing, 32)):
+            if value is not None and not _is_key(value, size):
+                raise Broken("a key that is not one")
+        await self.node.store.set_peer_keys(user, public, signing)
+        if len(self._vouches) >= NAMES:
+            self._vouches.clear()
+        self._vouches[user] = (public, signing)
 
     def _canonical(self, name: str, rule: Callable[[str], str]) -> bool:
         """Whether a name is valid and in its canonical form, remembered: the rules (NFKC,
@@ -276,3 +310,10 @@ class Federation:
             "repair": {"rounds": self.repair.rounds, "pushed": self.repair.pushed},
             "dropped": dict(self.drops),
         }
+
+
+def _is_key(text: str, size: int) -> bool:
+    try:
+        return len(base64.b64decode(text, validate=True)) == size
+    except (binascii.Error, ValueError):
+        return False

@@ -174,7 +174,7 @@ class Repair:
             for message, origin, signature in await self.fed.node.store.signed_messages(
                 room, ids[start : start + 500]
             ):
-                item = self._item(room, message, origin, signature)
+                item = await self._item(room, message, origin, signature)
                 if items and size + len(item) * 4 // 3 > BUNDLE_BYTES:
                     await self._send_bundle(to, items)
                     items, size = [], 0
@@ -183,18 +183,26 @@ class Repair:
         if items:
             await self._send_bundle(to, items)
 
-    def _item(
+    async def _item(
         self, room: Room, message: Message, origin: str | None, signature: bytes | None
     ) -> bytes:
-        """A stored message as its node signed it (its name is not part of `sender` there)."""
+        """A stored message as its node signed it (its name is not part of `sender` there,
+        and in a key-protected room it carried the keys its node knew for the sender)."""
         node = origin or self.fed.name
         sender = message.sender
         if node != self.fed.name:
             sender = sender.removesuffix(f"@{node}")
-        body = envelope.message_body(node, room.protected, message, sender)
-        if signature is not None:
+            keys = await self._vouched_keys(message.sender) if room.protected else (None, None)
+        else:
+            keys = await self.fed.keys_of(sender) if room.protected else (None, None)
+        body = envelope.message_body(node, room.protected, message, sender, keys)
+        if signature is not None and node != self.fed.name:
             return signature + envelope.encode(body)
         return envelope.signed(body, self.fed.key)
+
+    async def _vouched_keys(self, user: str) -> tuple[str | None, str | None]:
+        found = await self.fed.node.store.peer_keys(user)
+        return (found.public, found.signing) if found else (None, None)
 
     # -- sending --------------------------------------------------------------------------
 

@@ -137,10 +137,19 @@ function webKey(signingPublic) {
   return webKeys.get(name);
 }
 
+// Whether a body signed as from `signed` may be shown as from `shown`: the same name, or, on
+// another node than the writer's, `signed@node` (a name never holds an @ of its own). The
+// signature is checked with the key the reader's node gives for `shown`.
+export function writtenBy(signed, shown) {
+  if (shown === signed) return true;
+  const at = shown.lastIndexOf("@");
+  return at > 0 && at < shown.length - 1 && shown.slice(0, at) === signed && !signed.includes("@");
+}
+
 // Why the body is not what the envelope shows it as, or null when it is.
 export function checkBody(body, room, sender, kind, ts) {
   if (body.room !== room) return `it was written for #${body.room}, not here`;
-  if (body.sender !== sender) return `it was written by ${body.sender}, not by ${sender}`;
+  if (!writtenBy(body.sender, sender)) return `it was written by ${body.sender}, not by ${sender}`;
   if (body.kind !== kind) return `it was written as a ${body.kind}, not as a ${kind}`;
   if (Math.abs(body.ts - ts) > SKEW_MS) return "it was written at another time: an old box sent again";
   return null;
