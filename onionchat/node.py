@@ -88,6 +88,10 @@ def _no_outbox(room: Room, message: Message) -> Sequence[str]:
     return ()
 
 
+def _nowhere(name: str) -> str | None:
+    return None
+
+
 class Bots(Protocol):
     """What the node asks of its bots, when it has some (onionchat.bots, set by the server)."""
 
@@ -122,6 +126,9 @@ class Node:
         # and which brokers a message written here waits for (federation, if configured).
         self.listeners: list[Listener] = []
         self.outbox: Outbox = _no_outbox
+        # Users of other nodes one may write to (`name@node`): their canonical name, or None
+        # (set by the federation).
+        self.elsewhere: Callable[[str], str | None] = _nowhere
         # What features tell of themselves (`/api/health`, commands): name -> a report.
         self.reports: dict[str, Report] = {}
         limits = settings.limits
@@ -522,11 +529,26 @@ class Node:
         me: bool,
         ref: str | None,
     ) -> None:
-        target = await self.store.user_by_key(names.key(to))
-        if target is None:
-            raise ProtocolError(Code.UNKNOWN_USER, f"there is no user {to!r}")
+        remote = self.elsewhere(to) if "@" in to else None
+        if remote is not None:
+            to_name, members = remote, [conn.session.user.id]
+        else:
+            target = await self.store.user_by_key(names.key(to))
+            if target is None:
+                raise ProtocolError(Code.UNKNOWN_USER, f"there is no user {to!r}")
+            to_name, members = target.name, [conn.session.user.id, target.id]
         text, box = self.check_body(None, text, box, self.settings.limits.max_text_chars)
-        name = names.direct_room(conn.user, target.name)
+        room = await self.conversation(conn.user, to_name, members)
+        id_, ts = self._ids.next()
+        message = Message(
+            id=id_, room=room.name, ts=ts, sender=conn.user, text=text, box=box, me=me, to=to_name
+        )
+        await self.accept(room, message, conn=conn, ref=ref)
+
+    async def conversation(self, a: str, b: str, members: list[int]) -> Room:
+        """The room of the direct messages between two users, made with its first message:
+        `members` (the users of this node among the two) then find it in `ready`."""
+        name = names.direct_room(a, b)
         room = self._rooms.get(name) or await self.store.room(name)
         if room is None:
             try:
@@ -534,15 +556,11 @@ class Node:
             except Conflict:
                 room = await self.store.room(name)
                 assert room is not None
-            else:  # both are members, so both find the conversation in `ready`
-                await self.store.set_member(conn.session.user.id, room.id, True)
-                await self.store.set_member(target.id, room.id, True)
+            else:
+                for user_id in members:
+                    await self.store.set_member(user_id, room.id, True)
         self._rooms[name] = room
-        id_, ts = self._ids.next()
-        message = Message(
-            id=id_, room=name, ts=ts, sender=conn.user, text=text, box=box, me=me, to=target.name
-        )
-        await self.accept(room, message, conn=conn, ref=ref)
+        return room
 
     async def accept(
         self,

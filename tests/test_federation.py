@@ -10,6 +10,7 @@ import base64
 import collections
 import contextlib
 import secrets
+import sqlite3
 import ssl
 import time
 import urllib.parse
@@ -450,3 +451,34 @@ async def test_a_key_protected_room_across_nodes_checks_every_box_and_shows_brok
                 listening.cancel()
             for words in (b"plans", b"drawer", b"forged", b"vault"):
                 assert not any(words in c for c in captured)
+
+
+async def test_direct_messages_across_nodes_reach_only_the_two(tmp_path: Path) -> None:
+    """/msg bob@south from north reaches bob, and his answer reaches ann; a third node never
+    gets them (they travel on the recipient node's topic); one to nobody is dropped there."""
+    with brokers(tmp_path, 2) as pair:
+        net = Network(tmp_path, ["north", "south", "east"], [b.url for b in pair])
+        async with net.all() as (north, south, east):
+            ann, bob = await member(north, "ann"), await member(south, "bob")
+            eve = await member(east, "eve")
+            await ann.send(type="command", room=None, line="/msg bob@south hello bob", ref="d")
+            sent = await ann.expect("ack", ref="d")
+            got = await bob.expect("message", id=sent["id"])
+            assert got["sender"] == "ann@north" and got["to"] == "bob"
+            assert got["text"] == "hello bob"
+            await bob.send(type="send", to="ann@north", text="hi ann", ref="r")
+            await bob.expect("ack", ref="r")
+            answer = await ann.expect("message", text="hi ann")
+            assert answer["sender"] == "bob@south" and answer["to"] == "ann"
+            assert answer["room"] == sent["room"]  # one conversation on each side
+            await ann.send(type="history", room=sent["room"], ref="h")
+            page = await ann.expect("history", ref="h")
+            assert [m["text"] for m in page["messages"]] == ["hello bob", "hi ann"]
+            await ann.send(type="send", to="nobody@south", text="anyone?", ref="n")
+            await ann.expect("ack", ref="n")
+            assert south.federation is not None
+            drops = south.federation.drops
+            await until(lambda: drops.get("a direct message to nobody here") == 1)
+            await eve.nothing()
+            with sqlite3.connect(net.data_dir("east") / "onionchat.sqlite3") as db:
+                assert db.execute("SELECT count(*) FROM messages").fetchone() == (0,)

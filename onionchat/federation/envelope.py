@@ -46,6 +46,7 @@ class MessageBody(
     text: str | None = None
     box: str | None = None
     me: bool = False
+    to: str | None = None  # a direct message's recipient, `name@node` (the room is then moot)
     # the sender's public keys as its node knows them (key-protected rooms: members on other
     # nodes check the box's signature with them)
     public: str | None = None
@@ -161,6 +162,7 @@ def message_body(
         text=message.text,
         box=message.box,
         me=message.me,
+        to=message.to,
         public=keys[0],
         signing=keys[1],
     )
@@ -178,10 +180,11 @@ def fingerprint(ids: list[str]) -> str:
     return digest.hexdigest()[:32]
 
 
-Kind = Literal["m", "s"]
+Kind = Literal["m", "s", "d"]
 
 
 def topic(network: str, origin: str, kind: Kind, tag: str = "") -> str:
-    """`NETWORK/NODE/m/ROOMTAG` for messages, `NETWORK/NODE/s` for repairs: a node publishes
-    only under its own name (a broker's ACL can hold it to that)."""
+    """`NETWORK/NODE/m/ROOMTAG` for messages, `NETWORK/NODE/d/PEER` for direct messages to
+    PEER's users (only PEER subscribes), `NETWORK/NODE/s` for repairs: a node publishes only
+    under its own name (a broker's ACL can hold it to that)."""
     return f"{network}/{origin}/{kind}/{tag}" if tag else f"{network}/{origin}/{kind}"

@@ -69,6 +69,7 @@ class Federation:
             if peer != self.name
             for topic in (
                 envelope.topic(fed.network, peer, "m", "+"),
+                envelope.topic(fed.network, peer, "d", self.name),
                 envelope.topic(fed.network, peer, "s"),
             )
         ]
@@ -100,6 +101,7 @@ class Federation:
 
     def install(self) -> None:
         self.node.outbox = self.outbox
+        self.node.elsewhere = self.elsewhere
         self.node.listeners.append(self.heard)
         self.node.reports["federation"] = self.status
 
@@ -118,13 +120,30 @@ class Federation:
     def shares(self, room: str) -> bool:
         return not room.startswith("@") and ("*" in self.rooms or room in self.rooms)
 
+    def elsewhere(self, name: str) -> str | None:
+        """`user@node` for a user of a trusted peer (canonical), else None."""
+        user, _, node = name.rpartition("@")
+        if node not in self.peers or node == self.name or not user:
+            return None
+        try:
+            return f"{names.username(user)}@{node}"
+        except ProtocolError:
+            return None
+
+    def _published(self, room: Room, message: Message) -> bool:
+        """Written here and for the network: a shared room's, or a direct message to a user
+        of a peer."""
+        if message.to is not None:
+            return self.elsewhere(message.to) is not None
+        return self.shares(room.name)
+
     def outbox(self, room: Room, message: Message) -> Sequence[str]:
-        if message.to is not None or not self.shares(room.name):
+        if not self._published(room, message):
             return ()
         return [link.broker.url for link in self.links]
 
     def heard(self, arrival: Arrival) -> None:
-        if arrival.peer is None and arrival.message.to is None and self.shares(arrival.room.name):
+        if arrival.peer is None and self._published(arrival.room, arrival.message):
             for link in self.links:
                 link.written(arrival.room, arrival.message)
 
@@ -152,14 +171,16 @@ class Federation:
         if found is not None:
             self._payloads.move_to_end(cache_key)
             return found
-        keys = await self.keys_of(message.sender) if room.protected else (None, None)
+        vouch = room.protected or message.to is not None
+        keys = await self.keys_of(message.sender) if vouch else (None, None)
         body = envelope.message_body(self.name, room.protected, message, keys=keys)
         item = envelope.signed(body, self.key)
-        tag = envelope.room_tag(self.network_key, room.name)
-        made = (
-            envelope.topic(self.settings.network, self.name, "m", tag),
-            envelope.seal(item, self.network_key),
-        )
+        if message.to is not None:  # for the recipient's node only
+            topic = envelope.topic(self.settings.network, self.name, "d", _node_of(message.to))
+        else:
+            tag = envelope.room_tag(self.network_key, room.name)
+            topic = envelope.topic(self.settings.network, self.name, "m", tag)
+        made = (topic, envelope.seal(item, self.network_key))
         self._payloads[cache_key] = made
         if len(self._payloads) > PAYLOAD_CACHE:
             self._payloads.popitem(last=False)
@@ -215,28 +236,41 @@ class Federation:
             raise
 
     async def _take(self, body: MessageBody, item: bytes) -> bool:
+        ours = body.origin == self.name
+        sender = body.sender if ours else f"{body.sender}@{body.origin}"
+        limit = self.node.settings.limits.max_text_chars
+        to = None
         try:
             if not self._canonical(body.sender, names.username):
                 raise Broken("a sender name not in its canonical form")
-            if not self._canonical(body.room, names.room):
-                raise Broken("a room name not in its canonical form")
-            if not self.shares(body.room):
-                return False
-            room = await self.node.shared_room(body.room, body.protected)
-            text, box = self.node.check_body(
-                room, body.text, body.box, self.node.settings.limits.max_text_chars
-            )
+            if body.to is not None:
+                recipient, _, node = body.to.rpartition("@")
+                if node != self.name or ours:
+                    return False  # another node's, or brought back by a repair: not ours
+                user = await self.node.store.user_by_key(names.key(recipient))
+                if user is None:
+                    raise Broken("a direct message to nobody here")
+                to = user.name
+                room = await self.node.conversation(sender, user.name, [user.id])
+                text, box = self.node.check_body(None, body.text, body.box, limit)
+            else:
+                if not self._canonical(body.room, names.room):
+                    raise Broken("a room name not in its canonical form")
+                if not self.shares(body.room):
+                    return False
+                room = await self.node.shared_room(body.room, body.protected)
+                text, box = self.node.check_body(room, body.text, body.box, limit)
         except ProtocolError as exc:
             raise Broken(f"refused as a client's would be ({exc.code.value})") from None
-        ours = body.origin == self.name
         message = Message(
             id=body.id,
             room=room.name,
             ts=body.ts,
-            sender=body.sender if ours else f"{body.sender}@{body.origin}",
+            sender=sender,
             text=text,
             box=box,
             me=body.me,
+            to=to,
         )
         if not ours and body.public is not None:
             await self._vouched(message.sender, body.public, body.signing)
@@ -310,6 +344,10 @@ class Federation:
             "repair": {"rounds": self.repair.rounds, "pushed": self.repair.pushed},
             "dropped": dict(self.drops),
         }
+
+
+def _node_of(name: str) -> str:
+    return name.rpartition("@")[2]
 
 
 def _is_key(text: str, size: int) -> bool:
