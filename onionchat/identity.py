@@ -44,7 +44,7 @@ from onionchat.protocol import (
 if TYPE_CHECKING:
     from onionchat.hub import Connection
     from onionchat.node import Node
-    from onionchat.store import Store
+    from onionchat.store import Room, Store, User
 
 
 SMALLEST_INVITATION = KEY_BYTES + NONCE_BYTES + MAC_BYTES + KEY_BYTES  # a sealed bare key
@@ -171,18 +171,43 @@ async def invite(node: Node, conn: Connection, frame: Invite) -> None:
             "the invitation is too short to hold a room key "
             f"(at least {SMALLEST_INVITATION} bytes; at most {INVITATION_CHARS} characters)",
         )
+    remote = node.elsewhere(frame.to) if "@" in frame.to else None
+    if remote is not None and node.invite_elsewhere is not None:
+        await node.invite_elsewhere(room, conn.user, remote, frame.sealed)
+        text = f"invited {remote} to #{room.name} (through their node)"
+        conn.send(encode(Notice(text=text, room=room.name, ref=frame.ref)))
+        return
     target = await node.store.user_by_key(names.key(frame.to))
     if target is None:
         raise ProtocolError(Code.UNKNOWN_USER, f"there is no user {frame.to!r}")
-    await node.store.put_invitation(room.id, target.id, conn.user, frame.sealed)
+    await deliver_invitation(node, room, target, conn.user, frame.sealed, conn, frame.ref)
+
+
+async def deliver_invitation(
+    node: Node,
+    room: Room,
+    target: User,
+    sender: str,
+    sealed: str,
+    conn: Connection | None = None,
+    ref: str | None = None,
+) -> None:
+    """Keep an invitation for a user of this node (from here, or from another node) and tell
+    them (or the bot it was for)."""
+    await node.store.put_invitation(room.id, target.id, sender, sealed)
+    if conn is None:
+        node.hub.to_user(
+            names.key(target.name), encode(Invited(room=room.name, sender=sender, sealed=sealed))
+        )
+        return
     if isinstance(node.bots, Bots) and await node.bots.invited(
-        room, target.name, conn, frame.sealed, frame.ref
+        room, target.name, conn, sealed, ref
     ):
         return  # the bot's notice to the room answers the inviter too
     node.hub.to_user(
         names.key(target.name),
-        encode(Invited(room=room.name, sender=conn.user, sealed=frame.sealed)),
+        encode(Invited(room=room.name, sender=sender, sealed=sealed)),
     )
     conn.send(
-        encode(Notice(text=f"invited {target.name} to #{room.name}", room=room.name, ref=frame.ref))
+        encode(Notice(text=f"invited {target.name} to #{room.name}", room=room.name, ref=ref))
     )

@@ -35,6 +35,11 @@ def milliseconds(text: str) -> int:
     return value
 
 
+def first_at(ms: int) -> str:
+    """The smallest id of a millisecond: every id made then or later sorts at or after it."""
+    return _encode(ms << _RANDOM_BITS)
+
+
 class IdGenerator:
     """Hands out strictly increasing ids; `ms` is the timestamp stored with each message."""
 

@@ -82,6 +82,7 @@ ReadyHook = Callable[[Connection, Ready], Awaitable[None]]
 Listener = Callable[[Arrival], None]
 Outbox = Callable[[Room, Message], Sequence[str]]
 Report = Callable[[], Awaitable[dict[str, Any]]]
+InviteElsewhere = Callable[[Room, str, str, str], Awaitable[None]]  # room, from, to, sealed
 
 
 def _no_outbox(room: Room, message: Message) -> Sequence[str]:
@@ -90,6 +91,10 @@ def _no_outbox(room: Room, message: Message) -> Sequence[str]:
 
 def _nowhere(name: str) -> str | None:
     return None
+
+
+def _nobody(room: str) -> list[str]:
+    return []
 
 
 class Bots(Protocol):
@@ -129,6 +134,11 @@ class Node:
         # Users of other nodes one may write to (`name@node`): their canonical name, or None
         # (set by the federation).
         self.elsewhere: Callable[[str], str | None] = _nowhere
+        self.invite_elsewhere: InviteElsewhere | None = None
+        # Who is present in a room on other nodes, and who hears that this node's presence in
+        # a room changed (both the federation's).
+        self.remote_members: Callable[[str], list[str]] = _nobody
+        self.presence_listeners: list[Callable[[str], None]] = []
         # What features tell of themselves (`/api/health`, commands): name -> a report.
         self.reports: dict[str, Report] = {}
         limits = settings.limits
@@ -399,13 +409,14 @@ class Node:
         # and live (clients drop a repeated id), none can fall between the two.
         entering = name not in conn.rooms
         first = self.hub.join(conn, name)
-        members = self.hub.members(name)
+        members = self.members(name)
         if entering:
             conn.hold(name)
         if first:
             self.hub.broadcast(
                 name, encode(Presence(room=name, user=conn.user, state="join")), skip=conn
             )
+            self._presence_changed(name)
         try:
             await self.store.set_member(conn.session.user.id, room.id, True)
             history, more = await self._page(room, None, self.settings.limits.history_page)
@@ -433,6 +444,15 @@ class Node:
     def _part(self, conn: Connection, room: str) -> None:
         if self.hub.leave(conn, room):
             self.hub.broadcast(room, encode(Presence(room=room, user=conn.user, state="leave")))
+            self._presence_changed(room)
+
+    def _presence_changed(self, room: str) -> None:
+        for listener in self.presence_listeners:
+            listener(room)
+
+    def members(self, room: str) -> list[str]:
+        """Who is present in a room: here, then on other nodes (`name@node`)."""
+        return self.hub.members(room) + self.remote_members(room)
 
     async def leave(self, conn: Connection, raw: str, ref: str | None = None) -> None:
         """Leaving is the user's act: every one of their connections leaves the room."""
@@ -454,7 +474,7 @@ class Node:
             topic_box=room.topic_box,
             topic_by=room.topic_by,
             topic_ts=room.topic_ts,
-            online=self.hub.online(room.name),
+            online=self.hub.online(room.name) + len(self.remote_members(room.name)),
             readers=self.bots.readers(room.name) if self.bots and room.protected else [],
         )
 
@@ -466,7 +486,7 @@ class Node:
         name = names.room(raw)
         if name not in conn.rooms:
             raise ProtocolError(Code.NOT_JOINED, f"join #{name} first")
-        conn.send(encode(WhoList(room=name, members=self.hub.members(name), ref=ref)))
+        conn.send(encode(WhoList(room=name, members=self.members(name), ref=ref)))
 
     # -- messages -------------------------------------------------------------------------
 

@@ -563,7 +563,7 @@ async def _rooms_page(
             detail.append('<span class="tag">key-protected: needs JavaScript</span>')
         elif room.topic:
             detail.append(f'<span class="topic">{esc(room.topic)}</span>')
-        online = node.hub.online(room.name)
+        online = len(node.members(room.name))
         detail.append(f'<span class="online">{online} online</span>')
         items.append(
             f'<li><a href="{esc(room_path(room.name))}">#{esc(room.name)}</a> '
@@ -696,7 +696,7 @@ async def messages(request: Request) -> Response:
     found, more = await node.store.history(room, None, node.settings.limits.history_page)
     lines = "".join(_message(m, session.user.name) for m in found)
     earlier = '<p class="more">Earlier messages are in the full client.</p>' if more else ""
-    members = ", ".join(esc(m) for m in node.hub.members(room.name))
+    members = ", ".join(esc(m) for m in node.members(room.name))
     body = (
         f'{earlier}<ol class="messages">{lines}</ol>'
         + ("" if found else '<p class="empty">No messages yet.</p>')

@@ -56,6 +56,7 @@ class Code(enum.StrEnum):
     BAD_COMMAND = "bad_command"
     FORBIDDEN = "forbidden"
     TOO_MANY = "too_many"
+    UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
 
 

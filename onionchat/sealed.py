@@ -204,11 +204,13 @@ class Invitation:
         return _verify(INVITE_DOMAIN, self.signed, signing)
 
     def check(self, room: str, sender: str, me: str) -> None:
+        """Names as on one node, or across nodes: the inviter signs as `name` and is shown as
+        `name@node`, and names the invitee `me@node`, its own node's way."""
         if self.room != room:
             raise Rejected(f"it was written for #{self.room}, not #{room}")
-        if self.sender != sender:
+        if not written_by(self.sender, sender):
             raise Rejected(f"it was signed as from {self.sender}, not {sender}")
-        if self.to != me:
+        if not written_by(me, self.to):
             raise Rejected(f"it was written for {self.to}")
 
 

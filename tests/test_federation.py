@@ -23,7 +23,7 @@ import pytest
 import trustme
 from brokers import brokers, password_file
 from federation import Network, history, linked, messages, until
-from inproc import Member, member
+from inproc import Member, connection, member
 
 from onionchat import crypto, sealed
 from onionchat.federation import envelope
@@ -482,3 +482,89 @@ async def test_direct_messages_across_nodes_reach_only_the_two(tmp_path: Path) -
             await eve.nothing()
             with sqlite3.connect(net.data_dir("east") / "onionchat.sqlite3") as db:
                 assert db.execute("SELECT count(*) FROM messages").fetchone() == (0,)
+
+
+async def test_who_is_present_on_other_nodes_is_shown_and_follows_joins_and_leaves(
+    tmp_path: Path,
+) -> None:
+    with brokers(tmp_path, 2) as pair:
+        net = Network(tmp_path, ["north", "south"], [b.url for b in pair])
+        async with net.node("north") as north:
+            async with net.node("south") as south:
+                await linked([north, south])
+                ann = await member(north, "ann")
+                await ann.join("lobby")
+                bob = await member(south, "bob")
+                await bob.join("lobby")
+                came = await ann.expect("presence", user="bob@south", state="join")
+                assert came["room"] == "lobby"
+
+                async def listed() -> bool:
+                    return south.node.members("lobby") == ["bob", "ann@north"]
+
+                await until(listed, what="ann@north among south's members")
+                await ann.send(type="who", room="lobby", ref="w")
+                assert (await ann.expect("who", ref="w"))["members"] == ["ann", "bob@south"]
+                cat = await member(north, "cat")
+                joined = await cat.join("lobby")
+                assert joined["members"] == ["ann", "cat", "bob@south"]
+                await bob.expect("presence", user="cat@north", state="join")
+                await cat.send(type="leave", room="lobby", ref="l")
+                await cat.expect("left", ref="l")
+                await bob.expect("presence", user="cat@north", state="leave")
+            # south stopped, and said so with an empty list: its members go at once
+            await ann.expect("presence", user="bob@south", state="leave")
+            assert north.node.members("lobby") == ["ann"]
+
+
+async def test_an_invitation_across_nodes_brings_the_room_key_sealed_to_its_invitee(
+    tmp_path: Path,
+) -> None:
+    """ann on north invites bob@south into #vault: the invitation, sealed by her client to
+    the identity key south vouched for bob, is kept for bob on south and opens there with the
+    key, signed by ann as her node vouched for her; the broker sees none of it."""
+    key = crypto.new_room_key()
+    with brokers(tmp_path, 1) as (broker,):
+        net = Network(tmp_path, ["north", "south"], [broker.url])
+        async with net.all() as (north, south):
+            ann, bob = await member(north, "ann"), await member(south, "bob")
+            ann_secret = await publish_identity(ann)
+            bob_secret = await publish_identity(bob)
+            await ann.send(type="join", room="vault", create=True, protected=True)
+            await ann.expect("joined")
+            # bob wrote to ann once: north knows his keys, as his node vouched for them
+            await bob.send(type="send", to="ann@north", text="invite me?", ref="d")
+            await ann.expect("message", text="invite me?")
+            await ann.send(type="key", user="bob@south", ref="k")
+            bob_public = base64.b64decode((await ann.expect("key", ref="k"))["public"])
+            assert bob_public == crypto.public_of(bob_secret)
+            sealed_ = sealed.seal_invitation(
+                key,
+                bob_public,
+                sealed.signing_key(ann_secret),
+                room="vault",
+                sender="ann",
+                to="bob@south",
+            )
+            await ann.send(type="invite", room="vault", to="bob@south", sealed=sealed_, ref="i")
+            notice = await ann.expect("notice", ref="i")
+            assert "bob@south" in notice["text"]
+            got = await bob.expect("invited")
+            assert got["sender"] == "ann@north" and got["room"] == "vault"
+            invitation = sealed.open_invitation(got["sealed"], bob_secret)
+            invitation.check("vault", got["sender"], "bob")
+            await bob.send(type="key", user="ann@north", ref="k")
+            signing = base64.b64decode((await bob.expect("key", ref="k"))["signing"])
+            assert invitation.verify(signing) and invitation.key == key
+            ready = await connection(south, bob.token)  # kept: a later start gets it too
+            assert ready.seen[0]["invitations"][0]["sender"] == "ann@north"
+            broker.kill()  # no broker up: the inviter hears it, nothing is lost quietly
+
+            async def down() -> bool:
+                assert north.federation is not None
+                return north.federation.links[0].status.state != "up"
+
+            await until(down, what="north's link down")
+            await ann.send(type="invite", room="vault", to="bob@south", sealed=sealed_, ref="j")
+            refused = await ann.expect("error", ref="j")
+            assert refused["code"] == "unavailable"

@@ -54,7 +54,7 @@ class MessageBody(
 
 
 class Range(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
-    """Message ids `lo` <= id < `hi` of one room (`""` and `"~"` stand for no bound), told
+    """Message ids `lo` <= id < `hi` of one room (a `lo` of `""`: from the first), told
     either by fingerprint and count, or one by one (`ids`, when few)."""
 
     lo: str
@@ -84,7 +84,30 @@ class BundleBody(msgspec.Struct, tag="bundle", tag_field="kind", kw_only=True, f
     items: tuple[bytes, ...]
 
 
-Body = MessageBody | SyncBody | BundleBody
+class PresenceBody(msgspec.Struct, tag="presence", tag_field="kind", kw_only=True, frozen=True):
+    """Which of its users a node has present in a room now (the whole list, each time)."""
+
+    origin: str
+    room: str
+    members: tuple[str, ...]
+    ts: int
+
+
+class InviteBody(msgspec.Struct, tag="invite", tag_field="kind", kw_only=True, frozen=True):
+    """An invitation into a key-protected room, sealed by the inviter's client to a user of
+    another node (`to`, `name@node`), with the inviter's keys as its node knows them."""
+
+    origin: str
+    room: str
+    sender: str
+    to: str
+    sealed: str
+    ts: int
+    public: str | None = None
+    signing: str | None = None
+
+
+Body = MessageBody | SyncBody | BundleBody | PresenceBody | InviteBody
 _decoder = msgspec.json.Decoder(Body)
 _encoder = msgspec.json.Encoder()
 
@@ -180,11 +203,12 @@ def fingerprint(ids: list[str]) -> str:
     return digest.hexdigest()[:32]
 
 
-Kind = Literal["m", "s", "d"]
+Kind = Literal["m", "s", "d", "p"]
 
 
 def topic(network: str, origin: str, kind: Kind, tag: str = "") -> str:
     """`NETWORK/NODE/m/ROOMTAG` for messages, `NETWORK/NODE/d/PEER` for direct messages to
-    PEER's users (only PEER subscribes), `NETWORK/NODE/s` for repairs: a node publishes only
-    under its own name (a broker's ACL can hold it to that)."""
+    PEER's users (only PEER subscribes), `NETWORK/NODE/p/ROOMTAG` for who is present (retained),
+    `NETWORK/NODE/s` for repairs: a node publishes only under its own name (a broker's ACL can
+    hold it to that)."""
     return f"{network}/{origin}/{kind}/{tag}" if tag else f"{network}/{origin}/{kind}"

@@ -117,14 +117,14 @@ class Link:
             return
         self._fresh.put_nowait((room, message))
 
-    async def send(self, topic: str, payload: bytes) -> None:
-        """Publish what no outbox keeps (a repair step, asked again next round): at QoS 1 if
-        the broker is up now, else not at all."""
+    async def send(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        """Publish what no outbox keeps (a repair step, asked again next round; a presence
+        list, told again at the next heartbeat): at QoS 1 if the broker is up now, else not."""
         client = self._client_up
         if client is None:
             return
         with contextlib.suppress(aiomqtt.MqttError):
-            await client.publish(topic, payload, qos=1)
+            await client.publish(topic, payload, qos=1, retain=retain)
 
     # -- the connection -------------------------------------------------------------------
 

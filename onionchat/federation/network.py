@@ -8,6 +8,7 @@ node's one door (`Node.accept`) once it is opened, verified and checked like a c
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import collections
@@ -22,12 +23,21 @@ import nacl.signing
 from onionchat import config, ids, names
 from onionchat.config import Settings
 from onionchat.federation import envelope
-from onionchat.federation.envelope import Broken, BundleBody, MessageBody, SyncBody
+from onionchat.federation.envelope import (
+    Broken,
+    BundleBody,
+    InviteBody,
+    MessageBody,
+    PresenceBody,
+    SyncBody,
+)
 from onionchat.federation.link import Link
+from onionchat.federation.presence import Rosters
 from onionchat.federation.repair import Repair
+from onionchat.identity import deliver_invitation
 from onionchat.node import Arrival, Node
 from onionchat.onion_keys import write_secret
-from onionchat.protocol import Message, ProtocolError
+from onionchat.protocol import Code, Message, ProtocolError
 from onionchat.store import Room
 
 log = logging.getLogger("onionchat.federation")
@@ -70,6 +80,7 @@ class Federation:
             for topic in (
                 envelope.topic(fed.network, peer, "m", "+"),
                 envelope.topic(fed.network, peer, "d", self.name),
+                envelope.topic(fed.network, peer, "p", "+"),
                 envelope.topic(fed.network, peer, "s"),
             )
         ]
@@ -87,6 +98,7 @@ class Federation:
             for broker in settings.brokers
         ]
         self.repair = Repair(self)
+        self.rosters = Rosters(self)
         self.drops: collections.Counter[str] = collections.Counter()
         self.seen: dict[str, float] = {}  # peer -> when something it signed last came
         self._dropped_said = 0.0
@@ -102,6 +114,9 @@ class Federation:
     def install(self) -> None:
         self.node.outbox = self.outbox
         self.node.elsewhere = self.elsewhere
+        self.node.invite_elsewhere = self.invite
+        self.node.remote_members = self.rosters.members
+        self.node.presence_listeners.append(self.rosters.changed)
         self.node.listeners.append(self.heard)
         self.node.reports["federation"] = self.status
 
@@ -109,8 +124,10 @@ class Federation:
         for link in self.links:
             link.start()
         self.repair.start()
+        self.rosters.start()
 
     async def close(self) -> None:
+        await self.rosters.close()
         await self.repair.close()
         for link in self.links:
             await link.close()
@@ -210,6 +227,10 @@ class Federation:
                     await self.repair.sync(body)
                 case BundleBody():
                     await self.repair.bundle(body)
+                case PresenceBody():
+                    self.rosters.heard(body)
+                case InviteBody():
+                    await self.invited(body)
         except Broken as exc:
             self.drop(str(exc))
         except Exception:
@@ -303,6 +324,48 @@ class Federation:
                 self._names.clear()
             self._names[name] = known
         return known
+
+    async def invite(self, room: Room, sender: str, to: str, sealed: str) -> None:
+        """An invitation for a user of another node, to that node only, through every broker
+        up now (an invitation has no outbox: with none up, the inviter is told to try again)."""
+        public, signing = await self.keys_of(sender)
+        body = InviteBody(
+            origin=self.name,
+            room=room.name,
+            sender=sender,
+            to=to,
+            sealed=sealed,
+            ts=int(time.time() * 1000),
+            public=public,
+            signing=signing,
+        )
+        links = [link for link in self.links if link.status.state == "up"]
+        if not links:
+            raise ProtocolError(
+                Code.UNAVAILABLE,
+                "no broker is reachable now: the invitation was not sent, try again",
+            )
+        topic = envelope.topic(self.settings.network, self.name, "d", _node_of(to))
+        payload = envelope.seal(envelope.signed(body, self.key), self.network_key)
+        await asyncio.gather(*(link.send(topic, payload) for link in links))
+
+    async def invited(self, body: InviteBody) -> None:
+        user_name, _, node = body.to.rpartition("@")
+        if node != self.name or body.origin == self.name:
+            return
+        if not self._canonical(body.sender, names.username) or not self.shares(body.room):
+            raise Broken("an invitation from a name or into a room not shared")
+        user = await self.node.store.user_by_key(names.key(user_name))
+        if user is None:
+            raise Broken("an invitation for nobody here")
+        try:
+            room = await self.node.shared_room(body.room, True)
+        except ProtocolError:
+            raise Broken("an invitation into a room that is open here") from None
+        sender = f"{body.sender}@{body.origin}"
+        if body.public is not None:
+            await self._vouched(sender, body.public, body.signing)
+        await deliver_invitation(self.node, room, user, sender, body.sealed)
 
     def drop(self, why: str) -> None:
         self.drops[why] += 1

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from onionchat.federation import envelope
 from onionchat.federation.envelope import Broken, BundleBody, MessageBody, Range, SyncBody
+from onionchat.ids import first_at
 from onionchat.protocol import Message, ProtocolError
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ MAX_IDS = 200_000  # ids read for one range at most (a bigger room is reconciled
 RANGES_PER_SYNC = 64
 BUNDLE_BYTES = 128 * 1024  # under mosquitto's and most brokers' packet limits, with room
 QUEUE = 256  # sync steps waiting; more are dropped (the next round asks again)
-NO_BOUND = "~"  # above every id
+HORIZON = 2.0  # seconds: newer messages are left to the brokers, not reconciled
 HELLO = ""  # the room of a sync step that asks its receiver to offer every room it has
 
 
@@ -67,7 +68,10 @@ class Repair:
                 await task
 
     def soon(self) -> None:
+        """A broker (re)connected: a round now, and one more once what was then still on its
+        way is older than the horizon."""
         self._soon.set()
+        asyncio.get_running_loop().call_later(HORIZON + 0.5, self._soon.set)
 
     # -- offering -------------------------------------------------------------------------
 
@@ -91,11 +95,14 @@ class Repair:
         await self.offer("*")
 
     async def offer(self, to: str) -> None:
+        """Every shared room up to a few seconds ago: what is newer is still on its way
+        through the brokers, and would differ at every step of a reconciliation."""
+        horizon = first_at(int((time.time() - HORIZON) * 1000))
         for room in await self.fed.node.store.rooms():
             if self.fed.shares(room.name):
-                ids = await self._ids(room, "", NO_BOUND)
+                ids = await self._ids(room, "", horizon)
                 whole = Range(
-                    lo="", hi=NO_BOUND, count=len(ids), fingerprint=envelope.fingerprint(ids)
+                    lo="", hi=horizon, count=len(ids), fingerprint=envelope.fingerprint(ids)
                 )
                 await self._send_sync(to, room.name, [whole])
 

@@ -191,8 +191,9 @@ export function verifyInvitation(invitation, signingPublic) {
 
 export function checkInvitation(invitation, room, sender, me) {
   if (invitation.room !== room) return `it was written for #${invitation.room}, not #${room}`;
-  if (invitation.sender !== sender) return `it was signed as from ${invitation.sender}, not ${sender}`;
-  if (invitation.to !== me) return `it was written for ${invitation.to}`;
+  // across nodes the inviter signs as `name`, shown as `name@node`, and names us `me@node`
+  if (!writtenBy(invitation.sender, sender)) return `it was signed as from ${invitation.sender}, not ${sender}`;
+  if (!writtenBy(me, invitation.to)) return `it was written for ${invitation.to}`;
   return null;
 }
 
