@@ -139,6 +139,7 @@ class Node:
         # a room changed (both the federation's).
         self.remote_members: Callable[[str], list[str]] = _nobody
         self.presence_listeners: list[Callable[[str], None]] = []
+        self.topic_listeners: list[Callable[[Room, TopicChanged], None]] = []
         # What features tell of themselves (`/api/health`, commands): name -> a report.
         self.reports: dict[str, Report] = {}
         limits = settings.limits
@@ -685,16 +686,40 @@ class Node:
         if text is not None or box is not None:
             text, box = self.check_body(room, text, box, MAX_TOPIC_CHARS, "topic")
         ts = int(time.time() * 1000)
-        kept = text is not None or box is not None
-        by, since = (conn.user, ts) if kept else (None, 0)
-        await self.store.set_topic(room.id, text, box, by, since)
-        self._rooms[room.name] = dataclasses.replace(
-            room, topic=text, topic_box=box, topic_by=by, topic_ts=since
-        )
-        changed = TopicChanged(room=room.name, by=conn.user, ts=ts, text=text, box=box)
-        self.hub.broadcast(room.name, encode(changed), skip=conn)
+        changed = await self._topic(room, text, box, conn.user, ts, skip=conn)
         changed.ref = ref
         conn.send(encode(changed))
+        for listener in self.topic_listeners:
+            listener(room, changed)
+
+    async def apply_topic(
+        self, room: Room, text: str | None, box: str | None, by: str, ts: int
+    ) -> bool:
+        """A topic set on another node (checked there and by the federation): it replaces
+        this one if it is newer. Whether it did."""
+        if ts <= room.topic_ts:
+            return False
+        await self._topic(room, text, box, by, ts)
+        return True
+
+    async def _topic(
+        self,
+        room: Room,
+        text: str | None,
+        box: str | None,
+        by: str,
+        ts: int,
+        skip: Connection | None = None,
+    ) -> TopicChanged:
+        kept = text is not None or box is not None
+        setter, since = (by, ts) if kept else (None, 0)
+        await self.store.set_topic(room.id, text, box, setter, since)
+        self._rooms[room.name] = dataclasses.replace(
+            room, topic=text, topic_box=box, topic_by=setter, topic_ts=since
+        )
+        changed = TopicChanged(room=room.name, by=by, ts=ts, text=text, box=box)
+        self.hub.broadcast(room.name, encode(changed), skip=skip)
+        return changed
 
     def notice(
         self, conn: Connection, text: str, room: str | None = None, ref: str | None = None

@@ -28,6 +28,7 @@ from inproc import Member, connection, member
 from onionchat import crypto, sealed
 from onionchat.federation import envelope
 from onionchat.ids import IdGenerator
+from onionchat.protocol import ProtocolError
 from onionchat.server import Server
 
 
@@ -568,3 +569,41 @@ async def test_an_invitation_across_nodes_brings_the_room_key_sealed_to_its_invi
             await ann.send(type="invite", room="vault", to="bob@south", sealed=sealed_, ref="j")
             refused = await ann.expect("error", ref="j")
             assert refused["code"] == "unavailable"
+
+
+async def test_a_topic_set_on_one_node_is_the_topic_everywhere_and_the_latest_wins(
+    tmp_path: Path,
+) -> None:
+    with brokers(tmp_path, 1) as (broker,):
+        net = Network(tmp_path, ["north", "south", "east"], [broker.url])
+        async with net.node("north") as north, net.node("south") as south:
+            await linked([north, south])
+            ann, bob = await member(north, "ann"), await member(south, "bob")
+            await ann.join("lobby")
+            await bob.join("lobby")
+            await ann.send(type="topic", room="lobby", text="plans for friday", ref="t")
+            await ann.expect("topic", ref="t")
+            shown = await bob.expect("topic")
+            assert shown["by"] == "ann@north" and shown["text"] == "plans for friday"
+            await bob.send(type="topic", room="lobby", text="plans for saturday", ref="t2")
+            await bob.expect("topic", ref="t2")
+            assert (await ann.expect("topic"))["text"] == "plans for saturday"
+            assert south.federation is not None
+            stale = envelope.TopicBody(
+                origin="north", room="lobby", protected=False, by="ann", ts=1, text="stale"
+            )
+            await south.federation.topic_heard(stale)  # older than what is set: changes nothing
+            room = await south.node.room("lobby")
+            assert (room.topic, room.topic_by) == ("plans for saturday", "bob")
+            async with net.node("east") as east:  # came later: the brokers kept the topics
+                cat = await member(east, "cat")
+
+                async def told() -> bool:
+                    try:
+                        return (await east.node.room("lobby")).topic == "plans for saturday"
+                    except ProtocolError:
+                        return False
+
+                await until(told, what="east has the latest topic")
+                joined = await cat.join("lobby")
+                assert joined["room"]["topic_by"] == "bob@south"

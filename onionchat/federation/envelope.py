@@ -107,7 +107,22 @@ class InviteBody(msgspec.Struct, tag="invite", tag_field="kind", kw_only=True, f
     signing: str | None = None
 
 
-Body = MessageBody | SyncBody | BundleBody | PresenceBody | InviteBody
+class TopicBody(
+    msgspec.Struct, tag="topic", tag_field="kind", kw_only=True, frozen=True, omit_defaults=True
+):
+    """A room's topic as a user of `origin` set it (neither text nor box: cleared); the
+    latest `ts` wins on every node."""
+
+    origin: str
+    room: str
+    protected: bool
+    by: str
+    ts: int
+    text: str | None = None
+    box: str | None = None
+
+
+Body = MessageBody | SyncBody | BundleBody | PresenceBody | InviteBody | TopicBody
 _decoder = msgspec.json.Decoder(Body)
 _encoder = msgspec.json.Encoder()
 
@@ -203,12 +218,13 @@ def fingerprint(ids: list[str]) -> str:
     return digest.hexdigest()[:32]
 
 
-Kind = Literal["m", "s", "d", "p"]
+Kind = Literal["m", "s", "d", "p", "t"]
 
 
 def topic(network: str, origin: str, kind: Kind, tag: str = "") -> str:
     """`NETWORK/NODE/m/ROOMTAG` for messages, `NETWORK/NODE/d/PEER` for direct messages to
-    PEER's users (only PEER subscribes), `NETWORK/NODE/p/ROOMTAG` for who is present (retained),
+    PEER's users (only PEER subscribes), `NETWORK/NODE/p/ROOMTAG` for who is present and
+    `NETWORK/NODE/t/ROOMTAG` for the topic set there (both retained),
     `NETWORK/NODE/s` for repairs: a node publishes only under its own name (a broker's ACL can
     hold it to that)."""
     return f"{network}/{origin}/{kind}/{tag}" if tag else f"{network}/{origin}/{kind}"

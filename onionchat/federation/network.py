@@ -14,7 +14,7 @@ import binascii
 import collections
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +30,15 @@ from onionchat.federation.envelope import (
     MessageBody,
     PresenceBody,
     SyncBody,
+    TopicBody,
 )
 from onionchat.federation.link import Link
 from onionchat.federation.presence import Rosters
 from onionchat.federation.repair import Repair
 from onionchat.identity import deliver_invitation
-from onionchat.node import Arrival, Node
+from onionchat.node import MAX_TOPIC_CHARS, Arrival, Node
 from onionchat.onion_keys import write_secret
-from onionchat.protocol import Code, Message, ProtocolError
+from onionchat.protocol import Code, Message, ProtocolError, TopicChanged
 from onionchat.store import Room
 
 log = logging.getLogger("onionchat.federation")
@@ -81,6 +82,7 @@ class Federation:
                 envelope.topic(fed.network, peer, "m", "+"),
                 envelope.topic(fed.network, peer, "d", self.name),
                 envelope.topic(fed.network, peer, "p", "+"),
+                envelope.topic(fed.network, peer, "t", "+"),
                 envelope.topic(fed.network, peer, "s"),
             )
         ]
@@ -110,6 +112,7 @@ class Federation:
         self._names: dict[str, bool] = {}
         self._keys: dict[str, tuple[float, tuple[str | None, str | None]]] = {}
         self._vouches: dict[str, tuple[str, str | None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def install(self) -> None:
         self.node.outbox = self.outbox
@@ -117,6 +120,7 @@ class Federation:
         self.node.invite_elsewhere = self.invite
         self.node.remote_members = self.rosters.members
         self.node.presence_listeners.append(self.rosters.changed)
+        self.node.topic_listeners.append(self.topic_set)
         self.node.listeners.append(self.heard)
         self.node.reports["federation"] = self.status
 
@@ -127,6 +131,8 @@ class Federation:
         self.rosters.start()
 
     async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
         await self.rosters.close()
         await self.repair.close()
         for link in self.links:
@@ -165,8 +171,62 @@ class Federation:
                 link.written(arrival.room, arrival.message)
 
     def connected(self) -> None:
-        """A broker (re)connected: whatever was missed meanwhile is caught up at once."""
+        """A broker (re)connected: whatever was missed meanwhile is caught up at once, and the
+        topics set here are told again (a broker that came back empty keeps them again)."""
         self.repair.soon()
+        self._background(self._topics_again())
+
+    def _background(self, work: Coroutine[None, None, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- topics ---------------------------------------------------------------------------
+
+    def topic_set(self, room: Room, changed: TopicChanged) -> None:
+        if self.shares(room.name):
+            self._background(
+                self._tell_topic(
+                    room.name, changed.text, changed.box, changed.by, changed.ts, room.protected
+                )
+            )
+
+    async def _topics_again(self) -> None:
+        for room in await self.node.store.rooms():
+            if self.shares(room.name) and room.topic_by and "@" not in room.topic_by:
+                await self._tell_topic(
+                    room.name,
+                    room.topic,
+                    room.topic_box,
+                    room.topic_by,
+                    room.topic_ts,
+                    room.protected,
+                )
+
+    async def _tell_topic(
+        self, room: str, text: str | None, box: str | None, by: str, ts: int, protected: bool
+    ) -> None:
+        body = TopicBody(
+            origin=self.name, room=room, protected=protected, by=by, ts=ts, text=text, box=box
+        )
+        tag = envelope.room_tag(self.network_key, room)
+        topic = envelope.topic(self.settings.network, self.name, "t", tag)
+        payload = envelope.seal(envelope.signed(body, self.key), self.network_key)
+        await asyncio.gather(*(link.send(topic, payload, retain=True) for link in self.links))
+
+    async def topic_heard(self, body: TopicBody) -> None:
+        if body.origin == self.name or not self.shares(body.room):
+            return
+        if not self._canonical(body.by, names.username):
+            raise Broken("a topic set by a name not in its canonical form")
+        try:
+            room = await self.node.shared_room(body.room, body.protected)
+            text, box = body.text, body.box
+            if text is not None or box is not None:
+                text, box = self.node.check_body(room, text, box, MAX_TOPIC_CHARS, "topic")
+        except ProtocolError as exc:
+            raise Broken(f"refused as a client's would be ({exc.code.value})") from None
+        await self.node.apply_topic(room, text, box, f"{body.by}@{body.origin}", body.ts)
 
     async def keys_of(self, user: str) -> tuple[str | None, str | None]:
         """A user of this node's public keys, for the envelopes of key-protected rooms (asked
@@ -231,6 +291,8 @@ class Federation:
                     self.rosters.heard(body)
                 case InviteBody():
                     await self.invited(body)
+                case TopicBody():
+                    await self.topic_heard(body)
         except Broken as exc:
             self.drop(str(exc))
         except Exception:
