@@ -2,8 +2,9 @@
 
 Installed by the composition root as one more feature of the node: it tells the node which
 brokers a new message waits for (the outbox rows are written in the message's transaction),
-wakes each broker's link when one is written here, and hands what comes from peers to the
-node's one door (`Node.accept`) once it is opened, verified and checked like a client's.
+hands each broker's link the messages written here, and hands what comes from peers (messages,
+direct messages, topics, invitations) to the node once it is opened, verified and checked as a
+client's would be: messages through the node's one door, `Node.accept`.
 """
 
 from __future__ import annotations
@@ -114,6 +115,10 @@ class Federation:
         self._vouches: dict[str, tuple[str, str | None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def senders(self) -> Sequence[Link]:
+        return self.links
+
     def install(self) -> None:
         self.node.outbox = self.outbox
         self.node.elsewhere = self.elsewhere
@@ -217,7 +222,7 @@ class Federation:
     async def topic_heard(self, body: TopicBody) -> None:
         if body.origin == self.name or not self.shares(body.room):
             return
-        if not self._canonical(body.by, names.username):
+        if not self.canonical(body.by, names.username):
             raise Broken("a topic set by a name not in its canonical form")
         try:
             room = await self.node.shared_room(body.room, body.protected)
@@ -324,7 +329,7 @@ class Federation:
         limit = self.node.settings.limits.max_text_chars
         to = None
         try:
-            if not self._canonical(body.sender, names.username):
+            if not self.canonical(body.sender, names.username):
                 raise Broken("a sender name not in its canonical form")
             if body.to is not None:
                 recipient, _, node = body.to.rpartition("@")
@@ -337,7 +342,7 @@ class Federation:
                 room = await self.node.conversation(sender, user.name, [user.id])
                 text, box = self.node.check_body(None, body.text, body.box, limit)
             else:
-                if not self._canonical(body.room, names.room):
+                if not self.canonical(body.room, names.room):
                     raise Broken("a room name not in its canonical form")
                 if not self.shares(body.room):
                     return False
@@ -373,7 +378,7 @@ class Federation:
             self._vouches.clear()
         self._vouches[user] = (public, signing)
 
-    def _canonical(self, name: str, rule: Callable[[str], str]) -> bool:
+    def canonical(self, name: str, rule: Callable[[str], str]) -> bool:
         """Whether a name is valid and in its canonical form, remembered: the rules (NFKC,
         scripts, confusables) cost more than anything else a message does here."""
         known = self._names.get(name)
@@ -415,7 +420,7 @@ class Federation:
         user_name, _, node = body.to.rpartition("@")
         if node != self.name or body.origin == self.name:
             return
-        if not self._canonical(body.sender, names.username) or not self.shares(body.room):
+        if not self.canonical(body.sender, names.username) or not self.shares(body.room):
             raise Broken("an invitation from a name or into a room not shared")
         user = await self.node.store.user_by_key(names.key(user_name))
         if user is None:

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 from onionchat import names
 from onionchat.federation import envelope
 from onionchat.federation.envelope import Broken, PresenceBody
-from onionchat.protocol import Presence, ProtocolError, encode
+from onionchat.protocol import Presence, encode
 
 if TYPE_CHECKING:
-    from onionchat.federation.network import Federation
+    from onionchat.federation.context import Context
 
 log = logging.getLogger("onionchat.federation")
 
@@ -42,7 +42,7 @@ class Told:
 
 
 class Rosters:
-    def __init__(self, federation: Federation) -> None:
+    def __init__(self, federation: Context) -> None:
         self.fed = federation
         self.remote: dict[str, dict[str, Told]] = {}  # room -> peer -> its list
         self._dirty: set[str] = set()
@@ -101,7 +101,7 @@ class Rosters:
         tag = envelope.room_tag(self.fed.network_key, room)
         topic = envelope.topic(self.fed.settings.network, self.fed.name, "p", tag)
         payload = envelope.seal(envelope.signed(body, self.fed.key), self.fed.network_key)
-        await asyncio.gather(*(link.send(topic, payload, retain=True) for link in self.fed.links))
+        await asyncio.gather(*(link.send(topic, payload, retain=True) for link in self.fed.senders))
 
     # -- the peers' lists -----------------------------------------------------------------
 
@@ -110,13 +110,10 @@ class Rosters:
             return
         if not self.fed.shares(body.room) or len(body.members) > LISTED:
             raise Broken("a presence list of a room not shared, or too long")
-        try:
-            if names.room(body.room) != body.room or any(
-                names.username(m) != m for m in body.members
-            ):
-                raise Broken("a presence list with names not in their canonical form")
-        except ProtocolError:
-            raise Broken("a presence list with names that are not names") from None
+        if not self.fed.canonical(body.room, names.room) or not all(
+            self.fed.canonical(m, names.username) for m in body.members
+        ):
+            raise Broken("a presence list with names not in their canonical form")
         rooms = self.remote.setdefault(body.room, {})
         before = rooms.get(body.origin)
         if before is not None and before.ts >= body.ts:

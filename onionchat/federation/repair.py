@@ -30,7 +30,7 @@ from onionchat.ids import first_at
 from onionchat.protocol import Message, ProtocolError
 
 if TYPE_CHECKING:
-    from onionchat.federation.network import Federation
+    from onionchat.federation.context import Context
     from onionchat.store import Room
 
 log = logging.getLogger("onionchat.federation")
@@ -46,7 +46,7 @@ HELLO = ""  # the room of a sync step that asks its receiver to offer every room
 
 
 class Repair:
-    def __init__(self, federation: Federation) -> None:
+    def __init__(self, federation: Context) -> None:
         self.fed = federation
         self._queue: asyncio.Queue[SyncBody | BundleBody] = asyncio.Queue(QUEUE)
         self._soon = asyncio.Event()
@@ -229,7 +229,7 @@ class Repair:
     async def _publish(self, item: bytes) -> None:
         topic = envelope.topic(self.fed.settings.network, self.fed.name, "s")
         payload = envelope.seal(item, self.fed.network_key)
-        await asyncio.gather(*(link.send(topic, payload) for link in self.fed.links))
+        await asyncio.gather(*(link.send(topic, payload) for link in self.fed.senders))
 
     # -- reading --------------------------------------------------------------------------
 
