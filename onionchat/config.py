@@ -239,8 +239,10 @@ class Limits:
         default=2.0,
         metadata=_key(
             "History pages per second one user may ask for on average, over all their "
-            "connections (burst: 10 times this). A page costs the node a thousand times a "
-            "message: reading and encoding up to `history_bytes`.",
+            "connections (burst: 10 times this), a join's first page included (past it a join "
+            "comes without its page, `more` set, for the client to page in later). A page "
+            "costs the node a thousand times a message: reading and encoding up to "
+            "`history_bytes`.",
             low=0.01,
             high=1_000_000,
         ),

@@ -420,7 +420,10 @@ class Node:
             self._presence_changed(name)
         try:
             await self.store.set_member(conn.session.user.id, room.id, True)
-            history, more = await self._page(room, None, self.settings.limits.history_page)
+            if self._pages.allow(conn.user_key):
+                history, more = await self._page(room, None, self.settings.limits.history_page)
+            else:  # a join's page costs what any page does: past the rate, joined without it
+                history, more = [], True
         except BaseException:
             if entering:
                 conn.release(name, deliver=False)

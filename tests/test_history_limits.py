@@ -21,12 +21,13 @@ async def test_history_pages_past_the_rate_are_refused_and_nobody_else_is_slowed
         for person in (mallory, second, alice):
             await person.join("lobby")
         await alice.say("lobby", "something to page through")
-        for n in range(12):  # a burst of 10, over both of mallory's connections
+        # a burst of 10 pages, over both of mallory's connections: her two joins had 2 of them
+        for n in range(12):
             await (mallory if n % 2 else second).send(type="history", room="lobby", ref=f"h{n}")
         for n in range(12):
             person = mallory if n % 2 else second
-            frame = await person.expect("history" if n < 10 else "error", ref=f"h{n}")
-            assert n < 10 or frame["code"] == "rate_limited"
+            frame = await person.expect("history" if n < 8 else "error", ref=f"h{n}")
+            assert n < 8 or frame["code"] == "rate_limited"
         refusal = frame
         assert "at most 1 history pages a second" in refusal["message"]
         await mallory.send(type="ping", ref="alive")
@@ -34,3 +35,21 @@ async def test_history_pages_past_the_rate_are_refused_and_nobody_else_is_slowed
         await alice.send(type="history", room="lobby", ref="mine")
         page = await alice.expect("history", ref="mine")
         assert [m["text"] for m in page["messages"]] == ["something to page through"]
+
+
+async def test_joins_past_the_rate_come_without_their_page(tmp_path: Path) -> None:
+    """A join's first page costs what any page does: past the burst a join still succeeds,
+    without its page and with `more` set, for the client to page in later."""
+    env = {"ONIONCHAT_LIMITS_HISTORY_RATE": "1", "ONIONCHAT_LIMITS_JOIN_RATE": "1000"}
+    async with running(tmp_path / "node", env) as parts:
+        alice = await member(parts, "alice")
+        rooms = [f"room{n}" for n in range(12)]
+        for room in rooms:
+            await alice.join(room)
+            await alice.say(room, f"hello {room}", ref=room)
+        bob = await member(parts, "bob")
+        joined = [await bob.join(room) for room in rooms]
+        assert all(j["history"] and not j["more"] for j in joined[:10])
+        for j in joined[10:]:
+            assert j["history"] == [] and j["more"] is True
+            assert j["members"] == ["alice", "bob"]
