@@ -114,3 +114,36 @@ async def test_a_node_killed_with_sigkill_catches_up_when_it_is_back(
             await until(caught_up, what="south has every message again")
             assert [m["text"] for m in shown] == [f"stream {n}" for n in range(40)]
             assert {m["sender"] for m in shown} == {"ann@north"}
+
+
+async def test_a_key_protected_room_across_nodes_in_the_browser_and_the_cli(
+    processes: tuple[Network, list[NodeProcess]], browser: Browser, password_file: Path
+) -> None:
+    """alice's browser on north makes #plans; bob's CLI on south joins it by the invite link
+    with north's address changed for south's: each reads the other's boxes as decrypted and
+    checked (the signature by the key south or north vouched for), none is rejected."""
+    _, (north, south, _east) = processes
+    await linked_processes([north, south])
+    async with open_page(browser, north) as watched:
+        page = watched.page
+        await sign_up(page, "alice")
+        await open_room(page, "plans", protected=True)
+        link = await page.get_by_label("Invite link").input_value()
+        link = link.replace(north.url, south.url)
+        async with pipe_client(link, "bob", password_file, "--register") as bob:
+            await bob.next(type="joined")
+            await say(page, "the eagle lands at dawn")
+            line = await bob.next(type="message", timeout=20)
+            assert line["sender"] == "alice@north" and line["text"] == "the eagle lands at dawn"
+            assert line["decrypted"] is True
+            await bob.send("roger that")
+            await expect(page.locator("#messages")).to_contain_text("roger that")
+            # checked, not only opened: no box still waiting for its writer's key, none refused
+            await expect(page.locator("#messages .text.pending")).to_have_count(0)
+            await expect(page.locator("#messages .text.rejected")).to_have_count(0)
+            await expect(page.locator("#messages .text.failed")).to_have_count(0)
+            await expect(page.locator("#messages li.message .sender")).to_have_text(
+                ["alice", "bob@south"]
+            )
+            assert (await bob.finish())[0] == 0
+        await watched.assert_clean()
