@@ -571,14 +571,14 @@ class Store:
         rows = await self._all("SELECT broker, count(*) FROM outbox GROUP BY broker")
         return {r[0]: r[1] for r in rows}
 
-    async def message_ids(self, room_id: int, lo: str, hi: str, limit: int) -> list[str]:
-        """Ids of a room's messages (not direct ones) with lo <= id < hi, in order."""
-        rows = await self._all(
-            "SELECT id FROM messages WHERE room_id = ? AND id >= ? AND id < ? "
-            "AND recipient IS NULL ORDER BY id LIMIT ?",
-            (room_id, lo, hi, limit),
-        )
-        return [r[0] for r in rows]
+    async def message_ids(
+        self, room_id: int, lo: str, hi: str, limit: int, newest: bool = False
+    ) -> list[str]:
+        """Ids of a room's messages (not direct ones) with lo <= id < hi, in order: the
+        oldest `limit` of them, or with `newest` the newest."""
+        rows = await self._all(_IDS[newest], (room_id, lo, hi, limit))
+        ids = [r[0] for r in rows]
+        return ids[::-1] if newest else ids
 
     async def signed_messages(
         self, room: Room, ids: list[str]
@@ -723,6 +723,8 @@ class Store:
         return messages, more
 
 
+_IDS_IN = "SELECT id FROM messages WHERE room_id = ? AND id >= ? AND id < ? AND recipient IS NULL "
+_IDS = {False: _IDS_IN + "ORDER BY id LIMIT ?", True: _IDS_IN + "ORDER BY id DESC LIMIT ?"}
 _SIZES = "SELECT coalesce(length(text), 0) + coalesce(length(box), 0) FROM messages "
 _ROWS = "SELECT id, ts, sender, text, box, me, recipient FROM messages "
 _HISTORY = {

@@ -26,7 +26,7 @@ from federation import Network, history, linked, messages, until
 from inproc import Member, connection, member
 
 from onionchat import crypto, sealed
-from onionchat.federation import envelope
+from onionchat.federation import envelope, repair
 from onionchat.ids import IdGenerator
 from onionchat.protocol import ProtocolError
 from onionchat.server import Server
@@ -607,3 +607,28 @@ async def test_a_topic_set_on_one_node_is_the_topic_everywhere_and_the_latest_wi
                 await until(told, what="east has the latest topic")
                 joined = await cat.join("lobby")
                 assert joined["room"]["topic_by"] == "bob@south"
+
+
+async def test_in_a_room_past_the_repair_bound_the_newest_messages_are_repaired(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round compares at most the newest `repair.MAX_IDS` ids of a room (50 here): a node
+    that missed more gets the newest ones back, the ones people read first."""
+    monkeypatch.setattr(repair, "MAX_IDS", 50)
+    with brokers(tmp_path, 1, ["allow_anonymous true", "max_queued_messages 5"]) as (broker,):
+        net = Network(tmp_path, ["north", "south"], [broker.url])
+        async with net.node("north") as north:
+            async with net.node("south") as south:
+                await linked([north, south])
+            ann = await member(north, "ann")
+            await ann.join("lobby")
+            for n in range(120):
+                await ann.say("lobby", f"m{n}", ref=f"m{n}")
+            written = [i for i, _, _ in await history(north, "lobby")]
+            async with net.node("south") as south:
+
+                async def newest_back() -> bool:
+                    have = {i for i, _, _ in await history(south, "lobby")}
+                    return set(written[-50:]) <= have
+
+                await until(newest_back, what="the newest 50 on south")

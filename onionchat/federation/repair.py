@@ -98,11 +98,14 @@ class Repair:
         """Every shared room up to a few seconds ago: what is newer is still on its way
         through the brokers, and would differ at every step of a reconciliation."""
         horizon = first_at(int((time.time() - HORIZON) * 1000))
-        for room in await self.fed.node.store.rooms():
+        store = self.fed.node.store
+        for room in await store.rooms():
             if self.fed.shares(room.name):
-                ids = await self._ids(room, "", horizon)
+                # the newest MAX_IDS: in a bigger room, what is older is left out of the round
+                ids = await store.message_ids(room.id, "", horizon, MAX_IDS, newest=True)
+                lo = ids[0] if len(ids) == MAX_IDS else ""
                 whole = Range(
-                    lo="", hi=horizon, count=len(ids), fingerprint=envelope.fingerprint(ids)
+                    lo=lo, hi=horizon, count=len(ids), fingerprint=envelope.fingerprint(ids)
                 )
                 await self._send_sync(to, room.name, [whole])
 
