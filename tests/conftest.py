@@ -228,32 +228,18 @@ async def login(
         return await http.post("/api/login", json=body)
 
 
-class Client:
-    """A raw WebSocket chat client: frames in, frames out, nothing hidden."""
+class Frames:
+    """What a test does with any chat connection, over its own `send` and `recv`: wait for a
+    frame, a ping/pong barrier instead of a wait, join, say."""
 
-    def __init__(self, ws: ClientConnection, user: str) -> None:
-        self.ws = ws
-        self.user = user
-        self.seen: list[dict[str, Any]] = []
-        self._pending: collections.deque[dict[str, Any]] = collections.deque()
-        self._pings = 0
+    seen: list[dict[str, Any]]
+    _pings: int
 
     async def send(self, **frame: Any) -> None:
-        await self.ws.send(json.dumps({"v": 1, **frame}))
-
-    async def send_raw(self, data: str | bytes) -> None:
-        await self.ws.send(data)
+        raise NotImplementedError
 
     async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
-        """The next frame; a WebSocket message may carry several, one per line."""
-        if not self._pending:
-            raw = await asyncio.wait_for(self.ws.recv(), timeout)
-            assert isinstance(raw, str)
-            self._pending.extend(json.loads(line) for line in raw.split("\n"))
-        frame: dict[str, Any] = self._pending.popleft()
-        assert frame.get("v") == 1, frame
-        self.seen.append(frame)
-        return frame
+        raise NotImplementedError
 
     async def expect(self, kind: str, timeout: float = 5.0, **fields: Any) -> dict[str, Any]:
         """The next frame of this type whose fields match; other frames are skipped."""
@@ -286,6 +272,34 @@ class Client:
     async def say(self, room: str, text: str, ref: str = "r") -> dict[str, Any]:
         await self.send(type="send", room=room, text=text, ref=ref)
         return await self.expect("ack", ref=ref)
+
+
+class Client(Frames):
+    """A raw WebSocket chat client: frames in, frames out, nothing hidden."""
+
+    def __init__(self, ws: ClientConnection, user: str) -> None:
+        self.ws = ws
+        self.user = user
+        self.seen: list[dict[str, Any]] = []
+        self._pending: collections.deque[dict[str, Any]] = collections.deque()
+        self._pings = 0
+
+    async def send(self, **frame: Any) -> None:
+        await self.ws.send(json.dumps({"v": 1, **frame}))
+
+    async def send_raw(self, data: str | bytes) -> None:
+        await self.ws.send(data)
+
+    async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
+        """The next frame; a WebSocket message may carry several, one per line."""
+        if not self._pending:
+            raw = await asyncio.wait_for(self.ws.recv(), timeout)
+            assert isinstance(raw, str)
+            self._pending.extend(json.loads(line) for line in raw.split("\n"))
+        frame: dict[str, Any] = self._pending.popleft()
+        assert frame.get("v") == 1, frame
+        self.seen.append(frame)
+        return frame
 
     async def close(self) -> None:
         await self.ws.close()

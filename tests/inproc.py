@@ -22,7 +22,7 @@ from onionchat import config, crypto, server
 from onionchat.hub import Connection
 from onionchat.server import Server
 
-from conftest import FAST_AUTH, PASSWORD
+from conftest import FAST_AUTH, PASSWORD, Frames
 
 
 @contextlib.asynccontextmanager
@@ -35,7 +35,7 @@ async def running(data_dir: Path, env: Mapping[str, str] | None = None) -> Async
         yield parts
 
 
-class Member:
+class Member(Frames):
     """One user's connection to an in-process node: frames go in as a transport hands them
     over (`Node.receive`), and come out of the connection's queue."""
 
@@ -60,37 +60,6 @@ class Member:
         frame = self._pending.popleft()
         self.seen.append(frame)
         return frame
-
-    async def expect(self, kind: str, timeout: float = 5.0, **fields: Any) -> dict[str, Any]:
-        """The next frame of this type whose fields match; other frames are skipped."""
-        async with asyncio.timeout(timeout):
-            while True:
-                frame = await self.recv(timeout)
-                if frame["type"] == kind and all(frame.get(k) == v for k, v in fields.items()):
-                    return frame
-
-    async def barrier(self) -> list[dict[str, Any]]:
-        """Every frame queued for this member before now: a ping's pong comes after them."""
-        self._pings += 1
-        ref = f"barrier-{self._pings}"
-        await self.send(type="ping", ref=ref)
-        before = []
-        while (frame := await self.recv()) != {"v": 1, "type": "pong", "ref": ref}:
-            before.append(frame)
-        return before
-
-    async def nothing(self) -> None:
-        """Nothing came for this member (up to a barrier, not a wait)."""
-        before = await self.barrier()
-        assert not before, f"unexpected frames: {before}"
-
-    async def join(self, room: str, **options: Any) -> dict[str, Any]:
-        await self.send(type="join", room=room, create=True, **options)
-        return await self.expect("joined")
-
-    async def say(self, room: str, text: str, ref: str = "r") -> dict[str, Any]:
-        await self.send(type="send", room=room, text=text, ref=ref)
-        return await self.expect("ack", ref=ref)
 
 
 async def member(parts: Server, name: str) -> Member:

@@ -8,23 +8,29 @@ import asyncio
 from pathlib import Path
 
 import msgspec
-from inproc import member, running
+from inproc import Member, member, running
 
 from onionchat.ids import IdGenerator
 from onionchat.node import Arrival
 from onionchat.protocol import Message
+from onionchat.server import Server
+
+
+async def lobby_of_two(parts: Server) -> tuple[Member, Member, list[Arrival]]:
+    """alice and bob in #lobby, and what a listener of the node's hears from then on."""
+    alice, bob = await member(parts, "alice"), await member(parts, "bob")
+    await alice.join("lobby")
+    await bob.join("lobby")
+    heard: list[Arrival] = []
+    parts.node.listeners.append(heard.append)
+    return alice, bob, heard
 
 
 async def test_a_copy_of_a_stored_message_changes_nothing_and_is_shown_to_no_one(
     tmp_path: Path,
 ) -> None:
     async with running(tmp_path / "node") as parts:
-        alice = await member(parts, "alice")
-        bob = await member(parts, "bob")
-        await alice.join("lobby")
-        await bob.join("lobby")
-        heard: list[Arrival] = []
-        parts.node.listeners.append(heard.append)
+        alice, bob, heard = await lobby_of_two(parts)
         room = await parts.node.room("lobby")
         id_, ts = IdGenerator().next()
         message = Message(id=id_, room="lobby", ts=ts, sender="carol@north", text="from afar")
@@ -48,12 +54,7 @@ async def test_a_message_written_here_is_acked_then_told_to_every_listener(
     tmp_path: Path,
 ) -> None:
     async with running(tmp_path / "node") as parts:
-        alice = await member(parts, "alice")
-        bob = await member(parts, "bob")
-        await alice.join("lobby")
-        await bob.join("lobby")
-        heard: list[Arrival] = []
-        parts.node.listeners.append(heard.append)
+        alice, bob, heard = await lobby_of_two(parts)
         ack = await alice.say("lobby", "hello @carol")
         before = await alice.barrier()
         assert [f["id"] for f in before if f["type"] == "message"] == [ack["id"]]
