@@ -141,7 +141,8 @@ class Limits:
     flood_strikes: int = dataclasses.field(
         default=50,
         metadata=_key(
-            "Frames refused for rate within ten seconds before the connection is closed (4008).",
+            "Frames refused for going over a rate (frames, history pages, joins) within ten "
+            "seconds before the connection is closed as flooding (4008).",
             low=1,
             high=1_000_000,
         ),

@@ -231,18 +231,24 @@ class Node:
     def admit(self, conn: Connection, ref: str | None = None) -> None:
         """The rate limit of every transport: a frame over it is refused, and a connection that
         keeps going over it is closed as flooding (4008)."""
-        limits = self.settings.limits
         if conn.bucket is None or conn.bucket.allow():
             return
-        now = time.monotonic()
-        conn.strikes = max(conn.strikes, now - STRIKE_WINDOW) + STRIKE_WINDOW / limits.flood_strikes
-        if conn.strikes > now:
-            conn.close(Close.FLOODING, "flooding: too many frames over the rate limit")
-        raise ProtocolError(
-            Code.RATE_LIMITED,
-            f"slow down: at most {limits.rate:g} frames a second; this one was dropped",
+        raise self._strike(
+            conn,
+            f"at most {self.settings.limits.rate:g} frames a second; this one was dropped",
             ref,
         )
+
+    def _strike(self, conn: Connection, limit: str, ref: str | None) -> ProtocolError:
+        """A refusal for going over a rate, to raise. Every such refusal is a strike: a
+        connection that goes on regardless (`flood_strikes` in ten seconds) is closed as
+        flooding (4008), so that asking past a limit costs the node no more than a little."""
+        now = time.monotonic()
+        strike = STRIKE_WINDOW / self.settings.limits.flood_strikes
+        conn.strikes = max(conn.strikes, now - STRIKE_WINDOW) + strike
+        if conn.strikes > now:
+            conn.close(Close.FLOODING, "flooding: too many frames over the rate limits")
+        return ProtocolError(Code.RATE_LIMITED, f"slow down: {limit}", ref)
 
     async def receive(self, conn: Connection, text: str | None) -> None:
         """One frame as the client sent it: limits, then decoding, then `handle`. Whatever is
@@ -356,10 +362,8 @@ class Node:
         only: a client about to make a room key must not make one for a room that exists."""
         name = names.room(raw)
         if name not in conn.rooms and not self._joins.allow(conn.user_key):
-            raise ProtocolError(
-                Code.RATE_LIMITED,
-                f"slow down: at most {self.settings.limits.join_rate:g} joins a second",
-                ref,
+            raise self._strike(
+                conn, f"at most {self.settings.limits.join_rate:g} joins a second", ref
             )
         try:
             room = await self.room(name)
@@ -630,11 +634,9 @@ class Node:
         if frame.before is not None and not is_valid(frame.before):
             raise ProtocolError(Code.BAD_FRAME, "before must be a message id")
         if not self._pages.allow(conn.user_key):
-            raise ProtocolError(
-                Code.RATE_LIMITED,
-                f"slow down: at most {self.settings.limits.history_rate:g} history pages a "
-                "second; this one was not sent",
-                frame.ref,
+            rate = self.settings.limits.history_rate
+            raise self._strike(
+                conn, f"at most {rate:g} history pages a second; this one was not sent", frame.ref
             )
         if frame.room.startswith("@"):
             room = await self._direct_room(conn, frame.room)
