@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import signal
 import socket
 import sys
 import time
@@ -148,8 +149,14 @@ def mode_options(mode: str, args: argparse.Namespace) -> Any:
     return cls(**values)
 
 
+def _stop(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so that every server and worker started is stopped."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _stop)
     run_modes = list(OPTION_CLASSES) if args.mode == "all" else [args.mode]
     vs = args.vs if args.vs is not None else ("onionshare" if args.mode == "all" else "none")
     date = datetime.date.today().isoformat()

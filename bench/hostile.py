@@ -686,6 +686,8 @@ def run_step(
             "window_s": round(window, 1),
             "cpu_pct_during_step": r["node_cpu_pct"],
             "others_cpu_pct_during_step": round(max(outside, 0.0), 1),
+            # % of all the machine's CPU time the host took (a virtual machine's steal)
+            "stolen_pct_during_step": r["machine_stolen_pct"],
             "noisy": outside > NOISY_PCT,
             "settle_s": settled,
             "busy_after_settle": settled >= o.settle,
@@ -713,7 +715,8 @@ def line(s: dict[str, Any]) -> str:
     return (
         f"{s['name']}: {mark} p50 {lat['p50']} p99 {lat['p99']} ms (×{h['p99_ratio']}) lost "
         f"{h['lost']} dup {h['duplicated']} honest closed {h['closed_clients']} errors "
-        f"{h['error_frames']}; node RSS peak {nd['rss_peak_mib']} MiB, {nd['cpu_s']} CPU s"
+        f"{h['error_frames']}; node RSS peak {nd['rss_peak_mib']} MiB, {nd['cpu_s']} CPU s; "
+        f"stolen {nd['stolen_pct_during_step']} %"
         + (f"; attackers: {s['attackers']['summary']}" if "attackers" in s else "")
     )
 

@@ -167,7 +167,7 @@ class Bench:
         payload = self.common.payload
         sender_map = {i: i for i in range(senders)}
         node_cpu0, gen_cpu0 = self.node.cpu(), self.gen.cpu_each()
-        busy0, total0 = machine_cpu_busy()
+        busy0, total0, stolen0 = machine_cpu_busy()
         start_ns = time.monotonic_ns() + 150_000_000
         runs = self.pool.call(
             "run",
@@ -191,7 +191,7 @@ class Bench:
         wall = (end_ns - start_ns) / 1e9
         node_cpu = self.node.cpu() - node_cpu0
         gen_each = [b - a for a, b in zip(gen_cpu0, self.gen.cpu_each(), strict=True)]
-        busy1, total1 = machine_cpu_busy()
+        busy1, total1, stolen1 = machine_cpu_busy()
         receivers = sum(d["receivers"] for d in drains)
         lat = stats.latencies([d["lat"] for d in drains])
         distinct = sum(d["total"] for d in drains)
@@ -239,6 +239,7 @@ class Bench:
             "generator_worker_cpu_pct": [round(g / wall * 100, 1) for g in gen_each],
             "generator_limited": bool(limited),
             "machine_busy_pct": round(machine_busy * 100, 1),
+            "machine_stolen_pct": round((stolen1 - stolen0) / max(total1 - total0, 1e-9) * 100, 2),
             "error_frames": sum(d["errors"] for d in drains),
             "last_error": next((d["last_error"] for d in drains if d["last_error"]), ""),
             "closed_clients": sum(d["closed"] for d in drains),

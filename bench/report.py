@@ -417,9 +417,9 @@ def markdown(results: dict[str, Any]) -> str:
         out += [
             "",
             "| hostile step | p50 ms | p99 ms | p99 × baseline | lost | dup | honest closed "
-            "| error frames | node RSS peak MiB | node CPU s | others' CPU % | result "
-            "| attackers |",
-            "| --- " + "| ---: " * 10 + "| --- | --- |",
+            "| error frames | node RSS peak MiB | node CPU s | others' CPU % | stolen % "
+            "| result | attackers |",
+            "| --- " + "| ---: " * 11 + "| --- | --- |",
         ]
         for s in hostile["steps"]:
             h, nd = s["honest"], s["node"]
@@ -427,11 +427,12 @@ def markdown(results: dict[str, Any]) -> str:
             mark = "PASS" if s["passed"] else "**FAIL**"
             mark += " (noisy)" if nd.get("noisy") else ""
             others = _fmt(nd.get("others_cpu_pct_during_step"))
+            stolen = _fmt(nd.get("stolen_pct_during_step"))
             out.append(
                 f"| {s['step']} {s['name']} | {_fmt(lat['p50'])} | {_fmt(lat['p99'])} | "
                 f"{_fmt(h['p99_ratio'])} | {h['lost']} | {h['duplicated']} | "
                 f"{h['closed_clients']} | {h['error_frames']} | {_fmt(nd['rss_peak_mib'])} | "
-                f"{_fmt(nd['cpu_s'])} | {others} | {mark} | "
+                f"{_fmt(nd['cpu_s'])} | {others} | {stolen} | {mark} | "
                 f"{_get(s, 'attackers', 'summary') or '—'} |"
             )
     return "\n".join(out) + "\n"

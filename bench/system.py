@@ -120,9 +120,11 @@ class ProcessMeter:
         return sum((status_kib(p.pid, "VmHWM") or 0) * 1024 for p in self.procs)
 
 
-def machine_cpu_busy() -> tuple[float, float]:
-    """(busy seconds, total seconds) of the whole machine so far, for utilisation deltas."""
+def machine_cpu_busy() -> tuple[float, float, float]:
+    """(busy, total, stolen) CPU seconds of the whole machine so far, for deltas. Stolen is
+    the time a virtual machine's CPUs were runnable but the host ran something else: it
+    comes in bursts of milliseconds, and a tail latency measured meanwhile is the host's."""
     t = psutil.cpu_times()
     idle = t.idle + getattr(t, "iowait", 0.0)
     total = sum(t)
-    return total - idle, total
+    return total - idle, total, getattr(t, "steal", 0.0)

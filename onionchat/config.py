@@ -462,7 +462,9 @@ class Federation:
             "MQTT brokers, each published to and subscribed on: `mqtt://[USER@]HOST[:PORT]` or "
             "`mqtts://…`, with options after `?`: `password_env=VAR` (the password's "
             "environment variable), `ca=FILE`, `cert=FILE`, `key=FILE` (TLS), `version=3.1.1` "
-            "(default 5), `tor=1` (through the node's tor; always for `.onion`)."
+            "(default 5), `tor=1` (through the node's tor; always for `.onion`), "
+            "`proxy=socks5://HOST:PORT` (through another SOCKS5 proxy, which resolves the "
+            "broker's name)."
         ),
     )
     rooms: tuple[str, ...] = dataclasses.field(
@@ -863,6 +865,7 @@ class Broker:
     key: str = ""
     version: str = "5"
     tor: bool = False
+    proxy: str = ""  # socks5://HOST:PORT, for a broker not reached through tor
 
     @property
     def onion(self) -> bool:
@@ -884,7 +887,7 @@ def broker(url: str, env: Mapping[str, str] | None = None) -> Broker:
     if not parsed.hostname:
         raise ConfigError(f"{where}: no host")
     options = dict(urllib.parse.parse_qsl(parsed.query, keep_blank_values=True))
-    known = {"password_env", "ca", "cert", "key", "version", "tor"}
+    known = {"password_env", "ca", "cert", "key", "version", "tor", "proxy"}
     if unknown := sorted(set(options) - known):
         raise ConfigError(
             f"{where}: unknown option {unknown[0]} (known: {', '.join(sorted(known))})"
@@ -908,6 +911,11 @@ def broker(url: str, env: Mapping[str, str] | None = None) -> Broker:
     if password_env and parsed.username is None:
         raise ConfigError(f"{where}: a password needs a user (mqtt://USER@HOST)")
     tor = options.get("tor", "0").lower() in ("1", "true", "yes", "on")
+    proxy = options.get("proxy", "")
+    if proxy:
+        if tor or parsed.hostname.endswith(".onion"):
+            raise ConfigError(f"{where}: proxy= is for a broker not reached through tor")
+        _socks5(where, proxy)
     return Broker(
         url=urllib.parse.urlunsplit((parsed.scheme, parsed.netloc, "", "", "")),
         host=parsed.hostname,
@@ -921,7 +929,20 @@ def broker(url: str, env: Mapping[str, str] | None = None) -> Broker:
         key=options.get("key", ""),
         version=version,
         tor=tor or parsed.hostname.endswith(".onion"),
+        proxy=proxy,
     )
+
+
+def _socks5(where: str, url: str) -> None:
+    parsed = urllib.parse.urlsplit(url)
+    try:
+        port = parsed.port
+    except ValueError:
+        port = None
+    if parsed.scheme != "socks5" or not parsed.hostname or port is None or parsed.username:
+        raise ConfigError(
+            f"{where}: give proxy=socks5://HOST:PORT (the broker's name is resolved by the proxy)"
+        )
 
 
 def peers(settings: Settings) -> dict[str, bytes]:

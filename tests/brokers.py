@@ -16,6 +16,7 @@ from pathlib import Path
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"  # scripts/system-packages
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+MICROSOCKS = shutil.which("microsocks") or "/usr/bin/microsocks"
 
 
 def free_port() -> int:
@@ -67,17 +68,7 @@ class Mosquitto:
             self.proc = subprocess.Popen(
                 [MOSQUITTO, "-c", str(conf)], stdout=log, stderr=log, stdin=subprocess.DEVNULL
             )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {self.log_path.read_text()[-2000:]}")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), 0.2),
-            ):
-                return
-            time.sleep(0.02)
-        raise RuntimeError("mosquitto did not listen within 10 s")
+        _listening(self.proc, self.port, self.log_path, "mosquitto")
 
     def kill(self) -> None:
         """SIGKILL: whatever it held in memory is gone."""
@@ -91,6 +82,54 @@ class Mosquitto:
             os.kill(self.proc.pid, sig)
             self.proc.wait(10)
         self.proc = None
+
+
+class Socks5:
+    """Debian's microsocks, a real SOCKS5 proxy on a loopback port; its log holds a line for
+    each connection it made (`client[N] 127.0.0.1: connected to HOST:PORT`)."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.log_path = directory / "microsocks.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"socks5://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [MICROSOCKS, "-i", "127.0.0.1", "-p", str(self.port)],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+            )
+        _listening(self.proc, self.port, self.log_path, "microsocks")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(10)
+        self.proc = None
+
+    def connections(self) -> list[str]:
+        return [line for line in self.log_path.read_text().splitlines() if "connected to" in line]
+
+
+def _listening(proc: subprocess.Popen[bytes], port: int, log: Path, what: str) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited: {log.read_text()[-2000:]}")
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), 0.2),
+        ):
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"{what} did not listen within 10 s")
 
 
 @contextlib.contextmanager

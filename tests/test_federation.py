@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import nacl.secret
 import nacl.signing
 import pytest
 import trustme
-from brokers import brokers, password_file
+from brokers import Socks5, brokers, password_file
 from federation import Network, history, linked, messages, until
 from inproc import Member, connection, member
 
@@ -127,6 +128,43 @@ async def test_with_every_broker_down_messages_wait_and_arrive_when_one_is_back(
             assert len({m["id"] for m in got}) == len(got)
 
 
+async def test_a_broker_behind_a_socks5_proxy_is_reached_only_through_it(tmp_path: Path) -> None:
+    """`proxy=socks5://…` (a real proxy: Debian's microsocks). North's every connection to
+    the broker is one the proxy made; with the proxy gone north's link is down, and what was
+    said meanwhile arrives once it is back."""
+    with brokers(tmp_path, 1) as (broker,):
+        proxy = Socks5(tmp_path / "proxy")
+        proxy.start()
+        try:
+            net = Network(tmp_path, ["north", "south"], [broker.url])
+            through = f"{broker.url}?proxy={proxy.url}"
+            async with (
+                net.node("north", ONIONCHAT_FEDERATION_BROKERS=through) as north,
+                net.node("south") as south,
+            ):
+                await linked([north, south])
+                assert north.federation is not None
+                (link,) = north.federation.links
+                assert link.status.connects == 1
+                (made,) = proxy.connections()
+                assert made.endswith(f"127.0.0.1: connected to 127.0.0.1:{broker.port}")
+                ann, bob = await member(north, "ann"), await member(south, "bob")
+                await ann.join("lobby")
+                await bob.join("lobby")
+                await bob.say("lobby", "through the proxy")
+                assert [m["text"] for m in await messages(ann, 1)] == ["through the proxy"]
+                proxy.stop()  # its connections end with it
+                await until(lambda: link.status.state != "up", what="north's link down")
+                await bob.say("lobby", "while the proxy was away")
+                await ann.nothing()
+                proxy.start()
+                got = await messages(ann, 2, timeout=30)
+                assert [m["text"] for m in got][-1] == "while the proxy was away"
+                assert len(proxy.connections()) == link.status.connects >= 2
+        finally:
+            proxy.stop()
+
+
 async def test_a_node_away_longer_than_a_broker_queues_catches_up_without_anyone_speaking(
     tmp_path: Path,
 ) -> None:
@@ -226,32 +264,36 @@ async def test_what_is_forged_unsigned_replayed_oversized_or_malformed_is_droppe
                 }
             )
             replayed = good[:64] + envelope.encode(body("a real one", id=ids.next()[0]))
+            framing = nacl.secret.SecretBox(network).encrypt((100).to_bytes(4, "big") + good)
             attacks = {
                 "not sealed": b"plain text, no secretbox",
-                "unsigned": envelope.seal(envelope.encode(body("no signature")), network),
-                "a stranger's key": envelope.seal(envelope.signed(body("x"), stranger), network),
-                "another network": envelope.seal(good, secrets.token_bytes(32)),
-                "replayed under another id": envelope.seal(replayed, network),
-                "oversized": envelope.seal(b"x" * (300 * 1024), network),
-                "malformed": envelope.seal(b"\0" * 64 + b"{not json", network),
-                "from the future": envelope.seal(envelope.signed(future, key), network),
-                "a text in a bad form": envelope.seal(envelope.signed(body(" "), key), network),
+                "unsigned": envelope.seal([envelope.encode(body("no signature"))], network),
+                "a stranger's key": envelope.seal([envelope.signed(body("x"), stranger)], network),
+                "another network": envelope.seal([good], secrets.token_bytes(32)),
+                "replayed under another id": envelope.seal([replayed], network),
+                "oversized": envelope.seal([b"x" * (300 * 1024)], network),
+                "malformed": envelope.seal([b"\0" * 64 + b"{not json"], network),
+                "a length past the end": bytes(framing),
+                "from the future": envelope.seal([envelope.signed(future, key)], network),
+                "a text in a bad form": envelope.seal([envelope.signed(body(" "), key)], network),
             }
             async with await raw_client(broker.url, identifier="mallory") as mallory:
                 for payload in attacks.values():
                     await mallory.publish(topic, payload, qos=1)
-                await mallory.publish(topic, envelope.seal(good, network), qos=1)
-                await mallory.publish(topic, envelope.seal(good, network), qos=1)  # replayed
-                await mallory.publish("elsewhere/north/m/x", envelope.seal(good, network), qos=1)
+                # a good one packed among bad ones is taken, once, however often it comes
+                packed = [envelope.signed(body(" "), key), good, good]
+                await mallory.publish(topic, envelope.seal(packed, network), qos=1)
+                await mallory.publish(topic, envelope.seal([good], network), qos=1)  # replayed
+                await mallory.publish("elsewhere/north/m/x", envelope.seal([good], network), qos=1)
             got = await messages(bob, 1)
             assert [m["text"] for m in got] == ["a real one"]
             reasons = {
                 "not sealed with the network key": 2,  # not sealed, another network
-                "malformed": 2,  # unsigned (no signature before the body), malformed
+                "malformed": 3,  # unsigned (no signature before the body), malformed, framing
                 "bad signature": 2,  # a stranger's key, replayed under another id
                 "oversized": 1,
                 "from the future": 1,
-                "refused as a client's would be (bad_body)": 1,
+                "refused as a client's would be (bad_body)": 2,
             }
             drops = south.federation.drops
             await until(lambda: drops == reasons, what=str(reasons))

@@ -1,7 +1,8 @@
 """What nodes say to each other through brokers: envelopes, signed by their node, sealed with
 the network key, on topics that name no room.
 
-A payload is `secretbox(network key, signature ‖ body)`, the body canonical JSON (msgspec's
+A payload is `secretbox(network key, items)`, each item `signature ‖ body` after its length:
+one item mostly, several messages of one room when they queue up. The body is canonical JSON (msgspec's
 encoding of the struct: a body that does not encode back to itself is refused, so a stored
 message can be passed on in a repair exactly as its node signed it). The signature is the
 origin node's Ed25519 over "onionchat federation\\0" ‖ body. Brokers see ciphertext, sizes
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Sequence
 from typing import Literal
 
 import msgspec
@@ -25,6 +27,7 @@ SIGN_LABEL = b"onionchat federation\0"
 SIGNATURE_BYTES = 64
 #: the largest payload a node publishes or takes in; a bundle is packed under it
 MAX_PAYLOAD = 256 * 1024
+MAX_ITEMS = 256  # signed items in one publish
 
 
 class Broken(Exception):
@@ -138,17 +141,33 @@ def signed(body: Body, key: nacl.signing.SigningKey) -> bytes:
     return key.sign(SIGN_LABEL + data).signature + data
 
 
-def seal(item: bytes, network_key: bytes) -> bytes:
-    return bytes(nacl.secret.SecretBox(network_key).encrypt(item))
+def seal(items: Sequence[bytes], network_key: bytes) -> bytes:
+    """One publish: signed items, each after its length (4 bytes, big-endian), sealed with
+    the network key. Several messages of one room go in one publish when they queue up, so
+    that a broker's per-publish cost is shared (each item keeps its own signature)."""
+    packed = b"".join(len(item).to_bytes(4, "big") + item for item in items)
+    return bytes(nacl.secret.SecretBox(network_key).encrypt(packed))
 
 
-def unseal(payload: bytes, network_key: bytes) -> bytes:
+def unseal(payload: bytes, network_key: bytes) -> list[bytes]:
     if len(payload) > MAX_PAYLOAD:
         raise Broken("oversized")
     try:
-        return nacl.secret.SecretBox(network_key).decrypt(payload)
+        packed = nacl.secret.SecretBox(network_key).decrypt(payload)
     except nacl.exceptions.CryptoError:
         raise Broken("not sealed with the network key") from None
+    items: list[bytes] = []
+    at = 0
+    while at < len(packed):
+        size = int.from_bytes(packed[at : at + 4], "big")
+        at += 4
+        if at + size > len(packed) or len(items) == MAX_ITEMS:
+            raise Broken("malformed")
+        items.append(packed[at : at + size])
+        at += size
+    if not items:
+        raise Broken("malformed")
+    return items
 
 
 def decode(item: bytes) -> Body:

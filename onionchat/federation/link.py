@@ -33,6 +33,7 @@ from paho.mqtt.properties import Properties
 
 from onionchat.config import Broker
 from onionchat.config import Federation as Settings
+from onionchat.federation import envelope
 
 if TYPE_CHECKING:
     from onionchat.protocol import Message
@@ -42,6 +43,8 @@ log = logging.getLogger("onionchat.federation")
 
 BATCH = 256  # outbox rows read and published at once
 IN_FLIGHT = 64  # publishes awaiting their PUBACK at once
+PACKED = 64  # messages of one room in one publish at most, when they queue up
+PACKED_BYTES = 64 * 1024  # and their items' bytes (one larger item goes alone)
 FLUSH_EVERY = 0.1  # seconds between two deletions of acknowledged outbox rows
 FRESH = 10_000  # new messages queued in memory for a broker; past it, read from the database
 DELIVERING = 256  # messages from the broker being checked and stored at once
@@ -70,19 +73,21 @@ class Link:
         settings: Settings,
         store: Store,
         subscriptions: list[str],
-        payload: Callable[[Room, Message], Coroutine[None, None, tuple[str, bytes]]],
+        item: Callable[[Room, Message], Coroutine[None, None, tuple[str, bytes]]],
         deliver: Callable[[str, bytes], Coroutine[None, None, None]],
         connected: Callable[[], None],
         proxy: Callable[[], str | None],
+        network_key: bytes,
     ) -> None:
         self.broker = broker
         self.settings = settings
         self.store = store
         self.subscriptions = subscriptions
-        self.payload = payload
+        self.item = item
         self.deliver = deliver
         self.connected = connected
         self.proxy = proxy
+        self.network_key = network_key
         self.status = LinkState(broker.url)
         self._fresh: asyncio.Queue[tuple[Room, Message]] = asyncio.Queue()
         self._overflow = False
@@ -209,7 +214,7 @@ class Link:
             username=b.username,
             password=b.password,
             tls_context=_tls(b) if b.tls else None,
-            proxy=self._proxy() if b.tor else None,
+            proxy=self._proxy() if b.tor or b.proxy else None,
             timeout=timeout,
             keepalive=60 if b.tor else 20,
             max_queued_incoming_messages=0,
@@ -222,7 +227,8 @@ class Link:
         return client
 
     def _proxy(self) -> aiomqtt.ProxySettings:
-        url = self.proxy()
+        """The broker's own SOCKS5 proxy, or else tor's SOCKS port."""
+        url = self.broker.proxy or self.proxy()
         if url is None:
             raise aiomqtt.MqttError("tor is not running: its SOCKS port is needed for this broker")
         parsed = urllib.parse.urlsplit(url)
@@ -230,7 +236,7 @@ class Link:
             proxy_type=socks.SOCKS5,
             proxy_addr=parsed.hostname or "127.0.0.1",
             proxy_port=parsed.port,
-            proxy_rdns=True,  # tor resolves the name: .onion, and no DNS leak
+            proxy_rdns=True,  # the proxy resolves the name: .onion, and no DNS leak
         )
 
     # -- publishing -----------------------------------------------------------------------
@@ -239,7 +245,8 @@ class Link:
         """The outbox rows left from before (read from the database, oldest first, until
         none is left); then each new message as it is written, from memory, until that
         queue overflows (a broker slower than the node): then the database again. Either
-        way a row goes only once this broker's PUBACK has come."""
+        way a row goes only once this broker's PUBACK has come. What queued up while every
+        publish was in flight goes in the next one together (`PACKED` of a room at most)."""
         window = asyncio.Semaphore(IN_FLIGHT)
         flusher = asyncio.create_task(self._flush())
         try:
@@ -248,16 +255,18 @@ class Link:
                 self._overflow = False
                 backlog: set[str] = set()  # ids published from the database
                 while rows := await self.store.outbox(self.broker.url, BATCH):
-                    await asyncio.gather(*(self._one(client, window, r, m) for r, m in rows))
+                    await self._packed(client, window, rows)
                     await self._flush_now()
                     backlog.update(m.id for _, m in rows)
                 while not (self._overflow and self._fresh.empty()):
-                    room, message = await self._fresh.get()
-                    if message.id in backlog:
-                        continue  # written while the backlog was read: published already
+                    first = await self._fresh.get()
                     await window.acquire()
                     window.release()
-                    task = asyncio.create_task(self._one(client, window, room, message))
+                    queued = [first]
+                    while len(queued) < BATCH and not self._fresh.empty():
+                        queued.append(self._fresh.get_nowait())
+                    queued = [(r, m) for r, m in queued if m.id not in backlog]
+                    task = asyncio.create_task(self._packed(client, window, queued))
                     self._publishing.add(task)
                     task.add_done_callback(self._publishing.discard)
         finally:
@@ -266,14 +275,42 @@ class Link:
                 task.cancel()
             await self._flush_now()
 
-    async def _one(
-        self, client: aiomqtt.Client, window: asyncio.Semaphore, room: Room, message: Message
+    async def _packed(
+        self,
+        client: aiomqtt.Client,
+        window: asyncio.Semaphore,
+        queued: list[tuple[Room, Message]],
     ) -> None:
-        topic, payload = await self.payload(room, message)
+        """Publish messages, those of one topic packed together in order."""
+        topics: dict[str, list[tuple[bytes, tuple[int, str]]]] = {}
+        for room, message in queued:
+            topic, item = await self.item(room, message)
+            topics.setdefault(topic, []).append((item, (room.id, message.id)))
+        publishes = []
+        for topic, items in topics.items():
+            pack: list[tuple[bytes, tuple[int, str]]] = []
+            size = 0
+            for item, row in items:
+                if pack and (len(pack) == PACKED or size + len(item) > PACKED_BYTES):
+                    publishes.append(self._one(client, window, topic, pack))
+                    pack, size = [], 0
+                pack.append((item, row))
+                size += len(item)
+            publishes.append(self._one(client, window, topic, pack))
+        await asyncio.gather(*publishes)
+
+    async def _one(
+        self,
+        client: aiomqtt.Client,
+        window: asyncio.Semaphore,
+        topic: str,
+        pack: list[tuple[bytes, tuple[int, str]]],
+    ) -> None:
+        payload = envelope.seal([item for item, _ in pack], self.network_key)
         async with window:
             await client.publish(topic, payload, qos=1)
-        self._acked.append((room.id, message.id))
-        self.status.published += 1
+        self._acked.extend(row for _, row in pack)
+        self.status.published += len(pack)
 
     async def _flush(self) -> None:
         """Acknowledged rows deleted in one transaction a tick, not one each."""

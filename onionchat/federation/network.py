@@ -45,7 +45,7 @@ from onionchat.store import Room
 log = logging.getLogger("onionchat.federation")
 
 KEY_FILE = "node_key"
-PAYLOAD_CACHE = 4096  # sealed payloads kept for the next broker (one signature a message)
+ITEMS_KEPT = 4096  # signed items kept for the next broker (one signature a message)
 RECENT = 65_536  # message ids remembered as taken in (their copies are not checked again)
 NAMES = 10_000  # names remembered as checked (and users' keys, each way)
 KEYS_KEPT = 60.0  # seconds a local user's keys are used before the store is asked again
@@ -93,10 +93,11 @@ class Federation:
                 fed,
                 node.store,
                 subscriptions,
-                self.payload,
+                self.item,
                 self.deliver,
                 self.connected,
                 proxy,
+                self.network_key,
             )
             for broker in settings.brokers
         ]
@@ -105,7 +106,7 @@ class Federation:
         self.drops: collections.Counter[str] = collections.Counter()
         self.seen: dict[str, float] = {}  # peer -> when something it signed last came
         self._dropped_said = 0.0
-        self._payloads: collections.OrderedDict[tuple[str, str], tuple[str, bytes]] = (
+        self._items: collections.OrderedDict[tuple[str, str], tuple[str, bytes]] = (
             collections.OrderedDict()
         )
         # (room, id) of messages taken in lately or being taken in: their copies stop here
@@ -216,7 +217,7 @@ class Federation:
         )
         tag = envelope.room_tag(self.network_key, room)
         topic = envelope.topic(self.settings.network, self.name, "t", tag)
-        payload = envelope.seal(envelope.signed(body, self.key), self.network_key)
+        payload = envelope.seal([envelope.signed(body, self.key)], self.network_key)
         await asyncio.gather(*(link.send(topic, payload, retain=True) for link in self.links))
 
     async def topic_heard(self, body: TopicBody) -> None:
@@ -246,12 +247,12 @@ class Federation:
             found = self._keys[user] = (now, keys)
         return found[1]
 
-    async def payload(self, room: Room, message: Message) -> tuple[str, bytes]:
-        """The topic and sealed payload of a message written here, made once for all brokers."""
+    async def item(self, room: Room, message: Message) -> tuple[str, bytes]:
+        """The topic and signed item of a message written here, made once for all brokers."""
         cache_key = (room.name, message.id)
-        found = self._payloads.get(cache_key)
+        found = self._items.get(cache_key)
         if found is not None:
-            self._payloads.move_to_end(cache_key)
+            self._items.move_to_end(cache_key)
             return found
         vouch = room.protected or message.to is not None
         keys = await self.keys_of(message.sender) if vouch else (None, None)
@@ -262,27 +263,35 @@ class Federation:
         else:
             tag = envelope.room_tag(self.network_key, room.name)
             topic = envelope.topic(self.settings.network, self.name, "m", tag)
-        made = (topic, envelope.seal(item, self.network_key))
-        self._payloads[cache_key] = made
-        if len(self._payloads) > PAYLOAD_CACHE:
-            self._payloads.popitem(last=False)
+        made = (topic, item)
+        self._items[cache_key] = made
+        if len(self._items) > ITEMS_KEPT:
+            self._items.popitem(last=False)
         return made
 
     # -- what comes in --------------------------------------------------------------------
 
     async def deliver(self, topic: str, payload: bytes) -> None:
-        """One payload from a broker. Whatever is wrong with it, it is dropped and counted
-        (the log says why, never what it held): the node and its links go on."""
+        """One payload from a broker: its items in turn (several messages of a room at once
+        are checked and taken together, in order). Whatever is wrong with one, it is dropped
+        and counted (the log says why, never what it held): the node and its links go on."""
         parts = topic.split("/")
         if len(parts) < 3 or parts[0] != self.settings.network:
             return self.drop("on a topic outside the network")
         if parts[1] == self.name:
             return None  # our own, back from the broker
         try:
-            item = envelope.unseal(payload, self.network_key)
+            items = envelope.unseal(payload, self.network_key)
+        except Broken as exc:
+            return self.drop(str(exc))
+        await asyncio.gather(*(self._item(item) for item in items))
+        return None
+
+    async def _item(self, item: bytes) -> None:
+        try:
             body = envelope.decode(item)
             if isinstance(body, MessageBody) and (body.room, body.id) in self._recent:
-                return None  # a copy (the other broker, a redelivery): nothing to check
+                return  # a copy (the other broker, a redelivery): nothing to check
             envelope.check(item, body, self.peers)
             self.seen[body.origin] = time.time()
             match body:
@@ -302,7 +311,6 @@ class Federation:
             self.drop(str(exc))
         except Exception:
             log.exception("a delivery failed", extra={"event": "error"})
-        return None
 
     async def take(self, body: MessageBody, item: bytes) -> bool:
         """A message another node signed (or this one, brought back by a repair): checked as a
@@ -413,7 +421,7 @@ class Federation:
                 "no broker is reachable now: the invitation was not sent, try again",
             )
         topic = envelope.topic(self.settings.network, self.name, "d", _node_of(to))
-        payload = envelope.seal(envelope.signed(body, self.key), self.network_key)
+        payload = envelope.seal([envelope.signed(body, self.key)], self.network_key)
         await asyncio.gather(*(link.send(topic, payload) for link in links))
 
     async def invited(self, body: InviteBody) -> None:

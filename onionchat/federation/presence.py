@@ -100,7 +100,7 @@ class Rosters:
         )
         tag = envelope.room_tag(self.fed.network_key, room)
         topic = envelope.topic(self.fed.settings.network, self.fed.name, "p", tag)
-        payload = envelope.seal(envelope.signed(body, self.fed.key), self.fed.network_key)
+        payload = envelope.seal([envelope.signed(body, self.fed.key)], self.fed.network_key)
         await asyncio.gather(*(link.send(topic, payload, retain=True) for link in self.fed.senders))
 
     # -- the peers' lists -----------------------------------------------------------------

@@ -231,7 +231,7 @@ class Repair:
 
     async def _publish(self, item: bytes) -> None:
         topic = envelope.topic(self.fed.settings.network, self.fed.name, "s")
-        payload = envelope.seal(item, self.fed.network_key)
+        payload = envelope.seal([item], self.fed.network_key)
         await asyncio.gather(*(link.send(topic, payload) for link in self.fed.senders))
 
     # -- reading --------------------------------------------------------------------------
