@@ -2,11 +2,11 @@
 the network key, on topics that name no room.
 
 A payload is `secretbox(network key, items)`, each item `signature ‖ body` after its length:
-one item mostly, several messages of one room when they queue up. The body is canonical JSON (msgspec's
-encoding of the struct: a body that does not encode back to itself is refused, so a stored
-message can be passed on in a repair exactly as its node signed it). The signature is the
-origin node's Ed25519 over "onionchat federation\\0" ‖ body. Brokers see ciphertext, sizes
-and times only; topics carry the publishing node's name and a keyed hash of the room.
+one item mostly, several messages of one room when they queue up. The body is canonical JSON
+(msgspec's encoding of the struct: a body that does not encode back to itself is refused, so
+a stored message can be passed on in a repair exactly as its node signed it). The signature
+is the origin node's Ed25519 over "onionchat federation\\0" ‖ body. Brokers see ciphertext,
+sizes and times only; topics carry the publishing node's name and a keyed hash of the room.
 """
 
 from __future__ import annotations
