@@ -92,6 +92,11 @@ class HostileOptions:
         True, "a step without attackers between every two attacks (judged by their neighbours)"
     )
     p99_margin_pct: float = field(10.0, "a step passes with p99 within this of the baseline")
+    steal_limit_pct: float = field(
+        1.0,
+        "an attack's round is judged only if the host stole less than this % of the CPU in it "
+        "and in the baselines it is held against (unless every round was over it)",
+    )
     rss_limit_mib: float = field(300.0, "and the node's peak RSS in the step under this")
 
 
@@ -525,6 +530,11 @@ def _pool(steps: list[dict[str, Any]], o: HostileOptions) -> float | None:
             if s["name"] != "baseline" and 0 <= j < len(steps) and steps[j]["name"] == "baseline"
         ]
         against = sum(near) / len(near) if len(near) == 2 else pooled
+        if s["name"] != "baseline":
+            beside = [steps[j] for j in (i - 1, i + 1) if 0 <= j < len(steps)] if near else steps
+            stolen = max(x["node"]["stolen_pct_during_step"] for x in [s, *beside])
+            s["stolen_pct_max"] = stolen
+            s["host_disturbed"] = stolen >= o.steal_limit_pct
         honest["p99_ratio_first_baseline"] = honest["p99_ratio"]
         honest["p99_against_ms"] = round(against, 3)
         honest["p99_ratio"] = round(p99 / against, 2) if p99 is not None else None
@@ -538,15 +548,25 @@ def _pool(steps: list[dict[str, Any]], o: HostileOptions) -> float | None:
 def _medians(attacked: list[dict[str, Any]], o: HostileOptions) -> dict[str, dict[str, Any]]:
     """Each attack over its rounds: the median of its p99 ratios (one step alone moves by
     ±15 % here with no attacker at all), the highest RSS, and whether an honest client was
-    ever harmed. An attack passes on its median and on every step's RSS."""
+    ever harmed. An attack passes on its median and on every step's RSS. The median is of
+    the rounds the host left alone (`steal_limit_pct`): a virtual machine's stolen time comes
+    in bursts of milliseconds that move a p99 by tens of per cent, attack or not."""
     out: dict[str, dict[str, Any]] = {}
     for kind in dict.fromkeys(s["name"] for s in attacked):
         mine = [s for s in attacked if s["name"] == kind]
         ratios = [r for s in mine if (r := s["honest"]["p99_ratio"]) is not None]
-        median = float(np.median(ratios)) if ratios else None
+        clean = [
+            r
+            for s in mine
+            if (r := s["honest"]["p99_ratio"]) is not None and not s.get("host_disturbed")
+        ]
+        judged = clean or ratios
+        median = float(np.median(judged)) if judged else None
         rss = max(s["node"]["rss_peak_mib"] or 0 for s in mine)
         out[kind] = {
             "p99_ratios": ratios,
+            "p99_ratios_host_left_alone": clean,
+            "judged_on": "rounds the host left alone" if clean else "every round",
             "p99_ratio_median": round(median, 2) if median is not None else None,
             "rss_peak_mib": rss,
             "honest_ok": all(s["honest_ok"] for s in mine),

@@ -464,13 +464,17 @@ class WebSockets(_Stalls, WebSocketsSansIOProtocol):
         self._flooded = False
         self._lost = False
         self._linger = LINGER_BYTES
+        self._abort_timer: asyncio.TimerHandle | None = None
 
     async def run_asgi(self) -> None:
         """uvicorn then closes the transport, which waits for its buffer to be written: a
         client that stopped reading (closed 4009 as too slow) would keep its socket, and its
-        descriptor, for ever. Past ABORT_AFTER it is aborted instead."""
+        descriptor, for ever. Past ABORT_AFTER it is aborted instead. The timer goes with the
+        connection: held for ABORT_AFTER, it would keep each closed one's protocol (17 KB)
+        alive, and a client that reconnects as fast as it is refused would pile them up."""
         await super().run_asgi()
-        self.loop.call_later(ABORT_AFTER, self._abort)
+        if not self._lost:
+            self._abort_timer = self.loop.call_later(ABORT_AFTER, self._abort)
 
     def _abort(self) -> None:
         if not self._lost:
@@ -524,6 +528,9 @@ class WebSockets(_Stalls, WebSocketsSansIOProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        if self._abort_timer is not None:
+            self._abort_timer.cancel()
+            self._abort_timer = None
         self._unstall()
         super().connection_lost(exc)
         self.policy.gate.release()  # counted by the HTTP protocol it took over from

@@ -106,11 +106,13 @@ class Bots(Protocol):
 
 
 class Refused(Exception):
-    """A connection the node will not take now (too many): the transport says why."""
+    """A connection the node will not take now (too many, or a flooder's penalty): the
+    transport says why; `retry_after` is the seconds of a penalty still to run."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, retry_after: float = 0.0) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.retry_after = retry_after
 
 
 class Node:
@@ -167,7 +169,9 @@ class Node:
             raise Refused(f"the node is full ({limits.connections} connections): try again later")
         wait = self._penalties.get(key, 0.0) - time.monotonic()
         if wait > 0:
-            raise Refused(f"flooding: {session.user.name} may connect again in {math.ceil(wait)} s")
+            raise Refused(
+                f"flooding: {session.user.name} may connect again in {math.ceil(wait)} s", wait
+            )
         if self.hub.user_count(key) >= limits.user_connections:
             raise Refused(
                 f"{session.user.name} has {limits.user_connections} connections open already "

@@ -317,10 +317,16 @@ async def test_a_ping_flood_closes_the_websocket_4008_and_others_chat_on(node: N
                     await asyncio.wait_for(mallory.recv(), 5)
             assert mallory.close_code == 4008
             assert mallory.close_reason == "flooding: too many pings"
-        # and mallory's reconnections are refused for a while, cheaply
+        # and mallory's reconnections are refused for a while, cheaply: each refusal is held
+        # back (an idle socket) rather than answered at once for the next attempt
         async with websockets.connect(node.ws_url, proxy=None) as again:
             await again.send(json.dumps({"v": 1, "type": "auth", "token": token}))
-            refusal = json.loads(await again.recv())
+            answer = asyncio.ensure_future(again.recv())
+            done, _ = await asyncio.wait({answer}, timeout=1.0)
+            assert not done
+            await alice.say("lobby", "while mallory waits", ref="waits")
+            assert (await bob.expect("message"))["text"] == "while mallory waits"
+            refusal = json.loads(await asyncio.wait_for(answer, 10))
             assert (
                 refusal["code"] == "too_many"
                 and "flooding: mallory may connect again" in (refusal["message"])
@@ -349,3 +355,24 @@ async def test_invalid_utf8_closes_1007_and_logs_no_traceback(node: NodeProcess)
         await asyncio.sleep(0.05)
     assert said and said[0]["level"] == "warning", node.log_path.read_text()[-2000:]
     assert not [e for e in node.events() if "traceback" in e], node.log_path.read_text()[-3000:]
+
+
+async def test_held_refusals_are_bounded_past_that_answered_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A flooder's refusals are held back as idle sockets, but never more than `app.HELD`
+    of them: past that, each is answered at once (so they cannot pile up either)."""
+    from onionchat import app
+
+    monkeypatch.setattr(app, "HELD", 2)
+    monkeypatch.setattr(app, "HOLD", 30.0)
+    waiting = app.Waiting()
+    held = [asyncio.create_task(waiting.hold(20.0)) for _ in range(2)]
+    await asyncio.sleep(0)
+    assert waiting.held == 2
+    await asyncio.wait_for(waiting.hold(20.0), 1)  # the third: not held
+    await asyncio.wait_for(waiting.hold(0.0), 1)  # and no penalty, no hold
+    for task in held:
+        task.cancel()
+    await asyncio.gather(*held, return_exceptions=True)
+    assert waiting.held == 0

@@ -62,7 +62,8 @@ class LinkState:
     since: float = dataclasses.field(default_factory=time.time)
     error: str = ""
     connects: int = 0
-    published: int = 0
+    published: int = 0  # messages acknowledged by the broker
+    publishes: int = 0  # and the publishes they went in
     received: int = 0
 
 
@@ -311,6 +312,7 @@ class Link:
             await client.publish(topic, payload, qos=1)
         self._acked.extend(row for _, row in pack)
         self.status.published += len(pack)
+        self.status.publishes += 1
 
     async def _flush(self) -> None:
         """Acknowledged rows deleted in one transaction a tick, not one each."""

@@ -466,6 +466,7 @@ class Federation:
                     "error": link.status.error,
                     "connects": link.status.connects,
                     "published": link.status.published,
+                    "publishes": link.status.publishes,
                     "received": link.status.received,
                     "outbox": sizes.get(link.broker.url, 0),
                 }
