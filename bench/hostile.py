@@ -92,11 +92,6 @@ class HostileOptions:
         True, "a step without attackers between every two attacks (judged by their neighbours)"
     )
     p99_margin_pct: float = field(10.0, "a step passes with p99 within this of the baseline")
-    steal_limit_pct: float = field(
-        1.0,
-        "an attack's round is judged only if the host stole less than this % of the CPU in it "
-        "and in the baselines it is held against (unless every round was over it)",
-    )
     rss_limit_mib: float = field(300.0, "and the node's peak RSS in the step under this")
 
 
@@ -511,16 +506,27 @@ def achieved(kind: str, tally: dict[str, Any], window: float) -> str:
     return ""
 
 
-def _pool(steps: list[dict[str, Any]], o: HostileOptions) -> float | None:
-    """With baselines run again, every step is judged against the mean of the baselines next
-    to it (both neighbours when the steps are interleaved), the baselines against the mean of
-    all: one baseline alone differed from another by 13-38 % here, with no attacker, and the
-    machine drifts over a run."""
+def _pool(steps: list[dict[str, Any]], o: HostileOptions) -> dict[str, Any] | None:
+    """With baselines run again, every step is judged against what a step without attackers
+    gives on this machine at the same moment. Two things move that here: the machine drifts
+    over a run, and the host steals CPU from this virtual machine in bursts of milliseconds
+    (0-18 % of it in a step, measured): a baseline's p99 grows by about 1.1 ms per per cent
+    stolen, attack or not. So the baselines' p99 is fitted against the steal of their steps
+    (least squares, a line), and each step is judged against the fit at its own steal; with
+    too few baselines, or no spread of steal between them, against the mean of its neighbours
+    (both, when the steps are interleaved) or of all."""
     p99s: list[float] = [s["honest"]["latency_ms"]["p99"] for s in steps]
-    bases = [p for s, p in zip(steps, p99s, strict=True) if s["name"] == "baseline"]
-    if len(bases) < 2 or not all(bases):
+    stolen = [s["node"]["stolen_pct_during_step"] for s in steps]
+    bases = [i for i, s in enumerate(steps) if s["name"] == "baseline"]
+    if len(bases) < 2 or not all(p99s[i] for i in bases):
         return None
-    pooled: float = sum(bases) / len(bases)
+    pooled = sum(p99s[i] for i in bases) / len(bases)
+    x = np.array([stolen[i] for i in bases])
+    fit = None
+    if len(bases) >= 4 and float(x.max() - x.min()) >= 0.5:
+        slope, intercept = np.polyfit(x, np.array([p99s[i] for i in bases]), 1)
+        if slope >= 0:
+            fit = (float(intercept), float(slope))
     for i, s in enumerate(steps):
         honest = s["honest"]
         p99 = honest["latency_ms"]["p99"]
@@ -529,44 +535,43 @@ def _pool(steps: list[dict[str, Any]], o: HostileOptions) -> float | None:
             for j in (i - 1, i + 1)
             if s["name"] != "baseline" and 0 <= j < len(steps) and steps[j]["name"] == "baseline"
         ]
-        against = sum(near) / len(near) if len(near) == 2 else pooled
-        if s["name"] != "baseline":
-            beside = [steps[j] for j in (i - 1, i + 1) if 0 <= j < len(steps)] if near else steps
-            stolen = max(x["node"]["stolen_pct_during_step"] for x in [s, *beside])
-            s["stolen_pct_max"] = stolen
-            s["host_disturbed"] = stolen >= o.steal_limit_pct
+        neighbours = sum(near) / len(near) if len(near) == 2 else pooled
+        against = fit[0] + fit[1] * stolen[i] if fit else neighbours
         honest["p99_ratio_first_baseline"] = honest["p99_ratio"]
+        honest["p99_ratio_neighbours"] = round(p99 / neighbours, 2) if p99 is not None else None
         honest["p99_against_ms"] = round(against, 3)
         honest["p99_ratio"] = round(p99 / against, 2) if p99 is not None else None
         s["p99_ok"] = honest["p99_ratio"] is not None and (
             honest["p99_ratio"] <= 1 + o.p99_margin_pct / 100
         )
         s["passed"] = s["p99_ok"] and s["rss_ok"]
-    return round(pooled, 3)
+    out: dict[str, Any] = {"mean_p99_ms": round(pooled, 3), "against": "neighbours"}
+    if fit:
+        residual = [p99s[i] / (fit[0] + fit[1] * stolen[i]) for i in bases]
+        out |= {
+            "against": "baselines fitted against steal",
+            "p99_ms_at_no_steal": round(fit[0], 3),
+            "p99_ms_per_pct_stolen": round(fit[1], 3),
+            "baselines_ratio_to_fit_sd": round(float(np.std(residual)), 3),
+        }
+    return out
 
 
 def _medians(attacked: list[dict[str, Any]], o: HostileOptions) -> dict[str, dict[str, Any]]:
     """Each attack over its rounds: the median of its p99 ratios (one step alone moves by
-    ±15 % here with no attacker at all), the highest RSS, and whether an honest client was
-    ever harmed. An attack passes on its median and on every step's RSS. The median is of
-    the rounds the host left alone (`steal_limit_pct`): a virtual machine's stolen time comes
-    in bursts of milliseconds that move a p99 by tens of per cent, attack or not."""
+    about ±10 % here with no attacker at all, once steal is accounted for), the highest RSS,
+    and whether an honest client was ever harmed. An attack passes on its median and on
+    every step's RSS."""
     out: dict[str, dict[str, Any]] = {}
     for kind in dict.fromkeys(s["name"] for s in attacked):
         mine = [s for s in attacked if s["name"] == kind]
         ratios = [r for s in mine if (r := s["honest"]["p99_ratio"]) is not None]
-        clean = [
-            r
-            for s in mine
-            if (r := s["honest"]["p99_ratio"]) is not None and not s.get("host_disturbed")
-        ]
-        judged = clean or ratios
-        median = float(np.median(judged)) if judged else None
+        median = float(np.median(ratios)) if ratios else None
         rss = max(s["node"]["rss_peak_mib"] or 0 for s in mine)
         out[kind] = {
             "p99_ratios": ratios,
-            "p99_ratios_host_left_alone": clean,
-            "judged_on": "rounds the host left alone" if clean else "every round",
+            "p99_ratios_neighbours": [s["honest"].get("p99_ratio_neighbours") for s in mine],
+            "stolen_pct": [s["node"]["stolen_pct_during_step"] for s in mine],
             "p99_ratio_median": round(median, 2) if median is not None else None,
             "rss_peak_mib": rss,
             "honest_ok": all(s["honest_ok"] for s in mine),
@@ -825,7 +830,7 @@ def hostile(server: Server, common: Common, o: HostileOptions) -> dict[str, Any]
         "setup_seconds": setup_s,
         "seconds": round(time.monotonic() - t_start, 1),
         "baseline_p99_ms": baseline["p99"] if baseline else None,
-        "baseline_pooled_p99_ms": pooled,
+        "baselines": pooled,
         "baseline_again_p99_ratio": next(
             (s["honest"]["p99_ratio"] for s in steps[1:] if s["name"] == "baseline"), None
         ),

@@ -194,14 +194,8 @@ def targets(modes: dict[str, Any]) -> list[dict[str, Any]]:
         for kind, a in (hostile.get("attacks") or {}).items():
             median = a.get("p99_ratio_median")
             rounds = len(a.get("p99_ratios", []))
-            clean = len(a.get("p99_ratios_host_left_alone", []))
-            which = (
-                f"{clean} of {rounds} round(s) the host left alone"
-                if clean
-                else (f"{rounds} round(s), all disturbed by the host")
-            )
             add(
-                f"hostile {kind}, median of {which}: honest p99 vs baseline",
+                f"hostile {kind}, median of {rounds} round(s): honest p99 vs baseline",
                 round((median - 1) * 100, 1) if median is not None else None,
                 f"≤ +{margin:g} %",
                 a["passed"],

@@ -114,6 +114,14 @@ def _check_marks(name: str, kind: str) -> None:
 
 
 def _check(raw: str, kind: str, limit: int) -> str:
+    """Every message names its room and its sender: a name is checked once, then remembered
+    (4,096 of them, each no longer than a few times a valid name, so in a bounded space)."""
+    if len(raw) > 4 * limit:
+        return _checked(raw, kind, limit)
+    return _remembered(raw, kind, limit)
+
+
+def _checked(raw: str, kind: str, limit: int) -> str:
     name = unicodedata.normalize("NFKC", raw).strip()
     if not name:
         raise ProtocolError(Code.BAD_NAME, f"{kind} name is empty")
@@ -163,6 +171,9 @@ def _check(raw: str, kind: str, limit: int) -> str:
                 "which could impersonate another name",
             )
     return name
+
+
+_remembered = functools.lru_cache(maxsize=4096)(_checked)
 
 
 def username(raw: str) -> str:

@@ -451,8 +451,9 @@ def test_a_log_field_cannot_forge_a_line() -> None:
 
 
 async def test_the_log_keeps_no_attempted_names_nor_who_writes_to_whom(
-    node: NodeProcess,
+    node_factory: Any,
 ) -> None:
+    node = node_factory("--log-level", "debug")  # a line per message, too
     async with httpx.AsyncClient(base_url=node.url) as http:
         await http.post(
             "/api/login", json={"username": "guessed-name", "secret": b64url(bytes(32))}

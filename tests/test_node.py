@@ -151,8 +151,9 @@ async def test_every_response_carries_the_security_headers(node: NodeProcess) ->
 
 
 async def test_logs_are_json_events_without_contents_tokens_or_addresses(
-    node: NodeProcess,
+    node_factory: Any,
 ) -> None:
+    node = node_factory("--log-level", "debug")  # a line per message, too
     await register(node, "alice")
     token = (await login(node, "alice")).json()["token"]
     async with user(node, "bob") as bob, connect(node, token) as alice:
