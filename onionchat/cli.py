@@ -231,7 +231,7 @@ def run_server(settings: config.Settings) -> int:
     import uvicorn
 
     from onionchat.app import create_app
-    from onionchat.http import protocols
+    from onionchat.http import QuietServer, protocols
 
     host = settings.server.host
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -280,8 +280,9 @@ def run_server(settings: config.Settings) -> int:
         h11_max_incomplete_event_size=settings.limits.header_bytes,
         # no limit_concurrency: it counts WebSockets and answers plain requests 503 (the
         # health check first) once they are many; the socket cap in http.py refuses early
+        timeout_graceful_shutdown=int(settings.server.shutdown_grace),
     )
-    server = uvicorn.Server(uv_config)
+    server = QuietServer(uv_config)
     log.info(
         "OnionChat %s listening on %s",
         __version__,

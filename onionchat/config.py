@@ -72,6 +72,15 @@ class Server:
     tls_key: str = dataclasses.field(
         default="", metadata=_key("PEM private key file of `tls_cert`.")
     )
+    shutdown_grace: float = dataclasses.field(
+        default=10.0,
+        metadata=_key(
+            "Seconds a stop (SIGTERM, Ctrl-C) waits for connections to close and requests "
+            "under way to finish, once WebSockets are told 1012; then they are cut.",
+            low=0,
+            high=600,
+        ),
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,11 +25,12 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import h11
+import uvicorn
 from uvicorn.config import Config
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -576,3 +577,18 @@ def protocols(settings: Settings) -> tuple[type[asyncio.Protocol], type[asyncio.
 
     Fallback.policy = policy
     return Fallback, Ws
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn raises the signal it stopped for again once stopped: Ctrl-C then ends in a
+    KeyboardInterrupt traceback (exit 130) and SIGTERM kills the process. The node has stopped
+    cleanly by then (WebSockets told 1012, requests finished or cut after the grace period,
+    the store committed, tor stopped), so it just exits."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()

@@ -56,10 +56,12 @@ async def _node_secret(store: Store) -> bytes:
 @contextlib.asynccontextmanager
 async def running(settings: Settings, reporter: Reporter | None = None) -> AsyncIterator[Server]:
     """Open the store, build the node and its features, start tor; on the way out, stop them
-    in the reverse order (nothing is written after the store is closed)."""
+    in the reverse order, tor last (nothing is written after the store is closed, and the
+    onion is there until the node is done)."""
     data_dir = settings.server.data_dir
     private_data_dir(data_dir)
     store = await Store.open(data_dir / "onionchat.sqlite3")
+    onion = OnionService(settings, reporter)
     try:
         secret = await _node_secret(store)
         await store.delete_expired_sessions()
@@ -69,7 +71,6 @@ async def running(settings: Settings, reporter: Reporter | None = None) -> Async
             commands.install(node)
             identity.install(node)
             mentions.install(node)
-            onion = OnionService(settings, reporter)
             node.bots = bots = Bots(node, lambda: onion.proxy)
             node.listeners.append(bots.hear)
             federation = None
@@ -86,11 +87,11 @@ async def running(settings: Settings, reporter: Reporter | None = None) -> Async
                 finally:
                     if federation is not None:
                         await federation.close()
-                    await onion.close()
             finally:
                 await bots.close()
         finally:
             accounts.close()
     finally:
         await store.close()
+        await onion.close()
         log.info("stopped", extra={"event": "stop"})

@@ -135,6 +135,7 @@ MIGRATIONS = [
     """,
 ]
 INVITERS = 16  # invitations one user keeps for one room, from different inviters, at most
+DRAIN = 10.0  # seconds a closing store waits for the writes handed to it to commit
 
 
 def _room(row: Any) -> Room:
@@ -268,6 +269,10 @@ class Store:
         return cls(writer, reader)
 
     async def close(self) -> None:
+        """What was handed to the writer is committed first (a message acknowledged or about
+        to be is never lost to a stop), for at most DRAIN seconds."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), DRAIN)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -287,6 +292,9 @@ class Store:
                 for write in batch:
                     if not write.future.done():
                         write.future.set_exception(exc)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
 
     async def _commit(self, batch: list[_Write]) -> None:
         db = self._writer

@@ -1,0 +1,81 @@
+"""Stopping a node (issue 13): SIGTERM and Ctrl-C (SIGINT) stop it cleanly. WebSockets are
+told 1012 (the clients reconnect by themselves), every message acknowledged is committed, the
+log has no traceback and the process exits 0. Real `onionchat serve` processes."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+
+from onionchat.ids import IdGenerator
+from onionchat.protocol import Message
+from onionchat.store import Store
+
+from conftest import connect, register
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+async def test_a_stop_tells_clients_1012_keeps_every_acked_message_and_exits_0(
+    node_factory: Any, sig: signal.Signals
+) -> None:
+    node = node_factory(
+        env={
+            "ONIONCHAT_LIMITS_RATE": "1000",
+            "ONIONCHAT_LIMITS_BURST": "1000",
+            "ONIONCHAT_LIMITS_HISTORY_PAGE": "200",
+        }
+    )
+    token = await register(node, "alice")
+    acked: list[str] = []
+    async with connect(node, token) as alice:
+        await alice.join("lobby")
+        for n in range(100):  # in flight, none waited for, when the signal comes
+            await alice.send(type="send", room="lobby", text=f"m{n}", ref=str(n))
+        assert node.proc is not None
+        proc, node.proc = node.proc, None
+        proc.send_signal(sig)
+        with pytest.raises(websockets.ConnectionClosed):
+            while True:
+                frame = await alice.recv()
+                if frame["type"] == "ack":
+                    acked.append(frame["id"])
+        assert alice.ws.close_code == 1012
+    assert proc.wait(20) == 0
+    log = node.log_path.read_text()
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log
+    assert [e for e in node.events() if e.get("event") == "stop"]
+    node.start(port=node.port)
+    async with connect(node, token) as alice:
+        joined = await alice.join("lobby")
+    stored = [m["id"] for m in joined["history"]]
+    assert acked and set(acked) <= set(stored)  # acknowledged is stored, not all stored acked
+    assert [m["text"] for m in joined["history"]] == [f"m{n}" for n in range(len(stored))]
+
+
+async def test_a_closing_store_commits_what_it_was_handed_first(tmp_path: Path) -> None:
+    """Writes handed to the store and not yet committed when it is closed are committed, and
+    their writers told so, before the database closes."""
+    store = await Store.open(tmp_path / "db.sqlite3")
+    room = await store.create_room("lobby", False)
+    ids = IdGenerator()
+    messages = []
+    for n in range(500):
+        id_, ts = ids.next()
+        messages.append(Message(id=id_, room="lobby", ts=ts, sender="alice", text=f"m{n}"))
+    writes = [asyncio.ensure_future(store.add_message(room.id, m)) for m in messages]
+    await asyncio.sleep(0)  # handed over, none committed yet
+    await store.close()
+    assert all(w.done() and w.result() is True for w in writes)
+    again = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        found = await again.room("lobby")
+        assert found is not None
+        stored, _ = await again.history(found, None, 1000)
+        assert [m.text for m in sorted(stored, key=lambda m: m.id)] == [f"m{n}" for n in range(500)]
+    finally:
+        await again.close()
