@@ -144,6 +144,28 @@ def _parser() -> argparse.ArgumentParser:
         help="also print a fresh network secret (federation.secret) for a new network",
     )
 
+    for name, what in (("backup", "write"), ("restore", "read")):
+        kept = commands.add_parser(
+            name,
+            help="back up the database and keys" if name == "backup" else "restore a backup",
+            description=(
+                "Write a consistent copy of the node's database and keys to FILE (a running "
+                "node may be backed up), sealed with a passphrase if one is given."
+                if name == "backup"
+                else "Restore a backup into a new (or empty) data directory: the node keeps "
+                "its onion address, its federation identity, its accounts and history."
+            ),
+        )
+        kept.add_argument("file", metavar="FILE", help=f"the backup to {what}")
+        kept.add_argument(
+            "--data-dir", metavar="PATH", help="the node's data directory (default ./data)"
+        )
+        kept.add_argument(
+            "--passphrase-file",
+            metavar="FILE",
+            help="a file whose first line is the passphrase that seals (or opens) the backup",
+        )
+
     connect = commands.add_parser(
         "connect",
         help="chat from the terminal",
@@ -416,8 +438,40 @@ def _federation_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backup(args: argparse.Namespace) -> int:
+    from onionchat import backup
+    from onionchat.onion_keys import write_secret
+
+    data_dir = Path(args.data_dir or config.Server().data_dir)
+    try:
+        passphrase = _passphrase(args.passphrase_file)
+        if args.command == "backup":
+            archive, held = backup.make(data_dir, passphrase)
+            write_secret(Path(args.file), archive)
+            sealed = "sealed with the passphrase" if passphrase else "NOT sealed: keep it safe"
+            print(f"wrote {args.file} ({len(archive):,} bytes, {sealed}): {', '.join(held)}")
+        else:
+            held = backup.restore(Path(args.file).read_bytes(), data_dir, passphrase)
+            print(f"restored into {data_dir}: {', '.join(held)}")
+    except (backup.BackupError, OSError) as exc:
+        print(f"onionchat: {args.command}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _passphrase(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    lines = Path(path).read_bytes().splitlines()
+    if not lines or not lines[0]:
+        raise OSError(f"{path}: the first line (the passphrase) is empty")
+    return lines[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("backup", "restore"):
+        return _backup(args)
     if args.command == "serve":
         return _serve(args)
     if args.command == "onion-auth":
