@@ -112,9 +112,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Manage the clients authorized to reach this node's private onion "
         "(serve --private). A running node reads them when it starts: restart it to apply.",
     )
-    auth.add_argument(
-        "--data-dir", metavar="PATH", help="the node's data directory (default ./data)"
-    )
+    _data_dir(auth)
     actions = auth.add_subparsers(dest="action", metavar="ACTION", required=True)
     add = actions.add_parser("add", help="authorize a client and print its key")
     add.add_argument("name", help="a label for the client (letters, digits, - or _)")
@@ -135,9 +133,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Print this node's federation public key (made in the data directory at "
         "first use), to give the operators of its peers for their federation.peers.",
     )
-    fed.add_argument(
-        "--data-dir", metavar="PATH", help="the node's data directory (default ./data)"
-    )
+    _data_dir(fed)
     fed.add_argument(
         "--new-network-secret",
         action="store_true",
@@ -157,9 +153,7 @@ def _parser() -> argparse.ArgumentParser:
             ),
         )
         kept.add_argument("file", metavar="FILE", help=f"the backup to {what}")
-        kept.add_argument(
-            "--data-dir", metavar="PATH", help="the node's data directory (default ./data)"
-        )
+        _data_dir(kept)
         kept.add_argument(
             "--passphrase-file",
             metavar="FILE",
@@ -436,6 +430,12 @@ def _federation_key(args: argparse.Namespace) -> int:
             f"ONIONCHAT_FEDERATION_SECRET, and keep it as secret as a password:\n{secret}"
         )
     return 0
+
+
+def _data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir", metavar="PATH", help="the node's data directory (default ./data)"
+    )
 
 
 def _backup(args: argparse.Namespace) -> int:
