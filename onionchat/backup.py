@@ -25,6 +25,7 @@ import nacl.secret
 import nacl.utils
 
 from onionchat.onion_keys import write_secret
+from onionchat.server import private_data_dir
 
 PLAIN = b"ONIONCHAT BACKUP 1\n"
 SEALED = b"ONIONCHAT SEALED BACKUP 1\n"
@@ -98,8 +99,7 @@ def restore(archive: bytes, data_dir: Path, passphrase: bytes | None = None) -> 
         raise BackupError("the backup is damaged") from None
     if DATABASE not in files:
         raise BackupError("the backup holds no database")
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    data_dir.chmod(0o700)
+    private_data_dir(data_dir)
     for name, content in files.items():
         write_secret(data_dir / name, content)
     return sorted(files)

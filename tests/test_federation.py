@@ -220,6 +220,17 @@ async def spying(url: str) -> AsyncIterator[list[tuple[str, bytes]]]:
             listening.cancel()
 
 
+async def written_while_away(net: Network, north: Server, texts: list[str]) -> None:
+    """South meets the brokers once (its sessions are made there), then is away while ann,
+    on north, writes `texts` in #lobby."""
+    async with net.node("south") as south:
+        await linked([north, south])
+    ann = await member(north, "ann")
+    await ann.join("lobby")
+    for n, text in enumerate(texts):
+        await ann.say("lobby", text, ref=f"m{n}")
+
+
 def sealed_as(key: bytes, secret: bytes, sender: str, text: str) -> str:
     """A message box of #vault, signed with `secret`'s signing key as from `sender`."""
     signer = sealed.signing_key(secret)
@@ -343,12 +354,7 @@ async def test_a_short_absence_is_replayed_by_the_brokers_session(
     with brokers(tmp_path, 1) as (broker,):
         net = Network(tmp_path, ["north", "south"], [f"{broker.url}?version={version}"])
         async with net.node("north") as north:
-            async with net.node("south") as south:
-                await linked([north, south])
-            ann = await member(north, "ann")
-            await ann.join("lobby")
-            for n in range(20):
-                await ann.say("lobby", f"meanwhile {n}", ref=f"m{n}")
+            await written_while_away(net, north, [f"meanwhile {n}" for n in range(20)])
             async with net.node("south") as south:
 
                 async def replayed() -> bool:
@@ -652,12 +658,7 @@ async def test_in_a_room_past_the_repair_bound_the_newest_messages_are_repaired(
     with brokers(tmp_path, 1, ["allow_anonymous true", "max_queued_messages 5"]) as (broker,):
         net = Network(tmp_path, ["north", "south"], [broker.url])
         async with net.node("north") as north:
-            async with net.node("south") as south:
-                await linked([north, south])
-            ann = await member(north, "ann")
-            await ann.join("lobby")
-            for n in range(120):
-                await ann.say("lobby", f"m{n}", ref=f"m{n}")
+            await written_while_away(net, north, [f"m{n}" for n in range(120)])
             written = [i for i, _, _ in await history(north, "lobby")]
             async with net.node("south") as south:
 

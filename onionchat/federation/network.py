@@ -284,7 +284,10 @@ class Federation:
             items = envelope.unseal(payload, self.network_key)
         except Broken as exc:
             return self.drop(str(exc))
-        await asyncio.gather(*(self._item(item) for item in items))
+        if len(items) == 1:  # mostly: no task to make
+            await self._item(items[0])
+        else:
+            await asyncio.gather(*(self._item(item) for item in items))
         return None
 
     async def _item(self, item: bytes) -> None:
