@@ -298,6 +298,7 @@ async def whoami(request: Request) -> Response:
 
 async def health(request: Request) -> Response:
     node = _node(request)
+    onion: OnionService = request.app.state.onion
     try:
         database = "ok" if await node.store.ping() else "error"
     except Exception:
@@ -312,7 +313,8 @@ async def health(request: Request) -> Response:
             "uptime": round(time.monotonic() - node.started, 3),
             "clients": node.hub.connections,
             "database": database,
-            "tor": request.app.state.onion.state,
+            "tor": onion.state,
+            **({"onion": onion.defences()} if onion.mode != "off" else {}),
             **{name: await report() for name, report in node.reports.items()},
         },
         200 if ok else 503,

@@ -25,11 +25,10 @@ import nacl.secret
 import nacl.utils
 
 from onionchat.onion_keys import write_secret
-from onionchat.server import private_data_dir
+from onionchat.server import DATABASE, private_data_dir
 
 PLAIN = b"ONIONCHAT BACKUP 1\n"
 SEALED = b"ONIONCHAT SEALED BACKUP 1\n"
-DATABASE = "onionchat.sqlite3"
 KEYS = ("onion_key", "onion_clients.json", "node_key", "bot_key")
 _KDF = nacl.pwhash.argon2id
 _SALT = _KDF.SALTBYTES

@@ -5,13 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import dataclasses
+import errno
 import importlib.util
+import ipaddress
 import logging
 import os
 import secrets
 import shutil
 import socket
+import ssl
+import stat
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", help="TCP port to listen on; 0 picks a free one (default 8080)")
     serve.add_argument(
         "--data-dir", metavar="PATH", help="directory for the database and secrets (default ./data)"
+    )
+    serve.add_argument(
+        "--listen",
+        choices=["auto", "unix", "tcp"],
+        help="a unix socket in the data directory that only tor reaches, or TCP --host:--port "
+        "(default auto: unix when the node launches its own tor)",
     )
     serve.add_argument(
         "--config",
@@ -140,6 +151,16 @@ def _parser() -> argparse.ArgumentParser:
         help="also print a fresh network secret (federation.secret) for a new network",
     )
 
+    health = commands.add_parser(
+        "health",
+        help="ask a running node whether it is healthy (for container health checks)",
+        description="Ask the running node's /api/health, over its unix socket or its TCP port "
+        "as the config says; exit 0 when it is healthy, 1 otherwise.",
+    )
+    _data_dir(health)
+    health.add_argument("--config", metavar="FILE", type=Path, help="TOML config file")
+    health.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS")
+
     for name, what in (("backup", "write"), ("restore", "read")):
         kept = commands.add_parser(
             name,
@@ -159,6 +180,27 @@ def _parser() -> argparse.ArgumentParser:
             metavar="FILE",
             help="a file whose first line is the passphrase that seals (or opens) the backup",
         )
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="check the config, the data directory, tor, the brokers and the model servers",
+        description="Try each part `serve` would use, as it would use it, and say in plain "
+        "words what is wrong and what to do; exit 0 when nothing failed, 1 otherwise.",
+    )
+    doctor.add_argument(
+        "--config",
+        metavar="FILE",
+        type=Path,
+        help="TOML config file (default ./onionchat.toml if it exists)",
+    )
+    _data_dir(doctor)
+    doctor.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="the longest each check may take (default 30 for tor and what goes through it, "
+        "10 for the others)",
+    )
 
     connect = commands.add_parser(
         "connect",
@@ -217,13 +259,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    path = args.config
-    if path is None and Path("onionchat.toml").exists():
-        path = Path("onionchat.toml")
     overrides = {
         "server.host": args.host,
         "server.port": args.port,
         "server.data_dir": args.data_dir,
+        "server.listen": args.listen,
         "log.level": args.log_level,
         "log.format": args.log_format,
         "server.tls_cert": args.tls_cert,
@@ -234,13 +274,23 @@ def _serve(args: argparse.Namespace) -> int:
         "tor.ephemeral": args.ephemeral,
         "tor.private": args.private,
     }
-    try:
-        settings = config.load(path, overrides=overrides)
-    except config.ConfigError as exc:
-        print(f"onionchat: config error: {exc}", file=sys.stderr)
+    settings = _settings(args.config, overrides)
+    if settings is None:
         return 2
     logs.setup(settings.log.level, settings.log.format)
     return run_server(settings)
+
+
+def _settings(path: Path | None, overrides: dict[str, str | None]) -> config.Settings | None:
+    """The settings as `serve` reads them (./onionchat.toml unless --config), or None once the
+    error is said."""
+    if path is None and Path("onionchat.toml").exists():
+        path = Path("onionchat.toml")
+    try:
+        return config.load(path, overrides=overrides)
+    except config.ConfigError as exc:
+        print(f"onionchat: config error: {exc}", file=sys.stderr)
+        return None
 
 
 def run_server(settings: config.Settings) -> int:
@@ -248,28 +298,53 @@ def run_server(settings: config.Settings) -> int:
 
     from onionchat.app import create_app
     from onionchat.http import QuietServer, protocols
+    from onionchat.server import DATABASE, private_data_dir
+    from onionchat.store import schema_problem
+    from onionchat.tor import web_socket
 
-    host = settings.server.host
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, settings.server.port))
-    except OSError as exc:
-        log.error(
-            "cannot listen on %s port %s: %s",
-            host,
-            settings.server.port,
-            exc.strerror,
-            extra={"event": "error"},
-        )
+        path = web_socket(settings)
+    except config.ConfigError as exc:
+        print(f"onionchat: config error: {exc}", file=sys.stderr)
+        return 2
+    problem = schema_problem(settings.server.data_dir / DATABASE)
+    if problem is not None:
+        log.error("cannot start: %s", problem, extra={"event": "error"})
         return 1
-    port = sock.getsockname()[1]
-    shown = f"[{host}]" if family == socket.AF_INET6 else host
     tls = settings.server.tls_cert
-    url = f"{'https' if tls else 'http'}://{shown}:{port}/"
-    # The onion service needs the port picked for --port 0.
-    settings = dataclasses.replace(settings, server=dataclasses.replace(settings.server, port=port))
+    if path is not None:
+        private_data_dir(settings.server.data_dir)
+        try:
+            sock = _unix_listener(path)
+        except OSError as exc:
+            log.error(
+                "cannot listen on %s: %s", path, exc.strerror or exc, extra={"event": "error"}
+            )
+            return 1
+        url, port = f"unix:{path}", 0
+    else:
+        host = settings.server.host
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, settings.server.port))
+        except OSError as exc:
+            log.error(
+                "cannot listen on %s port %s: %s",
+                host,
+                settings.server.port,
+                exc.strerror,
+                extra={"event": "error"},
+            )
+            return 1
+        port = sock.getsockname()[1]
+        shown = f"[{host}]" if family == socket.AF_INET6 else host
+        url = f"{'https' if tls else 'http'}://{shown}:{port}/"
+        # The onion service needs the port picked for --port 0.
+        settings = dataclasses.replace(
+            settings, server=dataclasses.replace(settings.server, port=port)
+        )
     # uvicorn's protocols with the socket cap, the request head's size and deadline, and the
     # ping rate (onionchat/http.py); httptools', or h11's when httptools is missing.
     http_protocol, ws_protocol = protocols(settings)
@@ -299,21 +374,51 @@ def run_server(settings: config.Settings) -> int:
         timeout_graceful_shutdown=int(settings.server.shutdown_grace),
     )
     server = QuietServer(uv_config)
+    where = {"socket": str(path)} if path else {"port": port}
     log.info(
-        "OnionChat %s listening on %s",
+        "OnionChat %s listening on %s%s",
         __version__,
         url,
-        extra={"event": "start", "url": url, "port": port},
+        " (a unix socket that only this user, and its tor, can open)" if path else "",
+        extra={"event": "start", "url": url, **where},
     )
-    log.info(
-        "chat from a terminal: %s connect %s --user NAME --register",
-        _program(),
-        url,
-        extra={"event": "hint"},
-    )
+    if path is None:
+        log.info(
+            "chat from a terminal: %s connect %s --user NAME --register",
+            _program(),
+            url,
+            extra={"event": "hint"},
+        )
     _say_tor(settings, url)
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    finally:
+        if path is not None:
+            path.unlink(missing_ok=True)
     return 0
+
+
+def _unix_listener(path: Path) -> socket.socket:
+    """A socket only this user can open (tor runs as this user too). A socket file left by a
+    node that was killed is replaced; a node still listening there gets its own error."""
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(path.lstat().st_mode):
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(str(path))
+            except OSError:
+                path.unlink()
+            else:
+                raise OSError(errno.EADDRINUSE, "another node is listening there")
+            finally:
+                probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    return sock
 
 
 def _reporter(settings: config.Settings) -> Reporter:
@@ -432,6 +537,50 @@ def _federation_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _health(args: argparse.Namespace) -> int:
+    import httpx
+
+    from onionchat.tor import web_socket
+
+    settings = _settings(args.config, {"server.data_dir": args.data_dir})
+    if settings is None:
+        return 2
+    server = settings.server
+    try:
+        path = web_socket(settings)
+    except config.ConfigError as exc:
+        print(f"onionchat: config error: {exc}", file=sys.stderr)
+        return 2
+    host = server.host
+    with contextlib.suppress(ValueError):  # a name, not an address
+        if ipaddress.ip_address(host).is_unspecified:  # listening everywhere: ask loopback
+            host = "::1" if ":" in host else "127.0.0.1"
+    shown = f"[{host}]" if ":" in host else host
+    scheme = "https" if server.tls_cert else "http"
+    url = "http://localhost/api/health" if path else f"{scheme}://{shown}:{server.port}/api/health"
+    # Over loopback the node must present its own certificate, whatever name it is for.
+    verify = ssl.create_default_context(cafile=server.tls_cert) if server.tls_cert else True
+    if isinstance(verify, ssl.SSLContext):
+        verify.check_hostname = False
+        verify.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    transport = httpx.HTTPTransport(uds=str(path)) if path else None
+    try:
+        with httpx.Client(transport=transport, verify=verify, trust_env=False) as http:
+            answer = http.get(url, timeout=args.timeout)
+        report = answer.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        print(f"unhealthy: no answer from {path or url}: {exc}")
+        return 1
+    said = ", ".join(
+        f"{what} {report.get(what)}" for what in ("status", "database", "tor", "clients")
+    )
+    if answer.status_code != 200 or report.get("status") != "ok":
+        print(f"unhealthy ({answer.status_code}): {said}")
+        return 1
+    print(f"healthy: {said}")
+    return 0
+
+
 def _data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir", metavar="PATH", help="the node's data directory (default ./data)"
@@ -468,8 +617,16 @@ def _passphrase(path: str | None) -> bytes | None:
     return lines[0]
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from onionchat import doctor
+
+    return doctor.run(args.config, args.data_dir, args.timeout)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "doctor":
+        return _doctor(args)
     if args.command in ("backup", "restore"):
         return _backup(args)
     if args.command == "serve":
@@ -478,6 +635,8 @@ def main(argv: list[str] | None = None) -> int:
         return _onion_auth(args)
     if args.command == "federation-key":
         return _federation_key(args)
+    if args.command == "health":
+        return _health(args)
     return _connect(args)
 
 

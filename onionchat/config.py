@@ -72,6 +72,17 @@ class Server:
     tls_key: str = dataclasses.field(
         default="", metadata=_key("PEM private key file of `tls_cert`.")
     )
+    listen: str = dataclasses.field(
+        default="auto",
+        metadata=_key(
+            "`unix`: a socket `DATA_DIR/web.sock` (0600, in the 0700 data directory) that the "
+            "onion targets, so no other local user, process or container can reach the chat "
+            "around Tor; `tcp`: `host`:`port`, which any local process can reach without Tor; "
+            "`auto`: unix when the node launches its own tor, tcp otherwise (a system tor runs "
+            "as another user and cannot open a socket in the data directory).",
+            choices=("auto", "unix", "tcp"),
+        ),
+    )
     shutdown_grace: float = dataclasses.field(
         default=10.0,
         metadata=_key(
@@ -414,6 +425,49 @@ class Tor:
     )
     onion_port: int = dataclasses.field(
         default=80, metadata=_key("The onion service's port.", low=1, high=65535)
+    )
+    pow: bool = dataclasses.field(
+        default=True,
+        metadata=_key(
+            "tor's proof-of-work defence: under a flood of introductions, visitors who solve a "
+            "puzzle get in first (`PoWDefensesEnabled`; needs `pow: yes` in "
+            "`tor --list-modules`). Where tor refuses it the onion is published without it, "
+            "with a warning."
+        ),
+    )
+    pow_queue_rate: int = dataclasses.field(
+        default=250,
+        metadata=_key(
+            "Introductions a second that tor passes on from its proof-of-work queue "
+            "(`PoWQueueRate`; 0: tor's default).",
+            low=0,
+            high=2**32 - 1,
+        ),
+    )
+    pow_queue_burst: int = dataclasses.field(
+        default=2500,
+        metadata=_key(
+            "Introductions tor may pass on at once from its proof-of-work queue "
+            "(`PoWQueueBurst`; 0: tor's default).",
+            low=0,
+            high=2**32 - 1,
+        ),
+    )
+    max_streams: int = dataclasses.field(
+        default=32,
+        metadata=_key(
+            "Streams open at once on one rendezvous circuit, that is from one visitor "
+            "(`MaxStreams`; a browser tab needs about seven; 0: no limit).",
+            low=0,
+            high=65535,
+        ),
+    )
+    max_streams_close_circuit: bool = dataclasses.field(
+        default=True,
+        metadata=_key(
+            "Close a visitor's circuit when it asks for more than `max_streams` streams, "
+            "rather than refusing only the streams past it (`MaxStreamsCloseCircuit`)."
+        ),
     )
     log_level: str = dataclasses.field(
         default="notice",
@@ -837,6 +891,11 @@ def _check_together(settings: Settings) -> None:
     for name, path in (("server.tls_cert", server.tls_cert), ("server.tls_key", server.tls_key)):
         if path and not Path(path).expanduser().is_file():
             raise ConfigError(f"{name}: no such file: {path}")
+    if tor.pow and tor.pow_queue_rate and tor.pow_queue_burst < tor.pow_queue_rate:
+        raise ConfigError(
+            f"tor.pow_queue_burst: {tor.pow_queue_burst} is below tor.pow_queue_rate "
+            f"({tor.pow_queue_rate}): tor needs the burst to be at least the rate"
+        )
     if tor.torrc and not Path(tor.torrc).expanduser().is_file():
         raise ConfigError(f"tor.torrc: no such file: {tor.torrc}")
     if settings.auth.max_iterations < settings.auth.pbkdf2_iterations:

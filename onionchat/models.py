@@ -91,7 +91,7 @@ def not_installed(model: str) -> str:
     return f"model '{model}' is not installed on the model server: run `ollama pull {model}`"
 
 
-def _shown(address: str) -> str:
+def shown(address: str) -> str:
     """An address fit to show: no user name, password, query or fragment."""
     try:
         url = httpx.URL(address)
@@ -101,7 +101,7 @@ def _shown(address: str) -> str:
 
 
 def _server(config: ModelConfig) -> str:
-    return _shown(config.base_url.rstrip("/"))
+    return shown(config.base_url.rstrip("/"))
 
 
 def _url(config: ModelConfig, path: str) -> str:
@@ -190,7 +190,7 @@ def _unreachable(config: ModelConfig, exc: Exception) -> ModelError:
             f"({_proxy_reason(exc)})"
         )
     if config.proxy and isinstance(exc, httpx.ConnectError):
-        return ModelError(f"the proxy at {_shown(config.proxy)} is not reachable ({_reason(exc)})")
+        return ModelError(f"the proxy at {shown(config.proxy)} is not reachable ({_reason(exc)})")
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         return ModelError(f"the model server at {server} is not reachable ({_reason(exc)})")
     if isinstance(exc, httpx.TimeoutException):

@@ -24,6 +24,7 @@ from onionchat.store import Store
 from onionchat.tor import OnionService, Reporter
 
 log = logging.getLogger("onionchat.server")
+DATABASE = "onionchat.sqlite3"  # in the data directory
 
 
 @dataclasses.dataclass
@@ -60,7 +61,7 @@ async def running(settings: Settings, reporter: Reporter | None = None) -> Async
     onion is there until the node is done)."""
     data_dir = settings.server.data_dir
     private_data_dir(data_dir)
-    store = await Store.open(data_dir / "onionchat.sqlite3")
+    store = await Store.open(data_dir / DATABASE)
     onion = OnionService(settings, reporter)
     try:
         secret = await _node_secret(store)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -26,6 +27,7 @@ from onionchat import names
 from onionchat.protocol import Message
 
 T = TypeVar("T")
+log = logging.getLogger("onionchat.store")
 
 MIGRATIONS = [
     """
@@ -259,8 +261,12 @@ class Store:
         old_umask = os.umask(0o077)
         try:
             writer = await _connect(path)
-            await _migrate(writer)
-            reader = await _connect(path)
+            try:
+                await _migrate(writer, path)
+                reader = await _connect(path)
+            except BaseException:
+                await writer.close()
+                raise
         finally:
             os.umask(old_umask)
         for suffix in ("", "-wal", "-shm"):
@@ -759,10 +765,55 @@ async def _refuse_lookalike(
         raise Lookalike(row[0])
 
 
-async def _migrate(db: aiosqlite.Connection) -> None:
+class SchemaError(Exception):
+    """The database cannot be used by this version of OnionChat; the message says what to do."""
+
+
+def schema_problem(path: Path) -> str | None:
+    """Why this version cannot open the database, asked before the node starts (so that the
+    operator reads one line, not a failed start's traceback); None when it can."""
+    if not path.exists():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        return f"{path} cannot be read ({exc}): restore it from a backup (onionchat restore)"
+    return _newer(path, version)
+
+
+def _newer(path: Path, version: int) -> str | None:
+    if version <= len(MIGRATIONS):
+        return None
+    return (
+        f"{path} has schema {version}, made by a newer OnionChat than this one (which knows "
+        f"schemas up to {len(MIGRATIONS)}): run that version, or restore the copy its upgrade "
+        "left in backups/ beside the database"
+    )
+
+
+async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
+    """Numbered steps under `PRAGMA user_version`, each in its own transaction; an existing
+    database is first copied whole to `backups/` beside it, so an upgrade can be undone."""
     async with db.execute("PRAGMA user_version") as cursor:
         row = await cursor.fetchone()
     version = row[0] if row else 0
+    if (newer := _newer(path, version)) is not None:
+        raise SchemaError(newer)
+    if 0 < version < len(MIGRATIONS):
+        backups = path.parent / "backups"
+        backups.mkdir(mode=0o700, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        copy = backups / f"{path.stem}-schema{version}-{stamp}{path.suffix}"
+        await db.execute("VACUUM INTO ?", (str(copy),))
+        os.chmod(copy, 0o600)
+        log.info(
+            "upgrading the database from schema %d to %d; the old one is kept in %s",
+            version,
+            len(MIGRATIONS),
+            copy,
+            extra={"event": "db_upgrade", "from": version, "to": len(MIGRATIONS)},
+        )
     for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
         await db.executescript(
             f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"

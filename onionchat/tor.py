@@ -25,8 +25,9 @@ import stem
 import stem.connection
 import stem.control
 import stem.response
+import stem.response.add_onion
 
-from onionchat.config import Settings
+from onionchat.config import ConfigError, Settings
 from onionchat.onion_keys import Client, Clients, OnionKey
 
 # stem 1.8 starts its reader threads with Thread.setDaemon(), deprecated since Python 3.10.
@@ -59,6 +60,33 @@ def resolve_mode(settings: Settings) -> str:
     if mode == "auto":
         return "launch" if find_tor(settings.tor.binary) else "off"
     return mode
+
+
+SOCKET = "web.sock"
+UNIX_PATH_MAX = 107  # bytes in sockaddr_un.sun_path, less its terminating NUL
+
+
+def web_socket(settings: Settings) -> Path | None:
+    """The unix socket the web app listens on for tor, or None when it listens on TCP.
+
+    The path is absolute (tor opens it from its own working directory) and plain: ADD_ONION
+    cannot take a quoted target, so a path with a space or a quote is refused, as is one too
+    long for a socket address."""
+    listen = settings.server.listen
+    if listen == "tcp" or (listen == "auto" and resolve_mode(settings) != "launch"):
+        return None
+    path = (settings.server.data_dir / SOCKET).resolve()
+    if re.search(r'[\s"\\]', str(path)):
+        raise ConfigError(
+            f"server.listen: the socket path {path} has a space or a quote, which tor's "
+            "ADD_ONION cannot take: choose another server.data_dir, or server.listen = tcp"
+        )
+    if len(os.fsencode(path)) > UNIX_PATH_MAX:
+        raise ConfigError(
+            f"server.listen: the socket path {path} is longer than the {UNIX_PATH_MAX} bytes "
+            "a unix socket can have: choose a shorter server.data_dir, or server.listen = tcp"
+        )
+    return path
 
 
 @dataclasses.dataclass
@@ -97,6 +125,32 @@ class Reporter:
             extra={"event": "onion_published", "url": url, "seconds": round(seconds, 3)},
         )
 
+    def defended(self, defences: dict[str, object]) -> None:
+        pow_ = (
+            f"proof of work on (queue {defences['pow_queue_rate']}/s, "
+            f"burst {defences['pow_queue_burst']})"
+            if defences["pow"]
+            else "proof of work OFF"
+        )
+        streams = (
+            f"at most {defences['max_streams']} streams per visitor's circuit"
+            + (", then the circuit is closed" if defences["max_streams_close_circuit"] else "")
+            if defences["max_streams"]
+            else "no limit on streams per circuit"
+        )
+        target = (
+            "the web app on a unix socket only tor reaches"
+            if defences["target"] == "unix"
+            else "the web app on a TCP port any local process can reach"
+        )
+        log.info(
+            "onion defences: %s; %s; %s",
+            pow_,
+            streams,
+            target,
+            extra={"event": "onion_defences", **defences},
+        )
+
     def private(self, clients: list[Client], address: str) -> None:
         names = ", ".join(c.name for c in clients)
         log.info(
@@ -122,6 +176,9 @@ class OnionService:
         self.state = "off" if self.mode == "off" else "starting"
         self.bootstrap = Bootstrap()
         self.address = ""  # without .onion, once added
+        socket = web_socket(settings)
+        self.target = f"unix:{socket}" if socket else f"127.0.0.1:{settings.server.port}"
+        self.pow: bool | None = None  # whether tor took the proof-of-work defence, once added
         self.socks: tuple[str, int] | None = None
         self.problems: collections.deque[str] = collections.deque(maxlen=3)  # tor's own words
         self._controller: stem.control.Controller | None = None
@@ -141,6 +198,19 @@ class OnionService:
     def url(self) -> str:
         port = self.tor.onion_port
         return f"http://{self.address}.onion" + ("/" if port == 80 else f":{port}/")
+
+    def defences(self) -> dict[str, object]:
+        """What /api/health says of the onion's defences (`pow` is None until it is added)."""
+        return {
+            "pow": self.pow,
+            "pow_queue_rate": self.tor.pow_queue_rate,
+            "pow_queue_burst": self.tor.pow_queue_burst,
+            "max_streams": self.tor.max_streams,
+            "max_streams_close_circuit": bool(
+                self.tor.max_streams and self.tor.max_streams_close_circuit
+            ),
+            "target": "unix" if self.target.startswith("unix:") else "tcp",
+        }
 
     def start(self) -> None:
         if self.mode == "off":
@@ -164,14 +234,25 @@ class OnionService:
 
     # -- the life of the service ------------------------------------------------------------
 
+    async def reach(self, local: str = "") -> None:
+        """Launch or attach to tor, as the mode says, until it is on the Tor network (for ever:
+        the caller bounds it). `onionchat doctor` tries tor with this alone."""
+        if self.mode == "launch":
+            await self._launch()
+        else:
+            await self._attach()
+        await self._await_bootstrap(local)
+
+    async def info(self, key: str) -> str | None:
+        """tor's GETINFO answer, or None when there is no controller yet."""
+        if self._controller is None:
+            return None
+        return str(await asyncio.to_thread(self._controller.get_info, key))
+
     async def _run(self) -> None:
-        local = f"http://127.0.0.1:{self.settings.server.port}/"
+        local = self.target if self.target.startswith("unix:") else f"http://{self.target}/"
         try:
-            if self.mode == "launch":
-                await self._launch()
-            else:
-                await self._attach()
-            await self._await_bootstrap(local)
+            await self.reach(local)
             await self._publish()
         except TorError as exc:
             self.state = "failed"
@@ -360,14 +441,13 @@ class OnionService:
         await asyncio.to_thread(controller.add_event_listener, on_event, "HS_DESC")
         started = time.monotonic()
         try:
-            request = self._add_onion_request(key.tor_blob, [c.public for c in clients])
-            response = await asyncio.to_thread(controller.msg, request)
-            stem.response.convert("ADD_ONION", response)
+            response = await self._add_onion(controller, key.tor_blob, [c.public for c in clients])
             self.address = str(response.service_id)
             self.state = "publishing"
             if await self._uploaded(started):
                 self.state = "published"
                 self.reporter.published(self.url, time.monotonic() - started)
+                self.reporter.defended(self.defences())
                 if clients:
                     self.reporter.private(clients, self.address)
             else:
@@ -380,12 +460,53 @@ class OnionService:
         finally:
             await asyncio.to_thread(controller.remove_event_listener, on_event)
 
-    def _add_onion_request(self, key: str, clients: list[str]) -> str:
-        # Built by hand: stem 1.8's create_ephemeral_hidden_service takes one v3 client at most.
+    async def _add_onion(
+        self, controller: stem.control.Controller, key: str, clients: list[str]
+    ) -> stem.response.add_onion.AddOnionResponse:
+        """With the proof-of-work defence if asked; a tor that refuses it (one without the pow
+        module, or older than 0.4.9) is asked again without it, and the operator told."""
+        pow_ = self.tor.pow
+        response = await asyncio.to_thread(
+            controller.msg, self._add_onion_request(key, clients, pow_)
+        )
+        if pow_ and not response.is_ok() and "pow" in str(response).lower():
+            log.warning(
+                "tor refused the proof-of-work defence (%s): the onion is published without "
+                "it, open to introduction floods; tor 0.4.9 or later with `pow: yes` in "
+                "`tor --list-modules` has it",
+                response,
+                extra={"event": "onion_no_pow"},
+            )
+            pow_ = False
+            response = await asyncio.to_thread(
+                controller.msg, self._add_onion_request(key, clients, pow_)
+            )
+        stem.response.convert("ADD_ONION", response)
+        self.pow = pow_
+        return response
+
+    def _add_onion_request(self, key: str, clients: list[str], pow_: bool) -> str:
+        # Built by hand: stem 1.8's create_ephemeral_hidden_service takes one v3 client at most,
+        # and knows neither unix targets nor the proof-of-work defence.
+        tor = self.tor
         flags = ["DiscardPK"] + (["V3Auth"] if clients else [])
-        target = f"127.0.0.1:{self.settings.server.port}"
-        request = f"ADD_ONION {key} Flags={','.join(flags)} Port={self.tor.onion_port},{target}"
-        return request + "".join(f" ClientAuthV3={c}" for c in clients)
+        options = []
+        if tor.max_streams:
+            options.append(f"MaxStreams={tor.max_streams}")
+            if tor.max_streams_close_circuit:
+                flags.append("MaxStreamsCloseCircuit")
+        if pow_:
+            options.append("PoWDefensesEnabled=1")
+            if tor.pow_queue_rate:
+                options.append(f"PoWQueueRate={tor.pow_queue_rate}")
+            if tor.pow_queue_burst:
+                options.append(f"PoWQueueBurst={tor.pow_queue_burst}")
+        request = " ".join(
+            [f"ADD_ONION {key}", f"Flags={','.join(flags)}", *options]
+            + [f"Port={tor.onion_port},{self.target}"]
+            + [f"ClientAuthV3={c}" for c in clients]
+        )
+        return request
 
     async def _uploaded(self, started: float) -> bool:
         """True once one HSDir has our descriptor: then clients can find the onion."""

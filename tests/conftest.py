@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -61,6 +62,7 @@ class NodeProcess:
         self.env = env
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
         self.port = 0
+        self.socket: Path | None = None  # the unix socket it listens on, when not TCP
         self.scheme = "http"  # "https" when started with --tls-cert
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -90,10 +92,15 @@ class NodeProcess:
         log.close()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            started = re.findall(r'"port": (\d+)|port=(\d+)', self.log_path.read_text())
+            # The start line, in JSON or text (`... port=8080` or `... socket=PATH`).
+            started = re.findall(
+                r'(?<!\w)"?(port|socket)"?[:=] ?"?([^"\s,}]+)', self.log_path.read_text()
+            )
             if started:
-                self.port = int("".join(started[-1]))
-            if self.port and self._healthy():
+                key, value = started[-1]
+                self.port = int(value) if key == "port" else 0
+                self.socket = Path(value) if key == "socket" else None
+            if (self.port or self.socket) and self._healthy():
                 return
             if self.proc.poll() is not None:
                 raise RuntimeError(f"node exited: {self.log_path.read_text()}")
@@ -101,21 +108,41 @@ class NodeProcess:
         raise RuntimeError(f"node did not start: {self.log_path.read_text()}")
 
     def _healthy(self) -> bool:
+        if self.socket is not None:
+            # httpcore leaves a unix socket open when its connect fails: probe first.
+            with socket.socket(socket.AF_UNIX) as probe:
+                try:
+                    probe.connect(str(self.socket))
+                except OSError:
+                    return False
         try:
             # Only whether it is up: the TLS tests check its certificate themselves.
-            response = httpx.get(f"{self.url}/api/health", timeout=1, verify=False)
-            return response.status_code == 200
+            transport = httpx.HTTPTransport(uds=str(self.socket)) if self.socket else None
+            with httpx.Client(transport=transport, verify=False) as http:
+                return http.get(f"{self.url}/api/health", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 
     @property
     def url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.port}"
+        return "http://localhost" if self.socket else f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def ws_url(self) -> str:
         ws = "wss" if self.scheme == "https" else "ws"
-        return f"{ws}://127.0.0.1:{self.port}/ws"
+        return f"{ws}://{self.url.partition('://')[2]}/ws"
+
+    def http(self, **options: Any) -> httpx.AsyncClient:
+        """A client of the node's HTTP API, over its unix socket when it listens on one."""
+        if self.socket is not None:
+            options["transport"] = httpx.AsyncHTTPTransport(uds=str(self.socket))
+        return httpx.AsyncClient(base_url=self.url, **options)
+
+    def websocket(self, **options: Any) -> Any:
+        """`websockets.connect` to /ws, over the unix socket when the node listens on one."""
+        if self.socket is not None:
+            return websockets.unix_connect(str(self.socket), self.ws_url, **options)
+        return websockets.connect(self.ws_url, proxy=None, **options)
 
     def events(self) -> list[dict[str, Any]]:
         if not self.log_path.exists():
@@ -196,7 +223,7 @@ def b64url(raw: bytes) -> str:
 
 async def register(node: NodeProcess, name: str, password: str = PASSWORD) -> str:
     """Create an account the way every client does; returns a session token."""
-    async with httpx.AsyncClient(base_url=node.url) as http:
+    async with node.http() as http:
         params = (await http.post("/api/prelogin", json={"username": name})).json()
         salt = secrets.token_bytes(16)
         secret = crypto.login_secret(password, salt, params["iterations"])
@@ -218,7 +245,7 @@ async def login(
     node: NodeProcess, name: str, password: str = PASSWORD, device: str | None = None
 ) -> httpx.Response:
     """A login as the clients make it; `device` is the token an earlier login answered."""
-    async with httpx.AsyncClient(base_url=node.url) as http:
+    async with node.http() as http:
         params = (await http.post("/api/prelogin", json={"username": name})).json()
         salt = base64.urlsafe_b64decode(params["salt"] + "==")
         secret = crypto.login_secret(password, salt, params["iterations"])
@@ -307,7 +334,7 @@ class Client(Frames):
 
 @contextlib.asynccontextmanager
 async def connect(node: NodeProcess, token: str, user: str = "") -> AsyncIterator[Client]:
-    async with websockets.connect(node.ws_url, proxy=None, compression=None, max_queue=None) as ws:
+    async with node.websocket(compression=None, max_queue=None) as ws:
         client = Client(ws, user)
         await client.send(type="auth", token=token)
         ready = await client.expect("ready")

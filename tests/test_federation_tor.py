@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from brokers import Mosquitto
 from federation import Network, until
@@ -50,7 +49,7 @@ def onion_broker(tmp_path: Path, testnet: Path) -> Iterator[str]:
 
 
 async def health(node: NodeProcess) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=node.url, trust_env=False) as http:
+    async with node.http(trust_env=False) as http:
         answer: dict[str, Any] = (await http.get("/api/health", timeout=5)).json()
         return answer
 

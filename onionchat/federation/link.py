@@ -215,7 +215,7 @@ class Link:
             properties=properties,
             username=b.username,
             password=b.password,
-            tls_context=_tls(b) if b.tls else None,
+            tls_context=tls_context(b) if b.tls else None,
             proxy=self._proxy() if b.tor or b.proxy else None,
             timeout=timeout,
             keepalive=60 if b.tor else 20,
@@ -347,7 +347,8 @@ class Link:
             task.add_done_callback(lambda _: window.release())
 
 
-def _tls(b: Broker) -> ssl.SSLContext:
+def tls_context(b: Broker) -> ssl.SSLContext:
+    """The broker's CA (or the system's) and our client certificate, as the broker's URL says."""
     context = ssl.create_default_context(cafile=os.path.expanduser(b.ca) if b.ca else None)
     if b.cert:
         context.load_cert_chain(os.path.expanduser(b.cert), os.path.expanduser(b.key))
