@@ -5,16 +5,21 @@ onion address, the same federation identity, the same accounts, sessions and his
 
 from __future__ import annotations
 
+import signal
 import stat
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from brokers import brokers
+from federation import Network
+from test_federation_nodes import linked_processes
+
 from onionchat.federation.network import node_key
 from onionchat.onion_keys import OnionKey
 
-from conftest import connect, register
+from conftest import FAST_AUTH, NodeProcess, connect, register
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -91,3 +96,56 @@ def test_a_backup_without_a_passphrase_says_so_and_what_is_not_a_backup_is_refus
     junk.write_bytes(b"PK\x03\x04 a zip, say")
     refused = cli("restore", str(junk), "--data-dir", str(tmp_path / "d"))
     assert refused.returncode == 1 and "not an OnionChat backup" in refused.stderr
+
+
+async def test_a_node_restored_from_a_backup_catches_up_from_its_peers(tmp_path: Path) -> None:
+    """south is backed up, chats on, and loses its disk; restored from the backup, it gets
+    back from north what was written since, its own users' messages too."""
+    with brokers(tmp_path / "brokers", 1) as (broker,):
+        net = Network(tmp_path, ["north", "south"], [broker.url])
+        north, south = (
+            NodeProcess(net.data_dir(n), {**FAST_AUTH, **net.env(n)}) for n in net.names
+        )
+        try:
+            north.start()
+            south.start()
+            await linked_processes([north, south])
+            ann, bob = await register(north, "ann"), await register(south, "bob")
+            async with connect(north, ann) as on_north, connect(south, bob) as on_south:
+                await on_north.join("lobby")
+                await on_south.join("lobby")
+                await on_north.say("lobby", "before the backup")
+                await on_south.expect("message", text="before the backup")
+                archive = tmp_path / "south.backup"
+                made = cli("backup", str(archive), "--data-dir", str(south.data_dir))
+                assert made.returncode == 0, made.stderr
+                for n in range(3):
+                    await on_north.say("lobby", f"after the backup {n}", ref=str(n))
+                    await on_south.expect("message", text=f"after the backup {n}")
+                await on_south.say("lobby", "bob, after the backup")
+                await on_north.expect("message", text="bob, after the backup")
+            south.stop(signal.SIGKILL)  # and its disk is lost
+
+            fresh = tmp_path / "south-restored"
+            restored = cli("restore", str(archive), "--data-dir", str(fresh))
+            assert restored.returncode == 0, restored.stderr
+            south = NodeProcess(fresh, {**FAST_AUTH, **net.env("south")})
+            south.start()
+            expected = [
+                "before the backup",
+                *(f"after the backup {n}" for n in range(3)),
+                "bob, after the backup",
+            ]
+
+            async with connect(south, bob) as again:  # bob's session, from the backup
+                seen = [m["text"] for m in (await again.join("lobby"))["history"]]
+                while len(seen) < len(expected):  # what repair brings is shown as it comes
+                    seen.append((await again.expect("message", timeout=30))["text"])
+                assert sorted(seen) == sorted(expected)
+                await again.send(type="leave", room="lobby")
+                await again.expect("left")
+                joined = await again.join("lobby")
+            assert [m["text"] for m in joined["history"]] == expected
+        finally:
+            north.stop()
+            south.stop()
