@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import os
 import secrets
+import shlex
 import shutil
 import socket
 import ssl
@@ -40,7 +41,8 @@ examples:
   onionchat connect 'http://HOST:8080/#room=secret&key=KEY' --user carol
   onionchat connect http://XXXX.onion --user dave        (through tor at 127.0.0.1:9050)
   onionchat connect http://XXXX.onion --user dave --socks 127.0.0.1:9150   (Tor Browser's tor)
-  onionchat connect https://chat.example:8443 --user erin --ca private-ca.pem"""
+  onionchat connect https://chat.example:8443 --user erin --ca private-ca.pem
+  onionchat connect unix:data/web.sock --user frank   (a node's own socket, on its machine)"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -212,7 +214,8 @@ def _parser() -> argparse.ArgumentParser:
     connect.add_argument(
         "url",
         metavar="URL",
-        help="the node's address; a fragment #room=NAME&key=KEY picks a room and its key",
+        help="the node's address (or unix:PATH, the socket of a node on this machine); a "
+        "fragment #room=NAME&key=KEY picks a room and its key",
     )
     connect.add_argument("--user", required=True, metavar="NAME", help="your username")
     connect.add_argument("--room", metavar="NAME", help="room to join (default lobby)")
@@ -382,13 +385,12 @@ def run_server(settings: config.Settings) -> int:
         " (a unix socket that only this user, and its tor, can open)" if path else "",
         extra={"event": "start", "url": url, **where},
     )
-    if path is None:
-        log.info(
-            "chat from a terminal: %s connect %s --user NAME --register",
-            _program(),
-            url,
-            extra={"event": "hint"},
-        )
+    log.info(
+        "chat from a terminal: %s connect %s --user NAME --register",
+        _program(),
+        shlex.quote(url) if path else url,
+        extra={"event": "hint"},
+    )
     _say_tor(settings, url)
     try:
         server.run(sockets=[sock])

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import sqlite3
@@ -23,7 +24,7 @@ from onionchat.client import ClientError, Options
 from onionchat.client.errors import ChatError
 from onionchat.client.transport import probe
 
-from conftest import NodeProcess, client_env, pipe_client, register, run_client, user
+from conftest import NodeProcess, client_env, onionchat, pipe_client, register, run_client, user
 from socks5 import Socks5Proxy
 
 
@@ -388,3 +389,34 @@ async def wait_for_screen(
             return screen
         await asyncio.sleep(0.1)
     raise AssertionError(f"{text!r} never appeared on the screen:\n{screen}")
+
+
+async def test_on_the_nodes_machine_the_cli_chats_over_its_unix_socket(
+    node_factory: Any, password_file: Path
+) -> None:
+    """A node listening only on its socket (what its tor reaches) is still the operator's to
+    chat on and to ask after, from the same machine, with `unix:PATH`."""
+    node: NodeProcess = node_factory("--listen", "unix")
+    assert node.socket is not None and node.port == 0
+    where = f"unix:{node.socket}"
+    hint = next(e for e in node.events() if e.get("event") == "hint")
+    assert f"connect {where} --user NAME" in hint["msg"]
+    secret = ("--password-file", str(password_file))
+    said = run_client(where, "--user", "alice", "--register", *secret, "--pipe", stdin="здесь\n")
+    assert said.returncode == 0, said.stderr
+    read = run_client(where + "#room=lobby", "--user", "bob", "--register", *secret, "--pipe")
+    assert read.returncode == 0, read.stderr
+    lines = [json.loads(line) for line in read.stdout.splitlines()]
+    assert [(m["sender"], m["text"]) for m in lines if m["type"] == "message"] == [
+        ("alice", "здесь")
+    ]
+    as_node = {"ONIONCHAT_SERVER_LISTEN": "unix", "ONIONCHAT_TOR_MODE": "off"}
+    health = onionchat("health", "--data-dir", str(node.data_dir), env=as_node)
+    assert health.returncode == 0 and health.stdout.startswith("healthy: status ok"), health
+    node.stop()
+    gone = run_client(where, "--user", "alice", *secret, "--pipe")
+    assert gone.returncode == 1 and f"cannot reach the node at {where}" in gone.stderr
+    down = onionchat("health", "--data-dir", str(node.data_dir), env=as_node)
+    assert down.returncode == 1 and down.stdout.startswith("unhealthy: no answer"), down
+    socks = run_client(where, "--user", "alice", "--socks", "127.0.0.1:9050")
+    assert socks.returncode == 2 and "--socks does not apply" in socks.stderr

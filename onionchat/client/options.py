@@ -40,11 +40,21 @@ class Options:
     socks: str | None = None  # HOST:PORT of a SOCKS5 proxy, e.g. Tor's 127.0.0.1:9050
     timeout: float = 30.0
     ca: Path | None = None  # PEM CA bundle trusted for https:// instead of the system's CAs
+    unix: Path | None = None  # the node's own unix socket (`unix:PATH`), on its machine
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
         """Build from `onionchat connect`'s namespace; raises ClientError on a bad value."""
-        url, host, fragment = _parse_url(str(args.url))
+        raw, unix = str(args.url), None
+        if raw.startswith("unix:"):
+            # The socket a node listens on for its tor: its operator chats on the machine.
+            path, _, rest = raw.removeprefix("unix:").partition("#")
+            if not path:
+                raise ClientError("unix: needs the socket's path, e.g. unix:data/web.sock")
+            if args.socks:
+                raise ClientError("--socks does not apply to a unix socket")
+            unix, raw = Path(path), "http://localhost" + (f"#{rest}" if rest else "")
+        url, host, fragment = _parse_url(raw)
         room = (args.room or fragment.get("room") or "lobby").strip().removeprefix("#").strip()
         if not room:
             raise ClientError("the room name is empty")
@@ -82,12 +92,13 @@ class Options:
             socks=socks,
             timeout=timeout,
             ca=ca,
+            unix=unix,
         )
 
     @property
     def where(self) -> str:
-        """host[:port], for messages."""
-        return self.url.partition("://")[2]
+        """host[:port] (or the socket), for messages."""
+        return f"unix:{self.unix}" if self.unix else self.url.partition("://")[2]
 
     @property
     def host(self) -> str:
@@ -107,7 +118,7 @@ class Options:
     @property
     def ws_url(self) -> str:
         scheme = "wss" if self.url.startswith("https:") else "ws"
-        return f"{scheme}://{self.where}/ws"
+        return f"{scheme}://{self.url.partition('://')[2]}/ws"
 
     @property
     def proxy(self) -> str | None:

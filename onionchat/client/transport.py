@@ -18,11 +18,11 @@ import os
 import ssl
 import struct
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import socksio
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.exceptions import ProxyError as WebSocketProxyError
 
@@ -65,6 +65,7 @@ def http_client(options: Options, timeout: float | None = None) -> httpx.AsyncCl
     return httpx.AsyncClient(
         base_url=options.url,
         proxy=options.proxy,
+        transport=httpx.AsyncHTTPTransport(uds=str(options.unix)) if options.unix else None,
         verify=tls_context(options.ca) if options.url.startswith("https:") else True,
         trust_env=False,
         timeout=timeout or options.timeout,
@@ -75,16 +76,21 @@ def http_client(options: Options, timeout: float | None = None) -> httpx.AsyncCl
 
 async def open_websocket(options: Options) -> ClientConnection:
     """No compression (secrets next to chosen text would leak), no proxy from the environment."""
+    common: dict[str, Any] = {
+        "compression": None,
+        "max_size": MAX_FRAME,
+        "open_timeout": options.timeout,
+        "ping_timeout": max(20.0, options.timeout),
+        "user_agent_header": USER_AGENT,
+    }
     try:
+        if options.unix is not None:
+            return await unix_connect(str(options.unix), options.ws_url, **common)
         return await connect(
             options.ws_url,
             proxy=options.proxy,
             ssl=tls_context(options.ca) if options.ws_url.startswith("wss:") else None,
-            compression=None,
-            max_size=MAX_FRAME,
-            open_timeout=options.timeout,
-            ping_timeout=max(20.0, options.timeout),
-            user_agent_header=USER_AGENT,
+            **common,
         )
     except InvalidStatus as exc:
         raise ChatError(
