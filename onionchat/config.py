@@ -883,8 +883,8 @@ def _check_together(settings: Settings) -> None:
     if tor.mode != "off" and server.host not in LOOPBACK and not server.host.startswith("127."):
         raise ConfigError(
             f"server.host: {server.host} would let anyone reach the node around Tor; with Tor "
-            "on it listens on 127.0.0.1 only (tor.mode = off / --no-tor to serve a normal "
-            "address)"
+            "on it listens on its unix socket or on loopback only (tor.mode = off / --no-tor "
+            "to serve a normal address)"
         )
     if bool(server.tls_cert) != bool(server.tls_key):
         raise ConfigError("server.tls_cert and server.tls_key: give both or neither")

@@ -177,7 +177,9 @@ class OnionService:
         self.bootstrap = Bootstrap()
         self.address = ""  # without .onion, once added
         socket = web_socket(settings)
-        self.target = f"unix:{socket}" if socket else f"127.0.0.1:{settings.server.port}"
+        host = settings.server.host  # loopback: the config refuses any other with tor on
+        host = "[::1]" if host == "::1" else host if host.startswith("127.") else "127.0.0.1"
+        self.target = f"unix:{socket}" if socket else f"{host}:{settings.server.port}"
         self.pow: bool | None = None  # whether tor took the proof-of-work defence, once added
         self.socks: tuple[str, int] | None = None
         self.problems: collections.deque[str] = collections.deque(maxlen=3)  # tor's own words
