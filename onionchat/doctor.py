@@ -26,16 +26,14 @@ import stat
 import sys
 import tempfile
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiomqtt
-import socks  # type: ignore[import-untyped]  # PySocks, which paho uses
 
 from onionchat import backup, bots, config, models, onion_keys
 from onionchat.federation import network
-from onionchat.federation.link import tls_context
+from onionchat.federation.link import socks_settings, tls_context
 from onionchat.server import DATABASE
 from onionchat.tor import FIELD, OnionService, TorError, find_tor, resolve_mode
 
@@ -548,22 +546,12 @@ def _mqtt_client(b: config.Broker, proxy: str | None, within: float) -> aiomqtt.
         username=b.username,
         password=b.password,
         tls_context=tls_context(b) if b.tls else None,
-        proxy=_socks(url) if url and (b.tor or b.proxy) else None,
+        proxy=socks_settings(url) if url and (b.tor or b.proxy) else None,
         timeout=within,
         keepalive=60 if b.tor else 20,
     )
     client._client.connect_timeout = within  # paho's own connect, in aiomqtt's thread
     return client
-
-
-def _socks(url: str) -> aiomqtt.ProxySettings:
-    parsed = urllib.parse.urlsplit(url)
-    return aiomqtt.ProxySettings(
-        proxy_type=socks.SOCKS5,
-        proxy_addr=parsed.hostname or "127.0.0.1",
-        proxy_port=parsed.port,
-        proxy_rdns=True,  # the proxy resolves the name: .onion, and no DNS leak
-    )
 
 
 async def check_broker(b: config.Broker, proxy: str | None, within: float) -> Finding:

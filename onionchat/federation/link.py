@@ -233,13 +233,7 @@ class Link:
         url = self.broker.proxy or self.proxy()
         if url is None:
             raise aiomqtt.MqttError("tor is not running: its SOCKS port is needed for this broker")
-        parsed = urllib.parse.urlsplit(url)
-        return aiomqtt.ProxySettings(
-            proxy_type=socks.SOCKS5,
-            proxy_addr=parsed.hostname or "127.0.0.1",
-            proxy_port=parsed.port,
-            proxy_rdns=True,  # the proxy resolves the name: .onion, and no DNS leak
-        )
+        return socks_settings(url)
 
     # -- publishing -----------------------------------------------------------------------
 
@@ -345,6 +339,17 @@ class Link:
             self._delivering.add(task)
             task.add_done_callback(self._delivering.discard)
             task.add_done_callback(lambda _: window.release())
+
+
+def socks_settings(url: str) -> aiomqtt.ProxySettings:
+    """paho's SOCKS5 settings for a `socks5://HOST:PORT` proxy URL."""
+    parsed = urllib.parse.urlsplit(url)
+    return aiomqtt.ProxySettings(
+        proxy_type=socks.SOCKS5,
+        proxy_addr=parsed.hostname or "127.0.0.1",
+        proxy_port=parsed.port,
+        proxy_rdns=True,  # the proxy resolves the name: .onion, and no DNS leak
+    )
 
 
 def tls_context(b: Broker) -> ssl.SSLContext:
