@@ -97,20 +97,27 @@ async def fetch(url: str, tor: Tor, path: str = "/", timeout: float = 60) -> htt
 
 async def socks_reply(host: str, tor: Tor, timeout: float = 60) -> int:
     """tor's SOCKS5 reply code to a stream to host:80 (0: it opened), past 0xF0, which only
-    means "not found yet". Raw RFC 1928: client libraries drop tor's extended codes."""
+    means "not found yet", and past a try that got no reply in time (on a loaded host tor may
+    sit on an introduction that failed until its own SocksTimeout). Raw RFC 1928: client
+    libraries drop tor's extended codes."""
     deadline = time.monotonic() + timeout
     while True:
         reader, writer = await asyncio.open_connection("127.0.0.1", tor.socks_port)
+        code: int | None = None
         try:
             writer.write(b"\x05\x01\x00")
             assert await reader.readexactly(2) == b"\x05\x00"
             name = host.encode()
             writer.write(b"\x05\x01\x00\x03" + bytes([len(name)]) + name + b"\x00\x50")
-            _, code = await asyncio.wait_for(reader.readexactly(2), 60)
+            left = max(1.0, deadline - time.monotonic())
+            _, code = await asyncio.wait_for(reader.readexactly(2), min(30.0, left))
+        except TimeoutError:
+            pass
         finally:
             writer.close()
-        if code != 0xF0 or time.monotonic() > deadline:
+        if code is not None and code != 0xF0:
             return code
+        assert time.monotonic() < deadline, f"{host}: no stream in {timeout:.0f} s (last {code})"
         await asyncio.sleep(1)
 
 
