@@ -559,9 +559,16 @@ async def _serve(conn: Conn, kind: str, params: dict[str, Any]) -> None:
         with contextlib.suppress(Exception):
             await c.http.aclose()
     c.t.counts.pop("open_now", None)
-    out = c.t.asdict() | {"seconds": time.monotonic() - started}
+    out = c.t.asdict() | {"seconds": time.monotonic() - started, "sched_idle": _idle()}
     os.set_blocking(fd, True)
     conn.send(("stats", out))
+
+
+def _idle() -> bool:
+    try:
+        return os.sched_getscheduler(0) == os.SCHED_IDLE
+    except (OSError, AttributeError):
+        return False
 
 
 def attacker_main(conn: Conn, kind: str, params: dict[str, Any]) -> None:
@@ -570,6 +577,9 @@ def attacker_main(conn: Conn, kind: str, params: dict[str, Any]) -> None:
     params = params | {"fd_limit": fds}
     with contextlib.suppress(OSError):
         os.nice(int(params.get("nice", 0)))
+    if params.get("idle"):
+        with contextlib.suppress(OSError, AttributeError):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     try:
         import uvloop
     except ImportError:  # pragma: no cover
@@ -645,4 +655,5 @@ class Attackers:
         out["processes"] = len(self.procs)
         out["processes_without_tally"] = missing
         out["seconds"] = max((p.get("seconds", 0.0) for p in parts), default=None)
+        out["sched_idle"] = bool(parts) and all(p.get("sched_idle") for p in parts)
         return out

@@ -75,6 +75,12 @@ class HostileOptions:
     attackers: int = field(10, "attackers in the history, header and slowloris steps")
     processes: int = field(2, "processes the attackers of one step are spread over")
     nice: int = field(10, "niceness of the attacker processes (they share the machine)")
+    idle: bool = field(
+        True,
+        "attackers run under SCHED_IDLE, on CPU the node and the honest clients leave: on a "
+        "real onion they use their own machines, here their processes would take the node's "
+        "cores away (scheduler latency, not the node's cost); each step reports what they did",
+    )
     fill: int = field(200, "big messages put in the room's history before the steps")
     fill_chars: int = field(4000, "characters of each (U+0001, 6 bytes each in JSON)")
     history_rcvbuf: int = field(4096, "SO_RCVBUF of the history requesters, bytes")
@@ -415,6 +421,7 @@ def plan(
     base: dict[str, Any] = {
         "port": port,
         "nice": o.nice,
+        "idle": o.idle,
         "max_seconds": o.warmup + o.seconds + 90.0,
         "ready_timeout": 30.0,
     }

@@ -58,6 +58,7 @@ class Recorder:
         self.prefix = f"{step}:"
         self.senders = senders
         self.lat = array("q")
+        self.sent = array("q")  # when each delivery was sent: a timeline of the slow moments
         self.distinct = [0] * senders
         self.dup = [0] * senders
         self.reorder = [0] * senders
@@ -100,6 +101,7 @@ class Recorder:
         else:
             client.top[s] = q
         self.lat.append(now - sent)
+        self.sent.append(sent)
         if not self.first_ns:
             self.first_ns = now
         self.last_ns = now
@@ -369,6 +371,8 @@ class Worker:
         return {
             "receivers": len(self.clients),
             "lat": recorder.lat.tobytes(),
+            "sent": recorder.sent.tobytes(),
+            "worker": self.index,
             "distinct": recorder.distinct,
             "dup": recorder.dup,
             "reorder": recorder.reorder,

@@ -232,6 +232,7 @@ class Bench:
             "reordered": sum(sum(d["reorder"]) for d in drains),
             "stale": sum(d["stale"] for d in drains),
             "latency_ms": stats.summary_ms(lat),
+            "slowest_moments": stats.slowest_moments(drains, start_ns),
             "node_cpu_pct": round(node_util * 100, 1),
             "node_rss_mib": round(self.node.rss() / MIB, 1),
             "node_peak_mib": round(self.node.hwm() / MIB, 1),

@@ -46,3 +46,34 @@ def pct_change(new: float | None, old: float | None) -> float | None:
 
 def rounded(d: dict[str, Any], digits: int = 1) -> dict[str, Any]:
     return {k: round(v, digits) if isinstance(v, float) else v for k, v in d.items()}
+
+
+def slowest_moments(
+    drains: list[dict[str, Any]], start_ns: int, bucket_ms: float = 100.0, top: int = 3
+) -> list[dict[str, Any]]:
+    """The worst windows of a step by the time messages were sent: how late they arrived,
+    and at how many of the generator's workers. Late at every worker is the node (or the
+    machine) stalling; late at one worker is that worker's own doing."""
+    rows = []
+    for d in drains:
+        lat = np.frombuffer(d.get("lat") or b"", dtype=np.int64)
+        sent = np.frombuffer(d.get("sent") or b"", dtype=np.int64)
+        if lat.size and lat.size == sent.size:
+            rows.append((d.get("worker", 0), lat, sent))
+    if not rows:
+        return []
+    width = int(bucket_ms * 1e6)
+    worst: dict[int, dict[int, int]] = {}
+    for worker, lat, sent in rows:
+        buckets = (sent - start_ns) // width
+        for b in np.unique(buckets):
+            worst.setdefault(int(b), {})[worker] = int(lat[buckets == b].max())
+    ranked = sorted(worst.items(), key=lambda kv: -max(kv[1].values()))[:top]
+    return [
+        {
+            "at_s": round(b * bucket_ms / 1000, 1),
+            "max_ms": round(max(w.values()) / 1e6, 1),
+            "by_worker_ms": {str(k): round(v / 1e6, 1) for k, v in sorted(w.items())},
+        }
+        for b, w in ranked
+    ]

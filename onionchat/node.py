@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import dataclasses
 import logging
 import math
@@ -661,17 +662,21 @@ class Node:
     ) -> tuple[list[msgspec.Raw], bool]:
         """Up to `limit` messages before `before`, newest last, cut to `limits.history_bytes`
         as encoded (the oldest go first; the page then says there are more). Each message is
-        encoded once, here; the store reads only those that can fit."""
+        encoded once, here, newest first, and the store reads no further than the cut."""
         budget = self.settings.limits.history_bytes
-        found, more = await self.store.history(room, before, limit, max_chars=budget)
         page: list[msgspec.Raw] = []
-        for message in reversed(found):
-            encoded = encode_bytes(message_frame(message))
-            budget -= len(encoded) + 1
-            if budget < 0 and page:
-                more = True
-                break
-            page.append(msgspec.Raw(encoded))
+        more = False
+        async with contextlib.aclosing(self.store.newest(room, before, limit + 1)) as found:
+            async for message in found:
+                if len(page) == limit:
+                    more = True
+                    break
+                encoded = encode_bytes(message_frame(message))
+                budget -= len(encoded) + 1
+                if budget < 0 and page:
+                    more = True
+                    break
+                page.append(msgspec.Raw(encoded))
         page.reverse()
         return page, more
 

@@ -17,7 +17,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -702,50 +702,42 @@ class Store:
         return [r[0] for r in rows]
 
     async def history(
-        self, room: Room, before: str | None, limit: int, max_chars: int | None = None
+        self, room: Room, before: str | None, limit: int
     ) -> tuple[list[Message], bool]:
         """Up to `limit` messages before `before` (or the newest), oldest first, and whether
-        older ones remain. With `max_chars`, only as many of the newest as hold that many
-        characters of body (at least one): their sizes are asked first, so that a page of huge
-        messages is not read and built whole only to be cut (that held the event loop)."""
+        older ones remain."""
         args: tuple[Any, ...] = (room.id,) if before is None else (room.id, before)
-        count, more = limit, False
-        if max_chars is not None:
-            sizes = await self._all(_HISTORY["sizes", before is None], (*args, limit + 1))
-            total, count = 0, 0
-            for (size,) in sizes[:limit]:
-                total += size
-                if total > max_chars and count:
-                    break
-                count += 1
-            more = len(sizes) > count
-        rows = await self._all(_HISTORY["rows", before is None], (*args, count + 1))
-        more = more or len(rows) > count
-        messages = [
-            Message(
-                id=r[0],
-                room=room.name,
-                ts=r[1],
-                sender=r[2],
-                text=r[3],
-                box=r[4],
-                me=bool(r[5]),
-                to=r[6],
-            )
-            for r in reversed(rows[:count])
-        ]
-        return messages, more
+        rows = await self._all(_HISTORY[before is None], (*args, limit + 1))
+        return [_message(r, room.name) for r in reversed(rows[:limit])], len(rows) > limit
+
+    async def newest(
+        self, room: Room, before: str | None, limit: int
+    ) -> AsyncGenerator[Message, None]:
+        """Up to `limit` messages before `before` (or the newest), newest first, read in
+        batches that grow as they are taken: a page cut by its size reads little more than
+        it keeps (asking every size first cost more than the page: a row of 4,000 characters
+        is counted character by character)."""
+        args: tuple[Any, ...] = (room.id,) if before is None else (room.id, before)
+        async with self._reader.execute(_HISTORY[before is None], (*args, limit)) as cursor:
+            batch = 64  # 64 rows of 4,000 characters read in 0.2 ms here
+            while rows := await cursor.fetchmany(batch):
+                for row in rows:
+                    yield _message(row, room.name)
+                batch = 256
+
+
+def _message(r: Any, room: str) -> Message:
+    return Message(
+        id=r[0], room=room, ts=r[1], sender=r[2], text=r[3], box=r[4], me=bool(r[5]), to=r[6]
+    )
 
 
 _IDS_IN = "SELECT id FROM messages WHERE room_id = ? AND id >= ? AND id < ? AND recipient IS NULL "
 _IDS = {False: _IDS_IN + "ORDER BY id LIMIT ?", True: _IDS_IN + "ORDER BY id DESC LIMIT ?"}
-_SIZES = "SELECT coalesce(length(text), 0) + coalesce(length(box), 0) FROM messages "
 _ROWS = "SELECT id, ts, sender, text, box, me, recipient FROM messages "
 _HISTORY = {
-    ("sizes", True): _SIZES + "WHERE room_id = ? ORDER BY id DESC LIMIT ?",
-    ("sizes", False): _SIZES + "WHERE room_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
-    ("rows", True): _ROWS + "WHERE room_id = ? ORDER BY id DESC LIMIT ?",
-    ("rows", False): _ROWS + "WHERE room_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+    True: _ROWS + "WHERE room_id = ? ORDER BY id DESC LIMIT ?",
+    False: _ROWS + "WHERE room_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
 }
 
 _LOOKALIKE = {
