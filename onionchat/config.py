@@ -228,8 +228,10 @@ class Limits:
     request_timeout: float = dataclasses.field(
         default=10.0,
         metadata=_key(
-            "Seconds a client has to send a whole request head (or a WebSocket handshake) once "
-            "it connects or starts a request; a silent or slow one is answered 408 and closed.",
+            "Seconds a client has at most to send a whole request head (or a WebSocket "
+            "handshake) once it connects or starts a request (each socket's deadline is drawn "
+            "between three quarters of this and this, so that sockets opened together expire "
+            "apart); a silent or slow one is answered 408 and closed.",
             low=0.5,
             high=600,
         ),

@@ -30,6 +30,7 @@ from websockets.asyncio.client import ClientConnection
 from onionchat import crypto
 from onionchat.tor import find_tor
 
+pytest_plugins = ["containers"]  # the image's fixtures (tests/containers.py)
 CHROMIUM = "/usr/bin/chromium"  # Debian's, installed by scripts/system-packages
 CHROMIUM_ARGS = [
     "--no-sandbox",

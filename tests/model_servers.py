@@ -148,6 +148,7 @@ class ModelServer:
         self.error_message = ""  # instead of the documented example text, when set
         self.installed = True
         self.url = ""
+        self.host = "127.0.0.1"  # a container's own network for tests/test_compose.py
         self.port = 0
         self.requests: list[dict[str, Any]] = []  # every chat request body, in order
         self.headers: list[dict[str, str]] = []  # their headers (lower-case names)
@@ -178,7 +179,7 @@ class ModelServer:
         self._thread.start()
         if not ready.wait(10):
             raise RuntimeError("the model server did not start")
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{self.host}:{self.port}"
 
     def stop(self) -> None:
         if self._loop is None or self._thread is None or self._stopped is None:
@@ -208,7 +209,7 @@ class ModelServer:
 
     async def _main(self, ready: threading.Event) -> None:
         self._stopped = asyncio.Event()
-        server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
+        server = await asyncio.start_server(self._connection, self.host, self.port)
         self.port = server.sockets[0].getsockname()[1]
         ready.set()
         await self._stopped.wait()
@@ -709,3 +710,25 @@ class _Anthropic(_Frames):
             )
             + self._event("message_stop", {"type": "message_stop"})
         )
+
+
+def main() -> None:
+    """`python model_servers.py PROVIDER --host H --port P --seconds S`: one server in a
+    process of its own (a compose service in tests/test_compose.py), for at most S seconds."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("provider", choices=["ollama", "openai", "anthropic"])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--seconds", type=float, default=600)
+    args = parser.parse_args()
+    server = ModelServer(args.provider)
+    server.host, server.port = args.host, args.port
+    with server:
+        print(f"serving {args.provider} at {server.url}", flush=True)
+        time.sleep(args.seconds)
+
+
+if __name__ == "__main__":
+    main()
