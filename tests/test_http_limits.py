@@ -197,6 +197,34 @@ async def test_a_4mb_cookie_on_the_websocket_upgrade_is_refused_cheaply(
     await health(node)
 
 
+async def test_a_header_flooder_gets_its_answer_and_then_waits(node: NodeProcess) -> None:
+    """Once refused, a client that goes on sending is read no more: it has its 431 at once,
+    but the connection is held a second before it closes, so a flooder reconnecting at once
+    opens one a second, not hundreds (each cost the node 300 µs, most of it in the kernel).
+    Draining it instead, the node closed with its data unread, and the reset lost the answer."""
+    async with raw(node) as (reader, writer):
+        writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Flood: ")
+
+        async def flood() -> int:
+            sent = 0
+            with contextlib.suppress(ConnectionError):
+                while sent < 64 * KIB * KIB:
+                    writer.write(b"f" * 64 * KIB)
+                    await writer.drain()
+                    sent += 64 * KIB
+            return sent
+
+        flooding = asyncio.create_task(flood())
+        answer = await read_to_end(reader)  # the answer, then the node's EOF
+        answered = time.monotonic()
+        assert status(answer) == 431
+        sent = await asyncio.wait_for(flooding, 10)  # until the node closes: a reset
+        held = time.monotonic() - answered
+    assert 0.5 < held < 5, held
+    assert sent < 64 * KIB * KIB  # it could not send it all
+    await health(node)
+
+
 # -- slow and silent sockets -----------------------------------------------------------------
 
 
