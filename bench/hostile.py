@@ -85,6 +85,7 @@ class HostileOptions:
     fill_chars: int = field(4000, "characters of each (U+0001, 6 bytes each in JSON)")
     history_rcvbuf: int = field(4096, "SO_RCVBUF of the history requesters, bytes")
     header_mib: float = field(128.0, "header bytes one flood connection sends at most, MiB")
+    header_sndbuf: int = field(65536, "SO_SNDBUF of the header flooders, bytes (0: the kernel's)")
     slow_sockets: int = field(100, "sockets per slowloris attacker")
     slow_interval: float = field(2.0, "seconds between two bytes of a slowloris socket")
     pingers: int = field(3, "WebSockets of the ping flood")
@@ -431,7 +432,7 @@ def plan(
         n, extra = o.attackers, {"tokens": accounts["history"], "room": ROOM}
         extra["rcvbuf"] = o.history_rcvbuf
     elif kind == "headers":
-        n, extra = o.attackers, {"bytes": int(o.header_mib * MIB)}
+        n, extra = o.attackers, {"bytes": int(o.header_mib * MIB), "sndbuf": o.header_sndbuf}
     elif kind == "slowloris":
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         per_proc = -(-o.attackers // procs)

@@ -28,6 +28,7 @@ from onionchat.protocol import Message
 
 T = TypeVar("T")
 log = logging.getLogger("onionchat.store")
+SLOW_COMMIT = 0.25  # seconds: past it a commit is logged
 
 MIGRATIONS = [
     """
@@ -292,6 +293,7 @@ class Store:
             batch = [await self._queue.get()]
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            started = time.monotonic()
             try:
                 await self._commit(batch)
             except Exception as exc:  # the database itself failed: every caller hears of it
@@ -301,6 +303,18 @@ class Store:
             finally:
                 for _ in batch:
                     self._queue.task_done()
+            self._timed(time.monotonic() - started, len(batch))
+
+    def _timed(self, seconds: float, writes: int) -> None:
+        """Every message waits for its commit before anyone sees it: a slow one (a disk that
+        stalls, a checkpoint's flush) holds the whole node, and the operator is told."""
+        if seconds >= SLOW_COMMIT:
+            log.warning(
+                "a commit took %.2f s (%d writes waited for it)",
+                seconds,
+                writes,
+                extra={"event": "slow_commit", "seconds": round(seconds, 3), "writes": writes},
+            )
 
     async def _commit(self, batch: list[_Write]) -> None:
         db = self._writer

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import stat
 from typing import Any
 
+import pytest
 import websockets
 
 from onionchat import crypto
@@ -104,3 +106,35 @@ async def test_the_data_directory_is_private(node: NodeProcess) -> None:
     assert stat.S_IMODE(node.data_dir.stat().st_mode) == 0o700
     for path in node.data_dir.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+async def test_a_slow_commit_is_told_to_the_operator(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every message waits for its commit: a commit that stalls (a disk, a checkpoint's flush)
+    holds the whole node, so one over `store.SLOW_COMMIT` is logged, with no contents. Here a
+    write holds its transaction open past it, as a stalled flush would."""
+    from onionchat import store as store_module
+    from onionchat.protocol import Message
+
+    db = await store_module.Store.open(tmp_path / "db.sqlite3")
+    try:
+        room = await db.create_room("lobby", False)
+
+        async def stall(connection: Any) -> None:
+            await asyncio.sleep(store_module.SLOW_COMMIT + 0.05)
+
+        with caplog.at_level(logging.WARNING, logger="onionchat.store"):
+            message = Message(id="0" * 26, room="lobby", ts=0, sender="alice", text="secret words")
+            await asyncio.gather(db._write(stall), db.add_message(room.id, message))
+        slow = [r for r in caplog.records if getattr(r, "event", "") == "slow_commit"]
+        assert len(slow) == 1 and slow[0].writes == 2 and slow[0].seconds >= 0.25  # type: ignore[attr-defined]
+        assert "secret" not in caplog.text and "alice" not in caplog.text
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="onionchat.store"):
+            await db.add_message(
+                room.id, Message(id="1" * 26, room="lobby", ts=1, sender="a", text="x")
+            )
+        assert not caplog.records  # a quick one says nothing
+    finally:
+        await db.close()
