@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 import websockets
-from containers import need
 from test_tor import ONION, assert_loopback_only, chat_over, fetch, published, socks_reply
 
 from onionchat.federation.network import node_key
 
 from conftest import FAST_AUTH, NodeProcess, Tor, connect, pipe_client, register
+from containers import need
 
 pytestmark = pytest.mark.timeout(600)
 
