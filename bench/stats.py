@@ -66,8 +66,11 @@ def slowest_moments(
     worst: dict[int, dict[int, int]] = {}
     for worker, lat, sent in rows:
         buckets = (sent - start_ns) // width
-        for b in np.unique(buckets):
-            worst.setdefault(int(b), {})[worker] = int(lat[buckets == b].max())
+        low = int(buckets.min())
+        peak = np.full(int(buckets.max()) - low + 1, -1, dtype=np.int64)
+        np.maximum.at(peak, buckets - low, lat)  # the worst latency of each window
+        for b in np.flatnonzero(peak >= 0):
+            worst.setdefault(int(b) + low, {})[worker] = int(peak[b])
     ranked = sorted(worst.items(), key=lambda kv: -max(kv[1].values()))[:top]
     return [
         {

@@ -74,7 +74,7 @@ HOLD_SECONDS = 1.0
 # the client might lose the answer. So the node sends EOF after it, and closes this long after.
 LINGER_SECONDS = 1.0
 ABORT_AFTER = 10.0  # seconds after its app is done that a WebSocket's socket is let go at last
-LINGER_BYTES = 64 * 1024  # what a refused client may still send before it is cut off
+LINGER_BYTES = 64 * 1024  # what a flooding WebSocket may still send once closed
 SLICE = 1024  # bytes of WebSocket data parsed at a time: a flood is seen within one slice
 # Each socket's deadline is drawn between this share of `request_timeout` and all of it: a
 # thousand sockets opened at once then do not all time out in one tick (that held the loop
@@ -247,7 +247,6 @@ class _Guarded(_Stalls):
     _heard = False  # the client sent a byte
     _stopped = False  # refused: nothing more is read or parsed
     _upgraded = False  # a WebSocket protocol has the transport now
-    _linger_bytes = LINGER_BYTES  # left to drop once refused
     _head_bytes = 0  # of the request head under way, received so far
     _tail = b""  # its last 3 bytes, for a blank line split across reads
 
@@ -326,13 +325,6 @@ class _Guarded(_Stalls):
         self.transport.write_eof()
         self._timer = self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
-    def _drop(self, data: bytes) -> None:
-        """What a refused client still sent in the piece being read: ignored, up to
-        LINGER_BYTES."""
-        self._linger_bytes -= len(data)
-        if self._linger_bytes < 0:
-            self.transport.close()
-
 
 class HttpTools(_Guarded, HttpToolsProtocol):
     """uvicorn's httptools protocol, fed at most `header_bytes` of each request head.
@@ -349,8 +341,7 @@ class HttpTools(_Guarded, HttpToolsProtocol):
     _began = False  # a message began in the piece being fed
 
     def data_received(self, data: bytes) -> None:
-        if self._stopped:
-            self._drop(data)
+        if self._stopped:  # refused: read no more, what came with the refusal ignored
             return
         self._heard = True
         limit = self.policy.header_bytes
@@ -442,8 +433,7 @@ class H11(_Guarded, H11Protocol):
     `h11_max_incomplete_event_size` (the config sets it to `header_bytes`): 431 here too."""
 
     def data_received(self, data: bytes) -> None:
-        if self._stopped:
-            self._drop(data)
+        if self._stopped:  # refused: read no more, what came with the refusal ignored
             return
         self._heard = True
         if self.conn.their_state is h11.IDLE:  # a head under way: count it

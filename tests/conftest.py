@@ -343,6 +343,15 @@ async def connect(node: NodeProcess, token: str, user: str = "") -> AsyncIterato
         yield client
 
 
+async def word_between(a: Client, b: Client, room: str, text: str) -> None:
+    """Both join `room`, a says `text`, and b sees it, from a."""
+    await a.join(room)
+    await b.join(room)
+    await a.say(room, text)
+    said = await b.expect("message", room=room)
+    assert said["text"] == text and said["sender"] == a.user
+
+
 @contextlib.asynccontextmanager
 async def user(node: NodeProcess, name: str) -> AsyncIterator[Client]:
     """A new account, connected."""

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import FAST_AUTH, NodeProcess, connect, register
+from conftest import FAST_AUTH, NodeProcess, connect, register, word_between
 from containers import ROOT, need
 from model_servers import DEFAULT_TOKENS
 
@@ -93,10 +93,9 @@ class Compose:
         command = [self.tool, "--project-name", self.project, "--env-file", str(self.env_file)]
         for file in self.files:
             command += ["-f", str(file)]
-        done = subprocess.run(
+        return subprocess.run(
             [*command, *args], env=self.env, capture_output=True, text=True, timeout=timeout
         )
-        return done
 
     def ok(self, *args: str, timeout: float = 180) -> str:
         done = self(*args, timeout=timeout)
@@ -129,7 +128,7 @@ def broker_image(
 
 def node_settings(port: int) -> str:
     """What a service here runs with besides its compose file's own settings."""
-    env = {k: v for k, v in FAST_AUTH.items()} | {
+    env = FAST_AUTH | {
         "ONIONCHAT_SERVER_HOST": "0.0.0.0",  # its container's network: published on 127.0.0.1
         "ONIONCHAT_SERVER_PORT": "8080",
         "ONIONCHAT_LOG_FORMAT": "json",
@@ -214,11 +213,7 @@ async def test_the_compose_file_gives_an_onion_chat_and_its_profiles_a_bot_and_a
     assert "federation" not in health  # no brokers in .env: a node of its own
     alice, bob = await register(node, "alice"), await register(node, "bob")
     async with connect(node, alice) as a, connect(node, bob) as b:
-        await a.join("lobby")
-        await b.join("lobby")
-        await a.say("lobby", "hello from compose")
-        said = await b.expect("message", room="lobby")
-        assert said["text"] == "hello from compose" and said["sender"] == "alice"
+        await word_between(a, b, "lobby", "hello from compose")
         assert (await olga_says(a, "lobby")).startswith("⚠")  # no model server yet
     running = compose.ok("ps")
     assert "mosquitto" not in running and "ollama" not in running  # profiles are opt-in

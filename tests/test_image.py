@@ -23,12 +23,11 @@ from test_tor import ONION, assert_loopback_only, chat_over, fetch, published, s
 
 from onionchat.federation.network import node_key
 
-from conftest import FAST_AUTH, NodeProcess, Tor, connect, pipe_client, register
-from containers import need
+from conftest import FAST_AUTH, NodeProcess, Tor, connect, pipe_client, register, word_between
+from containers import ROOT, need
 
 pytestmark = pytest.mark.timeout(600)
 
-ROOT = Path(__file__).resolve().parent.parent
 UID = 10001  # the image's user
 TORRC = "/etc/onionchat/testnet.torrc"  # where the test network's lines are mounted
 
@@ -173,11 +172,7 @@ async def test_the_container_serves_its_onion_keeps_it_and_the_history_and_stops
     carol = await register(container, "carol")
     dave = await register(container, "dave")
     async with connect(container, carol) as c, connect(container, dave) as d:
-        await c.join("local")
-        await d.join("local")
-        await c.say("local", "through the socket")
-        said = await d.expect("message", room="local")
-        assert said["text"] == "through the socket" and said["sender"] == "carol"
+        await word_between(c, d, "local", "through the socket")
 
     # The image's HEALTHCHECK, its user, and the commands docs/docker.md gives.
     checked = container.podman("healthcheck", "run", container.name)
