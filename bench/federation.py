@@ -36,7 +36,7 @@ from bench import stats
 from bench.load import Pool
 from bench.modes import ROOM, Common, field, log
 from bench.onionchat_target import OnionChatServer
-from bench.system import ProcessMeter
+from bench.system import ProcessMeter, machine_cpu_busy
 from bench.target import HOST, TargetError
 from onionchat.federation.network import node_key
 
@@ -279,9 +279,15 @@ def federation(server: Any, common: Common, o: FederationOptions) -> dict[str, A
         pair = Pair([a, b], [creds[0][: o.senders], creds[1][:1]])
         throughput: list[dict[str, Any]] = []
         best, packed = 0, 0.0
+        shares = CpuShares(
+            {"node_a": [a.pid], "node_b": [b.pid]}
+            | {f"broker_{k}": [broker.proc.pid] for k, broker in enumerate(brokers, 1)}
+        )
         for n, total in enumerate(float(r) for r in o.rates.split(",")):
             before = _published(a)
+            shares.start()
             s = pair.step(10 + n, o.senders, total / o.senders, o.seconds, common.payload)
+            s["cpu_pct"] = shares.stop()
             after = _published(a)
             messages, publishes = (x - y for x, y in zip(after, before, strict=True))
             s["messages_per_publish"] = round(messages / max(publishes, 1), 2)
@@ -320,6 +326,32 @@ def federation(server: Any, common: Common, o: FederationOptions) -> dict[str, A
             broker.stop()
 
 
+class CpuShares:
+    """Per cent of a core each process group took over a step, and the whole machine's busy
+    share of all its cores: where the throughput's limit is."""
+
+    def __init__(self, groups: dict[str, list[int]]) -> None:
+        self.meters = {name: ProcessMeter(pids) for name, pids in groups.items()}
+        self._t0, self._cpu0, self._busy0 = 0.0, {name: 0.0 for name in groups}, (0.0, 0.0)
+
+    def start(self) -> None:
+        self._t0 = time.monotonic()
+        self._cpu0 = {name: m.cpu() for name, m in self.meters.items()}
+        self._busy0 = machine_cpu_busy()[:2]
+
+    def stop(self) -> dict[str, float]:
+        wall = max(time.monotonic() - self._t0, 1e-9)
+        out = {
+            name: round(100 * (m.cpu() - self._cpu0[name]) / wall, 1)
+            for name, m in self.meters.items()
+        }
+        busy, total = machine_cpu_busy()[:2]
+        out["machine_busy"] = round(
+            100 * (busy - self._busy0[0]) / max(total - self._busy0[1], 1e-9), 1
+        )
+        return out
+
+
 def _brief(s: dict[str, Any]) -> str:
     w, x = s["within_a"], s["across_to_b"]
     return (
@@ -329,6 +361,11 @@ def _brief(s: dict[str, Any]) -> str:
         + (
             f", {s['messages_per_publish']} messages a publish"
             if "messages_per_publish" in s
+            else ""
+        )
+        + (
+            "; CPU % of a core: " + ", ".join(f"{k} {v:g}" for k, v in s["cpu_pct"].items())
+            if "cpu_pct" in s
             else ""
         )
     )
