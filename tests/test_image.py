@@ -161,7 +161,7 @@ async def test_the_container_serves_its_onion_keeps_it_and_the_history_and_stops
     # Over the onion, as its users reach it: the page, the health, two CLI clients talking.
     page = await fetch(url, client_tor, timeout=150)  # a CI run once waited 60 s for tor
     assert page.status_code == 200 and "OnionChat" in page.text
-    health = (await fetch(url, client_tor, "/api/health")).json()
+    health = (await fetch(url, client_tor, "/api/health", timeout=150)).json()
     assert health["tor"] == "published"
     assert health["onion"]["target"] == "unix" and health["onion"]["pow"] is True
     await chat_over(url, client_tor, password_file)
