@@ -1,11 +1,8 @@
-"""CPU-heavy work (password hashing and derivation) in processes of the lowest OS priority.
+"""CPU-heavy work (password hashing and derivation) in threads of the lowest OS priority.
 
 Hashing on 2 cores with 2 workers took every cycle from the event loop during a login spray:
-the honest members' p99 grew nineteen-fold. Under SCHED_IDLE the work gets what the chat
-leaves, all of it when the chat is idle. It runs in processes, not threads: a thread that
-low holds the GIL for a moment after each hash, and a scheduler that passes it over for
-busier work (the machine full) stops the event loop with it, a priority inversion that a
-login spray turned into +10–30 % on the honest p99 whatever the hash cost.
+the honest members' p99 grew nineteen-fold. At nice 19 the work gets what the chat leaves,
+all of it when the chat is idle, and the loop still gets a core when it needs one.
 """
 
 from __future__ import annotations
@@ -14,8 +11,8 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
-import multiprocessing
 import os
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -24,23 +21,22 @@ LOWEST = 19
 
 
 def _lower_priority() -> None:
-    """SCHED_IDLE yields the core the moment anything else wakes; nice 19 alone left it
-    waiting for the scheduler's next turn (p99 three times the baseline in a login spray)."""
+    """On Linux a thread's scheduling is its own: this lowers only the worker. SCHED_IDLE
+    yields the core the moment the event loop wakes; nice 19 alone left it waiting for the
+    scheduler's next turn (p99 three times the baseline in a login spray)."""
+    tid = threading.get_native_id()
     with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, 0, LOWEST)
+        os.setpriority(os.PRIO_PROCESS, tid, LOWEST)
     with contextlib.suppress(AttributeError, OSError):
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
 
 
 class Workers:
-    """At most `size` processes of the lowest priority, started when first needed (from a
-    fork server: the node has threads, which a plain fork would copy mid-step); what waits
-    for them is the caller's to bound. `work` and its arguments must pickle."""
+    """`size` threads of low priority; what waits for them is the caller's to bound."""
 
     def __init__(self, size: int, name: str) -> None:
-        self.name = name
-        self._pool = concurrent.futures.ProcessPoolExecutor(
-            size, mp_context=multiprocessing.get_context("forkserver"), initializer=_lower_priority
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            size, thread_name_prefix=name, initializer=_lower_priority
         )
 
     async def run(self, work: Callable[..., T], *args: object) -> T:
