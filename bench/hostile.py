@@ -43,7 +43,7 @@ import numpy as np
 
 from bench.attacks import Attackers, Member
 from bench.modes import MIB, Bench, Common, field, log
-from bench.system import ProcessMeter, status_kib
+from bench.system import ProcessMeter, family, status_kib
 from bench.target import HOST, Server, TargetError
 
 ROOM = "bench"
@@ -169,13 +169,15 @@ def open_fds(pid: int) -> int:
 
 
 class NodeSampler(threading.Thread):
-    """VmRSS and open file descriptors of one process every `interval` seconds; the peaks."""
+    """VmRSS (with its hashing processes') and open file descriptors of the node every
+    `interval` seconds; the peaks."""
 
     def __init__(self, pid: int, interval: float = 0.05) -> None:
         super().__init__(daemon=True, name="node sampler")
         self.pid = pid
         self.interval = interval
-        self.peak_kib = status_kib(pid, "VmRSS") or 0
+        self.pids = family(pid)
+        self.peak_kib = self.rss_kib() or 0
         self.peak_fds = self.start_fds = open_fds(pid)
         self.samples = 0
         self.done = threading.Event()
@@ -183,7 +185,7 @@ class NodeSampler(threading.Thread):
     def run(self) -> None:
         k = 0
         while not self.done.wait(self.interval):
-            kib = status_kib(self.pid, "VmRSS")
+            kib = self.rss_kib()
             if kib is None:
                 return
             self.samples += 1
@@ -191,6 +193,14 @@ class NodeSampler(threading.Thread):
             k += 1
             if k % 4 == 0:  # every 0.2 s: a directory listing costs more
                 self.peak_fds = max(self.peak_fds, open_fds(self.pid))
+                self.pids = family(self.pid)
+
+    def rss_kib(self) -> int | None:
+        """The node's VmRSS and its children's (None once the node is gone)."""
+        own = status_kib(self.pid, "VmRSS")
+        if own is None:
+            return None
+        return own + sum(status_kib(p, "VmRSS") or 0 for p in self.pids[1:])
 
     def stop(self) -> None:
         self.done.set()
@@ -709,8 +719,10 @@ def run_step(
             "alive": alive,
             "rss_peak_mib": rss_peak,
             "rss_samples": sampler.samples,
-            "rss_end_mib": round((status_kib(server.pid, "VmRSS") or 0) / 1024, 1),
-            "hwm_mib": round((status_kib(server.pid, "VmHWM") or 0) / 1024, 1),
+            "rss_end_mib": round((sampler.rss_kib() or 0) / 1024, 1),
+            "hwm_mib": round(
+                sum(status_kib(p, "VmHWM") or 0 for p in family(server.pid)) / 1024, 1
+            ),
             "fds_start": sampler.start_fds,
             "fds_peak": sampler.peak_fds,
             "fds_before_attackers_stop": fds_attacked,

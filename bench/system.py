@@ -82,15 +82,32 @@ def status_kib(pid: int, field: str) -> int | None:
     return None
 
 
+def family(pid: int) -> list[int]:
+    """`pid` and its children's, theirs included: the node hashes in processes of its own."""
+    try:
+        return [pid] + [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return [pid]
+
+
 class ProcessMeter:
-    """CPU seconds (user + system) and memory of a set of processes, measured from outside."""
+    """CPU seconds (user + system) and memory of a set of processes and of their children,
+    measured from outside (a child counts from when it is first seen)."""
 
     def __init__(self, pids: list[int]) -> None:
         self.procs = [psutil.Process(p) for p in pids]
+        self._children: dict[int, psutil.Process] = {}
+
+    def _all(self) -> list[psutil.Process]:
+        for p in self.procs:
+            with contextlib.suppress(psutil.Error):
+                for child in p.children(recursive=True):
+                    self._children.setdefault(child.pid, child)
+        return self.procs + list(self._children.values())
 
     def cpu(self) -> float:
         total = 0.0
-        for p in self.procs:
+        for p in self._all():
             try:
                 t = p.cpu_times()
                 total += t.user + t.system
@@ -110,14 +127,14 @@ class ProcessMeter:
 
     def rss(self) -> int:
         total = 0
-        for p in self.procs:
+        for p in self._all():
             with contextlib.suppress(psutil.Error):
                 total += p.memory_info().rss
         return total
 
     def hwm(self) -> int:
         """Peak resident memory (VmHWM), bytes, summed."""
-        return sum((status_kib(p.pid, "VmHWM") or 0) * 1024 for p in self.procs)
+        return sum((status_kib(p.pid, "VmHWM") or 0) * 1024 for p in self._all())
 
 
 def machine_cpu_busy() -> tuple[float, float, float]:

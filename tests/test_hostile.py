@@ -9,8 +9,10 @@ import json
 import logging
 import os
 import re
+import signal
 import socket
 import stat
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -510,18 +512,59 @@ async def test_the_history_budget_holds_in_the_core(tmp_path: Path) -> None:
 
 
 async def test_password_work_runs_at_the_lowest_priority() -> None:
-    """Hashing takes only the CPU the chat leaves (nice 19), never the event loop's share."""
-    import threading
-
+    """Hashing takes only the CPU the chat leaves (SCHED_IDLE, nice 19), in a process of its
+    own: a thread that low would hold the event loop's GIL whenever the scheduler passed it by."""
     from onionchat.background import Workers
 
     workers = Workers(1, "test")
     try:
-        thread = await workers.run(threading.get_native_id)
-        fields = Path(f"/proc/self/task/{thread}/stat").read_text().rsplit(")", 1)[1].split()
-        assert int(fields[16]) == 19
+        pid = await workers.run(os.getpid)
+        assert pid != os.getpid()
+        assert os.sched_getscheduler(pid) == os.SCHED_IDLE
+        assert os.getpriority(os.PRIO_PROCESS, pid) == 19
     finally:
         workers.close()
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process under `pid`, read from /proc (children of children included)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            parents[int(entry.parent.name)] = int(entry.read_text().rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def running(pid: int) -> bool:
+    """Alive, not a zombie waiting for whoever adopted it to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+async def test_a_killed_node_leaves_no_hashing_process_behind(node: NodeProcess) -> None:
+    """SIGKILL gives a node no chance to stop its workers: they see it and leave by themselves,
+    with nothing of theirs (a fork server, a resource tracker) still running."""
+    await register(node, "alice")
+    await login(node, "alice")
+    assert node.proc is not None
+    workers = descendants(node.proc.pid)
+    assert workers, "hashing ran in no process of the node's"
+    node.proc.kill()
+    node.proc.wait(5)
+    deadline = time.monotonic() + 10
+    while (left := {p for p in workers if running(p)}) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    for pid in left:  # ours, recorded before the kill: do not leave them to the next test
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"still running 10 s after the node was killed: {sorted(left)}"
 
 
 def test_clients_faults_cannot_fill_the_log() -> None:
