@@ -1,8 +1,11 @@
 """SQLite storage: users, sessions, rooms, members and messages.
 
 One writer connection (SQLite has one writer anyway) drains a queue of writes and commits
-them in groups: many messages per transaction, each acknowledged only after its commit. A
-second connection reads; WAL lets it read while the writer writes. With
+them in groups: many messages per transaction, each acknowledged only after its commit. The
+writer is a plain `sqlite3` connection in a thread of its own that runs a whole group in one
+call: through aiosqlite each statement was a trip between threads and a wake-up of the event
+loop, seven and more a commit. A second connection (aiosqlite) reads; WAL lets it read while
+the writer writes. With
 `synchronous=NORMAL` a commit is in the WAL before it is acknowledged, so killing the node
 loses nothing it acknowledged (a power cut may lose the last commits).
 """
@@ -10,6 +13,7 @@ loses nothing it acknowledged (a power cut may lose the last commits).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import json
@@ -17,7 +21,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -191,7 +195,7 @@ class Published:
 class _Write:
     future: asyncio.Future[Any]
     message: tuple[Any, ...] | None = None
-    op: Callable[[aiosqlite.Connection], Awaitable[Any]] | None = None
+    op: Callable[[sqlite3.Connection], Any] | None = None  # run in the writer's thread
     outbox: Sequence[str] = ()  # the brokers a new message is to be published to
 
 
@@ -209,19 +213,18 @@ _STORED = (
 )
 
 
-async def _insert_messages(db: aiosqlite.Connection, writes: list[_Write]) -> list[bool]:
+def _insert_messages(db: sqlite3.Connection, writes: list[_Write]) -> list[bool]:
     """Insert a batch of messages, and say which were new: one query finds those stored
     before (in this transaction, so nothing can slip in between), a repeat within the batch is
     not new either, and only new ones get outbox rows."""
     rows = [w.message for w in writes if w.message is not None]
     keys = [(row[0], row[1]) for row in rows]
-    async with db.execute(_STORED, (json.dumps(keys),)) as cursor:
-        stored = {(row[0], row[1]) for row in await cursor.fetchall()}
+    stored = {(row[0], row[1]) for row in db.execute(_STORED, (json.dumps(keys),))}
     new: list[bool] = []
     for key in keys:
         new.append(key not in stored)
         stored.add(key)
-    await db.executemany(_INSERT_MESSAGE, [row for row, n in zip(rows, new, strict=True) if n])
+    db.executemany(_INSERT_MESSAGE, [row for row, n in zip(rows, new, strict=True) if n])
     outbox = [
         (broker, *key)
         for write, key, n in zip(writes, keys, new, strict=True)
@@ -229,28 +232,89 @@ async def _insert_messages(db: aiosqlite.Connection, writes: list[_Write]) -> li
         for broker in write.outbox
     ]
     if outbox:
-        await db.executemany(_INSERT_OUTBOX, outbox)
+        db.executemany(_INSERT_OUTBOX, outbox)
     return new
+
+
+Outcome = tuple[_Write, Any, BaseException | None]
+
+
+def _commit(db: sqlite3.Connection, batch: list[_Write]) -> list[Outcome]:
+    """One transaction for the whole batch, in the writer's thread: the messages first, then
+    each op in a savepoint of its own, so that one op's failure is only its own."""
+    results: list[Outcome] = []
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        writes = [w for w in batch if w.message is not None]
+        if writes:
+            new = _insert_messages(db, writes)
+            results.extend((w, is_new, None) for w, is_new in zip(writes, new, strict=True))
+        for write in batch:
+            if write.op is None:
+                if write.message is None:
+                    results.append((write, None, None))
+                continue
+            db.execute("SAVEPOINT op")
+            try:
+                value = write.op(db)
+            except sqlite3.IntegrityError as exc:
+                db.execute("ROLLBACK TO op")
+                results.append((write, None, Conflict(str(exc))))
+            except Exception as exc:
+                db.execute("ROLLBACK TO op")
+                results.append((write, None, exc))
+            else:
+                results.append((write, value, None))
+            db.execute("RELEASE op")
+        db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            db.execute("ROLLBACK")
+        raise
+    return results
 
 
 def _now() -> int:
     return int(time.time())
 
 
-async def _connect(path: Path) -> aiosqlite.Connection:
+def _pragmas(db: sqlite3.Connection) -> None:
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA busy_timeout=5000")
+    db.execute("PRAGMA foreign_keys=ON")
+
+
+def _open_writer(path: Path) -> sqlite3.Connection:
+    """In the writer's thread, which alone uses the connection from then on."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        _pragmas(db)
+        # for the migration that fills the skeleton columns of existing rows
+        db.create_function("onionchat_skeleton", 1, names.skeleton, deterministic=True)
+        _migrate(db, path)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+async def _open_reader(path: Path) -> aiosqlite.Connection:
     db = await aiosqlite.connect(path, isolation_level=None)
-    await db.execute("PRAGMA journal_mode=WAL")
-    await db.execute("PRAGMA synchronous=NORMAL")
     await db.execute("PRAGMA busy_timeout=5000")
     await db.execute("PRAGMA foreign_keys=ON")
-    # for the migration that fills the skeleton columns of existing rows
-    await db.create_function("onionchat_skeleton", 1, names.skeleton, deterministic=True)
     return db
 
 
 class Store:
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+    def __init__(
+        self,
+        writer: sqlite3.Connection,
+        thread: concurrent.futures.ThreadPoolExecutor,
+        reader: aiosqlite.Connection,
+    ) -> None:
         self._writer = writer
+        self._thread = thread  # the writer's: one thread, which alone touches `writer`
         self._reader = reader
         self._queue: asyncio.Queue[_Write] = asyncio.Queue()
         self._task = asyncio.create_task(self._write_loop(), name="store-writer")
@@ -259,21 +323,25 @@ class Store:
     async def open(cls, path: Path) -> Store:
         """Open (creating, migrating) the database; the files are readable by the owner only."""
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        loop = asyncio.get_running_loop()
+        thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-writer")
         old_umask = os.umask(0o077)
         try:
-            writer = await _connect(path)
+            writer = await loop.run_in_executor(thread, _open_writer, path)
             try:
-                await _migrate(writer, path)
-                reader = await _connect(path)
+                reader = await _open_reader(path)
             except BaseException:
-                await writer.close()
+                await loop.run_in_executor(thread, writer.close)
                 raise
+        except BaseException:
+            thread.shutdown(wait=False)
+            raise
         finally:
             os.umask(old_umask)
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 os.chmod(f"{path}{suffix}", 0o600)
-        return cls(writer, reader)
+        return cls(writer, thread, reader)
 
     async def close(self) -> None:
         """What was handed to the writer is committed first (a message acknowledged or about
@@ -284,25 +352,32 @@ class Store:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         await self._reader.close()
-        await self._writer.close()
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._writer.close)
+        self._thread.shutdown(wait=True)
 
     # -- writes ---------------------------------------------------------------------------
 
     async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             batch = [await self._queue.get()]
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             started = time.monotonic()
             try:
-                await self._commit(batch)
+                results = await loop.run_in_executor(self._thread, _commit, self._writer, batch)
             except Exception as exc:  # the database itself failed: every caller hears of it
-                for write in batch:
-                    if not write.future.done():
-                        write.future.set_exception(exc)
+                results = [(write, None, exc) for write in batch]
             finally:
                 for _ in batch:
                     self._queue.task_done()
+            for write, value, failure in results:
+                if write.future.done():
+                    continue
+                if failure is None:
+                    write.future.set_result(value)
+                else:
+                    write.future.set_exception(failure)
             self._timed(time.monotonic() - started, len(batch))
 
     def _timed(self, seconds: float, writes: int) -> None:
@@ -316,46 +391,7 @@ class Store:
                 extra={"event": "slow_commit", "seconds": round(seconds, 3), "writes": writes},
             )
 
-    async def _commit(self, batch: list[_Write]) -> None:
-        db = self._writer
-        results: list[tuple[_Write, Any, BaseException | None]] = []
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            writes = [w for w in batch if w.message is not None]
-            if writes:
-                new = await _insert_messages(db, writes)
-                results.extend((w, is_new, None) for w, is_new in zip(writes, new, strict=True))
-            for write in batch:
-                if write.op is None:
-                    if write.message is None:
-                        results.append((write, None, None))
-                    continue
-                await db.execute("SAVEPOINT op")
-                try:
-                    value = await write.op(db)
-                except sqlite3.IntegrityError as exc:
-                    await db.execute("ROLLBACK TO op")
-                    results.append((write, None, Conflict(str(exc))))
-                except Exception as exc:
-                    await db.execute("ROLLBACK TO op")
-                    results.append((write, None, exc))
-                else:
-                    results.append((write, value, None))
-                await db.execute("RELEASE op")
-            await db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await db.execute("ROLLBACK")
-            raise
-        for write, value, failure in results:
-            if write.future.done():
-                continue
-            if failure is None:
-                write.future.set_result(value)
-            else:
-                write.future.set_exception(failure)
-
-    async def _write(self, op: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Write(future, op=op))
         return await future
@@ -403,22 +439,22 @@ class Store:
         operator chose)."""
         skeleton = names.skeleton(name)
 
-        async def op(db: aiosqlite.Connection) -> int:
-            cursor = await db.execute(
+        def op(db: sqlite3.Connection) -> int:
+            cursor = db.execute(
                 "INSERT INTO users (name, key, salt, iterations, hash, created, skeleton) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (name, key, salt, iterations, hash, _now(), skeleton),
             )
             assert cursor.lastrowid is not None
             if not allow_lookalike:
-                await _refuse_lookalike(db, "users", skeleton, cursor.lastrowid)
+                _refuse_lookalike(db, "users", skeleton, cursor.lastrowid)
             return cursor.lastrowid
 
         return User(await self._write(op), name, salt, iterations, hash)
 
     async def create_session(self, token_hash: bytes, user_id: int, expires: int) -> None:
-        async def op(db: aiosqlite.Connection) -> None:
-            await db.execute(
+        def op(db: sqlite3.Connection) -> None:
+            db.execute(
                 "INSERT INTO sessions (hash, user_id, created, expires) VALUES (?, ?, ?, ?)",
                 (token_hash, user_id, _now(), expires),
             )
@@ -426,14 +462,14 @@ class Store:
         await self._write(op)
 
     async def delete_session(self, token_hash: bytes) -> None:
-        async def op(db: aiosqlite.Connection) -> None:
-            await db.execute("DELETE FROM sessions WHERE hash = ?", (token_hash,))
+        def op(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM sessions WHERE hash = ?", (token_hash,))
 
         await self._write(op)
 
     async def delete_expired_sessions(self) -> None:
-        async def op(db: aiosqlite.Connection) -> None:
-            await db.execute("DELETE FROM sessions WHERE expires <= ?", (_now(),))
+        def op(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM sessions WHERE expires <= ?", (_now(),))
 
         await self._write(op)
 
@@ -442,14 +478,14 @@ class Store:
         room's; direct-message rooms (`@...`) are not compared."""
         skeleton = None if name.startswith("@") else names.skeleton(name)
 
-        async def op(db: aiosqlite.Connection) -> int:
-            cursor = await db.execute(
+        def op(db: sqlite3.Connection) -> int:
+            cursor = db.execute(
                 "INSERT INTO rooms (name, protected, created, skeleton) VALUES (?, ?, ?, ?)",
                 (name, int(protected), _now(), skeleton),
             )
             assert cursor.lastrowid is not None
             if skeleton is not None:
-                await _refuse_lookalike(db, "rooms", skeleton, cursor.lastrowid)
+                _refuse_lookalike(db, "rooms", skeleton, cursor.lastrowid)
             return cursor.lastrowid
 
         return Room(await self._write(op), name, protected)
@@ -457,8 +493,8 @@ class Store:
     async def set_topic(
         self, room_id: int, text: str | None, box: str | None, by: str | None, ts: int
     ) -> None:
-        async def op(db: aiosqlite.Connection) -> None:
-            await db.execute(
+        def op(db: sqlite3.Connection) -> None:
+            db.execute(
                 "UPDATE rooms SET topic = ?, topic_box = ?, topic_by = ?, topic_ts = ? "
                 "WHERE id = ?",
                 (text, box, by, ts, room_id),
@@ -467,14 +503,14 @@ class Store:
         await self._write(op)
 
     async def set_member(self, user_id: int, room_id: int, member: bool) -> None:
-        async def op(db: aiosqlite.Connection) -> None:
+        def op(db: sqlite3.Connection) -> None:
             if member:
-                await db.execute(
+                db.execute(
                     "INSERT OR IGNORE INTO members (user_id, room_id, joined) VALUES (?, ?, ?)",
                     (user_id, room_id, _now()),
                 )
             else:
-                await db.execute(
+                db.execute(
                     "DELETE FROM members WHERE user_id = ? AND room_id = ?", (user_id, room_id)
                 )
 
@@ -483,8 +519,8 @@ class Store:
     async def set_identity(
         self, user_id: int, public: str, wrapped: str, signing: str | None
     ) -> None:
-        async def op(db: aiosqlite.Connection) -> None:
-            await db.execute(
+        def op(db: sqlite3.Connection) -> None:
+            db.execute(
                 "UPDATE users SET public_key = ?, wrapped_key = ?, signing_key = ? WHERE id = ?",
                 (public, wrapped, signing, user_id),
             )
@@ -495,18 +531,16 @@ class Store:
         """Store the keyring if `version` follows the stored one (None); if not, the version
         stored, untouched."""
 
-        async def op(db: aiosqlite.Connection) -> int | None:
-            cursor = await db.execute(
+        def op(db: sqlite3.Connection) -> int | None:
+            cursor = db.execute(
                 "UPDATE users SET keyring = ?, keyring_version = ? "
                 "WHERE id = ? AND keyring_version = ?",
                 (sealed, version, user_id, version - 1),
             )
             if cursor.rowcount:
                 return None
-            async with db.execute(
-                "SELECT keyring_version FROM users WHERE id = ?", (user_id,)
-            ) as found:
-                row = await found.fetchone()
+            found = db.execute("SELECT keyring_version FROM users WHERE id = ?", (user_id,))
+            row = found.fetchone()
             return int(row[0]) if row else 0
 
         result: int | None = await self._write(op)
@@ -516,13 +550,13 @@ class Store:
         """One invitation per inviter, user and room (a new one from the same inviter replaces
         theirs, never another's), and at most INVITERS per user and room, the oldest out."""
 
-        async def op(db: aiosqlite.Connection) -> None:
-            await db.execute(
+        def op(db: sqlite3.Connection) -> None:
+            db.execute(
                 "INSERT OR REPLACE INTO invitations (room_id, user_id, sender, sealed, created) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (room_id, user_id, sender, sealed, _now()),
             )
-            await db.execute(
+            db.execute(
                 "DELETE FROM invitations WHERE room_id = ? AND user_id = ? AND sender NOT IN "
                 "(SELECT sender FROM invitations WHERE room_id = ? AND user_id = ? "
                 "ORDER BY created DESC LIMIT ?)",
@@ -532,8 +566,8 @@ class Store:
         await self._write(op)
 
     async def delete_invitation(self, room_id: int, user_id: int) -> bool:
-        async def op(db: aiosqlite.Connection) -> bool:
-            cursor = await db.execute(
+        def op(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
                 "DELETE FROM invitations WHERE room_id = ? AND user_id = ?", (room_id, user_id)
             )
             return cursor.rowcount > 0
@@ -541,8 +575,8 @@ class Store:
         return await self._write(op)
 
     async def put_meta(self, key: str, value: bytes) -> None:
-        async def op(db: aiosqlite.Connection) -> None:
-            await db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        def op(db: sqlite3.Connection) -> None:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
         await self._write(op)
 
@@ -569,8 +603,8 @@ class Store:
     async def published(self, broker: str, keys: list[tuple[int, str]]) -> None:
         """`broker` has acknowledged these (room id, message id): their outbox rows go."""
 
-        async def op(db: aiosqlite.Connection) -> None:
-            await db.executemany(
+        def op(db: sqlite3.Connection) -> None:
+            db.executemany(
                 "DELETE FROM outbox WHERE broker = ? AND room_id = ? AND id = ?",
                 [(broker, room_id, id_) for room_id, id_ in keys],
             )
@@ -580,8 +614,8 @@ class Store:
     async def set_peer_keys(self, name: str, public: str, signing: str | None) -> None:
         """The keys of a user of another node (`name@node`), as their node vouches for them."""
 
-        async def op(db: aiosqlite.Connection) -> None:
-            await db.execute(
+        def op(db: sqlite3.Connection) -> None:
+            db.execute(
                 "INSERT OR REPLACE INTO peer_keys (name, public_key, signing_key, updated) "
                 "VALUES (?, ?, ?, ?)",
                 (name, public, signing, _now()),
@@ -760,13 +794,12 @@ _LOOKALIKE = {
 }
 
 
-async def _refuse_lookalike(
-    db: aiosqlite.Connection, table: Literal["users", "rooms"], skeleton: str, new_id: int
+def _refuse_lookalike(
+    db: sqlite3.Connection, table: Literal["users", "rooms"], skeleton: str, new_id: int
 ) -> None:
     """Raises Lookalike if a row other than the new one has this skeleton: in the insert's
     transaction (its savepoint is rolled back), so two lookalikes cannot both get in."""
-    async with db.execute(_LOOKALIKE[table], (skeleton, new_id)) as cursor:
-        row = await cursor.fetchone()
+    row = db.execute(_LOOKALIKE[table], (skeleton, new_id)).fetchone()
     if row is not None:
         raise Lookalike(row[0])
 
@@ -798,11 +831,10 @@ def _newer(path: Path, version: int) -> str | None:
     )
 
 
-async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
     """Numbered steps under `PRAGMA user_version`, each in its own transaction; an existing
     database is first copied whole to `backups/` beside it, so an upgrade can be undone."""
-    async with db.execute("PRAGMA user_version") as cursor:
-        row = await cursor.fetchone()
+    row = db.execute("PRAGMA user_version").fetchone()
     version = row[0] if row else 0
     if (newer := _newer(path, version)) is not None:
         raise SchemaError(newer)
@@ -811,7 +843,7 @@ async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
         backups.mkdir(mode=0o700, exist_ok=True)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         copy = backups / f"{path.stem}-schema{version}-{stamp}{path.suffix}"
-        await db.execute("VACUUM INTO ?", (str(copy),))
+        db.execute("VACUUM INTO ?", (str(copy),))
         os.chmod(copy, 0o600)
         log.info(
             "upgrading the database from schema %d to %d; the old one is kept in %s",
@@ -821,6 +853,4 @@ async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
             extra={"event": "db_upgrade", "from": version, "to": len(MIGRATIONS)},
         )
     for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-        await db.executescript(
-            f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
-        )
+        db.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import stat
+import time
 from typing import Any
 
 import pytest
@@ -121,8 +122,8 @@ async def test_a_slow_commit_is_told_to_the_operator(
     try:
         room = await db.create_room("lobby", False)
 
-        async def stall(connection: Any) -> None:
-            await asyncio.sleep(store_module.SLOW_COMMIT + 0.05)
+        def stall(connection: Any) -> None:  # in the writer's thread, inside the transaction
+            time.sleep(store_module.SLOW_COMMIT + 0.05)
 
         with caplog.at_level(logging.WARNING, logger="onionchat.store"):
             message = Message(id="0" * 26, room="lobby", ts=0, sender="alice", text="secret words")
