@@ -1,6 +1,14 @@
+"""The `onionchat` command. The program is imported only when run: a hashing worker
+(background.Workers) is spawned by running this again under another name, and stays small."""
+
 import sys
 
-from onionchat.cli import main
 
-if __name__ == "__main__":  # not when a worker process (background.Workers) imports it
+def run() -> None:
+    from onionchat.cli import main
+
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
