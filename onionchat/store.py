@@ -5,9 +5,9 @@ them in groups: many messages per transaction, each acknowledged only after its 
 writer is a plain `sqlite3` connection in a thread of its own that runs a whole group in one
 call: through aiosqlite each statement was a trip between threads and a wake-up of the event
 loop, seven and more a commit. A second connection (aiosqlite) reads; WAL lets it read while
-the writer writes. With
-`synchronous=NORMAL` a commit is in the WAL before it is acknowledged, so killing the node
-loses nothing it acknowledged (a power cut may lose the last commits).
+the writer writes. With `synchronous=NORMAL` a commit is in the WAL before it is
+acknowledged, so killing the node loses nothing it acknowledged (a power cut may lose the
+last commits).
 """
 
 from __future__ import annotations
