@@ -126,8 +126,8 @@ class Accounts:
         self._settings = settings
         self._node_secret = node_secret
         self._opslimit, self._memlimit = _COSTS[settings.argon2]
-        self._hashing = Workers(settings.hash_workers, "hash")
-        self._known = Workers(1, "hash-known")  # known devices do not queue behind a spray
+        self._hashing = Workers(settings.hash_workers)
+        self._known = Workers(1)  # known devices do not queue behind a spray
         self._hashes = 0  # running and waiting
         rate, burst = settings.hash_rate, max(1, settings.hash_workers)
         self._budget = TokenBucket(rate, burst)

@@ -54,8 +54,7 @@ class Workers:
     """At most `size` processes of the lowest priority, started when first needed; what
     waits for them is the caller's to bound. `work` and its arguments must pickle."""
 
-    def __init__(self, size: int, name: str) -> None:
-        self.name = name
+    def __init__(self, size: int) -> None:
         self._pool = concurrent.futures.ProcessPoolExecutor(
             size,
             mp_context=multiprocessing.get_context("spawn"),

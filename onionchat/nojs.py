@@ -402,7 +402,7 @@ class Derivations:
     nor work for a client that is gone."""
 
     def __init__(self, waiting: int) -> None:
-        self._workers = Workers(DERIVATIONS, "derive")
+        self._workers = Workers(DERIVATIONS)
         self._running = asyncio.Semaphore(DERIVATIONS)
         self._bound = DERIVATIONS + waiting
         self._count = 0

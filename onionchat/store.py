@@ -278,18 +278,14 @@ def _now() -> int:
     return int(time.time())
 
 
-def _pragmas(db: sqlite3.Connection) -> None:
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("PRAGMA busy_timeout=5000")
-    db.execute("PRAGMA foreign_keys=ON")
-
-
 def _open_writer(path: Path) -> sqlite3.Connection:
     """In the writer's thread, which alone uses the connection from then on."""
     db = sqlite3.connect(path, isolation_level=None)
     try:
-        _pragmas(db)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        db.execute("PRAGMA foreign_keys=ON")
         # for the migration that fills the skeleton columns of existing rows
         db.create_function("onionchat_skeleton", 1, names.skeleton, deterministic=True)
         _migrate(db, path)

@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import re
-import signal
 import socket
 import stat
 import time
@@ -19,6 +18,7 @@ from typing import Any
 
 import httpx
 import msgspec
+import psutil
 import pytest
 import websockets
 from playwright.async_api import Browser
@@ -516,7 +516,7 @@ async def test_password_work_runs_at_the_lowest_priority() -> None:
     own: a thread that low would hold the event loop's GIL whenever the scheduler passed it by."""
     from onionchat.background import Workers
 
-    workers = Workers(1, "test")
+    workers = Workers(1)
     try:
         pid = await workers.run(os.getpid)
         assert pid != os.getpid()
@@ -526,25 +526,11 @@ async def test_password_work_runs_at_the_lowest_priority() -> None:
         workers.close()
 
 
-def descendants(pid: int) -> set[int]:
-    """Every process under `pid`, read from /proc (children of children included)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            parents[int(entry.parent.name)] = int(entry.read_text().rsplit(")", 1)[1].split()[1])
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def running(pid: int) -> bool:
+def running(process: psutil.Process) -> bool:
     """Alive, not a zombie waiting for whoever adopted it to reap it."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
+        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
         return False
 
 
@@ -554,17 +540,17 @@ async def test_a_killed_node_leaves_no_hashing_process_behind(node: NodeProcess)
     await register(node, "alice")
     await login(node, "alice")
     assert node.proc is not None
-    workers = descendants(node.proc.pid)
+    workers = psutil.Process(node.proc.pid).children(recursive=True)
     assert workers, "hashing ran in no process of the node's"
     node.proc.kill()
     node.proc.wait(5)
     deadline = time.monotonic() + 10
-    while (left := {p for p in workers if running(p)}) and time.monotonic() < deadline:
+    while (left := [p for p in workers if running(p)]) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
-    for pid in left:  # ours, recorded before the kill: do not leave them to the next test
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    assert not left, f"still running 10 s after the node was killed: {sorted(left)}"
+    for process in left:  # ours, recorded before the kill: do not leave them to the next test
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    assert not left, f"still running 10 s after the node was killed: {[p.pid for p in left]}"
 
 
 def test_clients_faults_cannot_fill_the_log() -> None:
