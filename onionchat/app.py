@@ -462,8 +462,11 @@ async def chat(ws: WebSocket) -> None:
         conn = await node.connect(session)
     except Refused as exc:
         await waiting.hold(exc.retry_after)
-        await ws.send_text(protocol.error(Code.TOO_MANY, exc.reason))
-        await ws.close(Close.TRY_AGAIN, _reason(exc.reason))
+        code, close = (
+            (Code.FORBIDDEN, Close.BANNED) if exc.banned else (Code.TOO_MANY, Close.TRY_AGAIN)
+        )
+        await ws.send_text(protocol.error(code, exc.reason))
+        await ws.close(close, _reason(exc.reason))
         return
     tasks = [asyncio.create_task(_read(ws, node, conn)), asyncio.create_task(_write(ws, conn))]
     for task in tasks:

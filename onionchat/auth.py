@@ -290,7 +290,7 @@ class Accounts:
         iterations = self._settings.pbkdf2_iterations
         name = names.username(name)
         return await self._store.create_user(
-            name, names.key(name), salt, iterations, stored.decode(), allow_lookalike=True
+            name, names.key(name), salt, iterations, stored.decode(), bot=True
         )
 
     async def login(

@@ -152,6 +152,7 @@ class Bots:
         bot_id = self.addressing.bot_of(name)
         if bot_id is None:
             return False
+        self.node.authority.require(conn.user_key, "bots", room.name)
         try:
             key = await self._open_invitation(bot_id, room.name, conn.user, invitation)
         except crypto.CryptoError:

@@ -153,6 +153,41 @@ def _parser() -> argparse.ArgumentParser:
         help="also print a fresh network secret (federation.secret) for a new network",
     )
 
+    admin = commands.add_parser(
+        "admin",
+        help="roles, bans, purges and the audit log of a node (running or not)",
+        description="Act on the node's data directory as its operator. A running node takes "
+        "the change in within a few seconds.",
+    )
+    admin.add_argument(
+        "--data-dir", metavar="PATH", help="the node's data directory (default ./data)"
+    )
+    actions = admin.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("users", help="every account, its role and when it was made")
+    actions.add_parser("rooms", help="every room, its mode and its staff")
+    grant = actions.add_parser("grant", help="give an account a node role")
+    grant.add_argument("name")
+    grant.add_argument("role", choices=["admin", "moderator", "member", "guest"])
+    revoke = actions.add_parser("revoke", help="make an account a plain member again")
+    revoke.add_argument("name")
+    for verb, text in (("ban", "keep a user off the node (or out of --room)"), ("mute", "")):
+        act = actions.add_parser(verb, help=text or "let a user read but not write")
+        act.add_argument("name")
+        act.add_argument("--room", help="only in this room")
+        act.add_argument("--for", dest="span", metavar="DURATION", help="30m, 12h, 7d, 2w")
+        act.add_argument("--reason")
+    for verb, text in (("unban", "lift a ban or a kick"), ("unmute", "lift a mute")):
+        lift = actions.add_parser(verb, help=text)
+        lift.add_argument("name")
+        lift.add_argument("--room")
+    purge = actions.add_parser("purge", help="delete a user's messages in a room")
+    purge.add_argument("name")
+    purge.add_argument("--room", required=True)
+    purge.add_argument("--count", type=int, default=1000)
+    audit = actions.add_parser("audit", help="the audit log, newest last")
+    audit.add_argument("--room")
+    audit.add_argument("-n", type=int, default=50, help="how many entries (default 50)")
+
     health = commands.add_parser(
         "health",
         help="ask a running node whether it is healthy (for container health checks)",
@@ -639,6 +674,10 @@ def main(argv: list[str] | None = None) -> int:
         return _federation_key(args)
     if args.command == "health":
         return _health(args)
+    if args.command == "admin":
+        from onionchat import admin
+
+        return admin.run(args)
     return _connect(args)
 
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from onionchat import moderation
 from onionchat.bots import Bots
 from onionchat.protocol import Clear, Code, Command, ProtocolError, Send, encode
 
@@ -133,6 +134,7 @@ async def _uninvite(
     name = _room(room, "uninvite")
     if not args:
         raise ProtocolError(Code.BAD_COMMAND, "usage: /uninvite BOT")
+    node.authority.require(conn.user_key, "bots", name)
     bots = node.bots if isinstance(node.bots, Bots) else None
     if bots is None or not await bots.uninvite(await node.room(name), args, conn.user):
         raise ProtocolError(Code.BAD_COMMAND, f"{args} is not a bot that can read #{name}")
@@ -160,6 +162,164 @@ async def _nodes(
     node.notice(conn, "\n".join(lines), room, ref)
 
 
+def _sanction_args(args: str, usage: str) -> tuple[str, int | None, str | None]:
+    """NAME [DURATION] [REASON]: the duration is a number of minutes, or 30m, 12h, 7d, 2w,
+    or `forever`."""
+    words = args.split()
+    if not words:
+        raise ProtocolError(Code.BAD_COMMAND, f"usage: {usage}")
+    minutes = None
+    rest = words[1:]
+    if rest and (rest[0].casefold() == "forever" or moderation.duration(rest[0]) is not None):
+        minutes = moderation.duration(rest[0])
+        rest = rest[1:]
+    return words[0], minutes, moderation.reason(rest)
+
+
+async def _kick(node: Node, conn: Connection, args: str, room: str | None, ref: str | None) -> None:
+    name, minutes, reason = _sanction_args(args, COMMANDS["kick"].usage)
+    here = await node.room(_room(room, "kick"))
+    await moderation.kick(node, conn, here, name, minutes, reason, ref)
+
+
+async def _ban(node: Node, conn: Connection, args: str, room: str | None, ref: str | None) -> None:
+    name, minutes, reason = _sanction_args(args, COMMANDS["ban"].usage)
+    here = await node.room(_room(room, "ban"))
+    await moderation.ban(node, conn, here, name, minutes, reason, ref)
+
+
+async def _nodeban(
+    node: Node, conn: Connection, args: str, room: str | None, ref: str | None
+) -> None:
+    name, minutes, reason = _sanction_args(args, COMMANDS["nodeban"].usage)
+    await moderation.ban(node, conn, None, name, minutes, reason, ref)
+
+
+async def _mute(node: Node, conn: Connection, args: str, room: str | None, ref: str | None) -> None:
+    name, minutes, reason = _sanction_args(args, COMMANDS["mute"].usage)
+    here = await node.room(_room(room, "mute"))
+    await moderation.mute(node, conn, here, name, minutes, reason, ref)
+
+
+async def _nodemute(
+    node: Node, conn: Connection, args: str, room: str | None, ref: str | None
+) -> None:
+    name, minutes, reason = _sanction_args(args, COMMANDS["nodemute"].usage)
+    await moderation.mute(node, conn, None, name, minutes, reason, ref)
+
+
+async def _unban(
+    node: Node, conn: Connection, args: str, room: str | None, ref: str | None
+) -> None:
+    await _lift(node, conn, args, room, ref, "unban", moderation.unban)
+
+
+async def _unmute(
+    node: Node, conn: Connection, args: str, room: str | None, ref: str | None
+) -> None:
+    await _lift(node, conn, args, room, ref, "unmute", moderation.unmute)
+
+
+async def _lift(
+    node: Node,
+    conn: Connection,
+    args: str,
+    room: str | None,
+    ref: str | None,
+    name: str,
+    lift: Callable[..., Awaitable[int]],
+) -> None:
+    """The room's sanction, and the node-wide one too for those who may lift it."""
+    target = args.strip()
+    if not target or " " in target:
+        raise ProtocolError(Code.BAD_COMMAND, f"usage: {COMMANDS[name].usage}")
+    lifted = 0
+    if room is not None:
+        lifted += await lift(node, conn, await node.room(room), target, ref)
+    if node.authority.may(conn.user_key, "node-ban"):
+        node_wide = await lift(node, conn, None, target, ref)
+        if node_wide:
+            node.notice(conn, f"lifted {target}'s node-wide sanction", room, ref)
+        lifted += node_wide
+    if not lifted:
+        what = "banned or kicked" if name == "unban" else "muted"
+        node.notice(conn, f"{target} is not {what} here", room, ref)
+
+
+async def _delete(
+    node: Node, conn: Connection, args: str, room: str | None, ref: str | None
+) -> None:
+    if not args or " " in args:
+        raise ProtocolError(Code.BAD_COMMAND, f"usage: {COMMANDS['delete'].usage}")
+    await moderation.delete(node, conn, await node.room(_room(room, "delete")), args, ref)
+
+
+async def _purge(
+    node: Node, conn: Connection, args: str, room: str | None, ref: str | None
+) -> None:
+    words = args.split()
+    if len(words) not in (1, 2):
+        raise ProtocolError(Code.BAD_COMMAND, f"usage: {COMMANDS['purge'].usage}")
+    count = minutes = None
+    if len(words) == 2:
+        if words[1].isdigit():
+            count = int(words[1])
+        elif (minutes := moderation.duration(words[1])) is None:
+            raise ProtocolError(Code.BAD_COMMAND, "give a count (50) or a time back (30m, 12h, 7d)")
+    here = await node.room(_room(room, "purge"))
+    await moderation.purge(node, conn, here, words[0], count, minutes, ref)
+
+
+async def _op(node: Node, conn: Connection, args: str, room: str | None, ref: str | None) -> None:
+    words = args.split()
+    if len(words) not in (1, 2) or (len(words) == 2 and words[1] not in ("moderator", "owner")):
+        raise ProtocolError(Code.BAD_COMMAND, f"usage: {COMMANDS['op'].usage}")
+    role = words[1] if len(words) == 2 else "moderator"
+    here = await node.room(_room(room, "op"))
+    await moderation.name_staff(node, conn, here, words[0], role, ref)
+
+
+async def _deop(node: Node, conn: Connection, args: str, room: str | None, ref: str | None) -> None:
+    if not args or " " in args:
+        raise ProtocolError(Code.BAD_COMMAND, f"usage: {COMMANDS['deop'].usage}")
+    here = await node.room(_room(room, "deop"))
+    await moderation.name_staff(node, conn, here, args, None, ref)
+
+
+async def _grant(
+    node: Node, conn: Connection, args: str, room: str | None, ref: str | None
+) -> None:
+    words = args.split()
+    if len(words) != 2:
+        raise ProtocolError(Code.BAD_COMMAND, f"usage: {COMMANDS['grant'].usage}")
+    await moderation.grant(node, conn, words[0], words[1], ref)
+
+
+async def _staff(
+    node: Node, conn: Connection, args: str, room: str | None, ref: str | None
+) -> None:
+    name = _room(room, "staff")
+    shown = moderation.staff(node, name)
+    text = f"staff of #{name}: " + (", ".join(shown) if shown else "none (node staff act here)")
+    node.notice(conn, text, name, ref)
+
+
+async def _audit(
+    node: Node, conn: Connection, args: str, room: str | None, ref: str | None
+) -> None:
+    words = args.split()
+    whole = bool(words) and words[0] == "all"
+    words = words[1:] if whole else words
+    if len(words) > 1 or (words and not words[0].isdigit()):
+        raise ProtocolError(Code.BAD_COMMAND, f"usage: {COMMANDS['audit'].usage}")
+    lines = int(words[0]) if words else moderation.AUDIT_LINES
+    where = None if whole else _room(room, "audit")
+    shown = await moderation.audit(node, conn, where, lines)
+    title = "the node" if where is None else f"#{where}"
+    body = "\n".join(shown) if shown else "(nothing yet)"
+    node.notice(conn, f"Audit log of {title}:\n{body}", room, ref)
+
+
 COMMANDS: dict[str, Spec] = {
     "help": Spec("/help", "list the commands", _help),
     "clear": Spec("/clear", "clear this window (only on your screen)", _clear),
@@ -174,6 +334,22 @@ COMMANDS: dict[str, Spec] = {
     "stop": Spec("/stop [BOT]", "stop the answer a bot is writing in this room", _stop),
     "uninvite": Spec("/uninvite BOT", "make a bot forget this key-protected room's key", _uninvite),
     "nodes": Spec("/nodes", "the brokers and peer nodes this node shares rooms through", _nodes),
+    "staff": Spec("/staff", "the room's owner and moderators", _staff),
+    "kick": Spec("/kick NAME [MINUTES] [REASON]", "staff: out of the room for a while", _kick),
+    "ban": Spec("/ban NAME [DURATION] [REASON]", "staff: out of the room (for good)", _ban),
+    "unban": Spec("/unban NAME", "staff: lift a ban or a kick", _unban),
+    "mute": Spec("/mute NAME [DURATION] [REASON]", "staff: may read, not write", _mute),
+    "unmute": Spec("/unmute NAME", "staff: may write again", _unmute),
+    "delete": Spec("/delete ID", "delete your message (staff: anyone's)", _delete),
+    "purge": Spec("/purge NAME [COUNT|TIME]", "staff: delete NAME's newest messages", _purge),
+    "op": Spec("/op NAME [moderator|owner]", "owner: name a room moderator", _op),
+    "deop": Spec("/deop NAME", "owner: make a moderator a member again", _deop),
+    "audit": Spec("/audit [all] [LINES]", "staff: what staff did, newest last", _audit),
+    "nodeban": Spec("/nodeban NAME [DURATION] [REASON]", "node staff: off the node", _nodeban),
+    "nodemute": Spec(
+        "/nodemute NAME [DURATION] [REASON]", "node staff: silent on the node", _nodemute
+    ),
+    "grant": Spec("/grant NAME ROLE", "admin: admin, moderator, member or guest", _grant),
 }
 
 

@@ -259,6 +259,9 @@ class Hub:
             if conn is not skip:
                 conn.send(frame)
 
+    def all_connections(self) -> list[Connection]:
+        return [conn for conns in self._users.values() for conn in conns]
+
     def session_connections(self, token_hash: bytes) -> list[Connection]:
         return [
             conn

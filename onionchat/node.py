@@ -7,6 +7,7 @@ and fanned out. Transports (the WebSocket endpoint now; federation and bots late
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -21,6 +22,7 @@ import msgspec
 
 from onionchat import __version__, names
 from onionchat.auth import Accounts, Session
+from onionchat.authority import NODE_WIDE, Authority, remaining
 from onionchat.config import Settings
 from onionchat.hub import Budget, Connection, Hub
 from onionchat.ids import IdGenerator, is_valid
@@ -31,6 +33,7 @@ from onionchat.protocol import (
     AnyClientFrame,
     Close,
     Code,
+    Deleted,
     HistoryPageOut,
     Join,
     JoinedOut,
@@ -60,12 +63,13 @@ from onionchat.protocol import (
 )
 from onionchat.protocol import History as HistoryRequest
 from onionchat.ratelimit import Buckets, TokenBucket, Windows
-from onionchat.store import Conflict, Lookalike, Room, Store
+from onionchat.store import Conflict, Lookalike, Room, Sanction, Store
 
 log = logging.getLogger("onionchat.node")
 
 MAX_TOPIC_CHARS = 300
 STRIKE_WINDOW = 10.0  # seconds over which refused frames add up to a flood
+WATCH = 2.0  # seconds between looks at whether `onionchat admin` changed roles or sanctions
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -107,13 +111,14 @@ class Bots(Protocol):
 
 
 class Refused(Exception):
-    """A connection the node will not take now (too many, or a flooder's penalty): the
+    """A connection the node will not take now (too many, a flooder's penalty, a ban): the
     transport says why; `retry_after` is the seconds of a penalty still to run."""
 
-    def __init__(self, reason: str, retry_after: float = 0.0) -> None:
+    def __init__(self, reason: str, retry_after: float = 0.0, banned: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.banned = banned  # not "try again later": the user is banned from the node
 
 
 class Node:
@@ -122,6 +127,7 @@ class Node:
         self.store = store
         self.accounts = accounts
         self.hub = Hub()
+        self.authority = Authority(store)
         self.started = time.monotonic()
         self._ids = IdGenerator()
         self._rooms: dict[str, Room] = {}
@@ -143,6 +149,8 @@ class Node:
         self.remote_members: Callable[[str], list[str]] = _nobody
         self.presence_listeners: list[Callable[[str], None]] = []
         self.topic_listeners: list[Callable[[Room, TopicChanged], None]] = []
+        # Who hears that messages were deleted (the federation passes it on).
+        self.deletion_listeners: list[Callable[[Room, list[str], str], None]] = []
         # What features tell of themselves (`/api/health`, commands): name -> a report.
         self.reports: dict[str, Report] = {}
         limits = settings.limits
@@ -162,6 +170,7 @@ class Node:
         already has as many as the limits allow."""
         limits = self.settings.limits
         key = names.key(session.user.name)
+        self.authority.seen(key, session.user.role)
         if self.hub.connections >= limits.connections:
             log.warning(
                 "connection refused: the node is full",
@@ -173,6 +182,10 @@ class Node:
             raise Refused(
                 f"flooding: {session.user.name} may connect again in {math.ceil(wait)} s", wait
             )
+        banned = self.authority.sanction(key, "ban")
+        if banned is not None:
+            reason = f"{session.user.name} is banned from this node{_why(banned)}"
+            raise Refused(reason, banned=True)
         if self.hub.user_count(key) >= limits.user_connections:
             raise Refused(
                 f"{session.user.name} has {limits.user_connections} connections open already "
@@ -217,6 +230,30 @@ class Node:
             "disconnected",
             extra={"event": "disconnect", "user": conn.user, "code": conn.close_code},
         )
+
+    async def watch_order(self) -> None:
+        """Take in, within WATCH seconds, what `onionchat admin` changed in the database, and
+        carry it out: the banned are let go, the kicked leave their rooms."""
+        while True:
+            await asyncio.sleep(WATCH)
+            try:
+                if not await self.authority.changed():
+                    continue
+                await self.authority.load()
+            except Exception:
+                log.exception("roles and sanctions could not be read", extra={"event": "error"})
+                continue
+            log.info("roles and sanctions reloaded", extra={"event": "order_reloaded"})
+            for conn in list(self.hub.all_connections()):
+                banned = self.authority.sanction(conn.user_key, "ban")
+                if banned is not None:
+                    conn.close(Close.BANNED, f"banned from this node by {banned.by}")
+                    continue
+                for name in sorted(conn.rooms):
+                    room = self._rooms.get(name)
+                    barred = room and self.authority.barred(conn.user_key, room.id)
+                    if barred:
+                        self.expel(name, conn.user_key, f"{barred.by} took you out of #{name}")
 
     def _penalize(self, user_key: str) -> None:
         """A flooder's reconnections cost the node a refusal each, not a whole connection."""
@@ -393,7 +430,7 @@ class Node:
                     ref,
                 ) from None
             try:
-                room = await self.store.create_room(name, protected)
+                room = await self.store.create_room(name, protected, owner=conn.user_key)
             except Lookalike as exc:
                 raise ProtocolError(
                     Code.NAME_TAKEN,
@@ -409,10 +446,16 @@ class Node:
             else:
                 self._creations.hit(conn.user_key)
                 self._rooms[name] = room
+                self.authority.owned(name, conn.user_key)
                 log.info("room created", extra={"event": "room_created", "room": name})
         if (create or protected) and room.protected != protected:
             kind = "key-protected" if room.protected else "open"
             raise ProtocolError(Code.ROOM_MODE, f"#{name} already exists and is {kind}")
+        barred = self.authority.barred(conn.user_key, room.id)
+        if barred is not None:
+            verb = "kicked from" if barred.kind == "kick" else "banned from"
+            where = "this node" if barred.room_id == NODE_WIDE else f"#{name}"
+            raise ProtocolError(Code.FORBIDDEN, f"you were {verb} {where}{_why(barred)}", ref)
         # Enter the room, list its members and tell them, all before the first await: the
         # member list and the presence frames that follow it then add up exactly. Live
         # frames wait behind `joined`; one stored meanwhile may come both in its history
@@ -544,6 +587,7 @@ class Node:
         assert frame.room is not None
         room = await self.room(frame.room)
         self._joined(conn, room)
+        self._may_speak(conn, room.id)
         text, box = self.check_body(
             room, frame.text, frame.box, self.settings.limits.max_text_chars
         )
@@ -562,6 +606,7 @@ class Node:
         me: bool,
         ref: str | None,
     ) -> None:
+        self._may_speak(conn, NODE_WIDE)
         remote = self.elsewhere(to) if "@" in to else None
         if remote is not None:
             to_name, members = remote, [conn.session.user.id]
@@ -577,6 +622,15 @@ class Node:
             id=id_, room=room.name, ts=ts, sender=conn.user, text=text, box=box, me=me, to=to_name
         )
         await self.accept(room, message, conn=conn, ref=ref)
+
+    def _may_speak(self, conn: Connection, room_id: int) -> None:
+        """A mute in the room, or node-wide, leaves the user reading, not writing."""
+        muted = self.authority.sanction(conn.user_key, "mute")
+        if muted is None and room_id != NODE_WIDE:
+            muted = self.authority.sanction(conn.user_key, "mute", room_id)
+        if muted is not None:
+            where = "on this node" if muted.room_id == NODE_WIDE else "here"
+            raise ProtocolError(Code.FORBIDDEN, f"you are muted {where}{_why(muted)}")
 
     async def conversation(self, a: str, b: str, members: list[int]) -> Room:
         """The room of the direct messages between two users, made with its first message:
@@ -697,6 +751,7 @@ class Node:
         setter's copy carries its ref."""
         room = await self.room(raw)
         self._joined(conn, room)
+        self.authority.require(conn.user_key, "topic", room.name)
         if room.protected and box is None:
             raise ProtocolError(
                 Code.BAD_BODY,
@@ -744,6 +799,47 @@ class Node:
         self, conn: Connection, text: str, room: str | None = None, ref: str | None = None
     ) -> None:
         conn.send(encode(Notice(text=text, room=room, ref=ref)))
+
+    def announce(
+        self, room: str, text: str, conn: Connection | None = None, ref: str | None = None
+    ) -> None:
+        """A notice to everyone in the room now (what staff did, and who did it); the one who
+        did it gets it with their ref, wherever they are."""
+        self.hub.broadcast(room, encode(Notice(text=text, room=room)), skip=conn)
+        if conn is not None:
+            conn.send(encode(Notice(text=text, room=room, ref=ref)))
+
+    def expel(self, room: str, user_key: str, why: str) -> int:
+        """Take every connection of a user out of a room, each told why; how many there were."""
+        count = 0
+        for conn in self.hub.user_connections(user_key):
+            if room in conn.rooms:
+                conn.release(room, deliver=False)
+                self._part(conn, room)
+                conn.send(encode(Left(room=room, reason=why)))
+                count += 1
+        return count
+
+    async def erase(self, room: Room, ids: list[str], by: str) -> list[str]:
+        """Delete messages from the database and from every screen that shows them; the ids
+        there were. The log is then scrubbed, so their bytes are in no file."""
+        gone = await self.store.delete_messages(room.id, ids)
+        if gone:
+            frame = Deleted(room=room.name, ids=gone, by=by)
+            if room.name.startswith("@"):
+                for user in room.name[1:].split("+"):
+                    self.hub.to_user(names.key(user), encode(frame))
+            else:
+                self.hub.broadcast(room.name, encode(frame))
+            for listener in self.deletion_listeners:
+                listener(room, gone, by)
+            await self.store.scrub()
+        return gone
+
+
+def _why(sanction: Sanction) -> str:
+    reason = f": {sanction.reason}" if sanction.reason else ""
+    return f" by {sanction.by} ({remaining(sanction.until)}){reason}"
 
 
 def _check_box(box: str, max_length: int) -> None:

@@ -115,7 +115,7 @@ class Readers:
             try:
                 conn = await self.node.connect(session)
             except Refused as exc:
-                raise FormError(exc.reason, 503) from None
+                raise FormError(exc.reason, 403 if exc.banned else 503) from None
             current = self._readers.get(key)
             if current is not None and current.conn.close_code is None:
                 self.node.disconnect(conn)  # a request beside this one made it first

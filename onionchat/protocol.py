@@ -70,6 +70,7 @@ class Close(enum.IntEnum):
     TRY_AGAIN = 1013
     AUTH_FAILED = 4001
     SESSION_EXPIRED = 4002
+    BANNED = 4003
     FLOODING = 4008
     TOO_SLOW = 4009
 
@@ -376,6 +377,15 @@ class Joined(ServerFrame, tag="joined"):
 class Left(ServerFrame, tag="left"):
     room: str
     ref: str | None = None
+    reason: str | None = None  # set when staff took the user out (kicked, banned)
+
+
+class Deleted(ServerFrame, tag="deleted"):
+    """Messages that are gone: deleted by their writer or by staff (`by`), or purged."""
+
+    room: str
+    ids: list[str]
+    by: str
 
 
 class Presence(ServerFrame, tag="presence"):

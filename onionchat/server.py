@@ -7,6 +7,7 @@ core and registers what it listens to. `app.py` only serves HTTP and WebSockets 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -69,6 +70,7 @@ async def running(settings: Settings, reporter: Reporter | None = None) -> Async
         accounts = Accounts(store, settings.auth, secret, reserved_names(settings.bots))
         try:
             node = Node(settings, store, accounts)
+            await node.authority.load()
             commands.install(node)
             identity.install(node)
             mentions.install(node)
@@ -79,6 +81,7 @@ async def running(settings: Settings, reporter: Reporter | None = None) -> Async
                 federation = Federation(node, settings, lambda: onion.proxy)
                 federation.install()
             await bots.start(accounts, secret, data_dir)
+            watch = asyncio.create_task(node.watch_order(), name="order-watch")
             try:
                 onion.start()
                 if federation is not None:
@@ -90,6 +93,7 @@ async def running(settings: Settings, reporter: Reporter | None = None) -> Async
                         await federation.close()
             finally:
                 await bots.close()
+                watch.cancel()
         finally:
             accounts.close()
     finally:

@@ -140,6 +140,38 @@ MIGRATIONS = [
         updated INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # Order: a node role per account (an upgraded node gets no admin by itself: an operator
+    # names one with `onionchat admin grant`), room roles by user key, sanctions (kicks, bans
+    # and mutes, in a room or node-wide as room 0) and the audit log of moderation.
+    """
+    ALTER TABLE users ADD COLUMN role TEXT NOT NULL DEFAULT 'member';
+    CREATE TABLE room_roles (
+        room_id INTEGER NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+        user_key TEXT NOT NULL,
+        role TEXT NOT NULL,
+        PRIMARY KEY (room_id, user_key)
+    ) WITHOUT ROWID;
+    CREATE TABLE sanctions (
+        room_id INTEGER NOT NULL,
+        user_key TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        until INTEGER,
+        by TEXT NOT NULL,
+        reason TEXT,
+        created INTEGER NOT NULL,
+        PRIMARY KEY (room_id, user_key, kind)
+    ) WITHOUT ROWID;
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        ts INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT,
+        room TEXT,
+        detail TEXT
+    );
+    CREATE INDEX audit_room ON audit(room, id);
+    """,
 ]
 INVITERS = 16  # invitations one user keeps for one room, from different inviters, at most
 DRAIN = 10.0  # seconds a closing store waits for the writes handed to it to commit
@@ -168,6 +200,7 @@ class User:
     salt: bytes
     iterations: int
     hash: str
+    role: str = "member"  # on the node: admin, moderator, member, guest, or bot
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -191,12 +224,38 @@ class Published:
     signing: str | None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Sanction:
+    """A kick (until its end), a ban or a mute of a user in a room, or node-wide (room 0);
+    `until` in ms since the epoch, None for ever."""
+
+    room_id: int
+    user_key: str
+    kind: str
+    until: int | None
+    by: str
+    reason: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One act of moderation: who, what, to whom, where, when; never a message's words."""
+
+    ts: int
+    actor: str
+    action: str
+    target: str | None = None
+    room: str | None = None
+    detail: str | None = None
+
+
 @dataclasses.dataclass(slots=True)
 class _Write:
     future: asyncio.Future[Any]
     message: tuple[Any, ...] | None = None
     op: Callable[[sqlite3.Connection], Any] | None = None  # run in the writer's thread
     outbox: Sequence[str] = ()  # the brokers a new message is to be published to
+    alone: bool = False  # run outside any transaction (a checkpoint)
 
 
 _INSERT_MESSAGE = (
@@ -204,6 +263,7 @@ _INSERT_MESSAGE = (
     "(room_id, id, ts, sender, text, box, me, recipient, origin, signature) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_HUMAN = "SELECT 1 FROM users WHERE role != 'bot' LIMIT 1"
 _INSERT_OUTBOX = "INSERT OR IGNORE INTO outbox (broker, room_id, id) VALUES (?, ?, ?)"
 
 
@@ -250,8 +310,8 @@ def _commit(db: sqlite3.Connection, batch: list[_Write]) -> list[Outcome]:
             new = _insert_messages(db, writes)
             results.extend((w, is_new, None) for w, is_new in zip(writes, new, strict=True))
         for write in batch:
-            if write.op is None:
-                if write.message is None:
+            if write.op is None or write.alone:
+                if write.message is None and write.op is None:
                     results.append((write, None, None))
                 continue
             db.execute("SAVEPOINT op")
@@ -271,6 +331,12 @@ def _commit(db: sqlite3.Connection, batch: list[_Write]) -> list[Outcome]:
         with contextlib.suppress(Exception):
             db.execute("ROLLBACK")
         raise
+    for write in batch:
+        if write.alone and write.op is not None:
+            try:
+                results.append((write, write.op(db), None))
+            except Exception as exc:
+                results.append((write, None, exc))
     return results
 
 
@@ -286,6 +352,7 @@ def _open_writer(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
         db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA secure_delete=ON")  # what is deleted is overwritten, not left
         # for the migration that fills the skeleton columns of existing rows
         db.create_function("onionchat_skeleton", 1, names.skeleton, deterministic=True)
         _migrate(db, path)
@@ -421,32 +488,38 @@ class Store:
         return await future
 
     async def create_user(
-        self,
-        name: str,
-        key: str,
-        salt: bytes,
-        iterations: int,
-        hash: str,
-        *,
-        allow_lookalike: bool = False,
+        self, name: str, key: str, salt: bytes, iterations: int, hash: str, *, bot: bool = False
     ) -> User:
         """Raises Conflict if the name (its key) is taken, and Lookalike if it looks like
-        another user's name, unless `allow_lookalike` (a bot's account, whose name the
-        operator chose)."""
+        another user's name, unless it is a bot's account (whose name the operator chose).
+        The first account of a node that has none but bots' is its admin: in the same
+        transaction, so two first registrations cannot both be."""
         skeleton = names.skeleton(name)
 
-        def op(db: sqlite3.Connection) -> int:
+        def op(db: sqlite3.Connection) -> tuple[int, str]:
+            first = not bot and not db.execute(_HUMAN).fetchone()
+            role = "bot" if bot else "admin" if first else "member"
             cursor = db.execute(
-                "INSERT INTO users (name, key, salt, iterations, hash, created, skeleton) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (name, key, salt, iterations, hash, _now(), skeleton),
+                "INSERT INTO users (name, key, salt, iterations, hash, created, skeleton, role) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    name,
+                    key,
+                    salt,
+                    iterations,
+                    hash,
+                    _now(),
+                    skeleton,
+                    role,
+                ),
             )
             assert cursor.lastrowid is not None
-            if not allow_lookalike:
+            if not bot:
                 _refuse_lookalike(db, "users", skeleton, cursor.lastrowid)
-            return cursor.lastrowid
+            return cursor.lastrowid, role
 
-        return User(await self._write(op), name, salt, iterations, hash)
+        user_id, role = await self._write(op)
+        return User(user_id, name, salt, iterations, hash, role)
 
     async def create_session(self, token_hash: bytes, user_id: int, expires: int) -> None:
         def op(db: sqlite3.Connection) -> None:
@@ -469,9 +542,10 @@ class Store:
 
         await self._write(op)
 
-    async def create_room(self, name: str, protected: bool) -> Room:
+    async def create_room(self, name: str, protected: bool, owner: str | None = None) -> Room:
         """Raises Conflict if the room exists, and Lookalike if its name looks like another
-        room's; direct-message rooms (`@...`) are not compared."""
+        room's; direct-message rooms (`@...`) are not compared. `owner` (a user key) owns it
+        from its first moment."""
         skeleton = None if name.startswith("@") else names.skeleton(name)
 
         def op(db: sqlite3.Connection) -> int:
@@ -482,6 +556,11 @@ class Store:
             assert cursor.lastrowid is not None
             if skeleton is not None:
                 _refuse_lookalike(db, "rooms", skeleton, cursor.lastrowid)
+            if owner is not None:
+                db.execute(
+                    "INSERT INTO room_roles (room_id, user_key, role) VALUES (?, ?, 'owner')",
+                    (cursor.lastrowid, owner),
+                )
             return cursor.lastrowid
 
         return Room(await self._write(op), name, protected)
@@ -575,6 +654,157 @@ class Store:
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
         await self._write(op)
+
+    # -- order: roles, sanctions, the audit log, deletions ---------------------------------
+
+    async def set_role(self, user_key: str, role: str) -> bool:
+        """A node role (admin, moderator, member, guest); whether there is such a user."""
+
+        def op(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                "UPDATE users SET role = ? WHERE key = ? AND role != 'bot'", (role, user_key)
+            )
+            return cursor.rowcount > 0
+
+        return await self._write(op)
+
+    async def set_room_role(self, room_id: int, user_key: str, role: str | None) -> None:
+        def op(db: sqlite3.Connection) -> None:
+            if role is None:
+                db.execute(
+                    "DELETE FROM room_roles WHERE room_id = ? AND user_key = ?",
+                    (room_id, user_key),
+                )
+            else:
+                db.execute(
+                    "INSERT OR REPLACE INTO room_roles (room_id, user_key, role) VALUES (?, ?, ?)",
+                    (room_id, user_key, role),
+                )
+
+        await self._write(op)
+
+    async def put_sanction(self, sanction: Sanction) -> None:
+        """A kick, ban or mute; one of each kind per user and room, the newest kept."""
+
+        def op(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT OR REPLACE INTO sanctions "
+                "(room_id, user_key, kind, until, by, reason, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    sanction.room_id,
+                    sanction.user_key,
+                    sanction.kind,
+                    sanction.until,
+                    sanction.by,
+                    sanction.reason,
+                    _now(),
+                ),
+            )
+
+        await self._write(op)
+
+    async def lift_sanctions(self, room_id: int, user_key: str, kinds: Sequence[str]) -> int:
+        """How many there were."""
+
+        def op(db: sqlite3.Connection) -> int:
+            cursor = db.execute(
+                "DELETE FROM sanctions WHERE room_id = ? AND user_key = ? AND kind IN "
+                "(SELECT value FROM json_each(?))",
+                (room_id, user_key, json.dumps(list(kinds))),
+            )
+            return cursor.rowcount
+
+        return await self._write(op)
+
+    async def add_audit(self, entry: AuditEntry) -> None:
+        def op(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO audit (ts, actor, action, target, room, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (entry.ts, entry.actor, entry.action, entry.target, entry.room, entry.detail),
+            )
+
+        await self._write(op)
+
+    async def delete_messages(self, room_id: int, ids: Sequence[str]) -> list[str]:
+        """Delete these messages (and their outbox rows), and say which there were. With
+        `secure_delete` their bytes are overwritten in the pages they leave; `scrub` then
+        takes the old pages out of the write-ahead log."""
+
+        def op(db: sqlite3.Connection) -> list[str]:
+            found = [
+                r[0]
+                for r in db.execute(
+                    "SELECT m.id FROM json_each(?) AS k JOIN messages AS m "
+                    "ON m.room_id = ? AND m.id = k.value ORDER BY m.id",
+                    (json.dumps(list(ids)), room_id),
+                )
+            ]
+            db.executemany(
+                "DELETE FROM messages WHERE room_id = ? AND id = ?",
+                [(room_id, id_) for id_ in found],
+            )
+            return found
+
+        return await self._write(op)
+
+    async def scrub(self) -> bool:
+        """Write the log into the database and truncate it, so that what was deleted is in
+        neither file; False when a reader kept it from finishing (tried again next time)."""
+
+        def op(db: sqlite3.Connection) -> bool:
+            row = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            return row is not None and row[0] == 0
+
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Write(future, op=op, alone=True))
+        return await future
+
+    async def node_roles(self) -> dict[str, str]:
+        """Every account's role other than member's and bot's, by user key."""
+        rows = await self._all("SELECT key, role FROM users WHERE role NOT IN ('member', 'bot')")
+        return {r[0]: r[1] for r in rows}
+
+    async def room_roles(self) -> list[tuple[str, str, str]]:
+        """(room, user key, role) of every room role."""
+        rows = await self._all(
+            "SELECT r.name, x.user_key, x.role FROM room_roles x JOIN rooms r ON r.id = x.room_id"
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    async def sanctions(self, now_ms: int) -> list[Sanction]:
+        """Those still running."""
+        rows = await self._all(
+            "SELECT room_id, user_key, kind, until, by, reason FROM sanctions "
+            "WHERE until IS NULL OR until > ?",
+            (now_ms,),
+        )
+        return [Sanction(*r) for r in rows]
+
+    async def audit(self, room: str | None, limit: int) -> list[AuditEntry]:
+        """The newest entries, oldest first: of one room, or (None) of the whole node."""
+        if room is None:
+            sql, args = "SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,)
+        else:
+            sql = "SELECT * FROM audit WHERE room = ? ORDER BY id DESC LIMIT ?"
+            args = (room, limit)  # type: ignore[assignment]
+        return [AuditEntry(*r[1:]) for r in reversed(await self._all(sql, args))]
+
+    async def written_by(self, room_id: int, sender: str, limit: int, since: int) -> list[str]:
+        """Ids of the newest `limit` messages of `sender` in a room, written at or after
+        `since` (ms)."""
+        rows = await self._all(
+            "SELECT id FROM messages WHERE room_id = ? AND sender = ? AND ts >= ? "
+            "ORDER BY id DESC LIMIT ?",
+            (room_id, sender, since, limit),
+        )
+        return [r[0] for r in rows]
+
+    async def users(self) -> list[tuple[str, str, int]]:
+        """(name, role, created) of every account."""
+        rows = await self._all("SELECT name, role, created FROM users ORDER BY id")
+        return [(r[0], r[1], r[2]) for r in rows]
 
     # -- federation -----------------------------------------------------------------------
 
@@ -707,20 +937,20 @@ class Store:
 
     async def user_by_key(self, key: str) -> User | None:
         row = await self._one(
-            "SELECT id, name, salt, iterations, hash FROM users WHERE key = ?", (key,)
+            "SELECT id, name, salt, iterations, hash, role FROM users WHERE key = ?", (key,)
         )
-        return None if row is None else User(row[0], row[1], bytes(row[2]), row[3], row[4])
+        return None if row is None else User(row[0], row[1], bytes(row[2]), *row[3:])
 
     async def session(self, token_hash: bytes) -> tuple[User, int] | None:
         """The session's user and expiry (epoch seconds), expired or not."""
         row = await self._one(
-            "SELECT u.id, u.name, u.salt, u.iterations, u.hash, s.expires "
+            "SELECT u.id, u.name, u.salt, u.iterations, u.hash, u.role, s.expires "
             "FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.hash = ?",
             (token_hash,),
         )
         if row is None:
             return None
-        return User(row[0], row[1], bytes(row[2]), row[3], row[4]), row[5]
+        return User(row[0], row[1], bytes(row[2]), *row[3:6]), row[6]
 
     async def room(self, name: str) -> Room | None:
         row = await self._one(

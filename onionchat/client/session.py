@@ -46,6 +46,7 @@ from onionchat.protocol import (
     Ack,
     Clear,
     Code,
+    Deleted,
     Delta,
     Error,
     HistoryPage,
@@ -70,6 +71,7 @@ from onionchat.protocol import (
 Frame = (
     Ready
     | Ack
+    | Deleted
     | MessageFrame
     | Delta
     | Readers

@@ -25,6 +25,7 @@ from prompt_toolkit.shortcuts import clear as clear_screen
 from onionchat import names
 from onionchat.client.session import Frame, Shown, State
 from onionchat.protocol import (
+    Deleted,
     Delta,
     Error,
     Joined,
@@ -176,9 +177,16 @@ class TerminalView:
                 if joined is not None and joined.topic:
                     self._info(f"topic: {joined.topic}")
                 _redraw()
+            case Left() if frame.reason:
+                self._info(frame.reason)
+                _redraw()
             case Left():
                 self._info(f"you left #{frame.room}")
                 _redraw()
+            case Deleted():
+                count = len(frame.ids)
+                some = "a message" if count == 1 else f"{count} messages"
+                self._info(f"{frame.by} deleted {some} in #{frame.room} (still above, if shown)")
             case Presence():
                 verb = {"join": "joined", "leave": "left"}.get(frame.state, frame.state)
                 self._info(f"{frame.user} {verb} #{frame.room}")

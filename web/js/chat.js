@@ -485,6 +485,16 @@ export class Chat {
     if (this.current === frame.room) this.current = this.rooms.keys().next().value || "";
     this.changed("rooms");
     this.changed("room", this.rooms.get(this.current));
+    if (frame.reason) this.changed("notice", frame.reason); // staff took us out: say who and why
+  }
+
+  on_deleted(frame) {
+    const room = this.rooms.get(frame.room);
+    if (!room) return;
+    const gone = new Set(frame.ids);
+    for (const id of gone) room.byId.delete(id);
+    room.ids = room.ids.filter((id) => !gone.has(id));
+    this.changed("messages", room);
   }
 
   on_clear(frame) {

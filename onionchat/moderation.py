@@ -1,0 +1,310 @@
+"""What staff do: kick, ban, mute, delete, purge, name moderators, read the audit log.
+
+Each act asks the node's `Authority` first (the level it needs, and that the target ranks
+lower), then is carried out by the node (`expel`, `erase`), said in the room with who did it,
+and written to the audit log (who, what, to whom, where, why; never a message's words).
+The slash commands in `commands` call these.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import TYPE_CHECKING
+
+from onionchat import names
+from onionchat.authority import NODE_ROLES, NODE_WIDE, ROOM_ROLES
+from onionchat.protocol import Close, Code, ProtocolError
+from onionchat.store import Room, Sanction, User
+
+if TYPE_CHECKING:
+    from onionchat.hub import Connection
+    from onionchat.node import Node
+
+KICK_MINUTES = 5  # a kick's penalty unless one is given
+MAX_MINUTES = 366 * 24 * 60  # the longest sanction with an end (longer is "forever")
+MAX_REASON = 200
+PURGE_COUNT = 1000  # messages one purge deletes at most
+PURGE_SINCE = 24 * 3600 * 1000  # ms: a purge without a count or a time goes back one day
+AUDIT_LINES = 20
+MAX_AUDIT_LINES = 200
+_DURATION = re.compile(r"(\d{1,6})([mhdw]?)")
+_UNIT = {"": 1, "m": 1, "h": 60, "d": 1440, "w": 10080}
+
+
+def duration(word: str) -> int | None:
+    """Minutes of `30`, `30m`, `12h`, `7d`, `2w`; None when the word is no duration."""
+    found = _DURATION.fullmatch(word.casefold())
+    if found is None:
+        return None
+    return int(found[1]) * _UNIT[found[2]]
+
+
+def _until(minutes: int | None) -> int | None:
+    if minutes is None:
+        return None
+    if not 1 <= minutes <= MAX_MINUTES:
+        raise ProtocolError(
+            Code.BAD_COMMAND, f"a duration is from 1 minute to {MAX_MINUTES // 1440} days"
+        )
+    return int(time.time() * 1000) + minutes * 60_000
+
+
+def reason(words: list[str]) -> str | None:
+    reason = " ".join(words).strip()
+    if len(reason) > MAX_REASON:
+        raise ProtocolError(Code.BAD_COMMAND, f"a reason is at most {MAX_REASON} characters")
+    return reason or None
+
+
+def _said(minutes: int | None, reason: str | None) -> str:
+    """ " for 2 h: spam", as the room is told."""
+    if minutes is None:
+        span = ""
+    elif minutes % 1440 == 0:
+        span = f" for {minutes // 1440} day{'s' if minutes > 1440 else ''}"
+    elif minutes % 60 == 0:
+        span = f" for {minutes // 60} h"
+    else:
+        span = f" for {minutes} min"
+    return span + (f": {reason}" if reason else "")
+
+
+async def _user(node: Node, name: str, act: str) -> User:
+    if not name:
+        raise ProtocolError(Code.BAD_COMMAND, f"/{act} needs a user's name")
+    target = await node.store.user_by_key(names.key(name.removeprefix("@")))
+    if target is None:
+        raise ProtocolError(Code.UNKNOWN_USER, f"there is no user {name!r} on this node")
+    return target
+
+
+async def _target(node: Node, conn: Connection, name: str, act: str, room: str | None) -> User:
+    """The user acted on, who must rank below the actor."""
+    target = await _user(node, name, act)
+    node.authority.over(conn.user_key, names.key(target.name), room)
+    return target
+
+
+async def kick(
+    node: Node,
+    conn: Connection,
+    room: Room,
+    name: str,
+    minutes: int | None,
+    reason: str | None,
+    ref: str | None = None,
+) -> None:
+    """Out of the room, and kept out for the penalty."""
+    node.authority.require(conn.user_key, "kick", room.name)
+    target = await _target(node, conn, name, "kick", room.name)
+    key = names.key(target.name)
+    minutes = minutes or KICK_MINUTES
+    sanction = Sanction(room.id, key, "kick", _until(minutes), conn.user, reason)
+    await node.authority.impose(sanction)
+    await node.store.set_member(target.id, room.id, False)
+    said = _said(minutes, reason)
+    node.expel(room.name, key, f"{conn.user} kicked you from #{room.name}{said}")
+    node.announce(room.name, f"{conn.user} kicked {target.name}{said}", conn, ref)
+    await node.authority.record(conn.user, "kick", target.name, room.name, _detail(sanction))
+
+
+async def ban(
+    node: Node,
+    conn: Connection,
+    room: Room | None,
+    name: str,
+    minutes: int | None,
+    reason: str | None,
+    ref: str | None = None,
+) -> None:
+    """From a room, or (room None) from the whole node: every connection closed, and no
+    connection taken until the ban ends."""
+    where = None if room is None else room.name
+    node.authority.require(conn.user_key, "ban" if room else "node-ban", where)
+    target = await _target(node, conn, name, "ban", where)
+    key = names.key(target.name)
+    room_id = room.id if room else NODE_WIDE
+    sanction = Sanction(room_id, key, "ban", _until(minutes), conn.user, reason)
+    await node.authority.impose(sanction)
+    said = _said(minutes, reason)
+    if room is not None:
+        await node.store.set_member(target.id, room.id, False)
+        node.expel(room.name, key, f"{conn.user} banned you from #{room.name}{said}")
+        node.announce(room.name, f"{conn.user} banned {target.name}{said}", conn, ref)
+    else:
+        told = f"{conn.user} banned {target.name} from this node{said}"
+        for joined in sorted({r for c in node.hub.user_connections(key) for r in c.rooms}):
+            node.announce(joined, told)
+        for other in list(node.hub.user_connections(key)):
+            other.close(Close.BANNED, f"banned from this node by {conn.user}")
+        node.notice(conn, told, ref=ref)
+    await node.authority.record(conn.user, "ban", target.name, where, _detail(sanction))
+
+
+async def unban(
+    node: Node, conn: Connection, room: Room | None, name: str, ref: str | None = None
+) -> int:
+    """Lift a ban and a kick's penalty (of the room, or node-wide); how many there were."""
+    where = None if room is None else room.name
+    node.authority.require(conn.user_key, "ban" if room else "node-ban", where)
+    target = await _target(node, conn, name, "unban", where)
+    lifted = await node.authority.lift(
+        room.id if room else NODE_WIDE, names.key(target.name), ("ban", "kick")
+    )
+    if lifted:
+        if room is not None:
+            node.announce(room.name, f"{conn.user} let {target.name} back in", conn, ref)
+        await node.authority.record(conn.user, "unban", target.name, where)
+    return lifted
+
+
+async def mute(
+    node: Node,
+    conn: Connection,
+    room: Room | None,
+    name: str,
+    minutes: int | None,
+    reason: str | None,
+    ref: str | None = None,
+) -> None:
+    """The user reads, but writes nothing, in the room (or anywhere on the node)."""
+    where = None if room is None else room.name
+    node.authority.require(conn.user_key, "mute" if room else "node-ban", where)
+    target = await _target(node, conn, name, "mute", where)
+    sanction = Sanction(
+        room.id if room else NODE_WIDE,
+        names.key(target.name),
+        "mute",
+        _until(minutes),
+        conn.user,
+        reason,
+    )
+    await node.authority.impose(sanction)
+    said = _said(minutes, reason)
+    if room is not None:
+        node.announce(room.name, f"{conn.user} muted {target.name}{said}", conn, ref)
+    else:
+        node.notice(conn, f"{target.name} is muted on this whole node{said}", ref=ref)
+    await node.authority.record(conn.user, "mute", target.name, where, _detail(sanction))
+
+
+async def unmute(
+    node: Node, conn: Connection, room: Room | None, name: str, ref: str | None = None
+) -> int:
+    where = None if room is None else room.name
+    node.authority.require(conn.user_key, "mute" if room else "node-ban", where)
+    target = await _target(node, conn, name, "unmute", where)
+    lifted = await node.authority.lift(
+        room.id if room else NODE_WIDE, names.key(target.name), ("mute",)
+    )
+    if lifted:
+        if room is not None:
+            node.announce(room.name, f"{conn.user} unmuted {target.name}", conn, ref)
+        await node.authority.record(conn.user, "unmute", target.name, where)
+    return lifted
+
+
+async def delete(
+    node: Node, conn: Connection, room: Room, id_: str, ref: str | None = None
+) -> None:
+    """One message: one's own, or anyone's for room staff."""
+    found = await node.store.signed_messages(room, [id_])
+    if not found:
+        raise ProtocolError(Code.BAD_COMMAND, f"#{room.name} has no message {id_}")
+    message = found[0][0]
+    own = names.key(message.sender) == conn.user_key
+    if not own:
+        node.authority.require(conn.user_key, "delete", room.name)
+        if "@" not in message.sender:
+            node.authority.over(conn.user_key, names.key(message.sender), room.name)
+    await node.erase(room, [id_], conn.user)
+    if own:
+        node.notice(conn, "your message was deleted", room.name, ref)
+    else:
+        node.announce(room.name, f"{conn.user} deleted a message of {message.sender}", conn, ref)
+        await node.authority.record(conn.user, "delete", message.sender, room.name, id_)
+
+
+async def purge(
+    node: Node,
+    conn: Connection,
+    room: Room,
+    name: str,
+    count: int | None,
+    minutes: int | None,
+    ref: str | None = None,
+) -> int:
+    """A user's newest messages in the room: `count` of them, or those of the last
+    `minutes` (a day without either), at most PURGE_COUNT; how many went."""
+    node.authority.require(conn.user_key, "purge", room.name)
+    target = await _target(node, conn, name, "purge", room.name)
+    if count is not None and not 1 <= count <= PURGE_COUNT:
+        raise ProtocolError(Code.BAD_COMMAND, f"a purge deletes 1 to {PURGE_COUNT} messages")
+    since = int(time.time() * 1000) - (minutes * 60_000 if minutes else PURGE_SINCE)
+    if count is not None:
+        since = 0
+    ids = await node.store.written_by(room.id, target.name, count or PURGE_COUNT, since)
+    gone = await node.erase(room, ids, conn.user) if ids else []
+    told = f"{conn.user} purged {len(gone)} messages of {target.name}"
+    node.announce(room.name, told, conn, ref)
+    detail = f"{len(gone)} messages"
+    await node.authority.record(conn.user, "purge", target.name, room.name, detail)
+    return len(gone)
+
+
+async def name_staff(
+    node: Node, conn: Connection, room: Room, name: str, role: str | None, ref: str | None = None
+) -> None:
+    """Make a user a room moderator or owner, or (None) a plain member again."""
+    authority = node.authority
+    target = await _user(node, name, "op" if role else "deop")
+    key = names.key(target.name)
+    needed = "owner" if "owner" in (role, authority.room_role(key, room.name)) else "moderator"
+    authority.require(conn.user_key, needed, room.name)
+    authority.over(conn.user_key, key, room.name)
+    await authority.grant_room(room, key, role)
+    title = f"a {role} of #{room.name}" if role else f"no longer staff of #{room.name}"
+    node.announce(room.name, f"{conn.user} made {target.name} {title}", conn, ref)
+    await authority.record(conn.user, f"room role {role or 'member'}", target.name, room.name)
+
+
+async def grant(node: Node, conn: Connection, name: str, role: str, ref: str | None = None) -> None:
+    """A node role, by an admin."""
+    if role not in NODE_ROLES or role == "bot":
+        roles = ", ".join(r for r in NODE_ROLES if r != "bot")
+        raise ProtocolError(Code.BAD_COMMAND, f"a node role is one of: {roles}")
+    node.authority.require(conn.user_key, "grant")
+    target = await _target(node, conn, name, "grant", None)
+    await node.authority.grant(names.key(target.name), role)
+    await node.authority.record(conn.user, f"grant {role}", target.name)
+    node.notice(conn, f"{target.name} is a {role} of this node now", ref=ref)
+
+
+def staff(node: Node, room: str) -> list[str]:
+    """The room's owners and moderators, strongest first."""
+    roles = node.authority.staff(room)
+    ranked = sorted(roles.items(), key=lambda kv: (-ROOM_ROLES.get(kv[1], 0), kv[0]))
+    return [f"{key} ({role})" for key, role in ranked]
+
+
+async def audit(node: Node, conn: Connection, room: str | None, lines: int) -> list[str]:
+    node.authority.require(conn.user_key, "audit" if room else "node-audit", room)
+    entries = await node.store.audit(room, min(lines, MAX_AUDIT_LINES))
+    shown = []
+    for e in entries:
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(e.ts / 1000))
+        where = f" in #{e.room}" if e.room and room is None else ""
+        target = f" {e.target}" if e.target else ""
+        detail = f" ({e.detail})" if e.detail else ""
+        shown.append(f"{when} UTC {e.actor}: {e.action}{target}{where}{detail}")
+    return shown
+
+
+def _detail(sanction: Sanction) -> str:
+    span = "for good" if sanction.until is None else f"until {_iso(sanction.until)}"
+    return span + (f"; {sanction.reason}" if sanction.reason else "")
+
+
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ms / 1000))

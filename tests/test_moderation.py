@@ -1,0 +1,246 @@
+"""Keeping order (issue 14): roles, one authorization point, kick, ban, mute, delete, purge,
+the audit log. In process (tests/inproc.py: the real node, store and features, without
+HTTP); the transports' own tests are in test_moderation_transports.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from inproc import Member, connection, member, running
+
+from onionchat import crypto
+from onionchat.node import Refused
+from onionchat.server import Server
+
+from conftest import FAST_AUTH, PASSWORD
+
+
+async def command(
+    who: Member, line: str, room: str | None = "lobby", ref: str = "c"
+) -> dict[str, Any]:
+    """The answer to a command: its notice, or its error."""
+    await who.send(type="command", room=room, line=line, ref=ref)
+    while True:
+        frame = await who.recv()
+        if frame.get("ref") == ref and frame["type"] in ("notice", "error"):
+            return frame
+
+
+async def refused(who: Member, line: str, room: str | None = "lobby") -> str:
+    answer = await command(who, line, room)
+    assert answer["type"] == "error", answer
+    assert answer["code"] == "forbidden", answer
+    return str(answer["message"])
+
+
+async def lobby(parts: Server, *users: str) -> list[Member]:
+    """Users in #lobby, the first its creator (and, first on the node, its admin)."""
+    joined = []
+    for name in users:
+        m = await member(parts, name)
+        await m.join("lobby")
+        joined.append(m)
+    for m in joined:
+        await m.barrier()
+    return joined
+
+
+async def test_the_first_account_is_admin_and_a_room_is_owned_by_its_maker(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path / "node") as parts:
+        root, alice, bob = [await member(parts, n) for n in ("root", "alice", "bob")]
+        assert parts.node.authority.node_role("root") == "admin"
+        assert parts.node.authority.node_role("alice") == "member"
+        await alice.join("den")
+        await bob.join("den")
+        staff = await command(bob, "/staff", "den")
+        assert staff["text"] == "staff of #den: alice (owner)"
+        # a room's maker owns it, and may name moderators; a member may not
+        assert "only room owners" in await refused(bob, "/op bob", "den")
+        assert "only node moderators" in await refused(bob, "/deop alice", "den")
+        made = await command(alice, "/op bob", "den")
+        assert made["text"] == "alice made bob a moderator of #den"
+        assert (await bob.expect("notice"))["text"] == made["text"]
+        # an admin outranks a room's owner: root may make anyone owner, alice may not
+        assert "node moderators" in await refused(alice, "/op bob owner", "den")
+        await root.join("den")
+        await command(root, "/op bob owner", "den")
+        staff = await command(bob, "/staff", "den")
+        assert staff["text"] == "staff of #den: alice (owner), bob (owner)"
+
+
+async def test_only_staff_change_the_topic_and_which_bots_read_a_room(tmp_path: Path) -> None:
+    async with running(tmp_path / "node") as parts:
+        alice, bob = await lobby(parts, "alice", "bob")
+        await bob.send(type="topic", room="lobby", text="bob's own topic", ref="t")
+        error = await bob.expect("error", ref="t")
+        assert error["code"] == "forbidden"
+        assert error["message"] == "only room moderators and up may set the topic"
+        assert "room moderators" in await refused(bob, "/topic a coup")
+        assert "room moderators" in await refused(bob, "/uninvite Olga")
+        await alice.nothing()  # no topic came to anyone
+        await alice.send(type="topic", room="lobby", text="welcome", ref="t")
+        assert (await bob.expect("topic"))["text"] == "welcome"
+        await command(alice, "/op bob")
+        await bob.send(type="command", room="lobby", line="/topic bob was trusted", ref="t2")
+        assert (await alice.expect("topic"))["text"] == "bob was trusted"
+
+
+async def test_a_kicked_user_is_out_and_stays_out_from_every_session(tmp_path: Path) -> None:
+    async with running(tmp_path / "node") as parts:
+        alice, bob, carol = await lobby(parts, "alice", "bob", "carol")
+        phone = await connection(parts, bob.token)  # bob's second device, in the room too
+        await phone.join("lobby")
+        await alice.barrier()
+        answer = await command(alice, "/kick bob 10 spamming links")
+        assert answer["text"] == "alice kicked bob for 10 min: spamming links"
+        assert (await carol.expect("presence"))["state"] == "leave"
+        told = await carol.expect("notice")
+        assert told["text"] == "alice kicked bob for 10 min: spamming links"
+        for device in (bob, phone):
+            left = await device.expect("left", room="lobby")
+            assert left["reason"] == "alice kicked you from #lobby for 10 min: spamming links"
+        # he cannot come back for the penalty: not on either device, nor from a new session
+        await bob.send(type="join", room="lobby", ref="j")
+        error = await bob.expect("error", ref="j")
+        assert error["code"] == "forbidden"
+        assert error["message"].startswith("you were kicked from #lobby by alice (10 min more")
+        await bob.send(type="send", room="lobby", text="still here?", ref="s")
+        assert (await bob.expect("error", ref="s"))["code"] == "not_joined"
+        fresh = await parts.accounts.login("bob", *await _secret(parts, "bob"))
+        again = await connection(parts, fresh[1])
+        assert "lobby" not in (await _ready_rooms(again))
+        await again.send(type="join", room="lobby", ref="j")
+        assert (await again.expect("error", ref="j"))["code"] == "forbidden"
+        await carol.nothing()
+        # lifted early
+        await command(alice, "/unban bob")
+        assert (await bob.join("lobby"))["room"]["name"] == "lobby"
+
+
+async def test_staff_act_only_on_lower_ranks(tmp_path: Path) -> None:
+    async with running(tmp_path / "node") as parts:
+        root, alice, bob, carol = await lobby(parts, "root", "alice", "bob", "carol")
+        # root made the room and is the node's admin; alice becomes a room moderator
+        await command(root, "/op alice")
+        assert "lower rank" in await refused(alice, "/kick root")
+        assert "only room moderators" in await refused(bob, "/kick carol")
+        assert "yourself" in await refused(alice, "/mute alice")
+        await command(root, "/op bob")
+        assert "lower rank" in await refused(alice, "/kick bob")  # moderators are equals
+        answer = await command(alice, "/kick carol")
+        assert answer["text"] == "alice kicked carol for 5 min"
+        assert (await carol.expect("left"))["reason"] == "alice kicked you from #lobby for 5 min"
+        assert "only node moderators" in await refused(alice, "/nodeban carol")
+        assert "only node admins" in await refused(alice, "/grant bob moderator")
+
+
+async def test_a_muted_member_reads_but_cannot_write(tmp_path: Path) -> None:
+    async with running(tmp_path / "node") as parts:
+        alice, bob = await lobby(parts, "alice", "bob")
+        answer = await command(alice, "/mute bob 2h flooding")
+        assert answer["text"] == "alice muted bob for 2 h: flooding"
+        await bob.send(type="send", room="lobby", text="let me speak", ref="s")
+        error = await bob.expect("error", ref="s")
+        assert error["code"] == "forbidden"
+        assert error["message"].startswith("you are muted here by alice (")
+        assert error["message"].endswith("): flooding")
+        assert "muted" in await refused(bob, "/me protests")  # /me is writing too
+        await alice.say("lobby", "you can still read this")
+        assert (await bob.expect("message"))["text"] == "you can still read this"
+        history, _ = await parts.store.history(await parts.node.room("lobby"), None, 50)
+        assert [m.text for m in history] == ["you can still read this"]
+        await command(alice, "/unmute bob")
+        assert (await bob.say("lobby", "thanks"))["type"] == "ack"
+
+
+async def test_a_node_ban_closes_every_connection_and_refuses_new_ones(tmp_path: Path) -> None:
+    async with running(tmp_path / "node") as parts:
+        root, bob, carol = await lobby(parts, "root", "bob", "carol")
+        await command(root, "/nodeban bob 1d ban evasion")
+        assert (await carol.expect("notice"))["text"] == (
+            "root banned bob from this node for 1 day: ban evasion"
+        )
+        assert bob.conn.close_code == 4003
+        with pytest.raises(Refused, match="bob is banned from this node by root"):
+            await connection(parts, bob.token)
+        await command(root, "/unban bob")
+        again = await connection(parts, bob.token)
+        assert (await again.join("lobby"))["room"]["name"] == "lobby"
+
+
+async def test_delete_and_purge_take_messages_off_every_screen_and_out_of_the_files(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path / "node") as parts:
+        alice, bob, carol = await lobby(parts, "alice", "bob", "carol")
+        own = await carol.say("lobby", "a typo I regret")
+        spam = [await bob.say("lobby", f"BUY-PILLS-{i}", ref=f"b{i}") for i in range(5)]
+        kept = await carol.say("lobby", "a message that stays")
+        await alice.barrier()
+        # one's own message: anyone; another's: staff only
+        assert "only room moderators" in await refused(bob, f"/delete {kept['id']}")
+        await command(carol, f"/delete {own['id']}")
+        gone = await bob.expect("deleted")
+        assert gone == {
+            "v": 1,
+            "type": "deleted",
+            "room": "lobby",
+            "ids": [own["id"]],
+            "by": "carol",
+        }
+        await command(alice, f"/delete {spam[0]['id']}")
+        assert (await carol.expect("deleted"))["ids"] == [spam[0]["id"]]
+        answer = await command(alice, "/purge bob")
+        assert answer["text"] == "alice purged 4 messages of bob"
+        assert sorted((await carol.expect("deleted"))["ids"]) == sorted(s["id"] for s in spam[1:])
+        room = await parts.node.room("lobby")
+        history, _ = await parts.store.history(room, None, 50)
+        assert [m.text for m in history] == ["a message that stays"]
+        # their words are in neither the database nor its write-ahead log
+        files = sorted((tmp_path / "node").glob("onionchat.sqlite3*"))
+        assert any(f.name.endswith("-wal") for f in files)
+        for f in files:
+            data = f.read_bytes()
+            assert b"BUY-PILLS" not in data and b"I regret" not in data, f.name
+        assert b"stays" in b"".join(f.read_bytes() for f in files)
+
+
+async def test_the_audit_log_says_who_did_what_to_whom_but_no_words(tmp_path: Path) -> None:
+    async with running(tmp_path / "node") as parts:
+        root, alice, bob = await lobby(parts, "root", "alice", "bob")
+        await command(root, "/op alice")
+        secret = await bob.say("lobby", "THE-WORDS-OF-BOB")
+        await command(alice, "/mute bob 30m rude")
+        await command(alice, f"/delete {secret['id']}")
+        await command(alice, "/kick bob 15")
+        assert "only room moderators" in await refused(bob, "/audit", "lobby")
+        log = (await command(alice, "/audit"))["text"]
+        lines = log.splitlines()
+        assert lines[0] == "Audit log of #lobby:"
+        assert [line.split(" UTC ", 1)[1].split(" (")[0] for line in lines[1:]] == [
+            "root: room role moderator alice",
+            "alice: mute bob",
+            "alice: delete bob",
+            "alice: kick bob",
+        ]
+        assert "rude" in lines[2] and "THE-WORDS" not in log
+        assert "only node moderators" in await refused(alice, "/audit all")
+        whole = (await command(root, "/audit all 2"))["text"].splitlines()
+        assert whole[0] == "Audit log of the node:" and len(whole) == 3
+        assert whole[-1].split(" UTC ", 1)[1].startswith("alice: kick bob in #lobby")
+
+
+async def _secret(parts: Server, name: str) -> tuple[bytes]:
+    user = await parts.store.user_by_key(name)
+    assert user is not None
+    iterations = int(FAST_AUTH["ONIONCHAT_AUTH_PBKDF2_ITERATIONS"])
+    return (crypto.login_secret(PASSWORD, user.salt, iterations),)
+
+
+async def _ready_rooms(m: Member) -> list[str]:
+    ready = next(f for f in m.seen if f["type"] == "ready")
+    return list(ready["rooms"])

@@ -1,0 +1,183 @@
+"""Keeping order (issue 14) through every way in: the WebSocket, the pages without
+JavaScript (in real Chromium with JavaScript off) and `onionchat admin` beside a running
+node. Each goes through the node's one authorization point, and each is refused there."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import websockets
+from playwright.async_api import Browser, BrowserContext, Page, expect
+
+from conftest import Client, NodeProcess, connect, onionchat, register, user
+
+
+async def command(who: Client, line: str, room: str = "lobby", ref: str = "c") -> dict:
+    await who.send(type="command", room=room, line=line, ref=ref)
+    while True:
+        frame = await who.recv()
+        if frame.get("ref") == ref and frame["type"] in ("notice", "error"):
+            return frame
+
+
+async def closed(client: Client, timeout: float = 10.0) -> tuple[int | None, str | None]:
+    """Read until the node closes the WebSocket; its close code and reason."""
+    with pytest.raises(websockets.ConnectionClosed):
+        async with asyncio.timeout(timeout):
+            while True:
+                await client.ws.recv()
+    return client.ws.close_code, client.ws.close_reason
+
+
+async def test_over_the_websocket_a_kick_keeps_out_and_a_node_ban_shuts_the_door(
+    node: NodeProcess,
+) -> None:
+    async with user(node, "root") as root, user(node, "bob") as bob:
+        await root.join("lobby")
+        await bob.join("lobby")
+        await bob.say("lobby", "hello")
+        # a member is refused at the authorization point, whatever the frame
+        assert (await command(bob, "/kick root"))["code"] == "forbidden"
+        await bob.send(type="topic", room="lobby", text="mine now", ref="t")
+        assert (await bob.expect("error", ref="t"))["code"] == "forbidden"
+        said = await command(root, "/kick bob 1 noise")
+        assert said["text"] == "root kicked bob for 1 min: noise"
+        left = await bob.expect("left", room="lobby")
+        assert left["reason"] == "root kicked you from #lobby for 1 min: noise"
+        await bob.send(type="join", room="lobby", ref="j")
+        assert (await bob.expect("error", ref="j"))["code"] == "forbidden"
+
+        assert (await command(root, "/nodeban bob spam"))["type"] == "notice"
+        assert await closed(bob) == (4003, "banned from this node by root")
+    token = await register(node, "carol")
+    async with connect(node, token) as carol:
+        await carol.nothing()
+    bob_token = await _token(node, "bob")
+    async with node.websocket() as ws:
+        await ws.send(f'{{"v": 1, "type": "auth", "token": "{bob_token}"}}')
+        error = await ws.recv()
+        assert '"code":"forbidden"' in error and "bob is banned from this node by root" in error
+        with pytest.raises(websockets.ConnectionClosed):
+            await ws.recv()
+        assert ws.close_code == 4003
+
+
+async def _token(node: NodeProcess, name: str) -> str:
+    from conftest import login
+
+    response = await login(node, name)
+    assert response.status_code == 200, response.text
+    token: str = response.json()["token"]
+    return token
+
+
+async def test_the_operator_grants_and_bans_from_the_command_line_beside_a_running_node(
+    node: NodeProcess,
+) -> None:
+    async with user(node, "root") as root, user(node, "alice") as alice, user(
+        node, "bob"
+    ) as bob:
+        await root.join("lobby")
+        for member in (alice, bob):
+            await member.join("lobby")
+        assert (await command(alice, "/nodemute bob"))["code"] == "forbidden"
+        admin = ("admin", "--data-dir", str(node.data_dir))
+        granted = onionchat(*admin, "grant", "alice", "moderator")
+        assert granted.returncode == 0, granted.stderr
+        assert granted.stdout.strip() == "alice is a moderator of this node now"
+        # the running node takes it in within seconds: alice may now act node-wide
+        deadline = time.monotonic() + 10
+        while (await command(alice, "/nodemute bob 1h", ref="m"))["type"] == "error":
+            assert time.monotonic() < deadline, "the node did not take the new role in"
+            await asyncio.sleep(0.5)
+        await bob.send(type="send", room="lobby", text="hi", ref="s")
+        assert (await bob.expect("error", ref="s"))["message"].startswith(
+            "you are muted on this node by alice"
+        )
+        banned = onionchat(*admin, "ban", "bob", "--for", "2h", "--reason", "evasion")
+        assert banned.returncode == 0, banned.stderr
+        assert await closed(bob) == (4003, "banned from this node by operator")
+        users = onionchat(*admin, "users").stdout.splitlines()
+        assert [line.split()[:2] for line in users] == [
+            ["Olga", "bot"],  # the default node's bot, made at its first start
+            ["root", "admin"],
+            ["alice", "moderator"],
+            ["bob", "member"],
+        ]
+        rooms = onionchat(*admin, "rooms").stdout.strip()
+        assert rooms == "#lobby  open  root (owner)"
+        audit = [line.split(" UTC ")[1] for line in onionchat(*admin, "audit").stdout.splitlines()]
+        assert audit[0] == "operator: grant moderator alice"
+        assert audit[1].startswith("alice: mute bob (until ")
+        assert audit[2] == "operator: ban bob (evasion)"
+        wrong = onionchat(*admin, "grant", "nobody", "admin")
+        assert (wrong.returncode, wrong.stdout.strip()) == (
+            1,
+            "onionchat admin: there is no user 'nobody'",
+        )
+
+
+# -- the pages without JavaScript ---------------------------------------------------------
+
+
+@pytest.fixture
+async def contexts(browser: Browser) -> list[BrowserContext]:
+    made = [await browser.new_context(java_script_enabled=False) for _ in range(2)]
+    yield made  # type: ignore[misc]
+    for ctx in made:
+        await ctx.close()
+
+
+async def _nojs_user(ctx: BrowserContext, node: NodeProcess, name: str) -> Page:
+    from test_nojs import register_in
+
+    page = await ctx.new_page()
+    await register_in(page, node, name)
+    await page.get_by_label("Room").fill("lobby")
+    await page.get_by_role("button", name="Join").click()
+    await expect(page.locator("h1")).to_contain_text("#lobby")
+    return page
+
+
+async def _post(page: Page, text: str) -> None:
+    await page.get_by_label("Message").fill(text)
+    await page.get_by_role("button", name="Send").click()
+
+
+async def test_without_javascript_a_moderator_kicks_and_purges_and_the_kicked_is_told(
+    node: NodeProcess, contexts: list[BrowserContext]
+) -> None:
+    async with user(node, "root") as root:
+        await root.join("lobby")
+        mod = await _nojs_user(contexts[0], node, "mod")
+        troll = await _nojs_user(contexts[1], node, "troll")
+        await _post(troll, "TROLL-SPAM one")
+        await _post(troll, "TROLL-SPAM two")
+        await root.expect("message", text="TROLL-SPAM two")
+        # a member's /kick is refused on the page, with the node's words
+        await _post(mod, "/kick troll")
+        await expect(mod.locator("main")).to_contain_text(
+            "only room moderators and up may kick"
+        )
+        assert (await command(root, "/op mod"))["type"] == "notice"
+        await _post(mod, "/purge troll")
+        await expect(mod.locator(".answer")).to_contain_text("mod purged 2 messages of troll")
+        assert sorted((await root.expect("deleted"))["ids"]) == sorted(
+            f["id"] for f in root.seen if f.get("text", "").startswith("TROLL-SPAM")
+        )
+        frame = mod.frame_locator("iframe")
+        await expect(frame.locator("ol.messages")).not_to_contain_text("TROLL-SPAM")
+        await _post(mod, "/kick troll 10 flooding")
+        await expect(mod.locator(".answer")).to_contain_text(
+            "mod kicked troll for 10 min: flooding"
+        )
+        await root.expect("notice", text="mod kicked troll for 10 min: flooding")
+        await _post(troll, "let me back")  # the form of a page loaded before the kick
+        await expect(troll.locator("main")).to_contain_text(
+            "you were kicked from #lobby by mod (10 min more): flooding"
+        )
+        await troll.goto(f"{node.url}/nojs/room/lobby")
+        await expect(troll.locator("main")).to_contain_text("you were kicked from #lobby by mod")
+        await root.nothing()
