@@ -19,7 +19,9 @@ from onionchat.protocol import Code, ProtocolError
 from onionchat.store import AuditEntry, Room, Sanction, Store
 
 NODE_ROLES = {"admin": 100, "moderator": 75, "member": 0, "guest": -10, "bot": 0}
-ROOM_ROLES = {"owner": 60, "moderator": 50}
+ROOM_ROLES = {"owner": 60, "moderator": 50, "voice": 10, "allowed": 0}
+STAFF = 50  # the level of a room moderator: staff pass every room mode
+VOICE = 10  # who may speak in a moderated room
 NODE_WIDE = 0  # the room id of a sanction that holds in every room
 CHANGED = "order"  # the meta key `onionchat admin` bumps when it changes something
 
@@ -39,6 +41,9 @@ ACTS = {
     "delete": Act(50, "delete others' messages"),
     "purge": Act(50, "purge"),
     "audit": Act(50, "read the audit log"),
+    "modes": Act(50, "change the room's modes"),
+    "voice": Act(50, "give or take a voice"),
+    "allow": Act(50, "let people into an invite-only room"),
     "moderator": Act(60, "name room moderators"),
     "owner": Act(75, "name a room's owner"),
     "node-ban": Act(75, "ban from the whole node"),
@@ -146,7 +151,12 @@ class Authority:
         )
 
     def staff(self, room: str) -> dict[str, str]:
-        return dict(self._rooms.get(room, {}))
+        """The room's owners and moderators, by user key."""
+        return {
+            key: role
+            for key, role in self._rooms.get(room, {}).items()
+            if ROOM_ROLES.get(role, 0) >= STAFF
+        }
 
     # -- changing -------------------------------------------------------------------------
 

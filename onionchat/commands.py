@@ -320,6 +320,55 @@ async def _audit(
     node.notice(conn, f"Audit log of {title}:\n{body}", room, ref)
 
 
+async def _mode(node: Node, conn: Connection, args: str, room: str | None, ref: str | None) -> None:
+    here = await node.room(_room(room, "mode"))
+    words = args.split()
+    if not words:
+        node.notice(conn, f"modes of #{here.name}: {moderation.describe(here.modes)}", room, ref)
+        return
+    if len(words) != 2:
+        raise ProtocolError(Code.BAD_COMMAND, f"usage: {COMMANDS['mode'].usage}")
+    await moderation.set_mode(node, conn, here, words[0].casefold(), words[1].casefold(), ref)
+
+
+async def _role_command(
+    node: Node, conn: Connection, args: str, room: str | None, ref: str | None, name: str
+) -> None:
+    if not args or " " in args:
+        raise ProtocolError(Code.BAD_COMMAND, f"usage: {COMMANDS[name].usage}")
+    here = await node.room(_room(room, name))
+    role = {"voice": "voice", "devoice": None, "allow": "allowed"}[name]
+    await moderation.let_in(node, conn, here, args, role, ref)
+
+
+async def _voice(
+    node: Node, conn: Connection, args: str, room: str | None, ref: str | None
+) -> None:
+    await _role_command(node, conn, args, room, ref, "voice")
+
+
+async def _devoice(
+    node: Node, conn: Connection, args: str, room: str | None, ref: str | None
+) -> None:
+    await _role_command(node, conn, args, room, ref, "devoice")
+
+
+async def _allow(
+    node: Node, conn: Connection, args: str, room: str | None, ref: str | None
+) -> None:
+    await _role_command(node, conn, args, room, ref, "allow")
+
+
+async def _knock(
+    node: Node, conn: Connection, args: str, room: str | None, ref: str | None
+) -> None:
+    if not args or " " in args:
+        raise ProtocolError(Code.BAD_COMMAND, f"usage: {COMMANDS['knock'].usage}")
+    if not node.knocks.allow(conn.user_key):
+        raise ProtocolError(Code.RATE_LIMITED, "you knocked a moment ago: wait a minute")
+    moderation.knock(node, conn, await node.room(args.removeprefix("#")), ref)
+
+
 COMMANDS: dict[str, Spec] = {
     "help": Spec("/help", "list the commands", _help),
     "clear": Spec("/clear", "clear this window (only on your screen)", _clear),
@@ -350,6 +399,15 @@ COMMANDS: dict[str, Spec] = {
         "/nodemute NAME [DURATION] [REASON]", "node staff: silent on the node", _nodemute
     ),
     "grant": Spec("/grant NAME ROLE", "admin: admin, moderator, member or guest", _grant),
+    "mode": Spec(
+        "/mode [MODE VALUE]",
+        "the room's modes; staff: invite, moderated, limit, slow, expiry, lockdown",
+        _mode,
+    ),
+    "voice": Spec("/voice NAME", "staff: NAME may speak in a moderated room", _voice),
+    "devoice": Spec("/devoice NAME", "staff: NAME may no longer speak there", _devoice),
+    "allow": Spec("/allow NAME", "staff: let NAME into an invite-only room", _allow),
+    "knock": Spec("/knock ROOM", "ask an invite-only room's staff to let you in", _knock),
 }
 
 

@@ -258,6 +258,19 @@ class Limits:
         default=20,
         metadata=_key("Rooms one user may create per hour.", low=0, high=1_000_000),
     )
+    join_wave: int = dataclasses.field(
+        default=20,
+        metadata=_key(
+            "Newcomers (users who were not members) joining one room within "
+            "`join_wave_seconds` that make it invite-only by itself, staff told (0: never).",
+            low=0,
+            high=1_000_000,
+        ),
+    )
+    join_wave_seconds: float = dataclasses.field(
+        default=60.0,
+        metadata=_key("The window of `join_wave`, in seconds.", low=1, high=86_400),
+    )
     history_rate: float = dataclasses.field(
         default=2.0,
         metadata=_key(

@@ -259,6 +259,9 @@ class Hub:
             if conn is not skip:
                 conn.send(frame)
 
+    def room_connections(self, room: str) -> list[Connection]:
+        return list(self._rooms.get(room, ()))
+
     def all_connections(self) -> list[Connection]:
         return [conn for conns in self._users.values() for conn in conns]
 

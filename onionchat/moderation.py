@@ -8,14 +8,15 @@ The slash commands in `commands` call these.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from onionchat import names
-from onionchat.authority import NODE_ROLES, NODE_WIDE, ROOM_ROLES
-from onionchat.protocol import Close, Code, ProtocolError
-from onionchat.store import Room, Sanction, User
+from onionchat.authority import NODE_ROLES, NODE_WIDE, ROOM_ROLES, STAFF
+from onionchat.protocol import Close, Code, Notice, ProtocolError, encode
+from onionchat.store import Modes, Room, Sanction, User
 
 if TYPE_CHECKING:
     from onionchat.hub import Connection
@@ -279,6 +280,88 @@ async def grant(node: Node, conn: Connection, name: str, role: str, ref: str | N
     await node.authority.grant(names.key(target.name), role)
     await node.authority.record(conn.user, f"grant {role}", target.name)
     node.notice(conn, f"{target.name} is a {role} of this node now", ref=ref)
+
+
+MODES = {
+    "invite": "invite-only",
+    "moderated": "moderated",
+    "limit": "at most {} present",
+    "slow": "slow: a message every {} s",
+    "expiry": "messages kept {} h",
+    "lockdown": "locked down",
+}
+MAX_MODE_VALUE = {"limit": 100_000, "slow": 3600, "expiry": 24 * 366}
+
+
+def describe(modes: Modes) -> str:
+    shown = []
+    for name, text in MODES.items():
+        value = getattr(modes, name)
+        if value:
+            shown.append(text.format(value))
+    return ", ".join(shown) or "none (open to all, everyone speaks)"
+
+
+async def set_mode(
+    node: Node, conn: Connection, room: Room, name: str, value: str, ref: str | None = None
+) -> None:
+    """`invite on`, `limit 50`, `slow off`: one mode at a time, said in the room."""
+    node.authority.require(conn.user_key, "modes", room.name)
+    if name not in MODES:
+        raise ProtocolError(Code.BAD_COMMAND, f"a mode is one of: {', '.join(MODES)}")
+    current = getattr(room.modes, name)
+    if isinstance(current, bool):
+        if value not in ("on", "off"):
+            raise ProtocolError(Code.BAD_COMMAND, f"usage: /mode {name} on|off")
+        new: bool | int = value == "on"
+    elif value == "off":
+        new = 0
+    elif value.isdigit() and 1 <= int(value) <= MAX_MODE_VALUE[name]:
+        new = int(value)
+    else:
+        raise ProtocolError(
+            Code.BAD_COMMAND, f"usage: /mode {name} N|off (N from 1 to {MAX_MODE_VALUE[name]})"
+        )
+    changes: dict[str, Any] = {name: new}
+    room = await node.set_modes(room, dataclasses.replace(room.modes, **changes))
+    said = f"{conn.user} set #{room.name} {name} {value}; modes: {describe(room.modes)}"
+    node.announce(room.name, said, conn, ref)
+    await node.authority.record(conn.user, f"mode {name} {value}", None, room.name)
+    if name == "expiry" and new:
+        await node.expire()
+
+
+async def let_in(
+    node: Node, conn: Connection, room: Room, name: str, role: str | None, ref: str | None = None
+) -> None:
+    """`allowed` into an invite-only room, a `voice` in a moderated one, or (None) neither."""
+    node.authority.require(conn.user_key, "voice" if role != "allowed" else "allow", room.name)
+    target = await _target(node, conn, name, "voice" if role else "devoice", room.name)
+    key = names.key(target.name)
+    await node.authority.grant_room(room, key, role)
+    if role == "allowed":
+        said = f"{conn.user} let {target.name} into #{room.name}"
+        node.hub.to_user(key, encode(Notice(text=f"{said}: /join {room.name}", room=room.name)))
+    elif role == "voice":
+        said = f"{conn.user} gave {target.name} a voice in #{room.name}"
+    else:
+        said = f"{conn.user} took {target.name}'s voice in #{room.name}"
+    node.announce(room.name, said, conn, ref)
+    await node.authority.record(conn.user, f"room role {role or 'member'}", target.name, room.name)
+
+
+def knock(node: Node, conn: Connection, room: Room, ref: str | None = None) -> None:
+    """Ask the room's staff who are present to let one in; they are told who knocks."""
+    staff = [
+        other
+        for other in node.hub.room_connections(room.name)
+        if node.authority.level(other.user_key, room.name) >= STAFF
+    ]
+    text = f"{conn.user} knocks on #{room.name}: /allow {conn.user} lets them in"
+    for other in staff:
+        other.send(encode(Notice(text=text, room=room.name)))
+    told = "its staff were told" if staff else "none of its staff is here now: try later"
+    node.notice(conn, f"you knocked on #{room.name}: {told}", None, ref)
 
 
 def staff(node: Node, room: str) -> list[str]:

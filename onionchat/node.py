@@ -22,7 +22,7 @@ import msgspec
 
 from onionchat import __version__, names
 from onionchat.auth import Accounts, Session
-from onionchat.authority import NODE_WIDE, Authority, remaining
+from onionchat.authority import NODE_WIDE, STAFF, VOICE, Authority, remaining
 from onionchat.config import Settings
 from onionchat.hub import Budget, Connection, Hub
 from onionchat.ids import IdGenerator, is_valid
@@ -63,13 +63,16 @@ from onionchat.protocol import (
 )
 from onionchat.protocol import History as HistoryRequest
 from onionchat.ratelimit import Buckets, TokenBucket, Windows
-from onionchat.store import Conflict, Lookalike, Room, Sanction, Store
+from onionchat.store import Conflict, Lookalike, Modes, Room, Sanction, Store
 
 log = logging.getLogger("onionchat.node")
 
 MAX_TOPIC_CHARS = 300
 STRIKE_WINDOW = 10.0  # seconds over which refused frames add up to a flood
 WATCH = 2.0  # seconds between looks at whether `onionchat admin` changed roles or sanctions
+EXPIRY_EVERY = 60.0  # seconds between rounds of deleting expired messages
+EXPIRED_BATCH = 1000  # messages one round deletes in one room, at most
+SPOKEN = 10_000  # (room, user) pairs slow mode remembers, at most
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -158,6 +161,9 @@ class Node:
         self._pages = Buckets(limits.history_rate, max(1, int(10 * limits.history_rate)))
         self._creations = Windows(limits.room_creations, 3600.0)
         self._penalties: dict[str, float] = {}  # user key -> when they may connect again
+        self._waves = Windows(max(1, limits.join_wave), limits.join_wave_seconds)
+        self._spoken: dict[tuple[int, str], float] = {}  # (room, user) -> last message, slow mode
+        self.knocks = Buckets(1 / 60, 1)  # per user: a knock a minute
 
     def new_id(self) -> tuple[str, int]:
         """A message id and timestamp, for messages written on the node by others (bots)."""
@@ -231,29 +237,46 @@ class Node:
             extra={"event": "disconnect", "user": conn.user, "code": conn.close_code},
         )
 
-    async def watch_order(self) -> None:
-        """Take in, within WATCH seconds, what `onionchat admin` changed in the database, and
-        carry it out: the banned are let go, the kicked leave their rooms."""
+    async def maintain(self) -> None:
+        """What the node does by itself: takes in what `onionchat admin` changed (within
+        WATCH seconds), and deletes what rooms keep no longer (every EXPIRY_EVERY)."""
+        expired_at = time.monotonic()
         while True:
             await asyncio.sleep(WATCH)
             try:
-                if not await self.authority.changed():
-                    continue
-                await self.authority.load()
+                if await self.authority.changed():
+                    await self._reload_order()
+                if time.monotonic() - expired_at >= EXPIRY_EVERY:
+                    expired_at = time.monotonic()
+                    await self.expire()
             except Exception:
-                log.exception("roles and sanctions could not be read", extra={"event": "error"})
+                log.exception("upkeep failed", extra={"event": "error"})
+
+    async def expire(self) -> int:
+        """Delete the messages of rooms with an expiry that are older than it; how many."""
+        count = 0
+        for listed in await self.store.rooms():
+            room = self._rooms.get(listed.name, listed)
+            if room.modes.expiry:
+                before = int(time.time() * 1000) - room.modes.expiry * 3_600_000
+                ids = await self.store.older(room.id, before, EXPIRED_BATCH)
+                count += len(await self.erase(room, ids, "expiry")) if ids else 0
+        return count
+
+    async def _reload_order(self) -> None:
+        """Carry out what `onionchat admin` changed: the banned are let go, the kicked leave."""
+        await self.authority.load()
+        log.info("roles and sanctions reloaded", extra={"event": "order_reloaded"})
+        for conn in list(self.hub.all_connections()):
+            banned = self.authority.sanction(conn.user_key, "ban")
+            if banned is not None:
+                conn.close(Close.BANNED, f"banned from this node by {banned.by}")
                 continue
-            log.info("roles and sanctions reloaded", extra={"event": "order_reloaded"})
-            for conn in list(self.hub.all_connections()):
-                banned = self.authority.sanction(conn.user_key, "ban")
-                if banned is not None:
-                    conn.close(Close.BANNED, f"banned from this node by {banned.by}")
-                    continue
-                for name in sorted(conn.rooms):
-                    room = self._rooms.get(name)
-                    barred = room and self.authority.barred(conn.user_key, room.id)
-                    if barred:
-                        self.expel(name, conn.user_key, f"{barred.by} took you out of #{name}")
+            for name in sorted(conn.rooms):
+                room = self._rooms.get(name)
+                barred = room and self.authority.barred(conn.user_key, room.id)
+                if barred:
+                    self.expel(name, conn.user_key, f"{barred.by} took you out of #{name}")
 
     def _penalize(self, user_key: str) -> None:
         """A flooder's reconnections cost the node a refusal each, not a whole connection."""
@@ -456,6 +479,8 @@ class Node:
             verb = "kicked from" if barred.kind == "kick" else "banned from"
             where = "this node" if barred.room_id == NODE_WIDE else f"#{name}"
             raise ProtocolError(Code.FORBIDDEN, f"you were {verb} {where}{_why(barred)}", ref)
+        if name not in conn.rooms:
+            await self._may_enter(conn, room, ref)
         # Enter the room, list its members and tell them, all before the first await: the
         # member list and the presence frames that follow it then add up exactly. Live
         # frames wait behind `joined`; one stored meanwhile may come both in its history
@@ -471,7 +496,7 @@ class Node:
             )
             self._presence_changed(name)
         try:
-            await self.store.set_member(conn.session.user.id, room.id, True)
+            newcomer = await self.store.set_member(conn.session.user.id, room.id, True)
             if self._pages.allow(conn.user_key):
                 history, more = await self._page(room, None, self.settings.limits.history_page)
             else:  # a join's page costs what any page does: past the rate, joined without it
@@ -495,7 +520,53 @@ class Node:
         conn.release(name)
         if self.bots is not None and room.protected:
             self.bots.greet(conn, room)
+        if newcomer and self.authority.level(conn.user_key, name) < STAFF:
+            await self._count_newcomer(room)
         log.info("joined", extra={"event": "join", "user": conn.user, "room": name})
+
+    async def _may_enter(self, conn: Connection, room: Room, ref: str | None) -> None:
+        """Staff pass every mode; an invite-only room takes its members and those let in, a
+        full one nobody more."""
+        key = conn.user_key
+        if self.authority.level(key, room.name) >= STAFF:
+            return
+        modes = room.modes
+        if modes.invite or modes.lockdown:
+            let_in = self.authority.room_role(key, room.name) is not None
+            if not let_in and not await self.store.is_member(conn.session.user.id, room.id):
+                raise ProtocolError(
+                    Code.FORBIDDEN,
+                    f"#{room.name} is invite-only: /knock {room.name} asks its staff to let you in",
+                    ref,
+                )
+        present = any(room.name in c.rooms for c in self.hub.user_connections(key))
+        if modes.limit and not present and self.hub.online(room.name) >= modes.limit:
+            raise ProtocolError(
+                Code.FORBIDDEN, f"#{room.name} is full ({modes.limit} present): try later", ref
+            )
+
+    async def _count_newcomer(self, room: Room) -> None:
+        """A wave of newcomers (a raid) makes an open room invite-only, and staff are told."""
+        wave = self.settings.limits.join_wave
+        if not wave or room.name.startswith("@"):
+            return
+        self._waves.hit(room.name)
+        current = self._rooms.get(room.name, room)
+        if self._waves.retry_after(room.name) > 0 and not current.modes.invite:
+            await self.set_modes(current, dataclasses.replace(current.modes, invite=True))
+            seconds = self.settings.limits.join_wave_seconds
+            self.announce(
+                room.name,
+                f"#{room.name} is invite-only now: {wave} newcomers joined within {seconds:g} s. "
+                "Staff: /allow NAME lets someone in, /mode invite off opens it again",
+            )
+            log.warning("join wave: a room made invite-only", extra={"event": "join_wave"})
+
+    async def set_modes(self, room: Room, modes: Modes) -> Room:
+        await self.store.set_modes(room.id, modes)
+        changed = dataclasses.replace(room, modes=modes)
+        self._rooms[room.name] = changed
+        return changed
 
     def _part(self, conn: Connection, room: str) -> None:
         if self.hub.leave(conn, room):
@@ -588,6 +659,7 @@ class Node:
         room = await self.room(frame.room)
         self._joined(conn, room)
         self._may_speak(conn, room.id)
+        self._may_speak_here(conn, room)
         text, box = self.check_body(
             room, frame.text, frame.box, self.settings.limits.max_text_chars
         )
@@ -631,6 +703,31 @@ class Node:
         if muted is not None:
             where = "on this node" if muted.room_id == NODE_WIDE else "here"
             raise ProtocolError(Code.FORBIDDEN, f"you are muted {where}{_why(muted)}")
+
+    def _may_speak_here(self, conn: Connection, room: Room) -> None:
+        """A moderated room hears only its voiced members and staff; slow mode lets a member
+        write once every so many seconds."""
+        modes = room.modes
+        if not (modes.moderated or modes.lockdown or modes.slow):
+            return
+        level = self.authority.level(conn.user_key, room.name)
+        if (modes.moderated or modes.lockdown) and level < VOICE:
+            raise ProtocolError(
+                Code.FORBIDDEN,
+                f"#{room.name} is moderated: only voiced members and staff speak",
+            )
+        if modes.slow and level < STAFF:
+            now = time.monotonic()
+            last = self._spoken.get((room.id, conn.user_key), -math.inf)
+            if now - last < modes.slow:
+                raise ProtocolError(
+                    Code.RATE_LIMITED,
+                    f"slow mode in #{room.name}: one message every {modes.slow} s; "
+                    f"wait {math.ceil(modes.slow - (now - last))} s",
+                )
+            self._spoken[(room.id, conn.user_key)] = now
+            if len(self._spoken) > SPOKEN:
+                self._spoken = {k: t for k, t in self._spoken.items() if now - t < 3600}
 
     async def conversation(self, a: str, b: str, members: list[int]) -> Room:
         """The room of the direct messages between two users, made with its first message:

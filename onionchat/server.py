@@ -81,7 +81,7 @@ async def running(settings: Settings, reporter: Reporter | None = None) -> Async
                 federation = Federation(node, settings, lambda: onion.proxy)
                 federation.install()
             await bots.start(accounts, secret, data_dir)
-            watch = asyncio.create_task(node.watch_order(), name="order-watch")
+            upkeep = asyncio.create_task(node.maintain(), name="node-upkeep")
             try:
                 onion.start()
                 if federation is not None:
@@ -93,7 +93,7 @@ async def running(settings: Settings, reporter: Reporter | None = None) -> Async
                         await federation.close()
             finally:
                 await bots.close()
-                watch.cancel()
+                upkeep.cancel()
         finally:
             accounts.close()
     finally:

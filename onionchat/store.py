@@ -145,6 +145,7 @@ MIGRATIONS = [
     # and mutes, in a room or node-wide as room 0) and the audit log of moderation.
     """
     ALTER TABLE users ADD COLUMN role TEXT NOT NULL DEFAULT 'member';
+    ALTER TABLE rooms ADD COLUMN modes TEXT;
     CREATE TABLE room_roles (
         room_id INTEGER NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
         user_key TEXT NOT NULL,
@@ -178,7 +179,8 @@ DRAIN = 10.0  # seconds a closing store waits for the writes handed to it to com
 
 
 def _room(row: Any) -> Room:
-    return Room(row[0], row[1], bool(row[2]), row[3], row[4], row[5], int(row[6]))
+    modes = Modes() if row[7] is None else Modes(**json.loads(row[7]))
+    return Room(row[0], row[1], bool(row[2]), row[3], row[4], row[5], int(row[6]), modes)
 
 
 class Conflict(Exception):
@@ -204,6 +206,18 @@ class User:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Modes:
+    """What a room's staff set: who may enter and speak, and for how long words are kept."""
+
+    invite: bool = False  # only its members, those allowed in and staff may join
+    moderated: bool = False  # only voiced members and staff speak
+    limit: int = 0  # at most this many present at once (0: no limit)
+    slow: int = 0  # seconds between a member's messages (0: off)
+    expiry: int = 0  # hours a message is kept (0: for ever)
+    lockdown: bool = False  # invite-only and moderated at once
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Room:
     id: int
     name: str
@@ -212,6 +226,7 @@ class Room:
     topic_box: str | None = None
     topic_by: str | None = None
     topic_ts: int = 0
+    modes: Modes = Modes()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -577,17 +592,27 @@ class Store:
 
         await self._write(op)
 
-    async def set_member(self, user_id: int, room_id: int, member: bool) -> None:
-        def op(db: sqlite3.Connection) -> None:
+    async def set_member(self, user_id: int, room_id: int, member: bool) -> bool:
+        """Whether it changed anything (a member who was not one, or the other way)."""
+
+        def op(db: sqlite3.Connection) -> bool:
             if member:
-                db.execute(
+                cursor = db.execute(
                     "INSERT OR IGNORE INTO members (user_id, room_id, joined) VALUES (?, ?, ?)",
                     (user_id, room_id, _now()),
                 )
             else:
-                db.execute(
+                cursor = db.execute(
                     "DELETE FROM members WHERE user_id = ? AND room_id = ?", (user_id, room_id)
                 )
+            return cursor.rowcount > 0
+
+        return await self._write(op)
+
+    async def set_modes(self, room_id: int, modes: Modes) -> None:
+        def op(db: sqlite3.Connection) -> None:
+            value = None if modes == Modes() else json.dumps(dataclasses.asdict(modes))
+            db.execute("UPDATE rooms SET modes = ? WHERE id = ?", (value, room_id))
 
         await self._write(op)
 
@@ -801,6 +826,20 @@ class Store:
         )
         return [r[0] for r in rows]
 
+    async def is_member(self, user_id: int, room_id: int) -> bool:
+        row = await self._one(
+            "SELECT 1 FROM members WHERE user_id = ? AND room_id = ?", (user_id, room_id)
+        )
+        return row is not None
+
+    async def older(self, room_id: int, ts: int, limit: int) -> list[str]:
+        """Ids of the oldest messages of a room written before `ts` (ms)."""
+        rows = await self._all(
+            "SELECT id FROM messages WHERE room_id = ? AND ts < ? ORDER BY id LIMIT ?",
+            (room_id, ts, limit),
+        )
+        return [r[0] for r in rows]
+
     async def users(self) -> list[tuple[str, str, int]]:
         """(name, role, created) of every account."""
         rows = await self._all("SELECT name, role, created FROM users ORDER BY id")
@@ -954,7 +993,7 @@ class Store:
 
     async def room(self, name: str) -> Room | None:
         row = await self._one(
-            "SELECT id, name, protected, topic, topic_box, topic_by, topic_ts FROM rooms "
+            "SELECT id, name, protected, topic, topic_box, topic_by, topic_ts, modes FROM rooms "
             "WHERE name = ?",
             (name,),
         )
@@ -962,7 +1001,7 @@ class Store:
 
     async def rooms(self) -> list[Room]:
         rows = await self._all(
-            "SELECT id, name, protected, topic, topic_box, topic_by, topic_ts FROM rooms "
+            "SELECT id, name, protected, topic, topic_box, topic_by, topic_ts, modes FROM rooms "
             "WHERE name NOT LIKE '@%' ORDER BY name"
         )
         return [_room(r) for r in rows]

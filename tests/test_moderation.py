@@ -4,6 +4,7 @@ HTTP); the transports' own tests are in test_moderation_transports.py."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from inproc import Member, connection, member, running
 
 from onionchat import crypto
 from onionchat.node import Refused
+from onionchat.protocol import Message
 from onionchat.server import Server
 
 from conftest import FAST_AUTH, PASSWORD
@@ -244,3 +246,118 @@ async def _secret(parts: Server, name: str) -> tuple[bytes]:
 async def _ready_rooms(m: Member) -> list[str]:
     ready = next(f for f in m.seen if f["type"] == "ready")
     return list(ready["rooms"])
+
+
+# -- room modes ----------------------------------------------------------------------------
+
+
+async def test_an_invite_only_room_takes_members_and_those_let_in_and_hears_knocks(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path / "node") as parts:
+        alice, bob = await lobby(parts, "alice", "bob")
+        carol = await member(parts, "carol")
+        assert "only room moderators" in await refused(bob, "/mode invite on")
+        answer = await command(alice, "/mode invite on")
+        assert answer["text"] == "alice set #lobby invite on; modes: invite-only"
+        assert (await command(carol, "/mode", "lobby"))["text"] == "modes of #lobby: invite-only"
+        await carol.send(type="join", room="lobby", ref="j")
+        error = await carol.expect("error", ref="j")
+        assert (
+            error["message"] == "#lobby is invite-only: /knock lobby asks its staff to let you in"
+        )
+        # a member comes back (from another device too); one who left is no member
+        phone = await connection(parts, bob.token)
+        assert (await phone.join("lobby"))["room"]["name"] == "lobby"
+        await bob.send(type="leave", room="lobby")
+        await bob.expect("left")
+        await bob.send(type="join", room="lobby", ref="j")
+        assert (await bob.expect("error", ref="j"))["code"] == "forbidden"
+        await command(carol, "/knock lobby", None)
+        knock = await alice.expect(
+            "notice", text="carol knocks on #lobby: /allow carol lets them in"
+        )
+        assert knock["room"] == "lobby"
+        assert (await command(carol, "/knock lobby", None, ref="k2"))["code"] == "rate_limited"
+        await command(alice, "/allow carol")
+        told = await carol.expect("notice")
+        assert told["text"] == "alice let carol into #lobby: /join lobby"
+        assert (await carol.join("lobby"))["room"]["name"] == "lobby"
+
+
+async def test_a_moderated_room_hears_only_the_voiced_and_a_full_one_takes_nobody_more(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path / "node") as parts:
+        alice, bob = await lobby(parts, "alice", "bob")
+        await command(alice, "/mode moderated on")
+        await bob.send(type="send", room="lobby", text="can I?", ref="s")
+        error = await bob.expect("error", ref="s")
+        assert error["message"] == "#lobby is moderated: only voiced members and staff speak"
+        await alice.say("lobby", "staff speak")
+        answer = await command(alice, "/voice bob")
+        assert answer["text"] == "alice gave bob a voice in #lobby"
+        await bob.say("lobby", "now I can")
+        await command(alice, "/devoice bob")
+        await bob.send(type="send", room="lobby", text="and now?", ref="s2")
+        assert (await bob.expect("error", ref="s2"))["code"] == "forbidden"
+        await command(alice, "/mode moderated off")
+        await command(alice, "/mode limit 2")
+        carol = await member(parts, "carol")
+        await carol.send(type="join", room="lobby", ref="j")
+        error = await carol.expect("error", ref="j")
+        assert error["message"] == "#lobby is full (2 present): try later"
+        await bob.send(type="leave", room="lobby")
+        assert (await carol.join("lobby"))["room"]["name"] == "lobby"
+        usage = await command(alice, "/mode limit lots")
+        assert usage["message"] == "usage: /mode limit N|off (N from 1 to 100000)"
+
+
+async def test_slow_mode_lets_a_member_write_once_every_so_many_seconds(tmp_path: Path) -> None:
+    async with running(tmp_path / "node") as parts:
+        alice, bob = await lobby(parts, "alice", "bob")
+        await command(alice, "/mode slow 30")
+        await bob.say("lobby", "one")
+        await bob.send(type="send", room="lobby", text="two", ref="s")
+        error = await bob.expect("error", ref="s")
+        assert error["code"] == "rate_limited"
+        assert error["message"] == "slow mode in #lobby: one message every 30 s; wait 30 s"
+        for i in range(3):  # staff are not slowed
+            await alice.say("lobby", f"staff {i}", ref=f"a{i}")
+        await command(alice, "/mode slow off")
+        await bob.say("lobby", "two, at last")
+
+
+async def test_a_room_with_an_expiry_deletes_older_messages_from_the_files(tmp_path: Path) -> None:
+    async with running(tmp_path / "node") as parts:
+        alice, bob = await lobby(parts, "alice", "bob")
+        room = await parts.node.room("lobby")
+        old_id, _ = parts.node.new_id()
+        two_hours_ago = int(time.time() * 1000) - 2 * 3_600_000
+        old = Message(id=old_id, room="lobby", ts=two_hours_ago, sender="alice", text="OLD-WORDS")
+        await parts.node.accept(room, old)
+        await bob.expect("message", id=old_id)
+        fresh = await alice.say("lobby", "fresh words")
+        await command(alice, "/mode expiry 1")
+        gone = await bob.expect("deleted")
+        assert gone["ids"] == [old_id] and gone["by"] == "expiry"
+        history, _ = await parts.store.history(room, None, 50)
+        assert [m.id for m in history] == [fresh["id"]]
+        for f in (tmp_path / "node").glob("onionchat.sqlite3*"):
+            assert b"OLD-WORDS" not in f.read_bytes(), f.name
+
+
+async def test_a_wave_of_newcomers_makes_a_room_invite_only(tmp_path: Path) -> None:
+    env = {"ONIONCHAT_LIMITS_JOIN_WAVE": "3", "ONIONCHAT_LIMITS_JOIN_WAVE_SECONDS": "60"}
+    async with running(tmp_path / "node", env) as parts:
+        (alice,) = await lobby(parts, "alice")
+        raiders = [await member(parts, f"raider{i}") for i in range(4)]
+        for raider in raiders[:2]:
+            await raider.join("lobby")
+        assert {f["type"] for f in await alice.barrier()} == {"presence"}
+        await raiders[2].join("lobby")  # the third newcomer within a minute: a wave
+        told = await alice.expect("notice")
+        assert told["text"].startswith("#lobby is invite-only now: 3 newcomers joined within 60 s")
+        await raiders[3].send(type="join", room="lobby", ref="j")
+        assert (await raiders[3].expect("error", ref="j"))["code"] == "forbidden"
+        assert (await command(alice, "/mode"))["text"] == "modes of #lobby: invite-only"
