@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from onionchat import names
+from onionchat.auth import invite_hash
 from onionchat.authority import CHANGED, NODE_ROLES, NODE_WIDE
 from onionchat.moderation import MAX_MINUTES, PURGE_COUNT, duration
 from onionchat.protocol import ProtocolError
@@ -47,7 +48,7 @@ async def _act(path: Path, args: argparse.Namespace) -> list[str]:
     store = await Store.open(path)
     try:
         lines = await _carry_out(store, args)
-        if args.action not in ("users", "rooms", "audit"):
+        if args.action not in ("users", "rooms", "audit", "invites", "invite"):
             await store.put_meta(CHANGED, secrets.token_bytes(8))
         return lines
     finally:
@@ -57,7 +58,10 @@ async def _act(path: Path, args: argparse.Namespace) -> list[str]:
 async def _carry_out(store: Store, args: argparse.Namespace) -> list[str]:
     action = args.action
     if action == "users":
-        return [f"{n}  {role}  {_day(created)}" for n, role, created in await store.users()]
+        return [
+            f"{n}  {role}  {_day(created)}" + (f"  invited by {by}" if by else "")
+            for n, role, created, by in await store.users()
+        ]
     if action == "rooms":
         roles: dict[str, list[str]] = {}
         for name, key, role in await store.room_roles():
@@ -73,6 +77,19 @@ async def _carry_out(store: Store, args: argparse.Namespace) -> list[str]:
             f"{f' in #{e.room}' if e.room else ''}{f' ({e.detail})' if e.detail else ''}"
             for e in await store.audit(args.room, args.n)
         ]
+    if action == "invites":
+        return [
+            f"{label}…  by {inviter}  used {used} of {uses}  until {_minute(expires * 1000)}"
+            for label, inviter, used, uses, expires in await store.invites(None)
+        ]
+    if action == "invite":
+        if not 1 <= args.uses <= 10_000 or not 1 <= args.hours <= 24 * 366:
+            raise AdminError("an invite code has 1 to 10000 uses and lasts 1 to 8784 hours")
+        code = secrets.token_urlsafe(12)
+        expires = int(time.time()) + args.hours * 3600
+        await store.add_invite(invite_hash(code), code[:4], ACTOR, args.uses, expires, 10_000)
+        await _audit(store, "invite code", None, None, f"{code[:4]}…, {args.uses} uses")
+        return [code]
     user = await store.user_by_key(names.key(args.name))
     if user is None:
         raise AdminError(f"there is no user {args.name!r}")
@@ -124,7 +141,11 @@ async def _room(store: Store, name: str | None) -> Room | None:
 
 
 async def _audit(
-    store: Store, action: str, target: str, room: str | None = None, detail: str | None = None
+    store: Store,
+    action: str,
+    target: str | None,
+    room: str | None = None,
+    detail: str | None = None,
 ) -> None:
     await store.add_audit(AuditEntry(int(time.time() * 1000), ACTOR, action, target, room, detail))
 

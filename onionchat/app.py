@@ -117,6 +117,7 @@ class RegisterBody(msgspec.Struct, forbid_unknown_fields=True):
     salt: B64
     iterations: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)]
     secret: B64
+    invite: Annotated[str, msgspec.Meta(max_length=64)] | None = None
 
 
 class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -249,7 +250,7 @@ async def register(request: Request) -> Response:
     salt = b64decode(body.salt, SALT_BYTES, "salt")
     secret = b64decode(body.secret, SECRET_BYTES, "secret")
     user, token, expires = await _node(request).accounts.register(
-        body.username, salt, body.iterations, secret
+        body.username, salt, body.iterations, secret, body.invite
     )
     return _session_response(request, user.name, token, expires, 201)
 

@@ -20,6 +20,7 @@ import math
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import nacl.exceptions
@@ -30,7 +31,7 @@ from onionchat.background import Workers
 from onionchat.config import Auth as AuthSettings
 from onionchat.protocol import Code, ProtocolError
 from onionchat.ratelimit import Guesses, TokenBucket
-from onionchat.store import Conflict, Lookalike, Store, User
+from onionchat.store import Conflict, Lookalike, NotAdmitted, Store, User
 
 log = logging.getLogger("onionchat.auth")
 
@@ -102,6 +103,20 @@ def b64encode(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
+def _always() -> bool:
+    return True
+
+
+def invite_hash(code: str) -> bytes:
+    return hashlib.sha256(b"onionchat invite code\0" + code.strip().encode()).digest()
+
+
+def _not_admitted(mode: str, reason: str) -> AuthError:
+    if mode == "closed":
+        return AuthError(Code.REGISTRATION_CLOSED, f"{reason}: ask its operator", 403)
+    return AuthError(Code.INVITE_NEEDED, f"{reason}: ask a member for one", 403)
+
+
 def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
@@ -123,6 +138,8 @@ class Accounts:
         self._reserved = reserved  # names no account may take nor look like: the bots'
         self._reserved_keys = frozenset(names.key(label) for label in reserved)
         self._store = store
+        # Whether node staff is around to admit newcomers (the node's, set by the server).
+        self.staff_around: Callable[[], bool] = _always
         self._settings = settings
         self._node_secret = node_secret
         self._opslimit, self._memlimit = _COSTS[settings.argon2]
@@ -237,8 +254,15 @@ class Accounts:
         return fake[:SALT_BYTES], self._settings.pbkdf2_iterations
 
     async def register(
-        self, username: str, salt: bytes, iterations: int, secret: bytes
+        self,
+        username: str,
+        salt: bytes,
+        iterations: int,
+        secret: bytes,
+        invite: str | None = None,
     ) -> tuple[User, str, int]:
+        """A new account and its session, as the registration mode allows (checked before
+        any hashing, and again in the account's transaction)."""
         name = names.username(username)
         if names.key(name) in self._reserved_keys:
             raise AuthError(Code.NAME_TAKEN, f"the name {name!r} belongs to a bot here", 409)
@@ -266,11 +290,20 @@ class Accounts:
                 429,
                 retry_after=seconds,
             )
+        admission, code = await self.admission(invite)
         stored = await self._hash(secret)
         try:
             user = await self._store.create_user(
-                name, names.key(name), salt, iterations, stored.decode()
+                name,
+                names.key(name),
+                salt,
+                iterations,
+                stored.decode(),
+                admission=admission,
+                invite=code,
             )
+        except NotAdmitted as exc:
+            raise _not_admitted(admission, str(exc)) from None
         except Lookalike as exc:
             raise AuthError(
                 Code.NAME_TAKEN,
@@ -282,6 +315,24 @@ class Accounts:
         log.info("account created", extra={"event": "register", "user": user.name})
         token, expires = await self._new_session(user)
         return user, token, expires
+
+    async def admission(self, invite: str | None) -> tuple[str, bytes | None]:
+        """The registration mode that holds now, and the invite code's hash, or the refusal
+        (AuthError): asked before any hashing, so that refusals cost none."""
+        mode = self._settings.registration
+        code = None if invite is None else invite_hash(invite)
+        if mode == "open" or not await self._store.has_humans():
+            return mode, code
+        if mode == "closed":
+            raise _not_admitted(mode, "this node takes no new accounts")
+        if mode == "invite":
+            if code is None:
+                raise _not_admitted(mode, "this node takes new accounts with an invite code only")
+            if not await self._store.invite_valid(code):
+                raise _not_admitted(mode, "that invite code is unknown, used up or expired")
+        if mode == "waiting" and not self.staff_around():
+            mode = "open"  # nobody would admit them: the fallback
+        return mode, code
 
     async def create_locked(self, name: str) -> User:
         """An account nobody can log in to (a bot's): its hash is of a secret nobody keeps."""

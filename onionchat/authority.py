@@ -18,7 +18,8 @@ import time
 from onionchat.protocol import Code, ProtocolError
 from onionchat.store import AuditEntry, Room, Sanction, Store
 
-NODE_ROLES = {"admin": 100, "moderator": 75, "member": 0, "guest": -10, "bot": 0}
+NODE_ROLES = {"admin": 100, "moderator": 75, "member": 0, "guest": -10, "waiting": -20, "bot": 0}
+NODE_STAFF = 75  # the level of a node moderator
 ROOM_ROLES = {"owner": 60, "moderator": 50, "voice": 10, "allowed": 0}
 STAFF = 50  # the level of a room moderator: staff pass every room mode
 VOICE = 10  # who may speak in a moderated room
@@ -49,6 +50,8 @@ ACTS = {
     "node-ban": Act(75, "ban from the whole node"),
     "node-audit": Act(75, "read the whole node's audit log"),
     "grant": Act(100, "grant node roles"),
+    "admit": Act(75, "admit newcomers"),
+    "invitecode": Act(0, "make invite codes"),
 }
 
 

@@ -184,6 +184,10 @@ def _parser() -> argparse.ArgumentParser:
     purge.add_argument("name")
     purge.add_argument("--room", required=True)
     purge.add_argument("--count", type=int, default=1000)
+    invite = actions.add_parser("invite", help="make an invite code (registration = invite)")
+    invite.add_argument("--uses", type=int, default=1, help="accounts it makes (default 1)")
+    invite.add_argument("--hours", type=int, default=72, help="how long it lasts (default 72)")
+    actions.add_parser("invites", help="every invite code: who made it, its uses, its end")
     audit = actions.add_parser("audit", help="the audit log, newest last")
     audit.add_argument("--room")
     audit.add_argument("-n", type=int, default=50, help="how many entries (default 50)")
@@ -261,6 +265,9 @@ def _parser() -> argparse.ArgumentParser:
         help="read the password from the first line of FILE instead of asking",
     )
     connect.add_argument("--register", action="store_true", help="create the account first")
+    connect.add_argument(
+        "--invite", metavar="CODE", help="with --register: the invite code the node asks for"
+    )
     connect.add_argument(
         "--key",
         metavar="KEY",

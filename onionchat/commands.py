@@ -369,6 +369,62 @@ async def _knock(
     moderation.knock(node, conn, await node.room(args.removeprefix("#")), ref)
 
 
+async def _admit(
+    node: Node, conn: Connection, args: str, room: str | None, ref: str | None
+) -> None:
+    if not args or " " in args:
+        raise ProtocolError(Code.BAD_COMMAND, f"usage: {COMMANDS['admit'].usage}")
+    await moderation.admit(node, conn, args, ref)
+
+
+async def _waiting(
+    node: Node, conn: Connection, args: str, room: str | None, ref: str | None
+) -> None:
+    node.authority.require(conn.user_key, "admit")
+    waiting = await node.store.waiting()
+    text = ("waiting: " + ", ".join(waiting)) if waiting else "nobody is waiting"
+    node.notice(conn, text, room, ref)
+
+
+async def _invitecode(
+    node: Node, conn: Connection, args: str, room: str | None, ref: str | None
+) -> None:
+    words = args.split()
+    if len(words) > 2 or not all(w.isdigit() for w in words):
+        raise ProtocolError(Code.BAD_COMMAND, f"usage: {COMMANDS['invitecode'].usage}")
+    uses = int(words[0]) if words else 1
+    hours = int(words[1]) if len(words) > 1 else 72
+    await moderation.make_invite(node, conn, uses, hours, ref)
+
+
+async def _invitecodes(
+    node: Node, conn: Connection, args: str, room: str | None, ref: str | None
+) -> None:
+    codes = await node.store.invites(conn.user)
+    now = time.time()
+    lines = [
+        f"{label}…  used {used} of {uses}, "
+        + (
+            f"{max(1, round((expires - now) / 3600))} h left"
+            if used < uses and expires > now
+            else "done"
+        )
+        for label, _, used, uses, expires in codes
+    ]
+    node.notice(conn, "Your invite codes:\n" + ("\n".join(lines) or "(none)"), room, ref)
+
+
+async def _revokecode(
+    node: Node, conn: Connection, args: str, room: str | None, ref: str | None
+) -> None:
+    label = args.strip().removesuffix("…")
+    if len(label) != 4:
+        raise ProtocolError(Code.BAD_COMMAND, f"usage: {COMMANDS['revokecode'].usage}")
+    if not await node.store.revoke_invite(label, conn.user):
+        raise ProtocolError(Code.BAD_COMMAND, f"you have no usable invite code {label}…")
+    node.notice(conn, f"invite code {label}… can no longer be used", room, ref)
+
+
 COMMANDS: dict[str, Spec] = {
     "help": Spec("/help", "list the commands", _help),
     "clear": Spec("/clear", "clear this window (only on your screen)", _clear),
@@ -408,6 +464,15 @@ COMMANDS: dict[str, Spec] = {
     "devoice": Spec("/devoice NAME", "staff: NAME may no longer speak there", _devoice),
     "allow": Spec("/allow NAME", "staff: let NAME into an invite-only room", _allow),
     "knock": Spec("/knock ROOM", "ask an invite-only room's staff to let you in", _knock),
+    "invitecode": Spec(
+        "/invitecode [USES] [HOURS]", "a code that lets friends register", _invitecode
+    ),
+    "invitecodes": Spec("/invitecodes", "your invite codes and their uses", _invitecodes),
+    "revokecode": Spec(
+        "/revokecode CODE", "stop an invite code (its first 4 letters)", _revokecode
+    ),
+    "admit": Spec("/admit NAME", "node staff: let a newcomer out of the waiting room", _admit),
+    "waiting": Spec("/waiting", "node staff: who waits to be admitted", _waiting),
 }
 
 

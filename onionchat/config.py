@@ -373,6 +373,26 @@ class Auth:
             high=100_000,
         ),
     )
+    registration: str = dataclasses.field(
+        default="open",
+        metadata=_key(
+            "Who may make an account: `open` (anyone with the address), `waiting` (anyone, "
+            "but node staff admit each newcomer with /admit; while no node staff has been "
+            "connected for `waiting_fallback` minutes newcomers come straight in), `invite` "
+            "(with an invite code that a member made with /invitecode), `closed` (nobody). "
+            "The node's first account is always taken: it is the admin.",
+            choices=("open", "waiting", "invite", "closed"),
+        ),
+    )
+    waiting_fallback: float = dataclasses.field(
+        default=30.0,
+        metadata=_key(
+            "Minutes without any node staff connected after which `waiting` lets newcomers "
+            "straight in (0: never).",
+            low=0,
+            high=525_600,
+        ),
+    )
     registrations: int = dataclasses.field(
         default=60,
         metadata=_key(

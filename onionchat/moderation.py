@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
 from onionchat import names
+from onionchat.auth import invite_hash
 from onionchat.authority import NODE_ROLES, NODE_WIDE, ROOM_ROLES, STAFF
 from onionchat.protocol import Close, Code, Notice, ProtocolError, encode
 from onionchat.store import Modes, Room, Sanction, User
@@ -28,6 +30,9 @@ MAX_REASON = 200
 PURGE_COUNT = 1000  # messages one purge deletes at most
 PURGE_SINCE = 24 * 3600 * 1000  # ms: a purge without a count or a time goes back one day
 AUDIT_LINES = 20
+LIVE_INVITES = 5  # invite codes one user has that can still be used, at most
+MAX_INVITE_USES = 100
+MAX_INVITE_HOURS = 24 * 30
 MAX_AUDIT_LINES = 200
 _DURATION = re.compile(r"(\d{1,6})([mhdw]?)")
 _UNIT = {"": 1, "m": 1, "h": 60, "d": 1440, "w": 10080}
@@ -362,6 +367,52 @@ def knock(node: Node, conn: Connection, room: Room, ref: str | None = None) -> N
         other.send(encode(Notice(text=text, room=room.name)))
     told = "its staff were told" if staff else "none of its staff is here now: try later"
     node.notice(conn, f"you knocked on #{room.name}: {told}", None, ref)
+
+
+async def admit(node: Node, conn: Connection, name: str, ref: str | None = None) -> None:
+    """A newcomer out of the waiting room: a member from now on, and told so."""
+    node.authority.require(conn.user_key, "admit")
+    target = await _user(node, name, "admit")
+    key = names.key(target.name)
+    if node.authority.node_role(key) != "waiting" and target.role != "waiting":
+        raise ProtocolError(Code.BAD_COMMAND, f"{target.name} is not waiting")
+    await node.authority.grant(key, "member")
+    node.hub.to_user(key, encode(Notice(text=f"{conn.user} let you in: join a room")))
+    node.notice(conn, f"{target.name} is a member now", ref=ref)
+    await node.authority.record(conn.user, "admit", target.name)
+
+
+async def make_invite(
+    node: Node, conn: Connection, uses: int, hours: int, ref: str | None = None
+) -> str:
+    """A code that lets `uses` new accounts in for `hours`; the node keeps its hash and who
+    made it (each account made with it names its inviter)."""
+    node.authority.require(conn.user_key, "invitecode")
+    if not 1 <= uses <= MAX_INVITE_USES or not 1 <= hours <= MAX_INVITE_HOURS:
+        raise ProtocolError(
+            Code.BAD_COMMAND,
+            f"an invite code has 1 to {MAX_INVITE_USES} uses and lasts 1 to "
+            f"{MAX_INVITE_HOURS} hours",
+        )
+    code = secrets.token_urlsafe(12)
+    expires = int(time.time()) + hours * 3600
+    made = await node.store.add_invite(
+        invite_hash(code), code[:4], conn.user, uses, expires, LIVE_INVITES
+    )
+    if not made:
+        raise ProtocolError(
+            Code.TOO_MANY,
+            f"you have {LIVE_INVITES} invite codes that can still be used: /revokecode one",
+        )
+    plural = "s" if uses > 1 else ""
+    node.notice(
+        conn,
+        f"invite code {code} ({uses} use{plural}, {hours} h): whoever registers with it is "
+        "recorded as your invitee",
+        ref=ref,
+    )
+    await node.authority.record(conn.user, "invite code", None, None, f"{code[:4]}…, {uses} uses")
+    return code
 
 
 def staff(node: Node, room: str) -> list[str]:

@@ -22,7 +22,7 @@ import msgspec
 
 from onionchat import __version__, names
 from onionchat.auth import Accounts, Session
-from onionchat.authority import NODE_WIDE, STAFF, VOICE, Authority, remaining
+from onionchat.authority import NODE_STAFF, NODE_WIDE, STAFF, VOICE, Authority, remaining
 from onionchat.config import Settings
 from onionchat.hub import Budget, Connection, Hub
 from onionchat.ids import IdGenerator, is_valid
@@ -73,6 +73,7 @@ WATCH = 2.0  # seconds between looks at whether `onionchat admin` changed roles 
 EXPIRY_EVERY = 60.0  # seconds between rounds of deleting expired messages
 EXPIRED_BATCH = 1000  # messages one round deletes in one room, at most
 SPOKEN = 10_000  # (room, user) pairs slow mode remembers, at most
+WAITING = "you are in the waiting room: node staff will let you in, and you will be told here"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -164,6 +165,7 @@ class Node:
         self._waves = Windows(max(1, limits.join_wave), limits.join_wave_seconds)
         self._spoken: dict[tuple[int, str], float] = {}  # (room, user) -> last message, slow mode
         self.knocks = Buckets(1 / 60, 1)  # per user: a knock a minute
+        self._staff_seen = time.monotonic()  # when node staff was last connected
 
     def new_id(self) -> tuple[str, int]:
         """A message id and timestamp, for messages written on the node by others (bots)."""
@@ -224,9 +226,29 @@ class Node:
             raise
         conn.send(encode(ready))
         log.info("connected", extra={"event": "connect", "user": conn.user})
+        if self.authority.level(key) >= NODE_STAFF:
+            self._staff_seen = time.monotonic()
+        if session.user.role == "waiting" and self.authority.node_role(key) == "waiting":
+            self.notice(conn, WAITING)
+            for other in self.hub.all_connections():
+                if self.authority.level(other.user_key) >= NODE_STAFF:
+                    self.notice(other, f"{conn.user} waits to be admitted: /admit {conn.user}")
         return conn
 
+    def staff_around(self) -> bool:
+        """Whether node staff is connected, or was within `auth.waiting_fallback` minutes:
+        a waiting room nobody watches lets newcomers straight in."""
+        fallback = self.settings.auth.waiting_fallback
+        if not fallback:
+            return True
+        if any(self.authority.level(c.user_key) >= NODE_STAFF for c in self.hub.all_connections()):
+            self._staff_seen = time.monotonic()
+            return True
+        return time.monotonic() - self._staff_seen < fallback * 60
+
     def disconnect(self, conn: Connection) -> None:
+        if self.authority.level(conn.user_key) >= NODE_STAFF:
+            self._staff_seen = time.monotonic()
         if conn.close_code == Close.FLOODING:
             self._penalize(conn.user_key)
         for room in sorted(conn.rooms):
@@ -426,6 +448,7 @@ class Node:
         """Join a room, creating it when `create` and it is missing. `new` asks for a new room
         only: a client about to make a room key must not make one for a room that exists."""
         name = names.room(raw)
+        self._admitted(conn)
         if name not in conn.rooms and not self._joins.allow(conn.user_key):
             raise self._strike(
                 conn, f"at most {self.settings.limits.join_rate:g} joins a second", ref
@@ -695,8 +718,13 @@ class Node:
         )
         await self.accept(room, message, conn=conn, ref=ref)
 
+    def _admitted(self, conn: Connection) -> None:
+        if self.authority.node_role(conn.user_key) == "waiting":
+            raise ProtocolError(Code.FORBIDDEN, WAITING)
+
     def _may_speak(self, conn: Connection, room_id: int) -> None:
         """A mute in the room, or node-wide, leaves the user reading, not writing."""
+        self._admitted(conn)
         muted = self.authority.sanction(conn.user_key, "mute")
         if muted is None and room_id != NODE_WIDE:
             muted = self.authority.sanction(conn.user_key, "mute", room_id)

@@ -313,14 +313,7 @@ def _login_page(
         '<button type="submit">Log in</button></form></section>'
         "<section><h2>Create an account</h2>"
         f"{_error(register_error) if register_error else ''}"
-        '<form method="post" action="/nojs/register" accept-charset="utf-8">'
-        f"{hidden}"
-        '<label>Name <input name="username" autocomplete="username" required></label>'
-        '<label>Password <input type="password" name="password" '
-        'autocomplete="new-password" required></label>'
-        '<label>Password again <input type="password" name="repeat" '
-        'autocomplete="new-password" required></label>'
-        '<button type="submit">Create account</button></form></section>'
+        f"{_registration_form(hidden, _node(request).settings.auth.registration)}</section>"
         '<p>With JavaScript on, <a href="/">the full client</a> never sends your password '
         "and can open key-protected rooms.</p></main>"
     )
@@ -376,6 +369,29 @@ def _handles_errors(handler: Handler) -> Handler:
             )
 
     return endpoint
+
+
+def _registration_form(hidden: str, mode: str) -> str:
+    if mode == "closed":
+        return "<p>This node takes no new accounts.</p>"
+    invite = (
+        '<label>Invite code <input name="invite" autocomplete="off" required></label>'
+        if mode == "invite"
+        else ""
+    )
+    waiting = (
+        "<p>Newcomers wait until the node's staff let them in.</p>" if mode == "waiting" else ""
+    )
+    return (
+        f'{waiting}<form method="post" action="/nojs/register" accept-charset="utf-8">'
+        f"{hidden}"
+        '<label>Name <input name="username" autocomplete="username" required></label>'
+        '<label>Password <input type="password" name="password" '
+        'autocomplete="new-password" required></label>'
+        '<label>Password again <input type="password" name="repeat" '
+        'autocomplete="new-password" required></label>'
+        f'{invite}<button type="submit">Create account</button></form>'
+    )
 
 
 def _back() -> str:
@@ -527,8 +543,12 @@ async def register(request: Request) -> Response:
     iterations = node.settings.auth.pbkdf2_iterations
     try:
         names.username(username)  # a bad name is told before the work of deriving
+        invite = form.get("invite", "").strip() or None
+        await node.accounts.admission(invite)  # and so is a closed node, or a bad code
         secret = await _derivations(request).derive(request, password, salt, iterations)
-        user, token, expires = await node.accounts.register(username, salt, iterations, secret)
+        user, token, expires = await node.accounts.register(
+            username, salt, iterations, secret, invite
+        )
     except ClientGone:
         log.info("registration dropped: the client left", extra={"event": "dropped"})
         return Response(status_code=499)

@@ -55,6 +55,8 @@ class Code(enum.StrEnum):
     UNKNOWN_COMMAND = "unknown_command"
     BAD_COMMAND = "bad_command"
     FORBIDDEN = "forbidden"
+    REGISTRATION_CLOSED = "registration_closed"
+    INVITE_NEEDED = "invite_needed"
     TOO_MANY = "too_many"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"

@@ -70,6 +70,7 @@ async def running(settings: Settings, reporter: Reporter | None = None) -> Async
         accounts = Accounts(store, settings.auth, secret, reserved_names(settings.bots))
         try:
             node = Node(settings, store, accounts)
+            accounts.staff_around = node.staff_around
             await node.authority.load()
             commands.install(node)
             identity.install(node)

@@ -172,6 +172,16 @@ MIGRATIONS = [
         detail TEXT
     );
     CREATE INDEX audit_room ON audit(room, id);
+    ALTER TABLE users ADD COLUMN invited_by TEXT;
+    CREATE TABLE invite_codes (
+        hash BLOB PRIMARY KEY,
+        label TEXT NOT NULL,
+        inviter TEXT NOT NULL,
+        uses INTEGER NOT NULL,
+        used INTEGER NOT NULL DEFAULT 0,
+        expires INTEGER NOT NULL,
+        created INTEGER NOT NULL
+    ) WITHOUT ROWID;
     """,
 ]
 INVITERS = 16  # invitations one user keeps for one room, from different inviters, at most
@@ -185,6 +195,11 @@ def _room(row: Any) -> Room:
 
 class Conflict(Exception):
     """A unique name is already taken."""
+
+
+class NotAdmitted(Exception):
+    """A registration the node's mode refuses: closed, or an invite code missing, unknown,
+    used up or expired."""
 
 
 class Lookalike(Conflict):
@@ -279,6 +294,22 @@ _INSERT_MESSAGE = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _HUMAN = "SELECT 1 FROM users WHERE role != 'bot' LIMIT 1"
+
+
+def _use_invite(db: sqlite3.Connection, code_hash: bytes | None) -> str:
+    """Count one use of an invite code; who made it."""
+    if code_hash is None:
+        raise NotAdmitted("this node takes new accounts with an invite code only")
+    row = db.execute(
+        "UPDATE invite_codes SET used = used + 1 "
+        "WHERE hash = ? AND used < uses AND expires > ? RETURNING inviter",
+        (code_hash, _now()),
+    ).fetchone()
+    if row is None:
+        raise NotAdmitted("that invite code is unknown, used up or expired")
+    return str(row[0])
+
+
 _INSERT_OUTBOX = "INSERT OR IGNORE INTO outbox (broker, room_id, id) VALUES (?, ?, ?)"
 
 
@@ -503,30 +534,41 @@ class Store:
         return await future
 
     async def create_user(
-        self, name: str, key: str, salt: bytes, iterations: int, hash: str, *, bot: bool = False
+        self,
+        name: str,
+        key: str,
+        salt: bytes,
+        iterations: int,
+        hash: str,
+        *,
+        bot: bool = False,
+        admission: str = "open",
+        invite: bytes | None = None,
     ) -> User:
         """Raises Conflict if the name (its key) is taken, and Lookalike if it looks like
         another user's name, unless it is a bot's account (whose name the operator chose).
-        The first account of a node that has none but bots' is its admin: in the same
-        transaction, so two first registrations cannot both be."""
+        The first account of a node that has none but bots' is its admin, whatever the
+        `admission` (the registration mode: `open`, `waiting`, `invite` with the hash of a
+        code, `closed`), which refuses the others with NotAdmitted: all in one transaction,
+        so that two first registrations cannot both be, nor a code be used more than it may."""
         skeleton = names.skeleton(name)
 
         def op(db: sqlite3.Connection) -> tuple[int, str]:
             first = not bot and not db.execute(_HUMAN).fetchone()
             role = "bot" if bot else "admin" if first else "member"
+            inviter = None
+            if not first and not bot:
+                if admission == "closed":
+                    raise NotAdmitted("this node takes no new accounts")
+                if admission == "waiting":
+                    role = "waiting"
+                if admission == "invite":
+                    inviter = _use_invite(db, invite)
             cursor = db.execute(
-                "INSERT INTO users (name, key, salt, iterations, hash, created, skeleton, role) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    name,
-                    key,
-                    salt,
-                    iterations,
-                    hash,
-                    _now(),
-                    skeleton,
-                    role,
-                ),
+                "INSERT INTO users "
+                "(name, key, salt, iterations, hash, created, skeleton, role, invited_by) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, key, salt, iterations, hash, _now(), skeleton, role, inviter),
             )
             assert cursor.lastrowid is not None
             if not bot:
@@ -535,6 +577,61 @@ class Store:
 
         user_id, role = await self._write(op)
         return User(user_id, name, salt, iterations, hash, role)
+
+    async def has_humans(self) -> bool:
+        return await self._one(_HUMAN, ()) is not None
+
+    async def add_invite(
+        self, code_hash: bytes, label: str, inviter: str, uses: int, expires: int, most: int
+    ) -> bool:
+        """A new invite code, unless the inviter already has `most` that can still be used."""
+
+        def op(db: sqlite3.Connection) -> bool:
+            live = db.execute(
+                "SELECT count(*) FROM invite_codes WHERE inviter = ? AND used < uses "
+                "AND expires > ?",
+                (inviter, _now()),
+            ).fetchone()[0]
+            if live >= most:
+                return False
+            db.execute(
+                "INSERT INTO invite_codes (hash, label, inviter, uses, expires, created) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (code_hash, label, inviter, uses, expires, _now()),
+            )
+            return True
+
+        return await self._write(op)
+
+    async def invite_valid(self, code_hash: bytes) -> bool:
+        row = await self._one(
+            "SELECT 1 FROM invite_codes WHERE hash = ? AND used < uses AND expires > ?",
+            (code_hash, _now()),
+        )
+        return row is not None
+
+    async def invites(self, inviter: str | None) -> list[tuple[str, str, int, int, int]]:
+        """(label, inviter, used, uses, expires) of the codes of one inviter, or of all."""
+        rows = await self._all(
+            "SELECT label, inviter, used, uses, expires FROM invite_codes "
+            "WHERE ? IS NULL OR inviter = ? ORDER BY created",
+            (inviter, inviter),
+        )
+        return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    async def revoke_invite(self, label: str, inviter: str | None) -> int:
+        def op(db: sqlite3.Connection) -> int:
+            sql = "UPDATE invite_codes SET uses = used WHERE label = ? AND used < uses"
+            args: tuple[Any, ...] = (label,)
+            if inviter is not None:
+                sql, args = sql + " AND inviter = ?", (label, inviter)
+            return db.execute(sql, args).rowcount
+
+        return await self._write(op)
+
+    async def waiting(self) -> list[str]:
+        rows = await self._all("SELECT name FROM users WHERE role = 'waiting' ORDER BY id")
+        return [r[0] for r in rows]
 
     async def create_session(self, token_hash: bytes, user_id: int, expires: int) -> None:
         def op(db: sqlite3.Connection) -> None:
@@ -840,10 +937,10 @@ class Store:
         )
         return [r[0] for r in rows]
 
-    async def users(self) -> list[tuple[str, str, int]]:
-        """(name, role, created) of every account."""
-        rows = await self._all("SELECT name, role, created FROM users ORDER BY id")
-        return [(r[0], r[1], r[2]) for r in rows]
+    async def users(self) -> list[tuple[str, str, int, str | None]]:
+        """(name, role, created, inviter) of every account."""
+        rows = await self._all("SELECT name, role, created, invited_by FROM users ORDER BY id")
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
 
     # -- federation -----------------------------------------------------------------------
 

@@ -4,6 +4,8 @@ HTTP); the transports' own tests are in test_moderation_transports.py."""
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ import pytest
 from inproc import Member, connection, member, running
 
 from onionchat import crypto
+from onionchat.auth import AuthError
 from onionchat.node import Refused
 from onionchat.protocol import Message
 from onionchat.server import Server
@@ -361,3 +364,95 @@ async def test_a_wave_of_newcomers_makes_a_room_invite_only(tmp_path: Path) -> N
         await raiders[3].send(type="join", room="lobby", ref="j")
         assert (await raiders[3].expect("error", ref="j"))["code"] == "forbidden"
         assert (await command(alice, "/mode"))["text"] == "modes of #lobby: invite-only"
+
+
+# -- registration modes ----------------------------------------------------------------------
+
+
+async def _register(parts: Server, name: str, invite: str | None = None) -> str:
+    salt = secrets.token_bytes(16)
+    iterations = int(FAST_AUTH["ONIONCHAT_AUTH_PBKDF2_ITERATIONS"])
+    secret = crypto.login_secret(PASSWORD, salt, iterations)
+    _, token, _ = await parts.accounts.register(name, salt, iterations, secret, invite)
+    return token
+
+
+async def test_an_invite_only_node_takes_newcomers_with_a_code_and_records_who_invited_them(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path / "node", {"ONIONCHAT_AUTH_REGISTRATION": "invite"}) as parts:
+        root = await member(parts, "root")  # the first account needs no code: the admin
+        with pytest.raises(AuthError) as refused_:
+            await _register(parts, "bob")
+        assert (refused_.value.code, refused_.value.status) == ("invite_needed", 403)
+        assert str(refused_.value) == (
+            "this node takes new accounts with an invite code only: ask a member for one"
+        )
+        answer = await command(root, "/invitecode 2 24", None)
+        code = answer["text"].split()[2]
+        assert answer["text"] == (
+            f"invite code {code} (2 uses, 24 h): whoever registers with it is recorded as "
+            "your invitee"
+        )
+        bob = await connection(parts, await _register(parts, "bob", code))
+        await _register(parts, "carol", f" {code} ")
+        with pytest.raises(AuthError, match="unknown, used up or expired"):
+            await _register(parts, "dave", code)
+        with pytest.raises(AuthError, match="unknown, used up or expired"):
+            await _register(parts, "dave", "made-up-code")
+        users = {name: inviter for name, _, _, inviter in await parts.store.users()}
+        assert users == {"Olga": None, "root": None, "bob": "root", "carol": "root"}
+        listed = await command(root, "/invitecodes", None)
+        assert listed["text"] == f"Your invite codes:\n{code[:4]}…  used 2 of 2, done"
+        # members make codes too, a few at a time, and can take them back
+        mine = (await command(bob, "/invitecode", None))["text"].split()[2]
+        await command(bob, f"/revokecode {mine[:4]}", None)
+        with pytest.raises(AuthError, match="unknown, used up or expired"):
+            await _register(parts, "erin", mine)
+        for i in range(5):
+            await command(bob, "/invitecode", None, ref=f"i{i}")
+        assert (await command(bob, "/invitecode", None))["code"] == "too_many"
+
+
+async def test_a_closed_node_takes_nobody_new(tmp_path: Path) -> None:
+    async with running(tmp_path / "node", {"ONIONCHAT_AUTH_REGISTRATION": "closed"}) as parts:
+        await member(parts, "root")
+        with pytest.raises(AuthError) as refused_:
+            await _register(parts, "bob")
+        assert refused_.value.code == "registration_closed"
+        assert str(refused_.value) == "this node takes no new accounts: ask its operator"
+
+
+async def test_newcomers_wait_until_node_staff_admits_them(tmp_path: Path) -> None:
+    async with running(tmp_path / "node", {"ONIONCHAT_AUTH_REGISTRATION": "waiting"}) as parts:
+        root = await member(parts, "root")
+        await root.join("lobby")
+        bob = await connection(parts, await _register(parts, "bob"))
+        told = await bob.expect("notice")
+        assert told["text"] == (
+            "you are in the waiting room: node staff will let you in, and you will be told here"
+        )
+        assert (await root.expect("notice"))["text"] == "bob waits to be admitted: /admit bob"
+        await bob.send(type="join", room="lobby", create=True, ref="j")
+        assert (await bob.expect("error", ref="j"))["message"] == told["text"]
+        await bob.send(type="send", to="root", text="let me in", ref="m")
+        assert (await bob.expect("error", ref="m"))["code"] == "forbidden"
+        assert (await command(root, "/waiting"))["text"] == "waiting: bob"
+        assert "only node moderators" in await refused(bob, "/admit bob")
+        await command(root, "/admit bob")
+        assert (await bob.expect("notice"))["text"] == "root let you in: join a room"
+        assert (await bob.join("lobby"))["room"]["name"] == "lobby"
+        assert (await command(root, "/waiting"))["text"] == "nobody is waiting"
+
+
+async def test_a_waiting_room_that_nobody_watches_lets_newcomers_in(tmp_path: Path) -> None:
+    env = {"ONIONCHAT_AUTH_REGISTRATION": "waiting", "ONIONCHAT_AUTH_WAITING_FALLBACK": "0.005"}
+    async with running(tmp_path / "node", env) as parts:
+        root = await member(parts, "root")
+        await _register(parts, "early")  # the admin is connected: early waits
+        root.conn.close(1000, "gone")
+        parts.node.disconnect(root.conn)
+        await asyncio.sleep(0.5)  # no node staff for longer than the fallback (0.3 s)
+        late = await connection(parts, await _register(parts, "late"))
+        assert (await late.join("lobby"))["room"]["name"] == "lobby"
+        assert await parts.store.waiting() == ["early"]

@@ -53,6 +53,8 @@ async def login(options: Options, password: str) -> Login:
         body: dict[str, Any] = {"username": options.user, "secret": _b64(secret)}
         if options.register:
             body |= {"salt": _b64(salt), "iterations": iterations}
+            if options.invite:
+                body["invite"] = options.invite
         path = "/api/register" if options.register else "/api/login"
         data = await _post(http, options, path, body)
     user, token, expires = data.get("user"), data.get("token"), data.get("expires")

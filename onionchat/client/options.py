@@ -35,6 +35,7 @@ class Options:
     room: str = "lobby"
     password_file: Path | None = None
     register: bool = False
+    invite: str | None = None  # the invite code a node that takes newcomers by code asks for
     key: bytes | None = dataclasses.field(default=None, repr=False)
     pipe: bool = False
     socks: str | None = None  # HOST:PORT of a SOCKS5 proxy, e.g. Tor's 127.0.0.1:9050
@@ -87,6 +88,7 @@ class Options:
             room=room,
             password_file=Path(args.password_file) if args.password_file is not None else None,
             register=bool(args.register),
+            invite=args.invite,
             key=key,
             pipe=bool(args.pipe),
             socks=socks,

@@ -53,19 +53,23 @@ async function post(path, body) {
   const text = await response.text();
   let data = {};
   try { data = JSON.parse(text); } catch { data = { message: text }; }
-  if (!response.ok) throw new Error(data.message || `the node answered ${response.status}`);
+  if (!response.ok) {
+    const error = new Error(data.message || `the node answered ${response.status}`);
+    error.code = data.error; // e.g. "invite_needed": the page then asks for a code
+    throw error;
+  }
   return data;
 }
 
 // Both resolve to the wrapping key, for the page to keep in this tab only.
-export async function register(username, password) {
+export async function register(username, password, invite) {
   // prelogin on a new name reveals the node's iteration count
   const { iterations } = await post("/api/prelogin", { username });
   const salt = crypto.getRandomValues(new Uint8Array(16));
   const [secret, wrap] = await Promise.all([
     loginSecret(password, salt, iterations), wrappingKey(password, salt, iterations)]);
   await post("/api/register", {
-    username, salt: b64url(salt), iterations, secret: b64url(secret),
+    username, salt: b64url(salt), iterations, secret: b64url(secret), ...(invite ? { invite } : {}),
   });
   return wrap;
 }

@@ -96,13 +96,17 @@ async function account(action) {
   buttons.forEach((b) => { b.disabled = true; });
   $("login-error").textContent = action === api.register ? "Creating the account…" : "Logging in…";
   try {
-    const wrap = await action($("username").value.trim(), $("password").value);
+    const wrap = await action($("username").value.trim(), $("password").value, $("invite").value.trim());
     box.rememberWrap(wrap); // this tab only: it unlocks the identity key, never sent
     $("password").value = "";
     $("login-error").textContent = "";
     showChat();
   } catch (error) {
     $("login-error").textContent = error.message;
+    if (error.code === "invite_needed") { // this node takes newcomers with a code only
+      $("invite-field").hidden = false;
+      $("invite").focus();
+    }
   } finally {
     buttons.forEach((b) => { b.disabled = false; });
   }
