@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 import websockets
@@ -76,9 +77,7 @@ async def _token(node: NodeProcess, name: str) -> str:
 async def test_the_operator_grants_and_bans_from_the_command_line_beside_a_running_node(
     node: NodeProcess,
 ) -> None:
-    async with user(node, "root") as root, user(node, "alice") as alice, user(
-        node, "bob"
-    ) as bob:
+    async with user(node, "root") as root, user(node, "alice") as alice, user(node, "bob") as bob:
         await root.join("lobby")
         for member in (alice, bob):
             await member.join("lobby")
@@ -158,9 +157,7 @@ async def test_without_javascript_a_moderator_kicks_and_purges_and_the_kicked_is
         await root.expect("message", text="TROLL-SPAM two")
         # a member's /kick is refused on the page, with the node's words
         await _post(mod, "/kick troll")
-        await expect(mod.locator("main")).to_contain_text(
-            "only room moderators and up may kick"
-        )
+        await expect(mod.locator("main")).to_contain_text("only room moderators and up may kick")
         assert (await command(root, "/op mod"))["type"] == "notice"
         await _post(mod, "/purge troll")
         await expect(mod.locator(".answer")).to_contain_text("mod purged 2 messages of troll")
@@ -181,3 +178,49 @@ async def test_without_javascript_a_moderator_kicks_and_purges_and_the_kicked_is
         await troll.goto(f"{node.url}/nojs/room/lobby")
         await expect(troll.locator("main")).to_contain_text("you were kicked from #lobby by mod")
         await root.nothing()
+
+
+async def test_an_invite_only_node_asks_the_web_page_and_the_nojs_form_for_a_code(
+    node_factory: Any, browser: Browser
+) -> None:
+    from test_web import open_page
+
+    node = node_factory(env={"ONIONCHAT_AUTH_REGISTRATION": "invite"})
+    async with connect(node, await register(node, "root")) as root:
+        code = (await command(root, "/invitecode 2", ref="i"))["text"].split()[2]
+
+    async with open_page(browser, node) as watched:
+        page = watched.page
+        assert not await page.get_by_label("Invite code").is_visible()
+        await page.get_by_label("User name").fill("webby")
+        await page.get_by_label("Password").fill("a long and careful password")
+        await page.get_by_role("button", name="Create account").click()
+        await expect(page.locator("#login-error")).to_have_text(
+            "this node takes new accounts with an invite code only: ask a member for one"
+        )
+        await page.get_by_label("Invite code").fill(code)
+        await page.get_by_role("button", name="Create account").click()
+        await expect(page.locator("#me")).to_have_text("webby")
+
+    ctx = await browser.new_context(java_script_enabled=False)
+    try:
+        page = await ctx.new_page()
+        await page.goto(f"{node.url}/nojs/")
+        form = page.locator("form[action='/nojs/register']")
+        await form.get_by_label("Invite code").fill("not-a-code")
+        await form.get_by_label("Name").fill("plain")
+        await form.get_by_label("Password", exact=True).fill("a long and careful password")
+        await form.get_by_label("Password again").fill("a long and careful password")
+        await form.get_by_role("button", name="Create account").click()
+        await expect(page.locator("main")).to_contain_text("that invite code is unknown")
+        form = page.locator("form[action='/nojs/register']")
+        await form.get_by_label("Invite code").fill(code)
+        await form.get_by_label("Name").fill("plain")
+        await form.get_by_label("Password", exact=True).fill("a long and careful password")
+        await form.get_by_label("Password again").fill("a long and careful password")
+        await form.get_by_role("button", name="Create account").click()
+        await expect(page.locator("nav")).to_contain_text("logged in as plain")
+    finally:
+        await ctx.close()
+    users = onionchat("admin", "--data-dir", str(node.data_dir), "users").stdout
+    assert "webby  member" in users and "invited by root" in users
