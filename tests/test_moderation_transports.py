@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from playwright.async_api import Browser, BrowserContext, Page, expect
 from conftest import Client, NodeProcess, connect, onionchat, register, user
 
 
-async def command(who: Client, line: str, room: str = "lobby", ref: str = "c") -> dict:
+async def command(who: Client, line: str, room: str = "lobby", ref: str = "c") -> dict[str, Any]:
     await who.send(type="command", room=room, line=line, ref=ref)
     while True:
         frame = await who.recv()
@@ -122,9 +123,9 @@ async def test_the_operator_grants_and_bans_from_the_command_line_beside_a_runni
 
 
 @pytest.fixture
-async def contexts(browser: Browser) -> list[BrowserContext]:
+async def contexts(browser: Browser) -> AsyncIterator[list[BrowserContext]]:
     made = [await browser.new_context(java_script_enabled=False) for _ in range(2)]
-    yield made  # type: ignore[misc]
+    yield made
     for ctx in made:
         await ctx.close()
 
