@@ -219,11 +219,9 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
         await opened.close()
 
 
-async def new_user(store: Store, name: str, *, allow_lookalike: bool = False) -> None:
+async def new_user(store: Store, name: str, *, bot: bool = False) -> None:
     name = names.username(name)
-    await store.create_user(
-        name, names.key(name), bytes(16), 1000, "hash", allow_lookalike=allow_lookalike
-    )
+    await store.create_user(name, names.key(name), bytes(16), 1000, "hash", bot=bot)
 
 
 @pytest.mark.parametrize(("first", "second"), [("cop", "сор"), ("сор", "cop"), ("MAX", "МАХ")])
@@ -244,7 +242,7 @@ async def test_the_same_name_is_still_a_plain_conflict(store: Store) -> None:
 
 async def test_a_bot_account_may_look_like_a_user(store: Store) -> None:
     await new_user(store, "0lga")
-    await new_user(store, "Olga", allow_lookalike=True)
+    await new_user(store, "Olga", bot=True)
     assert await store.user_by_key("olga") is not None
 
 
