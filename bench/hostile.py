@@ -58,6 +58,7 @@ KEEP = (
     "ONIONCHAT_AUTH_PBKDF2_ITERATIONS",
     "ONIONCHAT_AUTH_REGISTRATIONS",
     "ONIONCHAT_LIMITS_JOIN_WAVE",
+    "ONIONCHAT_AUTH_NEWCOMER_MINUTES",
 )
 SETUP_ENV = {"ONIONCHAT_AUTH_REGISTRATIONS": "1000000"}
 #: other processes using more than this % of a core during a step make its p99 doubtful

@@ -39,6 +39,7 @@ NODE_ENV = {
     "ONIONCHAT_LIMITS_ROOM_CREATIONS": "1000000",
     "ONIONCHAT_LIMITS_JOIN_RATE": "1000000",
     "ONIONCHAT_LIMITS_JOIN_WAVE": "0",  # hundreds of clients join #bench at once: no raid
+    "ONIONCHAT_AUTH_NEWCOMER_MINUTES": "0",  # and write at once from new accounts
     "ONIONCHAT_TOR_MODE": "off",
     "ONIONCHAT_LIMITS_RATE": "1000000",
     "ONIONCHAT_LIMITS_BURST": "1000000",

@@ -118,6 +118,7 @@ class RegisterBody(msgspec.Struct, forbid_unknown_fields=True):
     iterations: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)]
     secret: B64
     invite: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    answer: Annotated[str, msgspec.Meta(max_length=256)] | None = None
 
 
 class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -250,7 +251,7 @@ async def register(request: Request) -> Response:
     salt = b64decode(body.salt, SALT_BYTES, "salt")
     secret = b64decode(body.secret, SECRET_BYTES, "secret")
     user, token, expires = await _node(request).accounts.register(
-        body.username, salt, body.iterations, secret, body.invite
+        body.username, salt, body.iterations, secret, body.invite, body.answer
     )
     return _session_response(request, user.name, token, expires, 201)
 

@@ -19,6 +19,7 @@ import logging
 import math
 import secrets
 import time
+import unicodedata
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -101,6 +102,10 @@ def b64decode(text: str, size: int, what: str) -> bytes:
 
 def b64encode(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _folded(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).strip().casefold()
 
 
 def _always() -> bool:
@@ -260,6 +265,7 @@ class Accounts:
         iterations: int,
         secret: bytes,
         invite: str | None = None,
+        answer: str | None = None,
     ) -> tuple[User, str, int]:
         """A new account and its session, as the registration mode allows (checked before
         any hashing, and again in the account's transaction)."""
@@ -290,7 +296,7 @@ class Accounts:
                 429,
                 retry_after=seconds,
             )
-        admission, code = await self.admission(invite)
+        admission, code = await self.admission(invite, answer)
         stored = await self._hash(secret)
         try:
             user = await self._store.create_user(
@@ -316,9 +322,20 @@ class Accounts:
         token, expires = await self._new_session(user)
         return user, token, expires
 
-    async def admission(self, invite: str | None) -> tuple[str, bytes | None]:
+    async def admission(
+        self, invite: str | None, answer: str | None = None
+    ) -> tuple[str, bytes | None]:
         """The registration mode that holds now, and the invite code's hash, or the refusal
         (AuthError): asked before any hashing, so that refusals cost none."""
+        question = self._settings.question.strip()
+        if question and _folded(answer or "") not in {_folded(a) for a in self._settings.answers}:
+            raise AuthError(
+                Code.WRONG_ANSWER,
+                f"answer the node's question to register: {question}"
+                if not answer
+                else f"that is not the answer to: {question}",
+                403,
+            )
         mode = self._settings.registration
         code = None if invite is None else invite_hash(invite)
         if mode == "open" or not await self._store.has_humans():

@@ -269,6 +269,9 @@ def _parser() -> argparse.ArgumentParser:
         "--invite", metavar="CODE", help="with --register: the invite code the node asks for"
     )
     connect.add_argument(
+        "--answer", metavar="TEXT", help="with --register: the answer to the node's question"
+    )
+    connect.add_argument(
         "--key",
         metavar="KEY",
         help="the room key (base64url) of a key-protected room; creates the "

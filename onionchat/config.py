@@ -393,6 +393,36 @@ class Auth:
             high=525_600,
         ),
     )
+    question: str = dataclasses.field(
+        default="",
+        metadata=_key(
+            "A question every newcomer answers to register (none when empty): a light "
+            "challenge of the node's own that works without JavaScript, beside Tor's proof of "
+            "work on the onion. Not needed on a private onion."
+        ),
+    )
+    answers: tuple[str, ...] = dataclasses.field(
+        default=(),
+        metadata=_key(
+            "The answers `question` takes, compared without case, accents' forms or spaces "
+            "at the ends (NFKC, casefolded)."
+        ),
+    )
+    newcomer_minutes: float = dataclasses.field(
+        default=10.0,
+        metadata=_key(
+            "Minutes a new account is a newcomer: it writes no links and at most "
+            "`newcomer_rate` messages a second (0: no such minutes).",
+            low=0,
+            high=10_080,
+        ),
+    )
+    newcomer_rate: float = dataclasses.field(
+        default=0.5,
+        metadata=_key(
+            "Messages a second a newcomer writes on average (burst 5).", low=0.001, high=1000
+        ),
+    )
     registrations: int = dataclasses.field(
         default=60,
         metadata=_key(
@@ -938,6 +968,8 @@ def _check_together(settings: Settings) -> None:
             f"auth.max_iterations: {settings.auth.max_iterations} is below "
             f"auth.pbkdf2_iterations ({settings.auth.pbkdf2_iterations}): no account could register"
         )
+    if bool(settings.auth.question.strip()) != bool(settings.auth.answers):
+        raise ConfigError("auth.question and auth.answers: give both or neither")
     limits = settings.limits
     needed = max_box_length(limits.max_text_chars) + 512
     if needed > limits.max_frame_bytes:

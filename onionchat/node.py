@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
@@ -73,6 +74,7 @@ WATCH = 2.0  # seconds between looks at whether `onionchat admin` changed roles 
 EXPIRY_EVERY = 60.0  # seconds between rounds of deleting expired messages
 EXPIRED_BATCH = 1000  # messages one round deletes in one room, at most
 SPOKEN = 10_000  # (room, user) pairs slow mode remembers, at most
+LINK = re.compile(r"(?i)\b(?:https?://|www\.)|\b[a-z2-7]{56}\.onion\b|\.(?:com|net|org|ru)/")
 WAITING = "you are in the waiting room: node staff will let you in, and you will be told here"
 
 
@@ -166,6 +168,8 @@ class Node:
         self._spoken: dict[tuple[int, str], float] = {}  # (room, user) -> last message, slow mode
         self.knocks = Buckets(1 / 60, 1)  # per user: a knock a minute
         self._staff_seen = time.monotonic()  # when node staff was last connected
+        newcomer_rate = settings.auth.newcomer_rate
+        self._newcomers = Buckets(newcomer_rate, 5)  # per user: what a new account may write
 
     def new_id(self) -> tuple[str, int]:
         """A message id and timestamp, for messages written on the node by others (bots)."""
@@ -683,6 +687,7 @@ class Node:
         self._joined(conn, room)
         self._may_speak(conn, room.id)
         self._may_speak_here(conn, room)
+        self._newcomer(conn, room.name, frame.text)
         text, box = self.check_body(
             room, frame.text, frame.box, self.settings.limits.max_text_chars
         )
@@ -702,6 +707,7 @@ class Node:
         ref: str | None,
     ) -> None:
         self._may_speak(conn, NODE_WIDE)
+        self._newcomer(conn, None, text)
         remote = self.elsewhere(to) if "@" in to else None
         if remote is not None:
             to_name, members = remote, [conn.session.user.id]
@@ -756,6 +762,22 @@ class Node:
             self._spoken[(room.id, conn.user_key)] = now
             if len(self._spoken) > SPOKEN:
                 self._spoken = {k: t for k, t in self._spoken.items() if now - t < 3600}
+
+    def _newcomer(self, conn: Connection, room: str | None, text: str | None) -> None:
+        """In its first minutes an account writes slowly and without links: what a spammer
+        who registers for it needs at once."""
+        minutes = self.settings.auth.newcomer_minutes
+        left = conn.session.user.created + minutes * 60 - time.time()
+        if left <= 0 or self.authority.level(conn.user_key, room) >= STAFF:
+            return
+        wait = f"your account is new: for {math.ceil(left / 60)} min more"
+        if text is not None and LINK.search(text):
+            raise ProtocolError(Code.FORBIDDEN, f"{wait} you cannot write links")
+        if not self._newcomers.allow(conn.user_key):
+            raise ProtocolError(
+                Code.RATE_LIMITED,
+                f"{wait} you write at most {self.settings.auth.newcomer_rate:g} messages a second",
+            )
 
     async def conversation(self, a: str, b: str, members: list[int]) -> Room:
         """The room of the direct messages between two users, made with its first message:

@@ -32,6 +32,7 @@ from starlette.routing import Route
 from onionchat import commands, cookies, crypto, names, protocol
 from onionchat.auth import COOKIE, DEVICE_COOKIE, SALT_BYTES, AuthError, Session, busy
 from onionchat.background import Workers
+from onionchat.config import Auth as AuthSettings
 from onionchat.hub import Connection
 from onionchat.node import Node, Refused
 from onionchat.protocol import Code, ProtocolError, Send
@@ -313,7 +314,7 @@ def _login_page(
         '<button type="submit">Log in</button></form></section>'
         "<section><h2>Create an account</h2>"
         f"{_error(register_error) if register_error else ''}"
-        f"{_registration_form(hidden, _node(request).settings.auth.registration)}</section>"
+        f"{_registration_form(hidden, _node(request).settings.auth)}</section>"
         '<p>With JavaScript on, <a href="/">the full client</a> never sends your password '
         "and can open key-protected rooms.</p></main>"
     )
@@ -371,7 +372,8 @@ def _handles_errors(handler: Handler) -> Handler:
     return endpoint
 
 
-def _registration_form(hidden: str, mode: str) -> str:
+def _registration_form(hidden: str, auth: AuthSettings) -> str:
+    mode = auth.registration
     if mode == "closed":
         return "<p>This node takes no new accounts.</p>"
     invite = (
@@ -382,6 +384,11 @@ def _registration_form(hidden: str, mode: str) -> str:
     waiting = (
         "<p>Newcomers wait until the node's staff let them in.</p>" if mode == "waiting" else ""
     )
+    if auth.question.strip():
+        invite += (
+            f'<label>{esc(auth.question.strip())} <input name="answer" autocomplete="off" '
+            "required></label>"
+        )
     return (
         f'{waiting}<form method="post" action="/nojs/register" accept-charset="utf-8">'
         f"{hidden}"
@@ -544,10 +551,11 @@ async def register(request: Request) -> Response:
     try:
         names.username(username)  # a bad name is told before the work of deriving
         invite = form.get("invite", "").strip() or None
-        await node.accounts.admission(invite)  # and so is a closed node, or a bad code
+        answer = form.get("answer")
+        await node.accounts.admission(invite, answer)  # a closed node, a bad code, too
         secret = await _derivations(request).derive(request, password, salt, iterations)
         user, token, expires = await node.accounts.register(
-            username, salt, iterations, secret, invite
+            username, salt, iterations, secret, invite, answer
         )
     except ClientGone:
         log.info("registration dropped: the client left", extra={"event": "dropped"})

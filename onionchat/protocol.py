@@ -57,6 +57,7 @@ class Code(enum.StrEnum):
     FORBIDDEN = "forbidden"
     REGISTRATION_CLOSED = "registration_closed"
     INVITE_NEEDED = "invite_needed"
+    WRONG_ANSWER = "wrong_answer"
     TOO_MANY = "too_many"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"

@@ -218,6 +218,7 @@ class User:
     iterations: int
     hash: str
     role: str = "member"  # on the node: admin, moderator, member, guest, or bot
+    created: int = 0  # Unix seconds
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -576,7 +577,7 @@ class Store:
             return cursor.lastrowid, role
 
         user_id, role = await self._write(op)
-        return User(user_id, name, salt, iterations, hash, role)
+        return User(user_id, name, salt, iterations, hash, role, _now())
 
     async def has_humans(self) -> bool:
         return await self._one(_HUMAN, ()) is not None
@@ -1073,20 +1074,21 @@ class Store:
 
     async def user_by_key(self, key: str) -> User | None:
         row = await self._one(
-            "SELECT id, name, salt, iterations, hash, role FROM users WHERE key = ?", (key,)
+            "SELECT id, name, salt, iterations, hash, role, created FROM users WHERE key = ?",
+            (key,),
         )
         return None if row is None else User(row[0], row[1], bytes(row[2]), *row[3:])
 
     async def session(self, token_hash: bytes) -> tuple[User, int] | None:
         """The session's user and expiry (epoch seconds), expired or not."""
         row = await self._one(
-            "SELECT u.id, u.name, u.salt, u.iterations, u.hash, u.role, s.expires "
+            "SELECT u.id, u.name, u.salt, u.iterations, u.hash, u.role, u.created, s.expires "
             "FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.hash = ?",
             (token_hash,),
         )
         if row is None:
             return None
-        return User(row[0], row[1], bytes(row[2]), *row[3:6]), row[6]
+        return User(row[0], row[1], bytes(row[2]), *row[3:7]), row[7]
 
     async def room(self, name: str) -> Room | None:
         row = await self._one(

@@ -48,6 +48,7 @@ FAST_AUTH = {
     "ONIONCHAT_AUTH_ARGON2": "min",
     "ONIONCHAT_AUTH_PBKDF2_ITERATIONS": "1000",
     "ONIONCHAT_AUTH_HASH_RATE": "1000",  # cheap hashes: no need of the budget's pace
+    "ONIONCHAT_AUTH_NEWCOMER_MINUTES": "0",  # tests write at once from new accounts
     # No tor unless a test asks for it (tests/test_tor.py): tor here joins only the private
     # test network, never the public one.
     "ONIONCHAT_TOR_MODE": "off",

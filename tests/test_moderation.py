@@ -456,3 +456,45 @@ async def test_a_waiting_room_that_nobody_watches_lets_newcomers_in(tmp_path: Pa
         late = await connection(parts, await _register(parts, "late"))
         assert (await late.join("lobby"))["room"]["name"] == "lobby"
         assert await parts.store.waiting() == ["early"]
+
+
+async def test_a_question_of_the_nodes_own_keeps_out_who_cannot_answer_it(tmp_path: Path) -> None:
+    env = {
+        "ONIONCHAT_AUTH_QUESTION": "What does the onion wear?",
+        "ONIONCHAT_AUTH_ANSWERS": "layers, Слои",
+    }
+    async with running(tmp_path / "node", env) as parts:
+        with pytest.raises(AuthError) as refused_:
+            await _register(parts, "bot1")
+        assert refused_.value.code == "wrong_answer"
+        assert str(refused_.value) == (
+            "answer the node's question to register: What does the onion wear?"
+        )
+        salt = secrets.token_bytes(16)
+        secret = crypto.login_secret(PASSWORD, salt, 1000)
+        with pytest.raises(AuthError, match="that is not the answer to: What does"):
+            await parts.accounts.register("bot2", salt, 1000, secret, None, "skin")
+        await parts.accounts.register("ann", salt, 1000, secret, None, "  LAYERS ")
+        await parts.accounts.register("пётр", salt, 1000, secret, None, "слои")
+        assert [name for name, *_ in await parts.store.users()] == ["Olga", "ann", "пётр"]
+
+
+async def test_a_new_account_writes_slowly_and_without_links_at_first(tmp_path: Path) -> None:
+    env = {"ONIONCHAT_AUTH_NEWCOMER_MINUTES": "10", "ONIONCHAT_AUTH_NEWCOMER_RATE": "0.01"}
+    async with running(tmp_path / "node", env) as parts:
+        alice, bob = await lobby(parts, "alice", "bob")
+        for link in ("see https://example.com/x", "www.example.org", "go to example.ru/buy"):
+            await bob.send(type="send", room="lobby", text=link, ref="l")
+            error = await bob.expect("error", ref="l")
+            assert error["message"] == "your account is new: for 10 min more you cannot write links"
+        onion = "duckduckgogg42xjoc72x3sjasowoarfbgcmvfimaftt6twagswzczad.onion"
+        await bob.send(type="send", to="alice", text=f"try {onion}", ref="d")
+        assert (await bob.expect("error", ref="d"))["code"] == "forbidden"
+        for i in range(5):  # the burst
+            await bob.say("lobby", f"hello {i}", ref=f"h{i}")
+        await bob.send(type="send", room="lobby", text="one more", ref="m")
+        error = await bob.expect("error", ref="m")
+        assert error["message"] == (
+            "your account is new: for 10 min more you write at most 0.01 messages a second"
+        )
+        await alice.say("lobby", "https://staff.example/ is fine: alice owns the room")

@@ -55,6 +55,8 @@ async def login(options: Options, password: str) -> Login:
             body |= {"salt": _b64(salt), "iterations": iterations}
             if options.invite:
                 body["invite"] = options.invite
+            if options.answer:
+                body["answer"] = options.answer
         path = "/api/register" if options.register else "/api/login"
         data = await _post(http, options, path, body)
     user, token, expires = data.get("user"), data.get("token"), data.get("expires")

@@ -36,6 +36,7 @@ class Options:
     password_file: Path | None = None
     register: bool = False
     invite: str | None = None  # the invite code a node that takes newcomers by code asks for
+    answer: str | None = None  # the answer to the node's registration question
     key: bytes | None = dataclasses.field(default=None, repr=False)
     pipe: bool = False
     socks: str | None = None  # HOST:PORT of a SOCKS5 proxy, e.g. Tor's 127.0.0.1:9050
@@ -89,6 +90,7 @@ class Options:
             password_file=Path(args.password_file) if args.password_file is not None else None,
             register=bool(args.register),
             invite=args.invite,
+            answer=args.answer,
             key=key,
             pipe=bool(args.pipe),
             socks=socks,

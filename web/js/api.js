@@ -62,14 +62,15 @@ async function post(path, body) {
 }
 
 // Both resolve to the wrapping key, for the page to keep in this tab only.
-export async function register(username, password, invite) {
+export async function register(username, password, invite, answer) {
   // prelogin on a new name reveals the node's iteration count
   const { iterations } = await post("/api/prelogin", { username });
   const salt = crypto.getRandomValues(new Uint8Array(16));
   const [secret, wrap] = await Promise.all([
     loginSecret(password, salt, iterations), wrappingKey(password, salt, iterations)]);
   await post("/api/register", {
-    username, salt: b64url(salt), iterations, secret: b64url(secret), ...(invite ? { invite } : {}),
+    username, salt: b64url(salt), iterations, secret: b64url(secret),
+    ...(invite ? { invite } : {}), ...(answer ? { answer } : {}),
   });
   return wrap;
 }

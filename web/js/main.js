@@ -96,16 +96,18 @@ async function account(action) {
   buttons.forEach((b) => { b.disabled = true; });
   $("login-error").textContent = action === api.register ? "Creating the account…" : "Logging in…";
   try {
-    const wrap = await action($("username").value.trim(), $("password").value, $("invite").value.trim());
+    const wrap = await action(
+      $("username").value.trim(), $("password").value, $("invite").value.trim(), $("answer").value);
     box.rememberWrap(wrap); // this tab only: it unlocks the identity key, never sent
     $("password").value = "";
     $("login-error").textContent = "";
     showChat();
   } catch (error) {
     $("login-error").textContent = error.message;
-    if (error.code === "invite_needed") { // this node takes newcomers with a code only
-      $("invite-field").hidden = false;
-      $("invite").focus();
+    const field = { invite_needed: "invite", wrong_answer: "answer" }[error.code];
+    if (field) { // this node asks newcomers for a code, or to answer its question
+      $(`${field}-field`).hidden = false;
+      $(field).focus();
     }
   } finally {
     buttons.forEach((b) => { b.disabled = false; });
