@@ -31,6 +31,7 @@ from starlette.routing import Route
 
 from onionchat import commands, cookies, crypto, names, protocol
 from onionchat.auth import COOKIE, DEVICE_COOKIE, SALT_BYTES, AuthError, Session, busy
+from onionchat.authority import STAFF
 from onionchat.background import Workers
 from onionchat.config import Auth as AuthSettings
 from onionchat.hub import Connection
@@ -642,6 +643,14 @@ async def join(request: Request) -> Response:
     return _redirect(room_path(name))
 
 
+STAFF_HINT = (
+    '<p class="hint staff">You are staff here: /kick NAME [MINUTES] [REASON], /ban NAME, '
+    "/mute NAME, /unban NAME, /purge NAME, /mode (invite, moderated, limit, slow, expiry, "
+    "lockdown), /voice NAME, /allow NAME, /op NAME, /audit; each message has a delete button. "
+    "/help lists them all.</p>"
+)
+
+
 def _protected(name: str) -> str:
     return (
         f'<main><h1>#{esc(name)}</h1><p class="needs-js">#{esc(name)} is key-protected, so it '
@@ -667,6 +676,7 @@ async def _room_page(
         return _page(f"#{room.name}", _protected(room.name), session=session)
     await _readers(request).get(session, room.name)
     topic = f'<p class="topic">{esc(room.topic)}</p>' if room.topic else ""
+    staff = node.authority.level(names.key(session.user.name), room.name) >= STAFF
     body = (
         f'<main class="room"><h1>#{esc(room.name)}</h1>{topic}'
         f'<iframe src="{esc(room_path(room.name, "/messages#end"))}" '
@@ -680,6 +690,7 @@ async def _room_page(
         '<button type="submit">Send</button></form>'
         f'<p class="hint">New messages appear every {REFRESH} seconds. A line starting '
         "with / is a command: /who, /topic, /me, /join, /leave, /rooms, /msg, /help.</p>"
+        f"{STAFF_HINT if staff else ''}"
         "</main>"
     )
     return _page(f"#{room.name}", body, status, session=session, csp=PAGE_CSP)
@@ -693,7 +704,8 @@ async def room_page(request: Request) -> Response:
     return await _room_page(request, session, request.path_params["room"])
 
 
-def _message(message: protocol.Message, me: str) -> str:
+def _message(message: protocol.Message, me: str, delete: str | None) -> str:
+    """One line of the list; `delete` is the form that deletes it, for those who may."""
     when = time.strftime("%H:%M", time.gmtime(message.ts / 1000))
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(message.ts / 1000))
     mention = message.text is not None and f"@{names.key(me)}" in names.key(message.text)
@@ -706,7 +718,19 @@ def _message(message: protocol.Message, me: str) -> str:
         line = f'<span class="action">* {esc(message.sender)} {text}</span>'
     else:
         line = f'<b class="sender">{esc(message.sender)}</b> <span class="text">{text}</span>'
+    if delete is not None:
+        line += delete.replace("MESSAGE-ID", esc(message.id))
     return f'<li class="{classes}"><time title="{stamp}">{when}</time> {line}</li>'
+
+
+def _delete_form(room: str, session: Session) -> str:
+    """A button that posts `/delete ID` as the message form would (the page answers)."""
+    return (
+        f'<form method="post" action="{esc(room_path(room, "/post"))}" target="_top" '
+        f'class="delete">{_hidden(session)}'
+        '<input type="hidden" name="text" value="/delete MESSAGE-ID">'
+        '<button type="submit" title="delete this message">delete</button></form>'
+    )
 
 
 @_handles_errors
@@ -722,7 +746,13 @@ async def messages(request: Request) -> Response:
         return _page(f"#{room.name}", _protected(room.name), csp=FRAME_CSP, frame=True)
     await _readers(request).get(session, room.name)
     found, more = await node.store.history(room, None, node.settings.limits.history_page)
-    lines = "".join(_message(m, session.user.name) for m in found)
+    me = names.key(session.user.name)
+    staff = node.authority.level(me, room.name) >= STAFF
+    form = _delete_form(room.name, session)
+    lines = "".join(
+        _message(m, session.user.name, form if staff or names.key(m.sender) == me else None)
+        for m in found
+    )
     earlier = '<p class="more">Earlier messages are in the full client.</p>' if more else ""
     members = ", ".join(esc(m) for m in node.members(room.name))
     body = (

@@ -167,6 +167,15 @@ async def test_without_javascript_a_moderator_kicks_and_purges_and_the_kicked_is
         )
         frame = mod.frame_locator("iframe")
         await expect(frame.locator("ol.messages")).not_to_contain_text("TROLL-SPAM")
+        await mod.reload()
+        await expect(mod.locator(".hint.staff")).to_contain_text("You are staff here")
+        # a delete button on each message, for staff: it posts /delete ID
+        await _post(troll, "one message too many")
+        said = await root.expect("message", text="one message too many")
+        line = frame.locator("li", has_text="one message too many")
+        await line.get_by_role("button", name="delete").click()
+        await expect(mod.locator(".answer")).to_contain_text("mod deleted a message of troll")
+        assert (await root.expect("deleted"))["ids"] == [said["id"]]
         await _post(mod, "/kick troll 10 flooding")
         await expect(mod.locator(".answer")).to_contain_text(
             "mod kicked troll for 10 min: flooding"
