@@ -55,6 +55,21 @@ ACTS = {
 }
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Order:
+    """An act of staff in a room, as the other nodes that share the room hear of it: `by`
+    and `target` as this node names them (`bob`, or `carol@south` for a user of another
+    node); `ids` the messages a delete or purge took."""
+
+    room: str
+    act: str  # kick, ban, unban, mute, unmute, delete
+    by: str
+    target: str
+    until: int | None = None
+    reason: str | None = None
+    ids: tuple[str, ...] = ()
+
+
 def who_may(level: int) -> str:
     if level >= 100:
         return "node admins"

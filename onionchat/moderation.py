@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from onionchat import names
 from onionchat.auth import invite_hash
-from onionchat.authority import NODE_ROLES, NODE_WIDE, ROOM_ROLES, STAFF
+from onionchat.authority import NODE_ROLES, NODE_WIDE, ROOM_ROLES, STAFF, Order
 from onionchat.protocol import Close, Code, Notice, ProtocolError, encode
-from onionchat.store import Modes, Room, Sanction, User
+from onionchat.store import Modes, Room, Sanction
 
 if TYPE_CHECKING:
     from onionchat.hub import Connection
@@ -76,20 +76,41 @@ def _said(minutes: int | None, reason: str | None) -> str:
     return span + (f": {reason}" if reason else "")
 
 
-async def _user(node: Node, name: str, act: str) -> User:
+@dataclasses.dataclass(frozen=True, slots=True)
+class Target:
+    """Who is acted on: a user of this node (with their account's id), or, in a room shared
+    with other nodes, a user of one of them (`carol@south`, no id here)."""
+
+    name: str
+    key: str
+    id: int | None = None
+    role: str = "member"
+
+
+async def _user(node: Node, name: str, act: str, remote: bool = False) -> Target:
     if not name:
         raise ProtocolError(Code.BAD_COMMAND, f"/{act} needs a user's name")
-    target = await node.store.user_by_key(names.key(name.removeprefix("@")))
-    if target is None:
+    name = name.removeprefix("@")
+    elsewhere = node.elsewhere(name) if remote and "@" in name else None
+    if elsewhere is not None:
+        return Target(elsewhere, names.key(elsewhere))
+    user = await node.store.user_by_key(names.key(name))
+    if user is None:
         raise ProtocolError(Code.UNKNOWN_USER, f"there is no user {name!r} on this node")
+    return Target(user.name, names.key(user.name), user.id, user.role)
+
+
+async def _target(node: Node, conn: Connection, name: str, act: str, room: str | None) -> Target:
+    """The user acted on, who must rank below the actor; in a room, possibly a user of
+    another node."""
+    target = await _user(node, name, act, remote=room is not None)
+    node.authority.over(conn.user_key, target.key, room)
     return target
 
 
-async def _target(node: Node, conn: Connection, name: str, act: str, room: str | None) -> User:
-    """The user acted on, who must rank below the actor."""
-    target = await _user(node, name, act)
-    node.authority.over(conn.user_key, names.key(target.name), room)
-    return target
+def _tell_peers(node: Node, room: Room, act: str, by: str, target: str, **more: Any) -> None:
+    """What staff did in a room, for the nodes that share it (the federation listens)."""
+    node.ordered(Order(room.name, act, by, target, **more))
 
 
 async def kick(
@@ -104,11 +125,13 @@ async def kick(
     """Out of the room, and kept out for the penalty."""
     node.authority.require(conn.user_key, "kick", room.name)
     target = await _target(node, conn, name, "kick", room.name)
-    key = names.key(target.name)
+    key = target.key
     minutes = minutes or KICK_MINUTES
     sanction = Sanction(room.id, key, "kick", _until(minutes), conn.user, reason)
     await node.authority.impose(sanction)
-    await node.store.set_member(target.id, room.id, False)
+    if target.id is not None:
+        await node.store.set_member(target.id, room.id, False)
+    _tell_peers(node, room, "kick", conn.user, target.name, until=sanction.until, reason=reason)
     said = _said(minutes, reason)
     node.expel(room.name, key, f"{conn.user} kicked you from #{room.name}{said}")
     node.announce(room.name, f"{conn.user} kicked {target.name}{said}", conn, ref)
@@ -129,13 +152,15 @@ async def ban(
     where = None if room is None else room.name
     node.authority.require(conn.user_key, "ban" if room else "node-ban", where)
     target = await _target(node, conn, name, "ban", where)
-    key = names.key(target.name)
+    key = target.key
     room_id = room.id if room else NODE_WIDE
     sanction = Sanction(room_id, key, "ban", _until(minutes), conn.user, reason)
     await node.authority.impose(sanction)
     said = _said(minutes, reason)
     if room is not None:
-        await node.store.set_member(target.id, room.id, False)
+        if target.id is not None:
+            await node.store.set_member(target.id, room.id, False)
+        _tell_peers(node, room, "ban", conn.user, target.name, until=sanction.until, reason=reason)
         node.expel(room.name, key, f"{conn.user} banned you from #{room.name}{said}")
         node.announce(room.name, f"{conn.user} banned {target.name}{said}", conn, ref)
     else:
@@ -155,11 +180,10 @@ async def unban(
     where = None if room is None else room.name
     node.authority.require(conn.user_key, "ban" if room else "node-ban", where)
     target = await _target(node, conn, name, "unban", where)
-    lifted = await node.authority.lift(
-        room.id if room else NODE_WIDE, names.key(target.name), ("ban", "kick")
-    )
+    lifted = await node.authority.lift(room.id if room else NODE_WIDE, target.key, ("ban", "kick"))
     if lifted:
         if room is not None:
+            _tell_peers(node, room, "unban", conn.user, target.name)
             node.announce(room.name, f"{conn.user} let {target.name} back in", conn, ref)
         await node.authority.record(conn.user, "unban", target.name, where)
     return lifted
@@ -179,16 +203,12 @@ async def mute(
     node.authority.require(conn.user_key, "mute" if room else "node-ban", where)
     target = await _target(node, conn, name, "mute", where)
     sanction = Sanction(
-        room.id if room else NODE_WIDE,
-        names.key(target.name),
-        "mute",
-        _until(minutes),
-        conn.user,
-        reason,
+        room.id if room else NODE_WIDE, target.key, "mute", _until(minutes), conn.user, reason
     )
     await node.authority.impose(sanction)
     said = _said(minutes, reason)
     if room is not None:
+        _tell_peers(node, room, "mute", conn.user, target.name, until=sanction.until, reason=reason)
         node.announce(room.name, f"{conn.user} muted {target.name}{said}", conn, ref)
     else:
         node.notice(conn, f"{target.name} is muted on this whole node{said}", ref=ref)
@@ -201,11 +221,10 @@ async def unmute(
     where = None if room is None else room.name
     node.authority.require(conn.user_key, "mute" if room else "node-ban", where)
     target = await _target(node, conn, name, "unmute", where)
-    lifted = await node.authority.lift(
-        room.id if room else NODE_WIDE, names.key(target.name), ("mute",)
-    )
+    lifted = await node.authority.lift(room.id if room else NODE_WIDE, target.key, ("mute",))
     if lifted:
         if room is not None:
+            _tell_peers(node, room, "unmute", conn.user, target.name)
             node.announce(room.name, f"{conn.user} unmuted {target.name}", conn, ref)
         await node.authority.record(conn.user, "unmute", target.name, where)
     return lifted
@@ -225,6 +244,7 @@ async def delete(
         if "@" not in message.sender:
             node.authority.over(conn.user_key, names.key(message.sender), room.name)
     await node.erase(room, [id_], conn.user)
+    _tell_peers(node, room, "delete", conn.user, message.sender, ids=(id_,))
     if own:
         node.notice(conn, "your message was deleted", room.name, ref)
     else:
@@ -252,6 +272,8 @@ async def purge(
         since = 0
     ids = await node.store.written_by(room.id, target.name, count or PURGE_COUNT, since)
     gone = await node.erase(room, ids, conn.user) if ids else []
+    if gone:
+        _tell_peers(node, room, "delete", conn.user, target.name, ids=tuple(gone))
     told = f"{conn.user} purged {len(gone)} messages of {target.name}"
     node.announce(room.name, told, conn, ref)
     detail = f"{len(gone)} messages"
@@ -264,8 +286,8 @@ async def name_staff(
 ) -> None:
     """Make a user a room moderator or owner, or (None) a plain member again."""
     authority = node.authority
-    target = await _user(node, name, "op" if role else "deop")
-    key = names.key(target.name)
+    target = await _user(node, name, "op" if role else "deop", remote=True)
+    key = target.key
     needed = "owner" if "owner" in (role, authority.room_role(key, room.name)) else "moderator"
     authority.require(conn.user_key, needed, room.name)
     authority.over(conn.user_key, key, room.name)
@@ -282,7 +304,7 @@ async def grant(node: Node, conn: Connection, name: str, role: str, ref: str | N
         raise ProtocolError(Code.BAD_COMMAND, f"a node role is one of: {roles}")
     node.authority.require(conn.user_key, "grant")
     target = await _target(node, conn, name, "grant", None)
-    await node.authority.grant(names.key(target.name), role)
+    await node.authority.grant(target.key, role)
     await node.authority.record(conn.user, f"grant {role}", target.name)
     node.notice(conn, f"{target.name} is a {role} of this node now", ref=ref)
 
@@ -342,7 +364,7 @@ async def let_in(
     """`allowed` into an invite-only room, a `voice` in a moderated one, or (None) neither."""
     node.authority.require(conn.user_key, "voice" if role != "allowed" else "allow", room.name)
     target = await _target(node, conn, name, "voice" if role else "devoice", room.name)
-    key = names.key(target.name)
+    key = target.key
     await node.authority.grant_room(room, key, role)
     if role == "allowed":
         said = f"{conn.user} let {target.name} into #{room.name}"
@@ -369,11 +391,68 @@ def knock(node: Node, conn: Connection, room: Room, ref: str | None = None) -> N
     node.notice(conn, f"you knocked on #{room.name}: {told}", None, ref)
 
 
+#: the acts another node's staff may tell of, and the act of this node's that each needs
+FEDERATED = {
+    "kick": "kick",
+    "ban": "ban",
+    "unban": "ban",
+    "mute": "mute",
+    "unmute": "mute",
+    "delete": "delete",
+}
+VERBS = {"kick": "kicked", "ban": "banned", "mute": "muted"}
+
+
+async def obey(
+    node: Node,
+    room: Room,
+    act: str,
+    actor: str,
+    target: str,
+    until: int | None,
+    reason: str | None,
+    ids: list[str],
+    only_from: str | None,
+) -> None:
+    """An act of staff on another node (its checks made by the federation): carried out
+    here as it was there, said in the room, written to the audit log. `only_from`: the
+    node whose own users' messages alone a deletion may take."""
+    key = names.key(target)
+    if act in VERBS:
+        sanction = Sanction(room.id, key, act, until, actor, reason)
+        await node.authority.impose(sanction)
+        minutes = None if until is None else max(1, round((until - time.time() * 1000) / 60_000))
+        said = _said(minutes, reason)
+        if act != "mute" and "@" not in target:
+            user = await node.store.user_by_key(key)
+            if user is not None:
+                await node.store.set_member(user.id, room.id, False)
+            node.expel(room.name, key, f"{actor} {VERBS[act]} you from #{room.name}{said}")
+        node.announce(room.name, f"{actor} {VERBS[act]} {target}{said}")
+        detail: str | None = _detail(sanction)
+    elif act in ("unban", "unmute"):
+        kinds = ("ban", "kick") if act == "unban" else ("mute",)
+        if not await node.authority.lift(room.id, key, kinds):
+            return
+        node.announce(room.name, f"{actor} lifted {target}'s {act[2:]}")
+        detail = None
+    else:
+        found = await node.store.signed_messages(room, ids)
+        keep = [
+            m.id for m, _, _ in found if only_from is None or m.sender.endswith(f"@{only_from}")
+        ]
+        gone = await node.erase(room, keep, actor) if keep else []
+        if not gone:
+            return
+        detail = f"{len(gone)} messages"
+    await node.authority.record(actor, act, target, room.name, detail)
+
+
 async def admit(node: Node, conn: Connection, name: str, ref: str | None = None) -> None:
     """A newcomer out of the waiting room: a member from now on, and told so."""
     node.authority.require(conn.user_key, "admit")
     target = await _user(node, name, "admit")
-    key = names.key(target.name)
+    key = target.key
     if node.authority.node_role(key) != "waiting" and target.role != "waiting":
         raise ProtocolError(Code.BAD_COMMAND, f"{target.name} is not waiting")
     await node.authority.grant(key, "member")

@@ -23,7 +23,15 @@ import msgspec
 
 from onionchat import __version__, names
 from onionchat.auth import Accounts, Session
-from onionchat.authority import NODE_STAFF, NODE_WIDE, STAFF, VOICE, Authority, remaining
+from onionchat.authority import (
+    NODE_STAFF,
+    NODE_WIDE,
+    STAFF,
+    VOICE,
+    Authority,
+    Order,
+    remaining,
+)
 from onionchat.config import Settings
 from onionchat.hub import Budget, Connection, Hub
 from onionchat.ids import IdGenerator, is_valid
@@ -155,8 +163,8 @@ class Node:
         self.remote_members: Callable[[str], list[str]] = _nobody
         self.presence_listeners: list[Callable[[str], None]] = []
         self.topic_listeners: list[Callable[[Room, TopicChanged], None]] = []
-        # Who hears that messages were deleted (the federation passes it on).
-        self.deletion_listeners: list[Callable[[Room, list[str], str], None]] = []
+        # Who hears of what staff did in a room (the federation passes it on).
+        self.order_listeners: list[Callable[[Order], None]] = []
         # What features tell of themselves (`/api/health`, commands): name -> a report.
         self.reports: dict[str, Report] = {}
         limits = settings.limits
@@ -967,6 +975,11 @@ class Node:
                 count += 1
         return count
 
+    def ordered(self, order: Order) -> None:
+        """Staff did something in a room: whoever listens (the federation) hears of it."""
+        for listener in self.order_listeners:
+            listener(order)
+
     async def erase(self, room: Room, ids: list[str], by: str) -> list[str]:
         """Delete messages from the database and from every screen that shows them; the ids
         there were. The log is then scrubbed, so their bytes are in no file."""
@@ -978,8 +991,6 @@ class Node:
                     self.hub.to_user(names.key(user), encode(frame))
             else:
                 self.hub.broadcast(room.name, encode(frame))
-            for listener in self.deletion_listeners:
-                listener(room, gone, by)
             await self.store.scrub()
         return gone
 

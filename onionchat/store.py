@@ -173,6 +173,11 @@ MIGRATIONS = [
     );
     CREATE INDEX audit_room ON audit(room, id);
     ALTER TABLE users ADD COLUMN invited_by TEXT;
+    CREATE TABLE tombstones (
+        room_id INTEGER NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+        id TEXT NOT NULL,
+        PRIMARY KEY (room_id, id)
+    ) WITHOUT ROWID;
     CREATE TABLE invite_codes (
         hash BLOB PRIMARY KEY,
         label TEXT NOT NULL,
@@ -315,8 +320,10 @@ _INSERT_OUTBOX = "INSERT OR IGNORE INTO outbox (broker, room_id, id) VALUES (?, 
 
 
 _STORED = (
-    "SELECT m.room_id, m.id FROM json_each(?) AS k JOIN messages AS m "
-    "ON m.room_id = json_extract(k.value, '$[0]') AND m.id = json_extract(k.value, '$[1]')"
+    "SELECT m.room_id, m.id FROM json_each(?1) AS k JOIN messages AS m "
+    "ON m.room_id = json_extract(k.value, '$[0]') AND m.id = json_extract(k.value, '$[1]') "
+    "UNION ALL SELECT t.room_id, t.id FROM json_each(?1) AS k JOIN tombstones AS t "
+    "ON t.room_id = json_extract(k.value, '$[0]') AND t.id = json_extract(k.value, '$[1]')"
 )
 
 
@@ -851,7 +858,8 @@ class Store:
         await self._write(op)
 
     async def delete_messages(self, room_id: int, ids: Sequence[str]) -> list[str]:
-        """Delete these messages (and their outbox rows), and say which there were. With
+        """Delete these messages (and their outbox rows), and say which there were; their ids
+        stay as tombstones, so that no copy (a redelivery, a repair) brings them back. With
         `secure_delete` their bytes are overwritten in the pages they leave; `scrub` then
         takes the old pages out of the write-ahead log."""
 
@@ -866,6 +874,10 @@ class Store:
             ]
             db.executemany(
                 "DELETE FROM messages WHERE room_id = ? AND id = ?",
+                [(room_id, id_) for id_ in found],
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO tombstones (room_id, id) VALUES (?, ?)",
                 [(room_id, id_) for id_ in found],
             )
             return found
@@ -1144,8 +1156,13 @@ def _message(r: Any, room: str) -> Message:
     )
 
 
-_IDS_IN = "SELECT id FROM messages WHERE room_id = ? AND id >= ? AND id < ? AND recipient IS NULL "
-_IDS = {False: _IDS_IN + "ORDER BY id LIMIT ?", True: _IDS_IN + "ORDER BY id DESC LIMIT ?"}
+# A deleted message's id stays in the room's set (a tombstone), so that a repair with a peer
+# that still has it neither brings it back nor asks for it again.
+_IDS_IN = (
+    "SELECT id FROM (SELECT id FROM messages WHERE room_id = ?1 AND recipient IS NULL "
+    "UNION ALL SELECT id FROM tombstones WHERE room_id = ?1) WHERE id >= ?2 AND id < ?3 "
+)
+_IDS = {False: _IDS_IN + "ORDER BY id LIMIT ?4", True: _IDS_IN + "ORDER BY id DESC LIMIT ?4"}
 _ROWS = "SELECT id, ts, sender, text, box, me, recipient FROM messages "
 _HISTORY = {
     True: _ROWS + "WHERE room_id = ? ORDER BY id DESC LIMIT ?",

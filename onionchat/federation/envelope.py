@@ -125,7 +125,25 @@ class TopicBody(
     box: str | None = None
 
 
-Body = MessageBody | SyncBody | BundleBody | PresenceBody | InviteBody | TopicBody
+class OrderBody(
+    msgspec.Struct, tag="order", tag_field="kind", kw_only=True, frozen=True, omit_defaults=True
+):
+    """An act of a room's staff on `origin`: a kick, ban, mute (until `until`, ms; None for
+    good), their lifting, or a deletion of messages (`ids`). `by` is a user of `origin`;
+    `target` is as `origin` names them (`bob` for its own user, `carol@south` for another's)."""
+
+    origin: str
+    room: str
+    act: str
+    by: str
+    target: str
+    ts: int
+    until: int | None = None
+    reason: str | None = None
+    ids: tuple[str, ...] = ()
+
+
+Body = MessageBody | SyncBody | BundleBody | PresenceBody | InviteBody | TopicBody | OrderBody
 _decoder = msgspec.json.Decoder(Body)
 _encoder = msgspec.json.Encoder()
 
@@ -237,13 +255,15 @@ def fingerprint(ids: list[str]) -> str:
     return digest.hexdigest()[:32]
 
 
-Kind = Literal["m", "s", "d", "p", "t"]
+Kind = Literal["m", "s", "d", "p", "t", "o"]
 
 
 def topic(network: str, origin: str, kind: Kind, tag: str = "") -> str:
     """`NETWORK/NODE/m/ROOMTAG` for messages, `NETWORK/NODE/d/PEER` for direct messages to
     PEER's users (only PEER subscribes), `NETWORK/NODE/p/ROOMTAG` for who is present and
     `NETWORK/NODE/t/ROOMTAG` for the topic set there (both retained),
+    `NETWORK/NODE/o/ROOMTAG` for what the room's staff did there (deletions; a sanction
+    under `…/ROOMTAG/TARGETTAG`, retained: the latest for each user),
     `NETWORK/NODE/s` for repairs: a node publishes only under its own name (a broker's ACL can
     hold it to that)."""
     return f"{network}/{origin}/{kind}/{tag}" if tag else f"{network}/{origin}/{kind}"

@@ -21,7 +21,8 @@ from typing import Any
 
 import nacl.signing
 
-from onionchat import config, ids, names
+from onionchat import config, ids, moderation, names
+from onionchat.authority import Order
 from onionchat.config import Settings
 from onionchat.federation import envelope
 from onionchat.federation.envelope import (
@@ -29,6 +30,7 @@ from onionchat.federation.envelope import (
     BundleBody,
     InviteBody,
     MessageBody,
+    OrderBody,
     PresenceBody,
     SyncBody,
     TopicBody,
@@ -84,6 +86,7 @@ class Federation:
                 envelope.topic(fed.network, peer, "d", self.name),
                 envelope.topic(fed.network, peer, "p", "+"),
                 envelope.topic(fed.network, peer, "t", "+"),
+                envelope.topic(fed.network, peer, "o", "#"),
                 envelope.topic(fed.network, peer, "s"),
             )
         ]
@@ -127,6 +130,7 @@ class Federation:
         self.node.remote_members = self.rosters.members
         self.node.presence_listeners.append(self.rosters.changed)
         self.node.topic_listeners.append(self.topic_set)
+        self.node.order_listeners.append(self.ordered)
         self.node.listeners.append(self.heard)
         self.node.reports["federation"] = self.status
 
@@ -234,6 +238,84 @@ class Federation:
             raise Broken(f"refused as a client's would be ({exc.code.value})") from None
         await self.node.apply_topic(room, text, box, f"{body.by}@{body.origin}", body.ts)
 
+    # -- what staff do -------------------------------------------------------------------
+
+    def ordered(self, order: Order) -> None:
+        if self.shares(order.room):
+            self._background(self._tell_order(order))
+
+    async def _tell_order(self, order: Order) -> None:
+        body = OrderBody(
+            origin=self.name,
+            room=order.room,
+            act=order.act,
+            by=order.by,
+            target=order.target,
+            ts=int(time.time() * 1000),
+            until=order.until,
+            reason=order.reason,
+            ids=order.ids,
+        )
+        topic = envelope.topic(
+            self.settings.network, self.name, "o", envelope.room_tag(self.network_key, order.room)
+        )
+        retain = order.act != "delete"  # a sanction: the latest for the user, kept
+        if retain:
+            topic += "/" + envelope.room_tag(self.network_key, "user\0" + names.key(order.target))
+        payload = envelope.seal([envelope.signed(body, self.key)], self.network_key)
+        await asyncio.gather(*(link.send(topic, payload, retain=retain) for link in self.links))
+
+    async def order_heard(self, body: OrderBody) -> None:
+        """What a peer's staff did in a shared room. A peer answers for its own users: what
+        its staff do to them, or to their messages, holds here. On anyone else it holds only
+        if the actor is staff of the room here too (named with /op NAME@NODE), and outranks
+        them: a peer cannot purge or ban this node's users on its own say."""
+        if body.origin == self.name or not self.shares(body.room):
+            return
+        act = moderation.FEDERATED.get(body.act)
+        if act is None or not self.canonical(body.by, names.username):
+            raise Broken("an order of no known kind, or by a name not in its canonical form")
+        if len(body.ids) > moderation.PURGE_COUNT or len(body.reason or "") > moderation.MAX_REASON:
+            raise Broken("an oversized order")
+        target = self._named_here(body.target, body.origin)
+        if target is None:
+            raise Broken("an order on a name not in its canonical form")
+        try:
+            room = await self.node.room(body.room)
+        except ProtocolError:
+            return  # no such room here: nothing to act on
+        actor = f"{body.by}@{body.origin}"
+        theirs = target.endswith(f"@{body.origin}")
+        if not theirs:
+            try:
+                self.node.authority.require(names.key(actor), act, room.name)
+                self.node.authority.over(names.key(actor), names.key(target), room.name)
+            except ProtocolError:
+                raise Broken("an order by someone who is not staff here") from None
+        await moderation.obey(
+            self.node,
+            room,
+            body.act,
+            actor,
+            target,
+            body.until,
+            body.reason,
+            list(body.ids),
+            body.origin if theirs else None,
+        )
+
+    def _named_here(self, name: str, origin: str) -> str | None:
+        """A user as this node names them: `bob` of `origin` is `bob@origin`, and one of
+        this node's own (`carol@here`) is `carol`."""
+        user, _, node = name.rpartition("@")
+        if not user:
+            user, node = name, origin
+        if node != self.name and node not in self.peers:
+            return None
+        if not self.canonical(user, names.username):
+            return None
+        return user if node == self.name else f"{user}@{node}"
+
     async def keys_of(self, user: str) -> tuple[str | None, str | None]:
         """A user of this node's public keys, for the envelopes of key-protected rooms (asked
         of the store at most once a minute per user)."""
@@ -310,6 +392,8 @@ class Federation:
                     await self.invited(body)
                 case TopicBody():
                     await self.topic_heard(body)
+                case OrderBody():
+                    await self.order_heard(body)
         except Broken as exc:
             self.drop(str(exc))
         except Exception:
@@ -359,6 +443,8 @@ class Federation:
                     return False
                 room = await self.node.shared_room(body.room, body.protected)
                 text, box = self.node.check_body(room, body.text, body.box, limit)
+                if not ours and self._sanctioned(sender, room):
+                    raise Broken("from a user banned or muted in the room here")
         except ProtocolError as exc:
             raise Broken(f"refused as a client's would be ({exc.code.value})") from None
         message = Message(
@@ -388,6 +474,14 @@ class Federation:
         if len(self._vouches) >= NAMES:
             self._vouches.clear()
         self._vouches[user] = (public, signing)
+
+    def _sanctioned(self, sender: str, room: Room) -> bool:
+        authority, key = self.node.authority, names.key(sender)
+        return bool(
+            authority.barred(key, room.id)
+            or authority.sanction(key, "mute", room.id)
+            or authority.sanction(key, "mute")
+        )
 
     def canonical(self, name: str, rule: Callable[[str], str]) -> bool:
         """Whether a name is valid and in its canonical form, remembered: the rules (NFKC,

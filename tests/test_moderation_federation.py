@@ -1,0 +1,137 @@
+"""Keeping order across federated nodes (issue 14): what a room's staff do on one node holds on
+the others by the rules of docs/federation.md. Nodes in process (tests/inproc.py), brokers real
+mosquitto processes on loopback (tests/brokers.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from brokers import brokers
+from federation import Network, linked, until
+from inproc import Member, member
+
+from onionchat.server import Server
+
+
+async def command(who: Member, line: str, room: str = "lobby", ref: str = "c") -> dict[str, Any]:
+    await who.send(type="command", room=room, line=line, ref=ref)
+    while True:
+        frame = await who.recv()
+        if frame.get("ref") == ref and frame["type"] in ("notice", "error"):
+            return frame
+
+
+async def _in_lobby(parts: Server, *users: str) -> list[Member]:
+    joined = [await member(parts, name) for name in users]
+    for m in joined:
+        await m.join("lobby")
+    return joined
+
+
+async def _stored(parts: Server, room: str = "lobby") -> list[str]:
+    history, _ = await parts.store.history(await parts.node.room(room), None, 200)
+    return [f"{m.sender}: {m.text}" for m in history]
+
+
+async def test_a_nodes_staff_ban_and_purge_its_own_user_on_every_node(tmp_path: Path) -> None:
+    with brokers(tmp_path, 1) as (broker,):
+        net = Network(tmp_path, ["north", "south"], [broker.url])
+        async with net.all() as (north, south):
+            ann, mallory = await _in_lobby(north, "ann", "mallory")  # ann: north's admin
+            sam, carl = await _in_lobby(south, "sam", "carl")
+            await linked([north, south])
+            for i in range(3):
+                await mallory.say("lobby", f"SPAM-{i}", ref=f"s{i}")
+
+            async def spammed() -> bool:
+                return len([line for line in await _stored(south) if "SPAM" in line]) == 3
+
+            await until(spammed, what="the spam reached south")
+            said = await command(ann, "/ban mallory 1h spam")
+            assert said["text"] == "ann banned mallory for 1 h: spam"
+            told = await carl.expect("notice")
+            assert told["text"] == "ann@north banned mallory@north for 1 h: spam"
+            assert south.node.authority.barred("mallory@north", (await south.node.room("lobby")).id)
+            await command(ann, "/purge mallory")
+            gone = await carl.expect("deleted")
+            assert len(gone["ids"]) == 3 and gone["by"] == "ann@north"
+            assert not [line for line in await _stored(south) if "SPAM" in line]
+            # the ids stay known (tombstones): a repair with a node that kept them brings
+            # nothing back
+            room = await south.node.room("lobby")
+            ids = await south.store.message_ids(room.id, "", "~", 100)
+            assert set(gone["ids"]) <= set(ids)
+
+            async def audited() -> bool:
+                return len(await south.store.audit("lobby", 10)) == 2
+
+            await until(audited, what="south's audit log")
+            audit = (await command(sam, "/audit"))["text"]
+            assert "ann@north: ban mallory@north" in audit
+            assert "ann@north: delete mallory@north (3 messages)" in audit
+
+
+async def test_another_nodes_staff_act_on_this_nodes_users_only_once_named_staff_here(
+    tmp_path: Path,
+) -> None:
+    with brokers(tmp_path, 1) as (broker,):
+        net = Network(tmp_path, ["north", "south"], [broker.url])
+        async with net.all() as (north, south):
+            (ann,) = await _in_lobby(north, "ann")
+            sam, carl = await _in_lobby(south, "sam", "carl")  # sam made #lobby on south
+            await linked([north, south])
+            hello = await carl.say("lobby", "hello from carl")
+            await ann.expect("message", id=hello["id"])
+            # ann may keep carl@south out of #lobby on her node...
+            said = await command(ann, "/ban carl@south")
+            assert said["text"] == "ann banned carl@south"
+            assert south.federation is not None
+            dropped = sum(south.federation.drops.values())
+            await until(
+                lambda: sum(south.federation.drops.values()) > dropped,  # type: ignore[union-attr]
+                what="south refusing north's order",
+            )
+            assert south.federation.drops["an order by someone who is not staff here"] == 1
+            # ...but on south carl speaks on, and north no longer takes his words
+            later = await carl.say("lobby", "still here", ref="l")
+            await sam.expect("message", id=later["id"])
+            await until(
+                lambda: (
+                    north.federation is not None
+                    and north.federation.drops["from a user banned or muted in the room here"] >= 1
+                ),
+                what="north dropping carl's message",
+            )
+            assert "carl@south: still here" not in await _stored(north)
+            # once south's owner names ann a moderator of #lobby there, her kick holds there
+            await command(sam, "/op ann@north")
+            assert (await command(ann, "/kick carl@south 5 noise"))["type"] == "notice"
+            left = await carl.expect("left")
+            assert left["reason"] == "ann@north kicked you from #lobby for 5 min: noise"
+            await carl.send(type="join", room="lobby", ref="j")
+            assert (await carl.expect("error", ref="j"))["code"] == "forbidden"
+
+
+async def test_a_deleted_message_is_gone_on_every_node(tmp_path: Path) -> None:
+    with brokers(tmp_path, 1) as (broker,):
+        net = Network(tmp_path, ["north", "south"], [broker.url])
+        async with net.all() as (north, south):
+            (ann,) = await _in_lobby(north, "ann")
+            (sam,) = await _in_lobby(south, "sam")
+            await linked([north, south])
+            oops = await sam.say("lobby", "OOPS-WRONG-ROOM")
+            await ann.expect("message", id=oops["id"])
+            await command(sam, f"/delete {oops['id']}")
+            assert (await ann.expect("deleted"))["ids"] == [oops["id"]]
+            assert not [line for line in await _stored(north) if "OOPS" in line]
+            # north's admin cannot delete a message of south's on south's behalf
+            kept = await sam.say("lobby", "KEPT-WORDS")
+            await ann.expect("message", id=kept["id"])
+            await command(ann, f"/delete {kept['id']}")
+            assert south.federation is not None
+            await until(
+                lambda: south.federation.drops["an order by someone who is not staff here"],  # type: ignore[union-attr]
+                what="south refusing the deletion",
+            )
+            assert "sam: KEPT-WORDS" in await _stored(south)
