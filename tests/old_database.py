@@ -28,8 +28,13 @@ FAST_AUTH = {
 }
 # (user, options, lines): each a CLI client in --pipe mode, in this order.
 SESSIONS: list[tuple[str, list[str], list[str]]] = [
-    ("alice", ["--register"], ["hello from the old release", "привет из старой версии"]),
-    ("bob", ["--register"], ["hi alice", "/topic the lobby of an old release"]),
+    # alice made #lobby and owns it: since roles (schema 6), only she may set its topic
+    (
+        "alice",
+        ["--register"],
+        ["hello from the old release", "привет из старой версии", "/topic the old lobby"],
+    ),
+    ("bob", ["--register"], ["hi alice"]),
     ("alice", ["--room", "plans", f"--key={ROOM_KEY}"], ["a sealed plan", "/invite bob"]),
     ("alice", [], ["/msg bob a direct word"]),
 ]

@@ -492,6 +492,9 @@ async def test_an_insider_cannot_turn_a_bot_against_the_room(
         await m.join("plans", protected=True)
         await alice.invite("Olga")
         await a.expect("readers")
+        # only staff invite bots: mallory is a room moderator gone bad
+        await a.send(type="command", room="plans", line="/op mallory", ref="op")
+        await a.expect("notice", ref="op")
         await mallory.invite("Olga", key=hers)
         await a.expect("readers")
         await alice.say("the vault code is 4711", "s")

@@ -241,6 +241,12 @@ async def test_usekey_takes_an_invitations_key_only_when_asked(
 # -- boxes --------------------------------------------------------------------------------------
 
 
+async def made_moderator(owner: Any, name: str, room: str = "vault") -> None:
+    """Only staff set topics: the insider of these tests is a room moderator gone bad."""
+    await owner.client.send(type="command", room=room, line=f"/op {name}", ref="op")
+    await owner.client.expect("notice", ref="op")
+
+
 async def test_replayed_moved_and_forged_boxes_are_shown_rejected(
     node: NodeProcess, password_file: Path
 ) -> None:
@@ -254,6 +260,7 @@ async def test_replayed_moved_and_forged_boxes_are_shown_rejected(
         await alice.client.join("vault", protected=True)
         await enter(mallory.client, "vault")  # no key
         await enter(carol.client, "vault")  # holds the key
+        await made_moderator(alice, "mallory")  # a moderator may set the topic, and tries
         async with pipe_client(node.url, "bob", password_file, *with_key(key, "vault")) as bob:
             await bob.next(type="joined")
             old = await alice.say("vault", key, "meet at noon", "a1")
@@ -733,6 +740,7 @@ async def test_boxes_a_member_seeds_with_a_key_of_their_own_do_not_win_the_room(
         await alice.client.join("vault", protected=True)
         await alice.say("vault", key, "the first words", "a1")
         await enter(mallory.client, "vault")
+        await made_moderator(alice, "mallory")  # who may set the topic, and does
         await mallory.say("vault", forged, "take my key", "m1")
         topic = mallory.box(forged, "vault", "mallory's topic", "topic")
         await mallory.client.send(type="topic", room="vault", box=topic, ref="t")

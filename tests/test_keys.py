@@ -166,9 +166,11 @@ async def test_in_a_protected_room_only_a_sealed_topic_changes_it_and_says_who_a
         await alice.send(type="topic", room="vault", box=box, ref="t")
         changed = await alice.expect("topic", ref="t")
         assert changed["by"] == "alice" and changed["ts"] > 0
-        await mallory.send(type="topic", room="vault", ref="clear")
-        error = await mallory.expect("error", ref="clear")
+        await alice.send(type="topic", room="vault", ref="clear")
+        error = await alice.expect("error", ref="clear")
         assert error["code"] == "bad_body" and "seal the topic" in error["message"]
+        await mallory.send(type="topic", room="vault", box=box, ref="m")  # not staff here
+        assert (await mallory.expect("error", ref="m"))["code"] == "forbidden"
     async with user(node, "bob") as bob:
         info = (await enter(bob, "vault"))["room"]
     assert info["topic_box"] == box and info["topic_by"] == "alice"

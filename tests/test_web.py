@@ -272,6 +272,8 @@ async def test_a_key_protected_room_with_the_cli(
             assert line["decrypted"] is True
             await bob.send("roger that")
             await bob.send("/me nods")
+            await say(page, "/op bob")  # only staff set the topic
+            await expect(page.locator("#notice")).to_contain_text("alice made bob a moderator")
             await bob.send("/topic nest at noon")
             await expect(page.locator("#messages")).to_contain_text("roger that")
             await expect(page.locator("#messages li.action")).to_contain_text("* bob nods")
@@ -437,6 +439,8 @@ async def test_hostile_text_is_shown_as_text(node: NodeProcess, browser: Browser
         ]
         async with user(node, "mallory") as mallory:
             await mallory.join("lobby")
+            await say(page, "/op mallory")  # a moderator, for the topic
+            await mallory.expect("notice")
             for i, text in enumerate(hostile):
                 await mallory.say("lobby", text, ref=str(i))
             await mallory.send(type="topic", room="lobby", text="<b>bold</b><img src=y>")

@@ -204,6 +204,8 @@ async def test_replayed_and_forged_boxes_are_rejected_visibly(
         await expect(bob.locator("#room-title")).to_have_text("#vault")
         async with user(node, "mallory") as mallory, user(node, "eve") as eve:
             await enter(mallory, "vault")
+            await say(alice, "/op mallory")  # only staff set the topic: a moderator gone bad
+            await mallory.expect("notice")
             await say(alice, "words of alice")
             original = await mallory.expect("message", sender="alice")
             stolen = original["box"]
