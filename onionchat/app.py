@@ -257,6 +257,13 @@ async def register(request: Request) -> Response:
 
 
 @_errors
+async def guest(request: Request) -> Response:
+    """A guest's session, without an account (when the node takes guests)."""
+    user, token, expires = await _node(request).accounts.guest()
+    return _session_response(request, user.name, token, expires, 201)
+
+
+@_errors
 async def login(request: Request) -> Response:
     body = await _body(request, LoginBody)
     secret = b64decode(body.secret, SECRET_BYTES, "secret")
@@ -549,6 +556,7 @@ def create_app(settings: Settings, reporter: Reporter | None = None) -> Starlett
         Route("/api/prelogin", prelogin, methods=["POST"]),
         Route("/api/register", register, methods=["POST"]),
         Route("/api/login", login, methods=["POST"]),
+        Route("/api/guest", guest, methods=["POST"]),
         Route("/api/logout", logout, methods=["POST"]),
         Route("/api/session", whoami),
         WebSocketRoute("/ws", chat),

@@ -143,8 +143,10 @@ class Accounts:
         self._reserved = reserved  # names no account may take nor look like: the bots'
         self._reserved_keys = frozenset(names.key(label) for label in reserved)
         self._store = store
-        # Whether node staff is around to admit newcomers (the node's, set by the server).
+        # Whether node staff is around to admit newcomers, and whether guests are welcome now
+        # (the node's, set by the server).
         self.staff_around: Callable[[], bool] = _always
+        self.guests_welcome: Callable[[], bool] = _always
         self._settings = settings
         self._node_secret = node_secret
         self._opslimit, self._memlimit = _COSTS[settings.argon2]
@@ -351,6 +353,36 @@ class Accounts:
             mode = "open"  # nobody would admit them: the fallback
         return mode, code
 
+    async def guest(self) -> tuple[User, str, int]:
+        """A session without an account: a name of the node's making, for `guest_hours`, and
+        no password (a guest's name cannot be logged in to). No hashing at all."""
+        if not self._settings.guests or not self.guests_welcome():
+            raise AuthError(Code.NO_GUESTS, "this node takes no guests now: make an account", 403)
+        if not self._registrations.allow():
+            seconds = math.ceil(self._registrations.delay())
+            raise AuthError(
+                Code.RATE_LIMITED,
+                f"too many newcomers on this node just now; try again in {seconds} s",
+                429,
+                retry_after=seconds,
+            )
+        for _ in range(5):
+            name = f"guest-{secrets.token_hex(3)}"
+            try:
+                user = await self._store.create_user(
+                    name, names.key(name), secrets.token_bytes(SALT_BYTES), 1, "!", guest=True
+                )
+            except Conflict:
+                continue
+            break
+        else:
+            raise AuthError(Code.UNAVAILABLE, "no guest name is free just now: try again", 503)
+        token = b64encode(secrets.token_bytes(32))
+        expires = int(time.time() + self._settings.guest_hours * 3600)
+        await self._store.create_session(token_hash(token), user.id, expires)
+        log.info("guest session", extra={"event": "guest"})
+        return user, token, expires
+
     async def create_locked(self, name: str) -> User:
         """An account nobody can log in to (a bot's): its hash is of a secret nobody keeps."""
         stored = await self._hash(secrets.token_bytes(SECRET_BYTES))
@@ -370,8 +402,9 @@ class Accounts:
         self.check_login(username, device)
         known = self._device(key, device)
         user = await self._store.user_by_key(key)
-        if user is None:
+        if user is None or user.role == "guest":  # a guest has no password to log in with
             await self._imitate(known is not None)
+            user = None
             ok = False
         else:
             ok = await self._verify(user.hash.encode(), secret, known is not None)

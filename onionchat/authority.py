@@ -25,6 +25,7 @@ STAFF = 50  # the level of a room moderator: staff pass every room mode
 VOICE = 10  # who may speak in a moderated room
 NODE_WIDE = 0  # the room id of a sanction that holds in every room
 CHANGED = "order"  # the meta key `onionchat admin` bumps when it changes something
+GUESTS = "guests"  # the meta key of what holds for all guests: in, muted, out
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -51,6 +52,8 @@ ACTS = {
     "node-audit": Act(75, "read the whole node's audit log"),
     "grant": Act(100, "grant node roles"),
     "admit": Act(75, "admit newcomers"),
+    "guests": Act(75, "mute or shut out the guests"),
+    "create": Act(0, "make rooms"),
     "invitecode": Act(0, "make invite codes"),
 }
 
@@ -99,9 +102,11 @@ class Authority:
         self._rooms: dict[str, dict[str, str]] = {}  # room -> user key -> role
         self._sanctions: dict[tuple[int, str, str], Sanction] = {}
         self._stamp: bytes | None = None
+        self.guests = "in"  # all guests at once: "in", "muted" or "out"
 
     async def load(self) -> None:
         self._stamp = await self._store.get_meta(CHANGED)
+        self.guests = (await self._store.get_meta(GUESTS) or b"in").decode()
         self._node = await self._store.node_roles()
         rooms: dict[str, dict[str, str]] = {}
         for room, key, role in await self._store.room_roles():
@@ -195,6 +200,10 @@ class Authority:
     def owned(self, room: str, key: str) -> None:
         """A room just made with its owner (the store wrote the role in its transaction)."""
         self._rooms.setdefault(room, {})[key] = "owner"
+
+    async def set_guests(self, state: str) -> None:
+        await self._store.put_meta(GUESTS, state.encode())
+        self.guests = state
 
     async def impose(self, sanction: Sanction) -> None:
         await self._store.put_sanction(sanction)

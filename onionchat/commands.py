@@ -425,6 +425,16 @@ async def _revokecode(
     node.notice(conn, f"invite code {label}… can no longer be used", room, ref)
 
 
+async def _guests(
+    node: Node, conn: Connection, args: str, room: str | None, ref: str | None
+) -> None:
+    if not args:
+        node.authority.require(conn.user_key, "guests")
+        node.notice(conn, f"guests are {node.authority.guests} on this node", room, ref)
+        return
+    await moderation.guests(node, conn, args.strip().casefold(), ref)
+
+
 COMMANDS: dict[str, Spec] = {
     "help": Spec("/help", "list the commands", _help),
     "clear": Spec("/clear", "clear this window (only on your screen)", _clear),
@@ -473,6 +483,7 @@ COMMANDS: dict[str, Spec] = {
     ),
     "admit": Spec("/admit NAME", "node staff: let a newcomer out of the waiting room", _admit),
     "waiting": Spec("/waiting", "node staff: who waits to be admitted", _waiting),
+    "guests": Spec("/guests [mute|unmute|out|in]", "node staff: all guests at once", _guests),
 }
 
 

@@ -393,6 +393,18 @@ class Auth:
             high=525_600,
         ),
     )
+    guests: bool = dataclasses.field(
+        default=False,
+        metadata=_key(
+            "Whether visitors may enter without an account, as guests: a name of the node's "
+            "making (`guest-1a2b3c`), for `guest_hours`, in open rooms, unable to make rooms "
+            "or invite codes; node staff mute or shut out all guests at once (/guests)."
+        ),
+    )
+    guest_hours: float = dataclasses.field(
+        default=4.0,
+        metadata=_key("How long a guest's session lasts.", low=0.05, high=24 * 30),
+    )
     question: str = dataclasses.field(
         default="",
         metadata=_key(

@@ -448,6 +448,25 @@ async def obey(
     await node.authority.record(actor, act, target, room.name, detail)
 
 
+GUEST_STATES = {"in": "in", "unmute": "in", "mute": "muted", "out": "out"}
+
+
+async def guests(node: Node, conn: Connection, word: str, ref: str | None = None) -> None:
+    """All guests at once: muted (they read), out (every guest connection closed, and none
+    taken, nor any new guest), or in again."""
+    node.authority.require(conn.user_key, "guests")
+    state = GUEST_STATES.get(word)
+    if state is None:
+        raise ProtocolError(Code.BAD_COMMAND, "usage: /guests [mute|unmute|out|in]")
+    await node.authority.set_guests(state)
+    if state == "out":
+        for other in node.hub.all_connections():
+            if other.session.user.role == "guest":
+                other.close(Close.BANNED, f"{conn.user} shut the guests out of this node")
+    node.notice(conn, f"guests are {state} on this node now", ref=ref)
+    await node.authority.record(conn.user, f"guests {state}")
+
+
 async def admit(node: Node, conn: Connection, name: str, ref: str | None = None) -> None:
     """A newcomer out of the waiting room: a member from now on, and told so."""
     node.authority.require(conn.user_key, "admit")

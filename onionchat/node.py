@@ -202,6 +202,8 @@ class Node:
             raise Refused(
                 f"flooding: {session.user.name} may connect again in {math.ceil(wait)} s", wait
             )
+        if session.user.role == "guest" and self.authority.guests == "out":
+            raise Refused("guests are shut out of this node now: make an account", banned=True)
         banned = self.authority.sanction(key, "ban")
         if banned is not None:
             reason = f"{session.user.name} is banned from this node{_why(banned)}"
@@ -283,6 +285,7 @@ class Node:
                 if time.monotonic() - expired_at >= EXPIRY_EVERY:
                     expired_at = time.monotonic()
                     await self.expire()
+                    await self.store.delete_idle_guests()
             except Exception:
                 log.exception("upkeep failed", extra={"event": "error"})
 
@@ -479,6 +482,10 @@ class Node:
                 ref,
             )
         if room is None:
+            if not self.authority.may(conn.user_key, "create"):
+                raise ProtocolError(
+                    Code.FORBIDDEN, "guests cannot make rooms: join one, or make an account", ref
+                )
             wait = self._creations.retry_after(conn.user_key)
             if wait > 0:
                 raise ProtocolError(
@@ -736,9 +743,14 @@ class Node:
         if self.authority.node_role(conn.user_key) == "waiting":
             raise ProtocolError(Code.FORBIDDEN, WAITING)
 
+    def guests_welcome(self) -> bool:
+        return self.authority.guests != "out"
+
     def _may_speak(self, conn: Connection, room_id: int) -> None:
         """A mute in the room, or node-wide, leaves the user reading, not writing."""
         self._admitted(conn)
+        if self.authority.guests == "muted" and conn.session.user.role == "guest":
+            raise ProtocolError(Code.FORBIDDEN, "guests are muted on this node now")
         muted = self.authority.sanction(conn.user_key, "mute")
         if muted is None and room_id != NODE_WIDE:
             muted = self.authority.sanction(conn.user_key, "mute", room_id)

@@ -316,6 +316,7 @@ def _login_page(
         "<section><h2>Create an account</h2>"
         f"{_error(register_error) if register_error else ''}"
         f"{_registration_form(hidden, _node(request).settings.auth)}</section>"
+        f"{_guest_form(hidden) if _node(request).settings.auth.guests else ''}"
         '<p>With JavaScript on, <a href="/">the full client</a> never sends your password '
         "and can open key-protected rooms.</p></main>"
     )
@@ -399,6 +400,15 @@ def _registration_form(hidden: str, auth: AuthSettings) -> str:
         '<label>Password again <input type="password" name="repeat" '
         'autocomplete="new-password" required></label>'
         f'{invite}<button type="submit">Create account</button></form>'
+    )
+
+
+def _guest_form(hidden: str) -> str:
+    return (
+        "<section><h2>Or enter as a guest</h2><p>A name of the node's making, for a few "
+        "hours, in open rooms.</p>"
+        f'<form method="post" action="/nojs/guest" accept-charset="utf-8">{hidden}'
+        '<button type="submit">Enter as a guest</button></form></section>'
     )
 
 
@@ -561,6 +571,17 @@ async def register(request: Request) -> Response:
     except ClientGone:
         log.info("registration dropped: the client left", extra={"event": "dropped"})
         return Response(status_code=499)
+    except ProtocolError as exc:
+        return _refused(_login_page(request, _status(exc), register_error=exc.message), exc)
+    return _logged_in(request, user.name, token, expires)
+
+
+async def guest(request: Request) -> Response:
+    try:
+        _check_presession(request, await _form(request))
+        user, token, expires = await _node(request).accounts.guest()
+    except FormError as exc:
+        return _login_page(request, exc.status, register_error=exc.message)
     except ProtocolError as exc:
         return _refused(_login_page(request, _status(exc), register_error=exc.message), exc)
     return _logged_in(request, user.name, token, expires)
@@ -856,6 +877,7 @@ routes = [
     Route("/login", login_page),
     Route("/login", login, methods=["POST"]),
     Route("/register", register, methods=["POST"]),
+    Route("/guest", guest, methods=["POST"]),
     Route("/logout", logout, methods=["POST"]),
     Route("/rooms", rooms),
     Route("/join", join, methods=["POST"]),

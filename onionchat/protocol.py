@@ -58,6 +58,7 @@ class Code(enum.StrEnum):
     REGISTRATION_CLOSED = "registration_closed"
     INVITE_NEEDED = "invite_needed"
     WRONG_ANSWER = "wrong_answer"
+    NO_GUESTS = "no_guests"
     TOO_MANY = "too_many"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"

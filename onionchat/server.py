@@ -71,6 +71,7 @@ async def running(settings: Settings, reporter: Reporter | None = None) -> Async
         try:
             node = Node(settings, store, accounts)
             accounts.staff_around = node.staff_around
+            accounts.guests_welcome = node.guests_welcome
             await node.authority.load()
             commands.install(node)
             identity.install(node)

@@ -550,6 +550,7 @@ class Store:
         hash: str,
         *,
         bot: bool = False,
+        guest: bool = False,
         admission: str = "open",
         invite: bytes | None = None,
     ) -> User:
@@ -562,10 +563,10 @@ class Store:
         skeleton = names.skeleton(name)
 
         def op(db: sqlite3.Connection) -> tuple[int, str]:
-            first = not bot and not db.execute(_HUMAN).fetchone()
-            role = "bot" if bot else "admin" if first else "member"
+            first = not bot and not guest and not db.execute(_HUMAN).fetchone()
+            role = "bot" if bot else "guest" if guest else "admin" if first else "member"
             inviter = None
-            if not first and not bot:
+            if not first and not bot and not guest:
                 if admission == "closed":
                     raise NotAdmitted("this node takes no new accounts")
                 if admission == "waiting":
@@ -585,6 +586,19 @@ class Store:
 
         user_id, role = await self._write(op)
         return User(user_id, name, salt, iterations, hash, role, _now())
+
+    async def delete_idle_guests(self) -> int:
+        """Guests whose sessions have all ended go, their accounts with them (their words
+        stay, under the name they had)."""
+
+        def op(db: sqlite3.Connection) -> int:
+            return db.execute(
+                "DELETE FROM users WHERE role = 'guest' AND NOT EXISTS (SELECT 1 FROM sessions "
+                "WHERE sessions.user_id = users.id AND sessions.expires > ?)",
+                (_now(),),
+            ).rowcount
+
+        return await self._write(op)
 
     async def has_humans(self) -> bool:
         return await self._one(_HUMAN, ()) is not None

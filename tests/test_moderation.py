@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -498,3 +499,53 @@ async def test_a_new_account_writes_slowly_and_without_links_at_first(tmp_path: 
             "your account is new: for 10 min more you write at most 0.01 messages a second"
         )
         await alice.say("lobby", "https://staff.example/ is fine: alice owns the room")
+
+
+# -- guests ----------------------------------------------------------------------------------
+
+
+async def test_guests_come_in_without_an_account_and_staff_silence_or_shut_them_out_at_once(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path / "closed") as parts:
+        with pytest.raises(AuthError) as refused_:
+            await parts.accounts.guest()
+        assert refused_.value.code == "no_guests"
+    async with running(tmp_path / "node", {"ONIONCHAT_AUTH_GUESTS": "true"}) as parts:
+        (root,) = await lobby(parts, "root")
+        user, token, expires = await parts.accounts.guest()
+        assert user.name.startswith("guest-") and user.role == "guest"
+        assert 3.9 * 3600 < expires - time.time() <= 4 * 3600
+        guest = await connection(parts, token)
+        assert (await guest.join("lobby"))["room"]["name"] == "lobby"
+        await guest.say("lobby", "hi, just looking")
+        await guest.send(type="join", room="my-own", create=True, ref="j")
+        error = await guest.expect("error", ref="j")
+        assert error["message"] == "guests cannot make rooms: join one, or make an account"
+        assert (await command(guest, "/invitecode", None))["code"] == "forbidden"
+        with pytest.raises(AuthError, match="wrong username or password"):
+            await parts.accounts.login(user.name, b"\0" * 32)  # a guest has no password
+        assert (await command(root, "/guests mute"))["text"] == "guests are muted on this node now"
+        await guest.send(type="send", room="lobby", text="hello?", ref="s")
+        assert (await guest.expect("error", ref="s"))["message"] == (
+            "guests are muted on this node now"
+        )
+        await command(root, "/guests out")
+        assert guest.conn.close_code == 4003
+        with pytest.raises(Refused, match="guests are shut out"):
+            await connection(parts, token)
+        with pytest.raises(AuthError, match="takes no guests now"):
+            await parts.accounts.guest()
+        await command(root, "/guests in")
+        again = await connection(parts, token)
+        await again.join("lobby")
+        await again.say("lobby", "back")
+        # a guest whose session ended leaves no account behind (their words stay)
+        assert await parts.store.delete_idle_guests() == 0  # its session still runs
+        with sqlite3.connect(tmp_path / "node" / "onionchat.sqlite3") as db:
+            db.execute("UPDATE sessions SET expires = 0 WHERE user_id = ?", (user.id,))
+        assert await parts.store.delete_idle_guests() == 1
+        assert await parts.store.user_by_key(user.name) is None
+        assert "back" in [
+            m.text for m in (await parts.store.history(await parts.node.room("lobby"), None, 50))[0]
+        ]

@@ -234,3 +234,27 @@ async def test_an_invite_only_node_asks_the_web_page_and_the_nojs_form_for_a_cod
         await ctx.close()
     users = onionchat("admin", "--data-dir", str(node.data_dir), "users").stdout
     assert "webby  member" in users and "invited by root" in users
+
+
+async def test_without_javascript_a_guest_enters_talks_and_is_shut_out_with_all_guests(
+    node_factory: Any, browser: Browser
+) -> None:
+    node = node_factory(env={"ONIONCHAT_AUTH_GUESTS": "true"})
+    async with connect(node, await register(node, "root")) as root:
+        await root.join("lobby")
+        ctx = await browser.new_context(java_script_enabled=False)
+        try:
+            page = await ctx.new_page()
+            await page.goto(f"{node.url}/nojs/")
+            await page.get_by_role("button", name="Enter as a guest").click()
+            await expect(page.locator("nav")).to_contain_text("logged in as guest-")
+            await page.get_by_label("Room").fill("lobby")
+            await page.get_by_role("button", name="Join").click()
+            await _post(page, "a guest says hello")
+            said = await root.expect("message", text="a guest says hello")
+            assert said["sender"].startswith("guest-")
+            assert (await command(root, "/guests out"))["text"] == "guests are out on this node now"
+            await page.reload()
+            await expect(page.locator("main")).to_contain_text("guests are shut out")
+        finally:
+            await ctx.close()
