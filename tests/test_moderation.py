@@ -5,6 +5,7 @@ HTTP); the transports' own tests are in test_moderation_transports.py."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import secrets
 import sqlite3
 import time
@@ -549,3 +550,20 @@ async def test_guests_come_in_without_an_account_and_staff_silence_or_shut_them_
         assert "back" in [
             m.text for m in (await parts.store.history(await parts.node.room("lobby"), None, 50))[0]
         ]
+
+
+async def test_a_member_cannot_invite_a_bot_into_a_key_protected_room(tmp_path: Path) -> None:
+    """The bots' door asks the authorization point too: only staff let a bot read a room."""
+    async with running(tmp_path / "node") as parts:
+        alice, bob = await member(parts, "alice"), await member(parts, "bob")
+        await alice.join("vault", protected=True)
+        await bob.send(type="join", room="vault", protected=True, ref="j")
+        await bob.expect("joined", ref="j")
+        sealed_ = base64.b64encode(secrets.token_bytes(200)).decode()
+        await bob.send(type="invite", room="vault", to="Olga", sealed=sealed_, ref="i")
+        error = await bob.expect("error", ref="i")
+        assert error["code"] == "forbidden"
+        assert error["message"] == "only room moderators and up may invite or uninvite bots"
+        await alice.send(type="invite", room="vault", to="Olga", sealed=sealed_, ref="i")
+        answer = await alice.expect("notice", ref="i")  # past the door: Olga looks at the key
+        assert answer["text"].startswith("Olga cannot open that key")
