@@ -71,6 +71,7 @@ class Order:
     until: int | None = None
     reason: str | None = None
     ids: tuple[str, ...] = ()
+    mode: str | None = None  # a room mode set: "expiry 24"
 
 
 def who_may(level: int) -> str:

@@ -334,9 +334,16 @@ async def set_mode(
 ) -> None:
     """`invite on`, `limit 50`, `slow off`: one mode at a time, said in the room."""
     node.authority.require(conn.user_key, "modes", room.name)
+    modes = changed_modes(room.modes, name, value)
+    await _apply_modes(node, room, modes, name, value, conn.user, conn, ref)
+    _tell_peers(node, room, "mode", conn.user, "", mode=f"{name} {value}")
+
+
+def changed_modes(modes: Modes, name: str, value: str) -> Modes:
+    """The room's modes with one changed, or the reason why not (`bad_command`)."""
     if name not in MODES:
         raise ProtocolError(Code.BAD_COMMAND, f"a mode is one of: {', '.join(MODES)}")
-    current = getattr(room.modes, name)
+    current = getattr(modes, name)
     if isinstance(current, bool):
         if value not in ("on", "off"):
             raise ProtocolError(Code.BAD_COMMAND, f"usage: /mode {name} on|off")
@@ -350,12 +357,31 @@ async def set_mode(
             Code.BAD_COMMAND, f"usage: /mode {name} N|off (N from 1 to {MAX_MODE_VALUE[name]})"
         )
     changes: dict[str, Any] = {name: new}
-    room = await node.set_modes(room, dataclasses.replace(room.modes, **changes))
-    said = f"{conn.user} set #{room.name} {name} {value}; modes: {describe(room.modes)}"
+    return dataclasses.replace(modes, **changes)
+
+
+async def _apply_modes(
+    node: Node,
+    room: Room,
+    modes: Modes,
+    name: str,
+    value: str,
+    by: str,
+    conn: Connection | None = None,
+    ref: str | None = None,
+) -> None:
+    room = await node.set_modes(room, modes)
+    said = f"{by} set #{room.name} {name} {value}; modes: {describe(room.modes)}"
     node.announce(room.name, said, conn, ref)
-    await node.authority.record(conn.user, f"mode {name} {value}", None, room.name)
-    if name == "expiry" and new:
+    await node.authority.record(by, f"mode {name} {value}", None, room.name)
+    if name == "expiry" and modes.expiry:
         await node.expire()
+
+
+async def mode_from_peer(node: Node, room: Room, actor: str, mode: str) -> None:
+    """A mode that staff of another node set (the federation checked they are staff here)."""
+    name, _, value = mode.partition(" ")
+    await _apply_modes(node, room, changed_modes(room.modes, name, value), name, value, actor)
 
 
 async def let_in(

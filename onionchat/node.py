@@ -176,6 +176,7 @@ class Node:
         self._spoken: dict[tuple[int, str], float] = {}  # (room, user) -> last message, slow mode
         self.knocks = Buckets(1 / 60, 1)  # per user: a knock a minute
         self._staff_seen = time.monotonic()  # when node staff was last connected
+        self._unscrubbed = False  # deleted words may still be in the write-ahead log
         newcomer_rate = settings.auth.newcomer_rate
         self._newcomers = Buckets(newcomer_rate, 5)  # per user: what a new account may write
 
@@ -282,6 +283,8 @@ class Node:
             try:
                 if await self.authority.changed():
                     await self._reload_order()
+                if self._unscrubbed:
+                    self._unscrubbed = not await self.store.scrub()
                 if time.monotonic() - expired_at >= EXPIRY_EVERY:
                     expired_at = time.monotonic()
                     await self.expire()
@@ -994,16 +997,18 @@ class Node:
 
     async def erase(self, room: Room, ids: list[str], by: str) -> list[str]:
         """Delete messages from the database and from every screen that shows them; the ids
-        there were. The log is then scrubbed, so their bytes are in no file."""
+        there were. The log is scrubbed before anyone is told, so that their bytes are in no file
+        by then."""
         gone = await self.store.delete_messages(room.id, ids)
         if gone:
+            # the words out of every file first (or, when a reader holds the log, soon after)
+            self._unscrubbed = not await self.store.scrub()
             frame = Deleted(room=room.name, ids=gone, by=by)
             if room.name.startswith("@"):
                 for user in room.name[1:].split("+"):
                     self.hub.to_user(names.key(user), encode(frame))
             else:
                 self.hub.broadcast(room.name, encode(frame))
-            await self.store.scrub()
         return gone
 
 

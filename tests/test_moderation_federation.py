@@ -4,6 +4,7 @@ mosquitto processes on loopback (tests/brokers.py)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ from brokers import brokers
 from federation import Network, linked, until
 from inproc import Member, member
 
+from onionchat import ids
+from onionchat.protocol import Message
 from onionchat.server import Server
 
 
@@ -135,3 +138,42 @@ async def test_a_deleted_message_is_gone_on_every_node(tmp_path: Path) -> None:
                 what="south refusing the deletion",
             )
             assert "sam: KEPT-WORDS" in await _stored(south)
+
+
+async def test_an_expiry_set_by_staff_of_both_nodes_deletes_old_words_on_both(
+    tmp_path: Path,
+) -> None:
+    with brokers(tmp_path, 1) as (broker,):
+        net = Network(tmp_path, ["north", "south"], [broker.url])
+        async with net.all() as (north, south):
+            (ann,) = await _in_lobby(north, "ann")
+            (sam,) = await _in_lobby(south, "sam")
+            await linked([north, south])
+            room = await north.node.room("lobby")
+            ago = int(time.time() * 1000) - 3 * 3_600_000
+            old_id = ids.first_at(ago)  # an id of its time, as peers check
+            old = Message(id=old_id, room="lobby", ts=ago, sender="ann", text="OLD-WORDS")
+            await north.node.accept(room, old)
+            await sam.expect("message", id=old_id)
+            # sam owns #lobby on south, not on north: north keeps its words
+            assert (await command(sam, "/mode expiry 1"))["type"] == "notice"
+            assert not [line for line in await _stored(south) if "OLD-WORDS" in line]
+            assert south.federation is not None and north.federation is not None
+            await until(
+                lambda: north.federation.drops["an order by someone who is not staff here"],  # type: ignore[union-attr]
+                what="north refusing south's mode",
+            )
+            assert "ann: OLD-WORDS" in await _stored(north)
+            # once north's owner names sam a moderator there, his expiry holds there too
+            await command(ann, "/op sam@south")
+            await command(sam, "/mode expiry 2", ref="e2")
+            told = await ann.expect(
+                "notice", text="sam@south set #lobby expiry 2; modes: messages kept 2 h"
+            )
+            assert told["room"] == "lobby"
+            assert (await ann.expect("deleted"))["ids"] == [old_id]
+            assert not [line for line in await _stored(north) if "OLD-WORDS" in line]
+            for parts in (north, south):
+                data_dir = parts.settings.server.data_dir
+                for f in data_dir.glob("onionchat.sqlite3*"):
+                    assert b"OLD-WORDS" not in f.read_bytes(), f

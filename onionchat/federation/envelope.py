@@ -141,6 +141,7 @@ class OrderBody(
     until: int | None = None
     reason: str | None = None
     ids: tuple[str, ...] = ()
+    mode: str | None = None  # a room mode set (`expiry 24`), with an empty `target`
 
 
 Body = MessageBody | SyncBody | BundleBody | PresenceBody | InviteBody | TopicBody | OrderBody

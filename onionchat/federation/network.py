@@ -255,13 +255,15 @@ class Federation:
             until=order.until,
             reason=order.reason,
             ids=order.ids,
+            mode=order.mode,
         )
         topic = envelope.topic(
             self.settings.network, self.name, "o", envelope.room_tag(self.network_key, order.room)
         )
-        retain = order.act != "delete"  # a sanction: the latest for the user, kept
+        retain = order.act != "delete"  # a sanction or a mode: the latest of each, kept
         if retain:
-            topic += "/" + envelope.room_tag(self.network_key, "user\0" + names.key(order.target))
+            what = f"mode\0{(order.mode or '').partition(' ')[0]}" if order.mode else "user\0"
+            topic += "/" + envelope.room_tag(self.network_key, what + names.key(order.target))
         payload = envelope.seal([envelope.signed(body, self.key)], self.network_key)
         await asyncio.gather(*(link.send(topic, payload, retain=retain) for link in self.links))
 
@@ -271,6 +273,9 @@ class Federation:
         if the actor is staff of the room here too (named with /op NAME@NODE), and outranks
         them: a peer cannot purge or ban this node's users on its own say."""
         if body.origin == self.name or not self.shares(body.room):
+            return
+        if body.act == "mode":
+            await self._mode_heard(body)
             return
         act = moderation.FEDERATED.get(body.act)
         if act is None or not self.canonical(body.by, names.username):
@@ -303,6 +308,25 @@ class Federation:
             list(body.ids),
             body.origin if theirs else None,
         )
+
+    async def _mode_heard(self, body: OrderBody) -> None:
+        """A room mode set by a peer's staff holds here only if they are staff here too: a
+        mode is never a node's own business alone (rule 2 of docs/federation.md)."""
+        if body.mode is None or len(body.mode) > 64 or not self.canonical(body.by, names.username):
+            raise Broken("an order of no known kind, or by a name not in its canonical form")
+        try:
+            room = await self.node.room(body.room)
+        except ProtocolError:
+            return
+        actor = f"{body.by}@{body.origin}"
+        if not self.node.authority.may(names.key(actor), "modes", room.name):
+            raise Broken("an order by someone who is not staff here")
+        try:
+            await moderation.mode_from_peer(self.node, room, actor, body.mode)
+        except ProtocolError:
+            raise Broken(
+                "an order of no known kind, or by a name not in its canonical form"
+            ) from None
 
     def _named_here(self, name: str, origin: str) -> str | None:
         """A user as this node names them: `bob` of `origin` is `bob@origin`, and one of
