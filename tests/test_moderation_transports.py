@@ -258,3 +258,64 @@ async def test_without_javascript_a_guest_enters_talks_and_is_shut_out_with_all_
             await expect(page.locator("main")).to_contain_text("guests are shut out")
         finally:
             await ctx.close()
+
+
+async def test_over_the_websocket_modes_mutes_purges_and_the_audit_hold(node: NodeProcess) -> None:
+    async with user(node, "root") as root, user(node, "bob") as bob, user(node, "eve") as eve:
+        await root.join("lobby")
+        await bob.join("lobby")
+        for line, said in (
+            ("/mode moderated on", "root set #lobby moderated on; modes: moderated"),
+            ("/voice bob", "root gave bob a voice in #lobby"),
+            (
+                "/mode slow 60",
+                "root set #lobby slow 60; modes: moderated, slow: a message every 60 s",
+            ),
+        ):
+            assert (await command(root, line))["text"] == said
+        await bob.say("lobby", "BOB-ONE")
+        await bob.send(type="send", room="lobby", text="BOB-TWO", ref="s")
+        assert (await bob.expect("error", ref="s"))["code"] == "rate_limited"
+        await eve.join("lobby")
+        await eve.send(type="send", room="lobby", text="eve here", ref="e")
+        assert (await eve.expect("error", ref="e"))["message"].startswith("#lobby is moderated")
+        await command(root, "/mode moderated off")
+        await command(root, "/mode slow off")
+        await command(root, "/mute eve 10m")
+        await eve.send(type="send", room="lobby", text="eve again", ref="e2")
+        assert (await eve.expect("error", ref="e2"))["message"].startswith("you are muted here")
+        assert (await command(root, "/purge bob"))["text"] == "root purged 1 messages of bob"
+        assert (await eve.expect("deleted"))["by"] == "root"
+        log = (await command(root, "/audit"))["text"]
+        for act in ("mode moderated on", "room role voice bob", "mute eve", "purge bob"):
+            assert act in log, act
+        assert "BOB-ONE" not in log
+
+
+async def test_without_javascript_the_waiting_room_holds_until_staff_admit(
+    node_factory: Any, browser: Browser
+) -> None:
+    from test_nojs import register_in
+
+    node = node_factory(env={"ONIONCHAT_AUTH_REGISTRATION": "waiting"})
+    async with connect(node, await register(node, "root")) as root:
+        ctx = await browser.new_context(java_script_enabled=False)
+        try:
+            page = await ctx.new_page()
+            await page.goto(f"{node.url}/nojs/")
+            await expect(page.locator("main")).to_contain_text(
+                "Newcomers wait until the node's staff let them in."
+            )
+            await register_in(page, node, "newbie")
+            await page.get_by_label("Room").fill("lobby")
+            await page.get_by_role("button", name="Join").click()
+            await expect(page.locator("main")).to_contain_text("you are in the waiting room")
+            told = await root.expect("notice")  # when newbie's page first came in
+            assert told["text"] == "newbie waits to be admitted: /admit newbie"
+            await command(root, "/admit newbie", room="")
+            await page.goto(f"{node.url}/nojs/rooms")
+            await page.get_by_label("Room").fill("lobby")
+            await page.get_by_role("button", name="Join").click()
+            await expect(page.locator("h1")).to_have_text("#lobby")
+        finally:
+            await ctx.close()
