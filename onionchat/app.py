@@ -256,6 +256,13 @@ async def register(request: Request) -> Response:
     return _session_response(request, user.name, token, expires, 201)
 
 
+async def guests(request: Request) -> Response:
+    """Whether the node takes guests now: the page offers the button only then."""
+    node = _node(request)
+    welcome = node.settings.auth.guests and node.guests_welcome()
+    return JSONResponse({"guests": welcome})
+
+
 @_errors
 async def guest(request: Request) -> Response:
     """A guest's session, without an account (when the node takes guests)."""
@@ -557,6 +564,7 @@ def create_app(settings: Settings, reporter: Reporter | None = None) -> Starlett
         Route("/api/register", register, methods=["POST"]),
         Route("/api/login", login, methods=["POST"]),
         Route("/api/guest", guest, methods=["POST"]),
+        Route("/api/guest", guests),
         Route("/api/logout", logout, methods=["POST"]),
         Route("/api/session", whoami),
         WebSocketRoute("/ws", chat),

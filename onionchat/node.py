@@ -233,6 +233,7 @@ class Node:
                     "burst": limits.burst,
                 },
                 bots=self.bots.names() if self.bots else {},
+                role=self.authority.node_role(key),
             )
             for hook in self.ready_hooks:
                 await hook(conn, ready)

@@ -280,6 +280,9 @@ class Invitation(msgspec.Struct, kw_only=True):
 
 
 class Ready(ServerFrame, tag="ready"):
+    """The first frame of a connection: who one is (`role` on the node: omitted for a
+    member), where one was, and the node's limits."""
+
     user: str
     key: str  # the user's name as the node compares it (NFKC + casefold): clients never derive it
     version: str
@@ -290,6 +293,7 @@ class Ready(ServerFrame, tag="ready"):
     keyring: SealedKeyring | None = None
     invitations: list[Invitation] = msgspec.field(default_factory=list)
     bots: dict[str, list[str]] = msgspec.field(default_factory=dict)  # name -> aliases
+    role: str = "member"
 
 
 class IdentityFrame(ServerFrame, tag="identity"):

@@ -5,6 +5,7 @@ node. Each goes through the node's one authorization point, and each is refused 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -319,3 +320,26 @@ async def test_without_javascript_the_waiting_room_holds_until_staff_admit(
             await expect(page.locator("h1")).to_have_text("#lobby")
         finally:
             await ctx.close()
+
+
+async def test_the_web_page_offers_guests_only_where_the_node_takes_them(
+    node_factory: Any, browser: Browser
+) -> None:
+    from test_web import open_page, say
+
+    plain = node_factory(name="plain")
+    async with open_page(browser, plain) as watched:
+        await expect(watched.page.locator("#do-guest")).to_be_hidden()
+    node = node_factory(env={"ONIONCHAT_AUTH_GUESTS": "true"}, name="open")
+    async with connect(node, await register(node, "root")) as root:
+        await root.join("lobby")
+        async with open_page(browser, node) as watched:
+            page = watched.page
+            await page.get_by_role("button", name="Enter as a guest").click()
+            await expect(page.locator("#status")).to_have_text("connected")
+            await expect(page.locator("#me")).to_have_text(re.compile(r"^guest-[0-9a-f]{6}$"))
+            await expect(page.locator("#identity-state")).to_contain_text("You are a guest")
+            await say(page, "hello from a guest")
+            said = await root.expect("message", text="hello from a guest")
+            assert said["sender"].startswith("guest-")
+            await watched.assert_clean()

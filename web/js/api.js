@@ -75,6 +75,21 @@ export async function register(username, password, invite, answer) {
   return wrap;
 }
 
+// A guest's session: no account, no password, so no wrapping key (none is returned).
+export async function guest() {
+  await post("/api/guest");
+  return null;
+}
+
+export async function guestsWelcome() {
+  try {
+    const response = await fetch("/api/guest", { credentials: "same-origin" });
+    return response.ok && (await response.json()).guests === true;
+  } catch {
+    return false;
+  }
+}
+
 export async function login(username, password) {
   const { salt, iterations } = await post("/api/prelogin", { username });
   const raw = fromB64url(salt);

@@ -320,7 +320,11 @@ export class Chat {
     this.trust.reconnected();
     this.published = frame.identity || null;
     this.keyring.ready(frame.keyring);
-    this.setupIdentity(frame.identity);
+    this.role = frame.role || "member";
+    if (this.role === "guest") { // no password: no keys to open
+      this.identityState = "guest";
+      this.changed("identity");
+    } else this.setupIdentity(frame.identity);
     this.changed("rooms");
     this.changed("ready", frame);
   }

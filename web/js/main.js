@@ -91,14 +91,14 @@ function showChat() {
 
 async function account(action) {
   const form = $("login-form");
-  if (!form.reportValidity()) return;
+  if (action !== api.guest && !form.reportValidity()) return;
   const buttons = form.querySelectorAll("button");
   buttons.forEach((b) => { b.disabled = true; });
   $("login-error").textContent = action === api.register ? "Creating the account…" : "Logging in…";
   try {
     const wrap = await action(
       $("username").value.trim(), $("password").value, $("invite").value.trim(), $("answer").value);
-    box.rememberWrap(wrap); // this tab only: it unlocks the identity key, never sent
+    if (wrap) box.rememberWrap(wrap); // this tab only: it unlocks the identity key, never sent
     $("password").value = "";
     $("login-error").textContent = "";
     showChat();
@@ -116,6 +116,8 @@ async function account(action) {
 
 $("login-form").addEventListener("submit", (e) => { e.preventDefault(); account(api.login); });
 $("do-register").addEventListener("click", () => account(api.register));
+$("do-guest").addEventListener("click", () => account(api.guest));
+api.guestsWelcome().then((welcome) => { $("do-guest").hidden = !welcome; });
 // Another tab logged in: this one has the session but not the wrapping key. The password,
 // typed again here, derives it in place (nothing is sent but the usual prelogin).
 $("unlock").addEventListener("submit", async (e) => {

@@ -117,6 +117,7 @@ export class View {
       publishing: "Making your identity key…",
       locked: "Your identity key and room keys are locked in this tab: type your password to unlock them (or log out and log in again).",
       wrong: "Your identity key cannot be unwrapped with this password: invitations and direct messages cannot be opened.",
+      guest: "You are a guest: open rooms only. Make an account for key-protected rooms and sealed direct messages.",
     }[chat.identityState] || "";
     $("identity-state").textContent = state;
     $("identity-state").classList.toggle("error", chat.identityState === "wrong");
