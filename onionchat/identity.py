@@ -16,6 +16,7 @@ import binascii
 from typing import TYPE_CHECKING
 
 from onionchat import names
+from onionchat.authority import STAFF
 from onionchat.bots import Bots
 from onionchat.protocol import (
     INVITATION_CHARS,
@@ -70,6 +71,8 @@ def install(node: Node) -> None:
         frame.identity, frame.keyring, frame.invitations = await for_ready(
             node.store, conn.session.user.id, conn.user_key
         )
+        for invitation in frame.invitations:
+            invitation.staff = is_staff(node, invitation.sender, invitation.room)
 
     async def on_publish(conn: Connection, frame: Identity) -> None:
         await publish(node, conn, frame)
@@ -87,6 +90,10 @@ def install(node: Node) -> None:
     node.handlers.update(
         {Identity: on_publish, KeyOf: on_key, Invite: on_invite, KeyringUpdate: on_keyring}
     )
+
+
+def is_staff(node: Node, user: str, room: str) -> bool:
+    return node.authority.level(names.key(user), room) >= STAFF
 
 
 async def for_ready(
@@ -197,7 +204,15 @@ async def deliver_invitation(
     await node.store.put_invitation(room.id, target.id, sender, sealed)
     if conn is None:
         node.hub.to_user(
-            names.key(target.name), encode(Invited(room=room.name, sender=sender, sealed=sealed))
+            names.key(target.name),
+            encode(
+                Invited(
+                    room=room.name,
+                    sender=sender,
+                    sealed=sealed,
+                    staff=is_staff(node, sender, room.name),
+                )
+            ),
         )
         return
     if isinstance(node.bots, Bots) and await node.bots.invited(
@@ -206,7 +221,14 @@ async def deliver_invitation(
         return  # the bot's notice to the room answers the inviter too
     node.hub.to_user(
         names.key(target.name),
-        encode(Invited(room=room.name, sender=sender, sealed=sealed)),
+        encode(
+            Invited(
+                room=room.name,
+                sender=sender,
+                sealed=sealed,
+                staff=is_staff(node, sender, room.name),
+            )
+        ),
     )
     conn.send(
         encode(Notice(text=f"invited {target.name} to #{room.name}", room=room.name, ref=ref))

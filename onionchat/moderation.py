@@ -135,7 +135,17 @@ async def kick(
     said = _said(minutes, reason)
     node.expel(room.name, key, f"{conn.user} kicked you from #{room.name}{said}")
     node.announce(room.name, f"{conn.user} kicked {target.name}{said}", conn, ref)
+    _rotate_hint(node, conn, room, target.name)
     await node.authority.record(conn.user, "kick", target.name, room.name, _detail(sanction))
+
+
+def _rotate_hint(node: Node, conn: Connection, room: Room, name: str) -> None:
+    if room.protected:
+        node.notice(
+            conn,
+            f"{name} still holds #{room.name}'s key: /rotate seals a new one to the others",
+            room.name,
+        )
 
 
 async def ban(
@@ -163,6 +173,7 @@ async def ban(
         _tell_peers(node, room, "ban", conn.user, target.name, until=sanction.until, reason=reason)
         node.expel(room.name, key, f"{conn.user} banned you from #{room.name}{said}")
         node.announce(room.name, f"{conn.user} banned {target.name}{said}", conn, ref)
+        _rotate_hint(node, conn, room, target.name)
     else:
         told = f"{conn.user} banned {target.name} from this node{said}"
         for joined in sorted({r for c in node.hub.user_connections(key) for r in c.rooms}):

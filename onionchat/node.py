@@ -407,6 +407,8 @@ class Node:
                 await self.history(conn, frame)
             case Topic():
                 await self.set_topic(conn, frame.room, frame.text, frame.box, ref=frame.ref)
+            case Who() if frame.all:
+                await self.all_members(conn, frame.room, ref=frame.ref)
             case Who():
                 self.who(conn, frame.room, ref=frame.ref)
             case Rooms():
@@ -660,6 +662,15 @@ class Node:
         if name not in conn.rooms:
             raise ProtocolError(Code.NOT_JOINED, f"join #{name} first")
         conn.send(encode(WhoList(room=name, members=self.members(name), ref=ref)))
+
+    async def all_members(self, conn: Connection, raw: str, ref: str | None = None) -> None:
+        """Every member of a room on this node, present or not: whom a new room key goes to."""
+        room = await self.room(raw)
+        self._joined(conn, room)
+        members = await self.store.room_members(room.id)
+        if self.bots is not None and room.protected:
+            members += self.bots.readers(room.name)
+        conn.send(encode(WhoList(room=room.name, members=members, ref=ref)))
 
     # -- messages -------------------------------------------------------------------------
 

@@ -141,6 +141,7 @@ class Topic(ClientFrame, tag="topic"):
 
 class Who(ClientFrame, tag="who"):
     room: NameField
+    all: bool = False  # every member of the room (joined and not left), not only those present
 
 
 class Command(ClientFrame, tag="command"):
@@ -273,10 +274,13 @@ class SealedKeyring(msgspec.Struct, kw_only=True):
     version: int
 
 
-class Invitation(msgspec.Struct, kw_only=True):
+class Invitation(msgspec.Struct, kw_only=True, omit_defaults=True):
     room: str
     sender: str
     sealed: str
+    # the sender is staff of the room here: a new key from them is the room's new key (a
+    # rotation after a kick), which a member's client takes over the one it holds
+    staff: bool = False
 
 
 class Ready(ServerFrame, tag="ready"):
@@ -324,6 +328,7 @@ class Invited(ServerFrame, tag="invited"):
     room: str
     sender: str
     sealed: str
+    staff: bool = False  # as in Invitation
 
 
 class Ack(ServerFrame, tag="ack"):

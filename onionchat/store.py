@@ -950,6 +950,14 @@ class Store:
         )
         return [r[0] for r in rows]
 
+    async def room_members(self, room_id: int) -> list[str]:
+        rows = await self._all(
+            "SELECT u.name FROM members m JOIN users u ON u.id = m.user_id "
+            "WHERE m.room_id = ? ORDER BY u.name LIMIT 10000",
+            (room_id,),
+        )
+        return [r[0] for r in rows]
+
     async def is_member(self, user_id: int, room_id: int) -> bool:
         row = await self._one(
             "SELECT 1 FROM members WHERE user_id = ? AND room_id = ?", (user_id, room_id)

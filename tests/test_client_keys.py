@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -788,3 +789,54 @@ def test_when_the_room_is_not_seen_from_its_start_competing_keys_are_not_chosen(
     assert winner is None and set(reasons) == {"alice", "mallory"}
     assert choose({"alice": key}, boxes, complete=False) == ("alice", {})
     assert choose({"alice": key, "mallory": forged}, [], complete=True)[0] is None
+
+
+# -- rotation -----------------------------------------------------------------------------------
+
+
+async def test_a_kicked_member_reads_nothing_written_after_the_room_key_is_rotated(
+    node: NodeProcess, password_file: Path, tmp_path: Path
+) -> None:
+    """Issue 14: mallory, kicked, still holds the room's key. alice (the room's owner) /rotate:
+    her client makes a new key and seals it to the members the node lists; bob's client takes
+    it over the one he holds, because the node says alice is staff there. What is written
+    after opens with the new key only; the old words still open with the old one."""
+    key = crypto.new_room_key()
+    await register(node, "alice")  # the node's admin, and the room's maker below
+    await register(node, "bob")
+    alice_home, bob_home = home(tmp_path, "alice"), home(tmp_path, "bob")
+    async with pipe_client(
+        node.url, "alice", password_file, *with_key(key, "vault"), env=alice_home
+    ) as alice:
+        await alice.next(type="joined")
+        async with (
+            pipe_client(
+                node.url, "bob", password_file, *with_key(key, "vault"), env=bob_home
+            ) as bob,
+            member(node, "mallory") as mallory,
+        ):
+            await bob.next(type="joined")
+            await enter(mallory.client, "vault")
+            await alice.send("before the kick")
+            before = await mallory.client.expect("message", sender="alice")
+            assert sealed.open_body([key], before["box"]).text == "before the kick"
+            await alice.send("/kick mallory 60 leaking")
+            await mallory.client.expect("left")
+            await alice.send("/rotate")
+            await alice.next(type="key", outcome="rotating")
+            taken = await bob.next(type="key", outcome="rotated")
+            assert taken["from"] == "alice"
+            await alice.send("after the kick")
+            shown = await bob.next(type="message", sender="alice", text="after the kick")
+            assert shown["decrypted"] is True
+            await bob.send("bob writes with the new key too")
+            await alice.next(type="message", sender="bob", text="bob writes with the new key too")
+            assert (await bob.finish())[0] == 0
+        assert (await alice.finish())[0] == 0
+    with sqlite3.connect(node.data_dir / "onionchat.sqlite3") as db:
+        boxes = [r[0] for r in db.execute("SELECT box FROM messages ORDER BY id")]
+    assert len(boxes) == 3
+    assert sealed.open_body([key], boxes[0]).text == "before the kick"  # the old key: history
+    for box in boxes[1:]:  # what mallory's key opens of the words after: nothing
+        with pytest.raises(crypto.CryptoError):
+            sealed.open_body([key], box)

@@ -10,6 +10,7 @@ import base64
 import json
 import re
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 import nacl.signing
@@ -22,7 +23,7 @@ from test_web_input import until
 
 from onionchat import crypto, sealed
 
-from conftest import PASSWORD, Client, NodeProcess, connect, login, register, user
+from conftest import PASSWORD, Client, NodeProcess, connect, login, pipe_client, register, user
 from test_web import (
     log_in,
     open_page,
@@ -617,3 +618,58 @@ async def test_a_long_sealed_history_is_checked_in_turns(
         await expect(texts(page)).to_have_text(sent)
         await expect(page.locator("#messages .pending, #messages .rejected")).to_have_count(0)
         await watched.assert_clean()
+
+
+async def test_after_a_kick_the_owner_rotates_the_key_and_the_kicked_reads_nothing_after(
+    node: NodeProcess, browser: Browser, password_file: Path, tmp_path: Path
+) -> None:
+    """Issue 14, in the browser: alice (the room's maker) kicks mallory, who holds the key, and
+    types /rotate: her page makes a new key and seals it to every member the node lists; bob's
+    page and carol's command-line client take it (the node says alice is staff there); what is
+    written after opens with the new key only, and the old words with the old one still."""
+    async with open_page(browser, node) as a, open_page(browser, node) as b:
+        alice, bob = a.page, b.page
+        await sign_up(alice, "alice")
+        await sign_up(bob, "bob")
+        await identity_key(bob)
+        await open_room(alice, "vault", protected=True)
+        key = await link_key(alice)
+        await say(alice, "/invite bob")
+        await bob.locator("#rooms button", has_text="#vault").click()
+        await expect(bob.locator("#room-title")).to_have_text("#vault")
+        await register(node, "carol")
+        carol_home = {"HOME": str(tmp_path / "carol"), "XDG_DATA_HOME": str(tmp_path / "carol")}
+        (tmp_path / "carol").mkdir()
+        link = f"{node.url}/#room=vault&key={crypto.encode_key(key)}"
+        async with (
+            pipe_client(link, "carol", password_file, env=carol_home) as carol,
+            user(node, "mallory") as mallory,
+        ):
+            await carol.next(type="joined")
+            await enter(mallory, "vault")
+            await say(alice, "before the kick")
+            before = await mallory.expect("message", sender="alice")
+            assert sealed.open_body([key], before["box"]).text == "before the kick"
+            await say(alice, "/kick mallory 60 leaking")
+            await mallory.expect("left")
+            await say(alice, "/rotate")
+            taken = await carol.next(type="key", outcome="rotated")
+            assert taken["from"] == "alice"
+            await expect(bob.locator("#notice")).to_contain_text(
+                "alice made a new key for #vault: yours from now on"
+            )
+            await say(alice, "after the kick")
+            shown = await carol.next(type="message", sender="alice", text="after the kick")
+            assert shown["decrypted"] is True
+            await expect(texts(bob)).to_have_text(["before the kick", "after the kick"])
+            await say(bob, "bob seals with the new key")
+            await carol.next(type="message", sender="bob", text="bob seals with the new key")
+    with sqlite3.connect(node.data_dir / "onionchat.sqlite3") as db:
+        boxes = [
+            r[0] for r in db.execute("SELECT box FROM messages WHERE box IS NOT NULL ORDER BY id")
+        ]
+    assert sealed.open_body([key], boxes[0]).text == "before the kick"
+    assert len(boxes) == 3
+    for box in boxes[1:]:
+        with pytest.raises(crypto.CryptoError):
+            sealed.open_body([key], box)

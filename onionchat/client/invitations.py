@@ -65,6 +65,7 @@ class Invitations:
         self._candidates: dict[str, dict[str, bytes]] = {}
         self._offers: dict[tuple[str, str], bytes] = {}
         self._probes: dict[str, str] = {}  # ref of a `history` asked for that look -> room
+        self._rotations: dict[str, str] = {}  # ref of a `who` for a new key's members -> room
 
     # -- commands -----------------------------------------------------------------------------
 
@@ -77,21 +78,58 @@ class Invitations:
         if room is None or not self._where.protected(room):
             self._refuse("/invite is for key-protected rooms: anyone may join an open one")
             return True
+        await self._invite(room, args)
+        return True
+
+    async def cmd_rotate(self, args: str) -> bool:
+        """/rotate: a new key for the current room, ours from now on, sealed to each of its
+        members (asked of the node: `who` with `all`) and the bots that read it, so that one
+        who was kicked, holding only the older keys, reads nothing written after."""
+        room = self._where.current
+        if room is None or not self._where.protected(room):
+            self._refuse("/rotate is for key-protected rooms: an open room has no key")
+            return True
+        if not self._own.room_keys(room) or self._own.signer is None:
+            self._refuse(f"you hold no key for #{room} to follow, or no signing key")
+            return True
+        self._own.keyring.add(room, crypto.new_room_key())
+        self._own.save()
+        ref = self._outbox.ref()
+        self._rotations[ref] = room
+        await self._outbox.send({"type": "who", "room": room, "all": True, "ref": ref})
+        self._view.tell(
+            "key",
+            f"#{room} has a new key, yours from now on: sealing it to its members",
+            {"room": room, "outcome": "rotating"},
+        )
+        return True
+
+    def rotating(self, ref: str) -> bool:
+        return ref in self._rotations
+
+    async def rotated(self, ref: str, members: list[str]) -> None:
+        """Seal the room's new key to each member the node listed (not ourselves)."""
+        room = self._rotations.pop(ref)
+        for name in members:
+            if name != self._where.user:
+                await self._invite(room, name)
+
+    async def _invite(self, room: str, args: str) -> None:
         keys = self._own.room_keys(room)
         if not keys:
             self._refuse(f"you hold no key for #{room}: there is none to share")
-            return True
+            return
         if self._own.signer is None:
             self._refuse(f"cannot invite: {NO_SIGNER}")
-            return True
+            return
         name = args.removeprefix("@")
         peer = await self._trust.await_peer(self._trust.peer(name))
         if peer is None:
             self._refuse(f"cannot invite {name}: {self._trust.why_not(name)}")
-            return True
+            return
         if self._trust.new_key(peer.user) is not None:
             self._refuse(self._trust.advice(peer.user, "invite them"))
-            return True
+            return
         invitation = sealed.seal_invitation(
             keys[0],
             self._trust.box_public(peer),
@@ -102,7 +140,6 @@ class Invitations:
         )
         frame = {"type": "invite", "room": room, "to": peer.user, "sealed": invitation}
         await self._outbox.send(frame)
-        return True
 
     async def cmd_usekey(self, args: str) -> bool:
         """/usekey ROOM USER: take a key that was not taken, as the room's newest."""
@@ -135,10 +172,17 @@ class Invitations:
         return room in self._candidates
 
     async def invitation(
-        self, room: str, sender: str, sealed_key: str, data: dict[str, Any] | None = None
+        self,
+        room: str,
+        sender: str,
+        sealed_key: str,
+        data: dict[str, Any] | None = None,
+        staff: bool = False,
     ) -> None:
         """Open and check an invitation; take its key only as the rules say (never over a key
-        held, and only if it opens the room's messages). `data`: the live `invited` frame."""
+        held, unless the room's staff made it: a rotation; and only if it opens the room's
+        messages). `data`: the live `invited` frame; `staff`: the node says the sender is
+        staff of the room."""
         outcome, why = await self._open(room, sender, sealed_key)
         if data is not None:
             shown = {k: v for k, v in data.items() if k != "sealed"}
@@ -157,6 +201,16 @@ class Invitations:
                     f"{sender} invited you to #{room} (with the key you hold)",
                     fields | {"outcome": "held"},
                 )
+            return
+        if held and staff:
+            self._own.keyring.add(room, outcome)
+            self._own.save()
+            self._view.tell(
+                "key",
+                f"{sender} made a new key for #{room}: yours from now on (the older ones stay, "
+                "for older messages)",
+                fields | {"outcome": "rotated"},
+            )
             return
         if held:
             self._offer_kept(room, sender, outcome)

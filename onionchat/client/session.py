@@ -99,6 +99,7 @@ CLIENT_HELP = """Commands of this client:
 /uninvite BOT      make a bot forget this key-protected room's key
 /create ROOM       make a new key-protected room with a new key (never over an existing one)
 /usekey ROOM USER  take the key USER's invitation to ROOM brought, as the room's newest key
+/rotate            a new key for this room, sealed to its members (after a kick or a ban)
 /whois [NAME]      NAME's key fingerprint and whether it is the one first seen (yours alone)
 /trust NAME        accept NAME's new key after it changed
 /quit              leave (Ctrl-D too)"""
@@ -343,6 +344,7 @@ class Chat:
             "create": self._cmd_create,
             "invite": self._invitations.cmd_invite,
             "usekey": self._invitations.cmd_usekey,
+            "rotate": self._invitations.cmd_rotate,
             "whois": self._trust.cmd_whois,
             "trust": self._trust.cmd_trust,
         }
@@ -572,7 +574,10 @@ class Chat:
                     for invitation in frame.invitations:
                         self._later(
                             self._invitations.invitation(
-                                invitation.room, invitation.sender, invitation.sealed
+                                invitation.room,
+                                invitation.sender,
+                                invitation.sealed,
+                                staff=invitation.staff,
                             )
                         )
                 if not self._ready.done():
@@ -585,7 +590,9 @@ class Chat:
                 self._trust.got_key(frame)
             case Invited():
                 self._later(
-                    self._invitations.invitation(frame.room, frame.sender, frame.sealed, data)
+                    self._invitations.invitation(
+                        frame.room, frame.sender, frame.sealed, data, frame.staff
+                    )
                 )
             case Error():
                 await self._error(frame, data)
@@ -624,6 +631,8 @@ class Chat:
                 self._later(clear())
             case Pong():
                 pass  # our own, from settle(): nothing to show
+            case WhoList() if frame.ref is not None and self._invitations.rotating(frame.ref):
+                self._later(self._invitations.rotated(frame.ref, frame.members))
             case Readers():
                 self._readers[frame.room] = set(frame.bots)
             case Delta() if frame.box is not None:

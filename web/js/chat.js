@@ -17,6 +17,7 @@ const LOCAL_COMMANDS = [
   { name: "/invite", usage: "/invite USER", help: "seal this key-protected room's key to USER" },
   { name: "/whois", usage: "/whois [USER]", help: "show USER's key fingerprint (yours without USER)" },
   { name: "/trust", usage: "/trust USER", help: "accept USER's changed key" },
+  { name: "/rotate", usage: "/rotate", help: "a new key for this room, sealed to its members (after a kick or a ban)" },
 ];
 const LOCAL_NAMES = new Set(LOCAL_COMMANDS.map((c) => c.name));
 // The node's mention syntax (docs/protocol.md, Mentions).
@@ -265,6 +266,7 @@ export class Chat {
     }
     if (name === "msg") return this.msgCommand(args);
     if (name === "invite") return this.invites.inviteCommand(room, args);
+    if (name === "rotate") return this.invites.rotateCommand(room);
     if (name === "whois") return this.trust.whoisCommand(args);
     if (name === "trust") return this.trust.trustCommand(args);
     if (name === "me" && args) {
@@ -478,6 +480,7 @@ export class Chat {
   }
 
   on_who(frame) {
+    if (this.invites.rotations.has(frame.ref)) { this.invites.rotated(frame); return; }
     const room = this.room(frame.room);
     room.members = new Set(frame.members);
     this.changed("members", room);

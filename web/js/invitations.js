@@ -19,6 +19,7 @@ export class Invitations {
     this.invitations = [];
     this.waiting = []; // invitations waiting for their inviter's signing key
     this.told = new Set(); // what was said once already (invitations come at every ready)
+    this.rotations = new Map(); // ref of a `who` for a new key's members -> room
   }
 
   // ready.invitations, on a new connection (the keys asked on the old one are lost).
@@ -103,12 +104,12 @@ export class Invitations {
     if (signing === undefined) { this.waiting.push({ invitation, live }); return; }
     if (!signing) { refused(`${sender} has published no signing key`); return; }
     if (!sealed.verifyInvitation(opened.invitation, signing)) { refused(`the signature is not ${sender}'s`); return; }
-    this.offerKey(name, sender, opened.invitation.key, live);
+    this.offerKey(name, sender, opened.invitation.key, live, invitation.staff === true);
   }
 
   // A key someone invited us with: never over a key we hold without the user's choice; with
   // none, only once it proves to open the room's boxes (settleCandidates).
-  offerKey(name, sender, key, live) {
+  offerKey(name, sender, key, live, staff = false) {
     const host = this.host;
     const room = host.room(name);
     room.protected = true;
@@ -117,6 +118,12 @@ export class Invitations {
       room.invitedBy = room.invitedBy || sender;
       if (live) host.changed("notice", `${sender} invited you to #${name} (you have that key already)`);
       host.changed("rooms");
+      return;
+    }
+    if (keys.length && staff) { // the room's staff made a new key (after a kick): ours now
+      this.keyring.addRoomKey(name, key);
+      host.redecode(name);
+      this.tell(`${sender} made a new key for #${name}: yours from now on (your older keys still open older messages)`, false);
       return;
     }
     if (keys.length) {
@@ -195,6 +202,29 @@ export class Invitations {
     return host.withKey(user, (theirs, direct, name) => host.sendLine({ type: "invite", room: room.name,
       to: user, sealed: sealed.sealInvitation(key, theirs, host.signer, { room: room.name, sender: host.user, to: name }),
       ref: host.ref("invite") }, typed));
+  }
+
+  // /rotate: a new key for the room, ours from now on; the node is asked for every member
+  // (`who` with `all`), and each gets it sealed as an invitation (rotated, below).
+  rotateCommand(room) {
+    const host = this.host;
+    if (!room || room.direct || !room.protected) return "/rotate is for key-protected rooms: an open room has no key";
+    if (!this.keyring.keysOf(room.name).length) return `#${room.name} is key-protected and ${this.keyring.noKeyReason()}`;
+    if (!host.signer) return host.identityProblem();
+    this.keyring.addRoomKey(room.name, box.newKey());
+    const ref = host.ref("rotate");
+    this.rotations.set(ref, room.name);
+    host.changed("notice", `#${room.name} has a new key, yours from now on: sealing it to its members`);
+    return host.sendLine({ type: "who", room: room.name, all: true, ref });
+  }
+
+  rotated(frame) {
+    const name = this.rotations.get(frame.ref);
+    this.rotations.delete(frame.ref);
+    const room = this.host.room(name);
+    for (const member of frame.members) {
+      if (member !== this.host.user) this.inviteCommand(room, member);
+    }
   }
 
   // An inviter's key came (or the node has none): the invitations waiting for it go on.
