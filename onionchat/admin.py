@@ -48,7 +48,7 @@ async def _act(path: Path, args: argparse.Namespace) -> list[str]:
     store = await Store.open(path)
     try:
         lines = await _carry_out(store, args)
-        if args.action not in ("users", "rooms", "audit", "invites", "invite"):
+        if args.action not in ("users", "rooms", "audit", "invites", "invite", "revoke-code"):
             await store.put_meta(CHANGED, secrets.token_bytes(8))
         return lines
     finally:
@@ -82,6 +82,12 @@ async def _carry_out(store: Store, args: argparse.Namespace) -> list[str]:
             f"{label}…  by {inviter}  used {used} of {uses}  until {_minute(expires * 1000)}"
             for label, inviter, used, uses, expires in await store.invites(None)
         ]
+    if action == "revoke-code":
+        label = args.label.removesuffix("…")
+        if not await store.revoke_invite(label, None):
+            raise AdminError(f"no invite code {label}… can still be used")
+        await _audit(store, "revoke invite code", None, None, f"{label}…")
+        return [f"invite code {label}… can no longer be used"]
     if action == "invite":
         if not 1 <= args.uses <= 10_000 or not 1 <= args.hours <= 24 * 366:
             raise AdminError("an invite code has 1 to 10000 uses and lasts 1 to 8784 hours")

@@ -188,6 +188,8 @@ def _parser() -> argparse.ArgumentParser:
     invite.add_argument("--uses", type=int, default=1, help="accounts it makes (default 1)")
     invite.add_argument("--hours", type=int, default=72, help="how long it lasts (default 72)")
     actions.add_parser("invites", help="every invite code: who made it, its uses, its end")
+    revoke_code = actions.add_parser("revoke-code", help="stop an invite code (first 4 letters)")
+    revoke_code.add_argument("label")
     audit = actions.add_parser("audit", help="the audit log, newest last")
     audit.add_argument("--room")
     audit.add_argument("-n", type=int, default=50, help="how many entries (default 50)")

@@ -582,9 +582,10 @@ class Node:
         if modes.invite or modes.lockdown:
             let_in = self.authority.room_role(key, room.name) is not None
             if not let_in and not await self.store.is_member(conn.session.user.id, room.id):
+                state = "locked down" if modes.lockdown else "invite-only"
                 raise ProtocolError(
                     Code.FORBIDDEN,
-                    f"#{room.name} is invite-only: /knock {room.name} asks its staff to let you in",
+                    f"#{room.name} is {state}: /knock {room.name} asks its staff to let you in",
                     ref,
                 )
         present = any(room.name in c.rooms for c in self.hub.user_connections(key))
@@ -781,9 +782,9 @@ class Node:
             return
         level = self.authority.level(conn.user_key, room.name)
         if (modes.moderated or modes.lockdown) and level < VOICE:
+            state = "locked down" if modes.lockdown else "moderated"
             raise ProtocolError(
-                Code.FORBIDDEN,
-                f"#{room.name} is moderated: only voiced members and staff speak",
+                Code.FORBIDDEN, f"#{room.name} is {state}: only voiced members and staff speak"
             )
         if modes.slow and level < STAFF:
             now = time.monotonic()

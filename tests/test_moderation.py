@@ -567,3 +567,26 @@ async def test_a_member_cannot_invite_a_bot_into_a_key_protected_room(tmp_path: 
         await alice.send(type="invite", room="vault", to="Olga", sealed=sealed_, ref="i")
         answer = await alice.expect("notice", ref="i")  # past the door: Olga looks at the key
         assert answer["text"].startswith("Olga cannot open that key")
+
+
+async def test_a_locked_down_room_takes_nobody_new_and_hears_only_the_voiced(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path / "node") as parts:
+        alice, bob, vic = await lobby(parts, "alice", "bob", "vic")
+        carol = await member(parts, "carol")
+        await command(alice, "/voice vic")
+        said = await command(alice, "/mode lockdown on")
+        assert said["text"] == "alice set #lobby lockdown on; modes: locked down"
+        await bob.send(type="send", room="lobby", text="hey", ref="s")
+        error = await bob.expect("error", ref="s")
+        assert error["message"] == "#lobby is locked down: only voiced members and staff speak"
+        await vic.say("lobby", "voiced, so heard")
+        await carol.send(type="join", room="lobby", ref="j")
+        error = await carol.expect("error", ref="j")
+        assert (
+            error["message"] == "#lobby is locked down: /knock lobby asks its staff to let you in"
+        )
+        await command(alice, "/mode lockdown off")
+        await bob.say("lobby", "heard again")
+        assert (await carol.join("lobby"))["room"]["name"] == "lobby"

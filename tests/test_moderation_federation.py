@@ -60,6 +60,9 @@ async def test_a_nodes_staff_ban_and_purge_its_own_user_on_every_node(tmp_path: 
             gone = await carl.expect("deleted")
             assert len(gone["ids"]) == 3 and gone["by"] == "ann@north"
             assert not [line for line in await _stored(south) if "SPAM" in line]
+            for parts in (north, south):  # the words are in neither node's files
+                for f in parts.settings.server.data_dir.glob("onionchat.sqlite3*"):
+                    assert b"SPAM-" not in f.read_bytes(), f
             # the ids stay known (tombstones): a repair with a node that kept them brings
             # nothing back
             room = await south.node.room("lobby")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -113,6 +114,12 @@ async def test_the_operator_grants_and_bans_from_the_command_line_beside_a_runni
         assert audit[0] == "operator: grant moderator alice"
         assert audit[1].startswith("alice: mute bob (until ")
         assert audit[2] == "operator: ban bob (evasion)"
+        code = onionchat(*admin, "invite", "--uses", "3").stdout.strip()
+        listed = onionchat(*admin, "invites").stdout
+        assert listed.startswith(f"{code[:4]}…  by operator  used 0 of 3  until ")
+        revoked = onionchat(*admin, "revoke-code", code[:4])
+        assert revoked.stdout.strip() == f"invite code {code[:4]}… can no longer be used"
+        assert "used 0 of 0" in onionchat(*admin, "invites").stdout  # none left to use
         wrong = onionchat(*admin, "grant", "nobody", "admin")
         assert (wrong.returncode, wrong.stdout.strip()) == (
             1,
@@ -343,3 +350,46 @@ async def test_the_web_page_offers_guests_only_where_the_node_takes_them(
             said = await root.expect("message", text="hello from a guest")
             assert said["sender"].startswith("guest-")
             await watched.assert_clean()
+
+
+async def test_over_the_websocket_invite_only_full_and_expiring_rooms(node: NodeProcess) -> None:
+    async with user(node, "root") as root, user(node, "bob") as bob, user(node, "eve") as eve:
+        await root.join("den")
+        await bob.join("den")
+        old = await bob.say("den", "OLD-DEN-WORDS")
+        await command(root, "/mode invite on", room="den")
+        await eve.send(type="join", room="den", ref="j")
+        error = await eve.expect("error", ref="j")
+        assert error["message"] == "#den is invite-only: /knock den asks its staff to let you in"
+        await command(eve, "/knock den", room="")
+        await root.expect("notice", text="eve knocks on #den: /allow eve lets them in")
+        await command(root, "/mode invite off", room="den")
+        await command(root, "/mode limit 2", room="den")
+        await eve.send(type="join", room="den", ref="j2")
+        assert (await eve.expect("error", ref="j2"))[
+            "message"
+        ] == "#den is full (2 present): try later"
+        await command(root, "/mode limit off", room="den")
+        with sqlite3.connect(node.data_dir / "onionchat.sqlite3") as db:  # bob's words, aged
+            db.execute("UPDATE messages SET ts = ts - 7200000 WHERE id = ?", (old["id"],))
+        await command(root, "/mode expiry 1", room="den")
+        assert (await bob.expect("deleted"))["ids"] == [old["id"]]
+        for f in node.data_dir.glob("onionchat.sqlite3*"):
+            assert b"OLD-DEN-WORDS" not in f.read_bytes(), f
+
+
+async def test_without_javascript_a_moderated_room_refuses_a_members_words(
+    node: NodeProcess, contexts: list[BrowserContext]
+) -> None:
+    async with user(node, "root") as root:
+        await root.join("lobby")
+        member = await _nojs_user(contexts[0], node, "quiet")
+        assert (await command(root, "/mode moderated on"))["type"] == "notice"
+        await _post(member, "may I speak?")
+        await expect(member.locator("main")).to_contain_text(
+            "#lobby is moderated: only voiced members and staff speak"
+        )
+        await expect(member.get_by_label("Message")).to_have_value("may I speak?")  # kept
+        await command(root, "/voice quiet")
+        await _post(member, "thank you")
+        await root.expect("message", text="thank you")
