@@ -668,3 +668,34 @@ async def test_answers_at_once_on_the_node_are_bounded(
         _, first = await answer(alice)
         _, second = await answer(bob)
     assert first["text"] == JOKE and second["text"] == JOKE and len(ollama.requests) == 2
+
+
+async def test_a_rotated_room_key_reaches_the_bots_that_read_the_room(
+    node_factory: Any, ollama: ModelServer
+) -> None:
+    """Issue 14: after a kick, the room's new key goes to every member and to the bots that
+    read the room (the node lists them for `who` with `all`); Olga then answers under it, and
+    her answer does not open with the old key the kicked member holds."""
+    old, new = crypto.new_room_key(), crypto.new_room_key()
+    node: NodeProcess = node_factory(env=olga(ollama.url))
+    async with user(node, "alice") as a, user(node, "mallory") as m:
+        alice = Holder(a, "plans", old)
+        await alice.publish()
+        await a.join("plans", protected=True)
+        await m.join("plans", protected=True)
+        await alice.invite("Olga")
+        await a.expect("readers")
+        await a.send(type="command", room="plans", line="/kick mallory", ref="k")
+        await a.expect(
+            "notice", text="mallory still holds #plans's key: /rotate seals a new one to the others"
+        )
+        await a.send(type="who", room="plans", all=True, ref="w")
+        assert (await a.expect("who", ref="w"))["members"] == ["alice", "Olga"]
+        await alice.invite("Olga", key=new)  # as /rotate does, for each one listed
+        await a.expect("readers")
+        await alice.say("Olga, tell a joke", "c", key=new)
+        _, said = await bot_answer(a, new)
+        assert said
+        answer = [f for f in a.seen if f["type"] == "message" and f["sender"] == "Olga"][-1]
+        with pytest.raises(crypto.CryptoError):
+            sealed.open_body([old], answer["box"])
