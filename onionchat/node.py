@@ -665,10 +665,11 @@ class Node:
         conn.send(encode(WhoList(room=name, members=self.members(name), ref=ref)))
 
     async def all_members(self, conn: Connection, raw: str, ref: str | None = None) -> None:
-        """Every member of a room on this node, present or not: whom a new room key goes to."""
+        """Every member of a room on this node, present or not, those of other nodes present
+        now (`name@node`), and the bots that read it: whom a new room key goes to."""
         room = await self.room(raw)
         self._joined(conn, room)
-        members = await self.store.room_members(room.id)
+        members = await self.store.room_members(room.id) + self.remote_members(room.name)
         if self.bots is not None and room.protected:
             members += self.bots.readers(room.name)
         conn.send(encode(WhoList(room=room.name, members=members, ref=ref)))

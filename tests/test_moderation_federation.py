@@ -180,3 +180,22 @@ async def test_an_expiry_set_by_staff_of_both_nodes_deletes_old_words_on_both(
                 data_dir = parts.settings.server.data_dir
                 for f in data_dir.glob("onionchat.sqlite3*"):
                     assert b"OLD-WORDS" not in f.read_bytes(), f
+
+
+async def test_a_new_room_key_is_for_the_members_of_other_nodes_present_too(
+    tmp_path: Path,
+) -> None:
+    """`who` with `all`, which a client that rotates a key asks, lists this node's members and
+    the other nodes' present in the room."""
+    with brokers(tmp_path, 1) as (broker,):
+        net = Network(tmp_path, ["north", "south"], [broker.url])
+        async with net.all() as (north, south):
+            ann, bea = await member(north, "ann"), await member(north, "bea")
+            bob = await member(south, "bob")
+            await linked([north, south])
+            for m in (ann, bea, bob):
+                await m.join("vault", protected=True)
+            await ann.expect("presence", user="bob@south")
+            await bea.send(type="leave", room="vault")  # a member who left gets no new key
+            await ann.send(type="who", room="vault", all=True, ref="w")
+            assert (await ann.expect("who", ref="w"))["members"] == ["ann", "bob@south"]

@@ -184,6 +184,12 @@ async def test_without_javascript_a_moderator_kicks_and_purges_and_the_kicked_is
         await line.get_by_role("button", name="delete").click()
         await expect(mod.locator(".answer")).to_contain_text("mod deleted a message of troll")
         assert (await root.expect("deleted"))["ids"] == [said["id"]]
+        await _post(mod, "/mute troll 1h")
+        await expect(mod.locator(".answer")).to_contain_text("mod muted troll for 1 h")
+        await _post(troll, "muted words")
+        await expect(troll.locator("main")).to_contain_text("you are muted here by mod")
+        await _post(mod, "/unmute troll")
+        await expect(mod.locator(".answer")).to_contain_text("mod unmuted troll")
         await _post(mod, "/kick troll 10 flooding")
         await expect(mod.locator(".answer")).to_contain_text(
             "mod kicked troll for 10 min: flooding"
