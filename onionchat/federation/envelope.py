@@ -263,8 +263,8 @@ def topic(network: str, origin: str, kind: Kind, tag: str = "") -> str:
     """`NETWORK/NODE/m/ROOMTAG` for messages, `NETWORK/NODE/d/PEER` for direct messages to
     PEER's users (only PEER subscribes), `NETWORK/NODE/p/ROOMTAG` for who is present and
     `NETWORK/NODE/t/ROOMTAG` for the topic set there (both retained),
-    `NETWORK/NODE/o/ROOMTAG` for what the room's staff did there (deletions; a sanction
-    under `…/ROOMTAG/TARGETTAG`, retained: the latest for each user),
+    `NETWORK/NODE/o/ROOMTAG/TAG` for what the room's staff did there (retained: the latest
+    sanction of each user, the latest setting of each mode, every deletion),
     `NETWORK/NODE/s` for repairs: a node publishes only under its own name (a broker's ACL can
     hold it to that)."""
     return f"{network}/{origin}/{kind}/{tag}" if tag else f"{network}/{origin}/{kind}"

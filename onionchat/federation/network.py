@@ -260,12 +260,18 @@ class Federation:
         topic = envelope.topic(
             self.settings.network, self.name, "o", envelope.room_tag(self.network_key, order.room)
         )
-        retain = order.act != "delete"  # a sanction or a mode: the latest of each, kept
-        if retain:
-            what = f"mode\0{(order.mode or '').partition(' ')[0]}" if order.mode else "user\0"
-            topic += "/" + envelope.room_tag(self.network_key, what + names.key(order.target))
+        # Retained, so that a node that comes back after its session was dropped still hears
+        # of it: a sanction or a mode under one topic per user or mode (the latest holds), a
+        # deletion under one of its own.
+        if order.act == "delete":
+            what = "deleted\0" + ",".join(order.ids)
+        elif order.mode:
+            what = "mode\0" + order.mode.partition(" ")[0]
+        else:
+            what = "user\0" + names.key(order.target)
+        topic += "/" + envelope.room_tag(self.network_key, what)
         payload = envelope.seal([envelope.signed(body, self.key)], self.network_key)
-        await asyncio.gather(*(link.send(topic, payload, retain=retain) for link in self.links))
+        await asyncio.gather(*(link.send(topic, payload, retain=True) for link in self.links))
 
     async def order_heard(self, body: OrderBody) -> None:
         """What a peer's staff did in a shared room. A peer answers for its own users: what
