@@ -212,6 +212,8 @@ async def test_usekey_takes_an_invitations_key_only_when_asked(
     node: NodeProcess, password_file: Path
 ) -> None:
     old, new = crypto.new_room_key(), crypto.new_room_key()
+    async with user(node, "root") as root:  # the room's maker: alice is no staff of it
+        await root.join("vault", protected=True)
     await register(node, "bob")
     async with member(node, "alice") as alice:
         await alice.client.join("vault", protected=True)
