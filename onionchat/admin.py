@@ -17,7 +17,7 @@ from pathlib import Path
 from onionchat import names
 from onionchat.auth import invite_hash
 from onionchat.authority import CHANGED, NODE_ROLES, NODE_WIDE
-from onionchat.moderation import MAX_MINUTES, PURGE_COUNT, duration
+from onionchat.moderation import PURGE_COUNT, duration, until
 from onionchat.protocol import ProtocolError
 from onionchat.store import AuditEntry, Room, Sanction, Store
 
@@ -111,13 +111,11 @@ async def _carry_out(store: Store, args: argparse.Namespace) -> list[str]:
     room_id = room.id if room else NODE_WIDE
     key = names.key(user.name)
     if action in ("ban", "mute"):
-        until = None
-        if args.span is not None:
-            minutes = duration(args.span)
-            if minutes is None or not 1 <= minutes <= MAX_MINUTES:
-                raise AdminError(f"{args.span!r} is not a duration (30m, 12h, 7d, 2w)")
-            until = int(time.time() * 1000) + minutes * 60_000
-        await store.put_sanction(Sanction(room_id, key, action, until, ACTOR, args.reason))
+        minutes = None if args.span is None else duration(args.span)
+        if args.span is not None and minutes is None:
+            raise AdminError(f"{args.span!r} is not a duration (30m, 12h, 7d, 2w)")
+        sanction = Sanction(room_id, key, action, until(minutes), ACTOR, args.reason)
+        await store.put_sanction(sanction)
         if room is not None and action == "ban":
             await store.set_member(user.id, room.id, False)
         await _audit(store, action, user.name, where, args.reason)

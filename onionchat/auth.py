@@ -290,14 +290,7 @@ class Accounts:
                 f"iterations must be at most {self._settings.max_iterations}",
                 400,
             )
-        if not self._registrations.allow():
-            seconds = math.ceil(self._registrations.delay())
-            raise AuthError(
-                Code.RATE_LIMITED,
-                f"too many new accounts on this node just now; try again in {seconds} s",
-                429,
-                retry_after=seconds,
-            )
+        self._count_newcomer("new accounts")
         admission, code = await self.admission(invite, answer)
         stored = await self._hash(secret)
         try:
@@ -353,19 +346,23 @@ class Accounts:
             mode = "open"  # nobody would admit them: the fallback
         return mode, code
 
+    def _count_newcomer(self, what: str) -> None:
+        """A new account or guest spends a token of the node's registrations, or is refused."""
+        if not self._registrations.allow():
+            seconds = math.ceil(self._registrations.delay())
+            raise AuthError(
+                Code.RATE_LIMITED,
+                f"too many {what} on this node just now; try again in {seconds} s",
+                429,
+                retry_after=seconds,
+            )
+
     async def guest(self) -> tuple[User, str, int]:
         """A session without an account: a name of the node's making, for `guest_hours`, and
         no password (a guest's name cannot be logged in to). No hashing at all."""
         if not self._settings.guests or not self.guests_welcome():
             raise AuthError(Code.NO_GUESTS, "this node takes no guests now: make an account", 403)
-        if not self._registrations.allow():
-            seconds = math.ceil(self._registrations.delay())
-            raise AuthError(
-                Code.RATE_LIMITED,
-                f"too many newcomers on this node just now; try again in {seconds} s",
-                429,
-                retry_after=seconds,
-            )
+        self._count_newcomer("newcomers")
         for _ in range(5):
             name = f"guest-{secrets.token_hex(3)}"
             try:

@@ -176,36 +176,19 @@ def _sanction_args(args: str, usage: str) -> tuple[str, int | None, str | None]:
     return words[0], minutes, moderation.reason(rest)
 
 
-async def _kick(node: Node, conn: Connection, args: str, room: str | None, ref: str | None) -> None:
-    name, minutes, reason = _sanction_args(args, COMMANDS["kick"].usage)
-    here = await node.room(_room(room, "kick"))
-    await moderation.kick(node, conn, here, name, minutes, reason, ref)
+def _sanctioning(
+    name: str, act: Callable[..., Awaitable[None]], node_wide: bool = False
+) -> Handler:
+    """The command NAME [DURATION] [REASON] of a sanction: in this room, or node-wide."""
 
+    async def run(
+        node: Node, conn: Connection, args: str, room: str | None, ref: str | None
+    ) -> None:
+        target, minutes, reason = _sanction_args(args, COMMANDS[name].usage)
+        here = None if node_wide else await node.room(_room(room, name))
+        await act(node, conn, here, target, minutes, reason, ref)
 
-async def _ban(node: Node, conn: Connection, args: str, room: str | None, ref: str | None) -> None:
-    name, minutes, reason = _sanction_args(args, COMMANDS["ban"].usage)
-    here = await node.room(_room(room, "ban"))
-    await moderation.ban(node, conn, here, name, minutes, reason, ref)
-
-
-async def _nodeban(
-    node: Node, conn: Connection, args: str, room: str | None, ref: str | None
-) -> None:
-    name, minutes, reason = _sanction_args(args, COMMANDS["nodeban"].usage)
-    await moderation.ban(node, conn, None, name, minutes, reason, ref)
-
-
-async def _mute(node: Node, conn: Connection, args: str, room: str | None, ref: str | None) -> None:
-    name, minutes, reason = _sanction_args(args, COMMANDS["mute"].usage)
-    here = await node.room(_room(room, "mute"))
-    await moderation.mute(node, conn, here, name, minutes, reason, ref)
-
-
-async def _nodemute(
-    node: Node, conn: Connection, args: str, room: str | None, ref: str | None
-) -> None:
-    name, minutes, reason = _sanction_args(args, COMMANDS["nodemute"].usage)
-    await moderation.mute(node, conn, None, name, minutes, reason, ref)
+    return run
 
 
 async def _unban(
@@ -450,19 +433,37 @@ COMMANDS: dict[str, Spec] = {
     "uninvite": Spec("/uninvite BOT", "make a bot forget this key-protected room's key", _uninvite),
     "nodes": Spec("/nodes", "the brokers and peer nodes this node shares rooms through", _nodes),
     "staff": Spec("/staff", "the room's owner and moderators", _staff),
-    "kick": Spec("/kick NAME [MINUTES] [REASON]", "staff: out of the room for a while", _kick),
-    "ban": Spec("/ban NAME [DURATION] [REASON]", "staff: out of the room (for good)", _ban),
+    "kick": Spec(
+        "/kick NAME [MINUTES] [REASON]",
+        "staff: out of the room for a while",
+        _sanctioning("kick", moderation.kick),
+    ),
+    "ban": Spec(
+        "/ban NAME [DURATION] [REASON]",
+        "staff: out of the room (for good)",
+        _sanctioning("ban", moderation.ban),
+    ),
     "unban": Spec("/unban NAME", "staff: lift a ban or a kick", _unban),
-    "mute": Spec("/mute NAME [DURATION] [REASON]", "staff: may read, not write", _mute),
+    "mute": Spec(
+        "/mute NAME [DURATION] [REASON]",
+        "staff: may read, not write",
+        _sanctioning("mute", moderation.mute),
+    ),
     "unmute": Spec("/unmute NAME", "staff: may write again", _unmute),
     "delete": Spec("/delete ID", "delete your message (staff: anyone's)", _delete),
     "purge": Spec("/purge NAME [COUNT|TIME]", "staff: delete NAME's newest messages", _purge),
     "op": Spec("/op NAME [moderator|owner]", "owner: name a room moderator", _op),
     "deop": Spec("/deop NAME", "owner: make a moderator a member again", _deop),
     "audit": Spec("/audit [all] [LINES]", "staff: what staff did, newest last", _audit),
-    "nodeban": Spec("/nodeban NAME [DURATION] [REASON]", "node staff: off the node", _nodeban),
+    "nodeban": Spec(
+        "/nodeban NAME [DURATION] [REASON]",
+        "node staff: off the node",
+        _sanctioning("nodeban", moderation.ban, node_wide=True),
+    ),
     "nodemute": Spec(
-        "/nodemute NAME [DURATION] [REASON]", "node staff: silent on the node", _nodemute
+        "/nodemute NAME [DURATION] [REASON]",
+        "node staff: silent on the node",
+        _sanctioning("nodemute", moderation.mute, node_wide=True),
     ),
     "grant": Spec("/grant NAME ROLE", "admin: admin, moderator, member or guest", _grant),
     "mode": Spec(

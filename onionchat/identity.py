@@ -202,34 +202,17 @@ async def deliver_invitation(
     """Keep an invitation for a user of this node (from here, or from another node) and tell
     them (or the bot it was for)."""
     await node.store.put_invitation(room.id, target.id, sender, sealed)
+    invited = Invited(
+        room=room.name, sender=sender, sealed=sealed, staff=is_staff(node, sender, room.name)
+    )
     if conn is None:
-        node.hub.to_user(
-            names.key(target.name),
-            encode(
-                Invited(
-                    room=room.name,
-                    sender=sender,
-                    sealed=sealed,
-                    staff=is_staff(node, sender, room.name),
-                )
-            ),
-        )
+        node.hub.to_user(names.key(target.name), encode(invited))
         return
     if isinstance(node.bots, Bots) and await node.bots.invited(
         room, target.name, conn, sealed, ref
     ):
         return  # the bot's notice to the room answers the inviter too
-    node.hub.to_user(
-        names.key(target.name),
-        encode(
-            Invited(
-                room=room.name,
-                sender=sender,
-                sealed=sealed,
-                staff=is_staff(node, sender, room.name),
-            )
-        ),
-    )
+    node.hub.to_user(names.key(target.name), encode(invited))
     conn.send(
         encode(Notice(text=f"invited {target.name} to #{room.name}", room=room.name, ref=ref))
     )

@@ -46,7 +46,8 @@ def duration(word: str) -> int | None:
     return int(found[1]) * _UNIT[found[2]]
 
 
-def _until(minutes: int | None) -> int | None:
+def until(minutes: int | None) -> int | None:
+    """When a sanction of `minutes` ends (ms since the epoch), None for good."""
     if minutes is None:
         return None
     if not 1 <= minutes <= MAX_MINUTES:
@@ -127,7 +128,7 @@ async def kick(
     target = await _target(node, conn, name, "kick", room.name)
     key = target.key
     minutes = minutes or KICK_MINUTES
-    sanction = Sanction(room.id, key, "kick", _until(minutes), conn.user, reason)
+    sanction = Sanction(room.id, key, "kick", until(minutes), conn.user, reason)
     await node.authority.impose(sanction)
     if target.id is not None:
         await node.store.set_member(target.id, room.id, False)
@@ -164,7 +165,7 @@ async def ban(
     target = await _target(node, conn, name, "ban", where)
     key = target.key
     room_id = room.id if room else NODE_WIDE
-    sanction = Sanction(room_id, key, "ban", _until(minutes), conn.user, reason)
+    sanction = Sanction(room_id, key, "ban", until(minutes), conn.user, reason)
     await node.authority.impose(sanction)
     said = _said(minutes, reason)
     if room is not None:
@@ -188,16 +189,7 @@ async def unban(
     node: Node, conn: Connection, room: Room | None, name: str, ref: str | None = None
 ) -> int:
     """Lift a ban and a kick's penalty (of the room, or node-wide); how many there were."""
-    where = None if room is None else room.name
-    node.authority.require(conn.user_key, "ban" if room else "node-ban", where)
-    target = await _target(node, conn, name, "unban", where)
-    lifted = await node.authority.lift(room.id if room else NODE_WIDE, target.key, ("ban", "kick"))
-    if lifted:
-        if room is not None:
-            _tell_peers(node, room, "unban", conn.user, target.name)
-            node.announce(room.name, f"{conn.user} let {target.name} back in", conn, ref)
-        await node.authority.record(conn.user, "unban", target.name, where)
-    return lifted
+    return await _lift(node, conn, room, name, "unban", ("ban", "kick"), "let {} back in", ref)
 
 
 async def mute(
@@ -214,7 +206,7 @@ async def mute(
     node.authority.require(conn.user_key, "mute" if room else "node-ban", where)
     target = await _target(node, conn, name, "mute", where)
     sanction = Sanction(
-        room.id if room else NODE_WIDE, target.key, "mute", _until(minutes), conn.user, reason
+        room.id if room else NODE_WIDE, target.key, "mute", until(minutes), conn.user, reason
     )
     await node.authority.impose(sanction)
     said = _said(minutes, reason)
@@ -229,15 +221,28 @@ async def mute(
 async def unmute(
     node: Node, conn: Connection, room: Room | None, name: str, ref: str | None = None
 ) -> int:
+    return await _lift(node, conn, room, name, "unmute", ("mute",), "unmuted {}", ref)
+
+
+async def _lift(
+    node: Node,
+    conn: Connection,
+    room: Room | None,
+    name: str,
+    act: str,
+    kinds: tuple[str, ...],
+    said: str,
+    ref: str | None,
+) -> int:
     where = None if room is None else room.name
-    node.authority.require(conn.user_key, "mute" if room else "node-ban", where)
-    target = await _target(node, conn, name, "unmute", where)
-    lifted = await node.authority.lift(room.id if room else NODE_WIDE, target.key, ("mute",))
+    node.authority.require(conn.user_key, FEDERATED[act] if room else "node-ban", where)
+    target = await _target(node, conn, name, act, where)
+    lifted = await node.authority.lift(room.id if room else NODE_WIDE, target.key, kinds)
     if lifted:
         if room is not None:
-            _tell_peers(node, room, "unmute", conn.user, target.name)
-            node.announce(room.name, f"{conn.user} unmuted {target.name}", conn, ref)
-        await node.authority.record(conn.user, "unmute", target.name, where)
+            _tell_peers(node, room, act, conn.user, target.name)
+            node.announce(room.name, f"{conn.user} {said.format(target.name)}", conn, ref)
+        await node.authority.record(conn.user, act, target.name, where)
     return lifted
 
 

@@ -52,6 +52,7 @@ RECENT = 65_536  # message ids remembered as taken in (their copies are not chec
 NAMES = 10_000  # names remembered as checked (and users' keys, each way)
 KEYS_KEPT = 60.0  # seconds a local user's keys are used before the store is asked again
 DROPS_LOGGED_EVERY = 10.0
+UNKNOWN_ORDER = "an order of no known kind, or by a name not in its canonical form"
 
 
 def node_key(data_dir: Path) -> nacl.signing.SigningKey:
@@ -280,29 +281,40 @@ class Federation:
         them: a peer cannot purge or ban this node's users on its own say."""
         if body.origin == self.name or not self.shares(body.room):
             return
-        if body.act == "mode":
-            await self._mode_heard(body)
-            return
-        act = moderation.FEDERATED.get(body.act)
-        if act is None or not self.canonical(body.by, names.username):
-            raise Broken("an order of no known kind, or by a name not in its canonical form")
+        mode = body.act == "mode"  # a room mode is never a node's own business alone
+        act = "modes" if mode else moderation.FEDERATED.get(body.act)
+        if (
+            act is None
+            or not self.canonical(body.by, names.username)
+            or (mode and (body.mode is None or len(body.mode) > 64))
+        ):
+            raise Broken(UNKNOWN_ORDER)
         if len(body.ids) > moderation.PURGE_COUNT or len(body.reason or "") > moderation.MAX_REASON:
             raise Broken("an oversized order")
-        target = self._named_here(body.target, body.origin)
-        if target is None:
+        target = None if mode else self._named_here(body.target, body.origin)
+        if not mode and target is None:
             raise Broken("an order on a name not in its canonical form")
         try:
             room = await self.node.room(body.room)
         except ProtocolError:
             return  # no such room here: nothing to act on
         actor = f"{body.by}@{body.origin}"
-        theirs = target.endswith(f"@{body.origin}")
+        theirs = target is not None and target.endswith(f"@{body.origin}")
         if not theirs:
             try:
                 self.node.authority.require(names.key(actor), act, room.name)
-                self.node.authority.over(names.key(actor), names.key(target), room.name)
+                if target is not None:
+                    self.node.authority.over(names.key(actor), names.key(target), room.name)
             except ProtocolError:
                 raise Broken("an order by someone who is not staff here") from None
+        if mode:
+            assert body.mode is not None
+            try:
+                await moderation.mode_from_peer(self.node, room, actor, body.mode)
+            except ProtocolError:
+                raise Broken(UNKNOWN_ORDER) from None
+            return
+        assert target is not None
         await moderation.obey(
             self.node,
             room,
@@ -314,25 +326,6 @@ class Federation:
             list(body.ids),
             body.origin if theirs else None,
         )
-
-    async def _mode_heard(self, body: OrderBody) -> None:
-        """A room mode set by a peer's staff holds here only if they are staff here too: a
-        mode is never a node's own business alone (rule 2 of docs/federation.md)."""
-        if body.mode is None or len(body.mode) > 64 or not self.canonical(body.by, names.username):
-            raise Broken("an order of no known kind, or by a name not in its canonical form")
-        try:
-            room = await self.node.room(body.room)
-        except ProtocolError:
-            return
-        actor = f"{body.by}@{body.origin}"
-        if not self.node.authority.may(names.key(actor), "modes", room.name):
-            raise Broken("an order by someone who is not staff here")
-        try:
-            await moderation.mode_from_peer(self.node, room, actor, body.mode)
-        except ProtocolError:
-            raise Broken(
-                "an order of no known kind, or by a name not in its canonical form"
-            ) from None
 
     def _named_here(self, name: str, origin: str) -> str | None:
         """A user as this node names them: `bob` of `origin` is `bob@origin`, and one of
