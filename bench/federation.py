@@ -282,6 +282,7 @@ def federation(server: Any, common: Common, o: FederationOptions) -> dict[str, A
         shares = CpuShares(
             {"node_a": [a.pid], "node_b": [b.pid]}
             | {f"broker_{k}": [broker.proc.pid] for k, broker in enumerate(brokers, 1)}
+            | {f"clients_{x}": pool.pids for x, pool in zip("ab", pair.pools, strict=True)}
         )
         for n, total in enumerate(float(r) for r in o.rates.split(",")):
             before = _published(a)

@@ -46,6 +46,7 @@ MAX_AUTH_FRAME = 1024
 HOLD = 5.0  # seconds a penalized flooder's refusal is held back at most
 HELD = 256  # such refusals held back at once, at most
 BATCH_CHARS = 65536
+PIPELINE = 32  # a WebSocket's messages committing while its next frames are read, at most
 # Every feature a page could ask for, denied: the chat needs none of them.
 DENIED_FEATURES = (
     "accelerometer",
@@ -475,7 +476,7 @@ async def chat(ws: WebSocket) -> None:
     if session is None:
         return
     try:
-        conn = await node.connect(session)
+        conn = await node.connect(session, PIPELINE)
     except Refused as exc:
         await waiting.hold(exc.retry_after)
         code, close = (

@@ -40,6 +40,7 @@ class Connection:
     __slots__ = (
         "_bytes",
         "_ended",
+        "_ending",
         "_flight",
         "_frames",
         "_held",
@@ -49,6 +50,8 @@ class Connection:
         "budget",
         "close_code",
         "close_reason",
+        "entering",
+        "pipeline",
         "rooms",
         "session",
         "strikes",
@@ -64,6 +67,8 @@ class Connection:
         self.budget = budget or Budget(limit)
         self.bucket: TokenBucket | None = None  # the node's rate limit for this connection
         self.strikes = 0.0
+        self.pipeline = 0  # messages that may be committing while the next frames are read
+        self.entering = 0  # and those that are
         self._frames: list[str] = []
         self._held: dict[str, list[str]] | None = None
         self._limit = limit
@@ -71,6 +76,7 @@ class Connection:
         self._flight = 0  # of which the transport took, and is writing
         self._waiter: asyncio.Future[None] | None = None
         self._ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ending = False
         self.close_code: int | None = None
         self.close_reason = ""
 
@@ -82,8 +88,8 @@ class Connection:
     def send(self, frame: str, room: str | None = None) -> None:
         """Queue a frame; never blocks. One that would put the connection or its user over
         their bound in bytes closes the connection as too slow instead."""
-        if self.close_code is not None:
-            return
+        if self.close_code is not None and (not self.entering or self.close_code == Close.TOO_SLOW):
+            return  # closed; but the acks of what it sent before still go out, before the close
         cost = sys.getsizeof(frame)
         if self._bytes + cost > self._limit or self.budget.queued + cost > self.budget.limit:
             whose = "this client" if self._bytes + cost > self._limit else "this user"
@@ -160,9 +166,19 @@ class Connection:
             self.end()
 
     def end(self) -> None:
-        """The connection is over, closed by the node or by the client."""
+        """The connection is over, closed by the node or by the client: once the messages it
+        sent that are still committing are acknowledged."""
+        if self.entering:
+            self._ending = True
+            return
         if not self._ended.done():
             self._ended.set_result(None)
+
+    def entered(self) -> None:
+        """One of the messages it sent was committed and acknowledged."""
+        self.entering -= 1
+        if not self.entering and self._ending:
+            self.end()
 
     async def wait_ended(self) -> None:
         await self._ended

@@ -12,6 +12,7 @@ import base64
 import binascii
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import re
@@ -186,9 +187,10 @@ class Node:
 
     # -- connections ----------------------------------------------------------------------
 
-    async def connect(self, session: Session) -> Connection:
+    async def connect(self, session: Session, pipeline: int = 0) -> Connection:
         """A new connection of an authenticated user, or Refused when the node or the user
-        already has as many as the limits allow."""
+        already has as many as the limits allow. `pipeline`: how many of its messages may be
+        committing while its next frames are read (0: each is waited for, as a page needs)."""
         limits = self.settings.limits
         key = names.key(session.user.name)
         self.authority.seen(key, session.user.role)
@@ -215,6 +217,7 @@ class Node:
                 "(close a tab or a page)"
             )
         conn = Connection(session, limits.send_queue_bytes, Budget(limits.user_queue_bytes))
+        conn.pipeline = pipeline
         conn.bucket = TokenBucket(limits.rate, limits.burst)
         self.hub.attach(conn)
         try:
@@ -727,7 +730,7 @@ class Node:
         message = Message(
             id=id_, room=room.name, ts=ts, sender=conn.user, text=text, box=box, me=frame.me
         )
-        await self.accept(room, message, conn=conn, ref=frame.ref)
+        await self._sent(conn, self.enter(room, message, conn=conn, ref=frame.ref), frame.ref)
 
     async def direct(
         self,
@@ -754,7 +757,7 @@ class Node:
         message = Message(
             id=id_, room=room.name, ts=ts, sender=conn.user, text=text, box=box, me=me, to=to_name
         )
-        await self.accept(room, message, conn=conn, ref=ref)
+        await self._sent(conn, self.enter(room, message, conn=conn, ref=ref), ref)
 
     def _admitted(self, conn: Connection) -> None:
         if self.authority.node_role(conn.user_key) == "waiting":
@@ -843,15 +846,58 @@ class Node:
         peer: str | None = None,
         signature: bytes | None = None,
     ) -> bool:
-        """The one way in for every message, written here or on another node: stored (a copy
-        of one stored changes nothing and is shown to no one), acknowledged to its writer
-        once committed, fanned out once, then told to the listeners. Whether it was new."""
+        """`enter`, awaited: whether the message was new."""
+        return await self.enter(room, message, conn=conn, ref=ref, peer=peer, signature=signature)
+
+    def enter(
+        self,
+        room: Room,
+        message: Message,
+        *,
+        conn: Connection | None = None,
+        ref: str | None = None,
+        peer: str | None = None,
+        signature: bytes | None = None,
+    ) -> asyncio.Future[bool]:
+        """The one way in for every message, written here or on another node: handed to the
+        store at once (so messages are stored in the order they came), acknowledged to its
+        writer once committed, fanned out once, then told to the listeners (a copy of one
+        stored changes nothing and is shown to no one). The future says whether it was new."""
         outbox = self.outbox(room, message) if peer is None else ()
-        new = await self.store.add_message(room.id, message, outbox, peer, signature)
-        if conn is not None:
-            conn.send(encode(Ack(ref=ref, room=room.name, id=message.id, ts=message.ts)))
-        if not new:
-            return False
+        stored = self.store.queue_message(room.id, message, outbox, peer, signature)
+        entered: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        stored.add_done_callback(
+            functools.partial(self._stored, entered, room, message, conn, ref, peer)
+        )
+        return entered
+
+    def _stored(
+        self,
+        entered: asyncio.Future[bool],
+        room: Room,
+        message: Message,
+        conn: Connection | None,
+        ref: str | None,
+        peer: str | None,
+        stored: asyncio.Future[bool],
+    ) -> None:
+        """Once committed, whoever waits or not: a message stored is shown."""
+        try:
+            new = stored.result()
+            if conn is not None:
+                conn.send(encode(Ack(ref=ref, room=room.name, id=message.id, ts=message.ts)))
+            if new:
+                self._shown(room, message, conn, peer)
+        except BaseException as exc:  # the store failed, or a listener: the caller hears it
+            if not entered.done():
+                entered.set_exception(exc)
+            return
+        if not entered.done():
+            entered.set_result(new)
+
+    def _shown(
+        self, room: Room, message: Message, conn: Connection | None, peer: str | None
+    ) -> None:
         if log.isEnabledFor(logging.DEBUG):  # a line a message costs a node 8 % of its CPU
             self._logged(room, message)
         frame = encode(message_frame(message))
@@ -865,7 +911,22 @@ class Node:
         arrival = Arrival(room, message, conn, peer)
         for listener in self.listeners:
             listener(arrival)
-        return True
+
+    async def _sent(self, conn: Connection, entered: asyncio.Future[bool], ref: str | None) -> None:
+        """A client's message: on a pipelined connection the next frame is read while this one
+        commits (at most `conn.pipeline` at once; past that, the reader waits), so that a
+        client that writes fast does not wait for a commit a message."""
+        if conn.entering >= conn.pipeline:
+            await entered
+            return
+        conn.entering += 1
+        entered.add_done_callback(functools.partial(self._sent_done, conn, ref))
+
+    def _sent_done(self, conn: Connection, ref: str | None, entered: asyncio.Future[bool]) -> None:
+        if not entered.cancelled() and (exc := entered.exception()) is not None:
+            log.error("frame failed", exc_info=exc, extra={"event": "error", "user": conn.user})
+            conn.send(error(Code.INTERNAL, "the node failed on this frame", ref))
+        conn.entered()
 
     def _logged(self, room: Room, message: Message) -> None:
         """At debug level only: which room is busy, and when, is for an operator who asks."""

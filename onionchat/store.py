@@ -521,10 +521,22 @@ class Store:
         origin: str | None = None,
         signature: bytes | None = None,
     ) -> bool:
-        """Whether the message is new, once it is committed. A copy of one stored (its id in
-        its room) changes nothing; a new one gets an outbox row for each of `outbox` (the
-        brokers it is to be published to) in the same transaction. A message from another node
-        keeps that node's id and signature."""
+        """Whether the message is new, once it is committed (`queue_message`, awaited)."""
+        return await self.queue_message(room_id, message, outbox, origin, signature)
+
+    def queue_message(
+        self,
+        room_id: int,
+        message: Message,
+        outbox: Sequence[str] = (),
+        origin: str | None = None,
+        signature: bytes | None = None,
+    ) -> asyncio.Future[bool]:
+        """Hand a message to the writer now, so that messages are stored in the order they
+        were queued; the future says whether it was new, once committed. A copy of one stored
+        (its id in its room) changes nothing; a new one gets an outbox row for each of `outbox`
+        (the brokers it is to be published to) in the same transaction. A message from
+        another node keeps that node's id and signature."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         row = (
             room_id,
@@ -539,7 +551,7 @@ class Store:
             signature,
         )
         self._queue.put_nowait(_Write(future, message=row, outbox=outbox))
-        return await future
+        return future
 
     async def create_user(
         self,

@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from pathlib import Path
 
 import msgspec
 import pytest
 from inproc import Member, member, running
 
+from onionchat.app import PIPELINE
 from onionchat.ids import IdGenerator
 from onionchat.node import Arrival
 from onionchat.protocol import Message
-from onionchat.server import Server
+from onionchat.server import DATABASE, Server
 
 
 async def lobby_of_two(parts: Server) -> tuple[Member, Member, list[Arrival]]:
@@ -106,3 +108,41 @@ async def test_a_message_is_logged_only_at_debug_level(
             await bob.expect("message")
         (line,) = [r for r in caplog.records if getattr(r, "event", "") == "message"]
         assert line.room == "lobby" and "words" not in line.getMessage()  # type: ignore[attr-defined]
+
+
+async def test_a_fast_writer_is_read_on_while_its_messages_commit_up_to_its_pipeline(
+    tmp_path: Path,
+) -> None:
+    """A WebSocket's messages do not wait for each other's commit: while another writer holds
+    the database, the node still reads its next `PIPELINE` messages, then stops reading that
+    connection (its bound). Once the database is free, every one is acknowledged and shown in
+    the order sent, and the reader goes on."""
+    async with running(tmp_path / "node") as parts:
+        alice, bob, _ = await lobby_of_two(parts)
+        fast = Member(parts, await parts.node.connect(alice.conn.session, PIPELINE), alice.token)
+        await fast.expect("ready")
+        await fast.join("lobby")
+        holder = sqlite3.connect(tmp_path / "node" / DATABASE, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # the node's writer now waits for this transaction
+        try:
+            for n in range(PIPELINE):
+                await fast.send(type="send", room="lobby", text=f"fast {n}", ref=str(n))
+            assert fast.conn.entering == PIPELINE
+            over = asyncio.create_task(
+                fast.send(type="send", room="lobby", text=f"fast {PIPELINE}", ref=str(PIPELINE))
+            )
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert not over.done()  # the reader waits: one more frame is not read
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        await over
+        acks = [await fast.expect("ack", ref=str(n)) for n in range(PIPELINE + 1)]
+        assert [a["id"] for a in acks] == sorted(a["id"] for a in acks)
+        shown = [(await bob.expect("message"))["text"] for _ in range(PIPELINE + 1)]
+        assert shown == [f"fast {n}" for n in range(PIPELINE + 1)]
+        assert fast.conn.entering == 0
+        await fast.say("lobby", "and on")
+        history, _ = await parts.store.history(await parts.node.room("lobby"), None, 50)
+        assert [m.text for m in history] == [f"fast {n}" for n in range(PIPELINE + 1)] + ["and on"]

@@ -45,7 +45,7 @@ BATCH = 256  # outbox rows read and published at once
 IN_FLIGHT = 64  # publishes awaiting their PUBACK at once
 PACKED = 64  # messages of one room in one publish at most, when they queue up
 PACKED_BYTES = 64 * 1024  # and their items' bytes (one larger item goes alone)
-LINGER = 0.002  # seconds a message waits for others when the last publish was this recent
+LINGER = 0.005  # seconds a message waits for others when the last publish was this recent
 FLUSH_EVERY = 0.1  # seconds between two deletions of acknowledged outbox rows
 FRESH = 10_000  # new messages queued in memory for a broker; past it, read from the database
 DELIVERING = 256  # messages from the broker being checked and stored at once
@@ -259,8 +259,9 @@ class Link:
                     first = await self._fresh.get()
                     await window.acquire()
                     window.release()
-                    if self._fresh.empty() and time.monotonic() - last < LINGER:
-                        await asyncio.sleep(LINGER)  # busy: a few more will share the publish
+                    wait = last + LINGER - time.monotonic()
+                    if wait > 0:  # busy: at most one publish a LINGER, the rest share it
+                        await asyncio.sleep(wait)
                     last = time.monotonic()
                     queued = [first]
                     while len(queued) < BATCH and not self._fresh.empty():
