@@ -45,6 +45,7 @@ class Connection:
         "_frames",
         "_held",
         "_limit",
+        "_settled",
         "_waiter",
         "bucket",
         "budget",
@@ -77,6 +78,7 @@ class Connection:
         self._waiter: asyncio.Future[None] | None = None
         self._ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._ending = False
+        self._settled: asyncio.Future[None] | None = None  # for `settled`, while it waits
         self.close_code: int | None = None
         self.close_reason = ""
 
@@ -177,8 +179,20 @@ class Connection:
     def entered(self) -> None:
         """One of the messages it sent was committed and acknowledged."""
         self.entering -= 1
-        if not self.entering and self._ending:
+        if self.entering:
+            return
+        if self._settled is not None:
+            self._settled.set_result(None)
+            self._settled = None
+        if self._ending:
             self.end()
+
+    async def settled(self) -> None:
+        """Once every message it sent is committed and acknowledged."""
+        while self.entering:
+            if self._settled is None:
+                self._settled = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._settled)
 
     async def wait_ended(self) -> None:
         await self._ended

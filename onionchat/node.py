@@ -391,7 +391,12 @@ class Node:
         return decode(text)
 
     async def handle(self, conn: Connection, frame: AnyClientFrame) -> None:
-        """Carry out one frame; a ProtocolError becomes an error frame for the sender."""
+        """Carry out one frame; a ProtocolError becomes an error frame for the sender. Only a
+        message may be read while the messages before it commit: any other frame waits for
+        them, so that its answer still comes after their acks (a pong answers everything
+        sent before its ping)."""
+        if conn.entering and not isinstance(frame, Send):
+            await conn.settled()
         match frame:
             case Send():
                 await self.send(conn, frame)

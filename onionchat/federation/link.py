@@ -45,7 +45,7 @@ BATCH = 256  # outbox rows read and published at once
 IN_FLIGHT = 64  # publishes awaiting their PUBACK at once
 PACKED = 64  # messages of one room in one publish at most, when they queue up
 PACKED_BYTES = 64 * 1024  # and their items' bytes (one larger item goes alone)
-LINGER = 0.005  # seconds a message waits for others when the last publish was this recent
+LINGER = 0.005  # seconds between two publishes at least while messages keep coming
 FLUSH_EVERY = 0.1  # seconds between two deletions of acknowledged outbox rows
 FRESH = 10_000  # new messages queued in memory for a broker; past it, read from the database
 DELIVERING = 256  # messages from the broker being checked and stored at once
@@ -241,8 +241,10 @@ class Link:
         """The outbox rows left from before (read from the database, oldest first, until
         none is left); then each new message as it is written, from memory, until that
         queue overflows (a broker slower than the node): then the database again. Either
-        way a row goes only once this broker's PUBACK has come. What queued up while every
-        publish was in flight goes in the next one together (`PACKED` of a room at most)."""
+        way a row goes only once this broker's PUBACK has come. While messages keep coming,
+        one publish a `LINGER` at most: what is written meanwhile goes in the next one
+        together (`PACKED` of a room at most), for a publish costs both nodes more than a
+        message in it."""
         window = asyncio.Semaphore(IN_FLIGHT)
         flusher = asyncio.create_task(self._flush())
         try:
