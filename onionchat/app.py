@@ -348,6 +348,15 @@ async def index(request: Request) -> Response:
     return FileResponse(web_dir() / "index.html", media_type="text/html; charset=utf-8")
 
 
+async def favicon(request: Request) -> Response:
+    """The page's own icon, for the browsers that ask here without being told (no-JS too)."""
+    return FileResponse(
+        web_dir() / "favicon.svg",
+        media_type="image/svg+xml",
+        headers={"cache-control": "max-age=86400"},
+    )
+
+
 # -- WebSocket ----------------------------------------------------------------------------
 
 
@@ -560,6 +569,7 @@ def create_app(settings: Settings, reporter: Reporter | None = None) -> Starlett
 
     routes = [
         Route("/", index),
+        Route("/favicon.ico", favicon),  # asked for by browsers whatever a page says
         Route("/api/health", health),
         Route("/api/prelogin", prelogin, methods=["POST"]),
         Route("/api/register", register, methods=["POST"]),

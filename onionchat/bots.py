@@ -399,12 +399,14 @@ class Bots:
                         break
                     growth.add(text)
         except models.ModelCut as exc:
-            ending, outcome = f"cut: {exc}", "cut"
+            ending, outcome = f"cut: {exc.said}", "cut"
+            self._failed(lane, exc)
         except models.ModelError as exc:
             if text:
-                ending, outcome = f"cut: {exc}", "cut"
+                ending, outcome = f"cut: {exc.said}", "cut"
             else:
-                text, outcome = f"⚠ {exc}", "error"
+                text, outcome = f"⚠ {exc.said}", "error"
+            self._failed(lane, exc)
         except asyncio.CancelledError:
             if lane.stopped_by is None:
                 raise
@@ -431,6 +433,13 @@ class Bots:
                 "outcome": outcome,
                 "seconds": round(time.monotonic() - started, 3),
             },
+        )
+
+    def _failed(self, lane: Lane, exc: models.ModelError) -> None:
+        """The details for the operator, which the room is not told (the model server's
+        address, its proxy); never the question or the answer."""
+        log.warning(
+            "bot failed", extra={"event": "bot_error", "bot": lane.bot_id, "error": str(exc)}
         )
 
     async def _context(

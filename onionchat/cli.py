@@ -505,11 +505,14 @@ def _say_tor(settings: config.Settings, url: str) -> None:
 
 
 def _program() -> str:
-    """How to run `onionchat` from here: by name when it is on PATH, else by its path."""
+    """How to run `onionchat` from here, to paste: by name when it is on PATH, else by its
+    path: relative when it is below the working directory, else absolute (a relative path that
+    climbs out and back in is no help to a reader)."""
     script = Path(sys.executable).parent / "onionchat"
-    if shutil.which("onionchat") or not script.exists():
+    if shutil.which("onionchat") == str(script) or not script.exists():
         return "onionchat"
-    return os.path.relpath(script)
+    relative = os.path.relpath(script)
+    return shlex.quote(relative if not relative.startswith("..") else str(script.absolute()))
 
 
 def _connect(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from onionchat import moderation
+from onionchat.authority import NODE_STAFF
 from onionchat.bots import Bots
 from onionchat.protocol import Clear, Code, Command, ProtocolError, Send, encode
 
@@ -110,9 +111,12 @@ async def _bots(node: Node, conn: Connection, args: str, room: str | None, ref: 
         node.notice(conn, "this node has no bots", room, ref)
         return
     lines = []
+    staff = node.authority.level(conn.user_key) >= NODE_STAFF  # the details are the operator's
     for bot, problem in await node.bots.status():
         names = ", ".join((bot.name, *bot.aliases))
-        state = "ready" if problem is None else f"unavailable: {problem}"
+        state = "ready" if problem is None else "unavailable"
+        if problem is not None and staff:
+            state = f"unavailable: {problem}"
         where = "every room" if "*" in bot.rooms else ", ".join(f"#{r}" for r in bot.rooms)
         lines.append(f"{names} — {bot.model} ({bot.provider}) in {where}: {state}")
     node.notice(

@@ -68,7 +68,18 @@ class ModelConfig:
 
 
 class ModelError(Exception):
-    """Said in the room by the bot, as is: plain words, no secrets, no tracebacks."""
+    """What went wrong, in plain words, no secrets, no tracebacks: for the operator (the log,
+    and `/bots` for staff). `said` is what the room is told, which never names the model
+    server's address, its proxy or the node's keys: users cannot act on those."""
+
+    def __init__(self, detail: str, said: str | None = None) -> None:
+        super().__init__(detail)
+        self.said = said or detail
+
+
+#: what the room is told of a model server that cannot be reached or is not set up right
+UNREACHABLE = "the model server is not reachable now (the node's log says why)"
+MISCONFIGURED = "the model server is not set up right for this bot (the node's log says why)"
 
 
 class ModelCut(ModelError):
@@ -183,16 +194,21 @@ def _unreachable(config: ModelConfig, exc: Exception) -> ModelError:
     """A request that got no answer at all."""
     server = _server(config)
     if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
-        return ModelError(f"the model server address {server} is not an http(s) URL")
+        return ModelError(f"the model server address {server} is not an http(s) URL", MISCONFIGURED)
     if isinstance(exc, httpx.ProxyError):
         return ModelError(
             f"the model server at {server} is not reachable through the proxy "
-            f"({_proxy_reason(exc)})"
+            f"({_proxy_reason(exc)})",
+            UNREACHABLE,
         )
     if config.proxy and isinstance(exc, httpx.ConnectError):
-        return ModelError(f"the proxy at {shown(config.proxy)} is not reachable ({_reason(exc)})")
+        return ModelError(
+            f"the proxy at {shown(config.proxy)} is not reachable ({_reason(exc)})", UNREACHABLE
+        )
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-        return ModelError(f"the model server at {server} is not reachable ({_reason(exc)})")
+        return ModelError(
+            f"the model server at {server} is not reachable ({_reason(exc)})", UNREACHABLE
+        )
     if isinstance(exc, httpx.TimeoutException):
         return ModelError(_late(config))
     return ModelError(CUT)
@@ -232,10 +248,14 @@ def _refusal(config: ModelConfig, status: int, body: bytes) -> ModelError:
         return ModelError(not_installed(config.model))
     if status == 401:
         if not config.api_key:
-            return ModelError("the model server wants an API key (HTTP 401), and none is set")
-        return ModelError("the model server refused the API key (HTTP 401)")
+            return ModelError(
+                "the model server wants an API key (HTTP 401), and none is set", MISCONFIGURED
+            )
+        return ModelError("the model server refused the API key (HTTP 401)", MISCONFIGURED)
     if status == 403:
-        return ModelError("the model server refused access with this API key (HTTP 403)")
+        return ModelError(
+            "the model server refused access with this API key (HTTP 403)", MISCONFIGURED
+        )
     if status == 404:
         if config.provider == "ollama" and "not found" in message:
             return ModelError(not_installed(config.model))
@@ -245,7 +265,8 @@ def _refusal(config: ModelConfig, status: int, body: bytes) -> ModelError:
             )
         return ModelError(
             f"the model server at {_server(config)} has no chat endpoint for "
-            f"{config.provider} (HTTP 404): check the provider and base URL"
+            f"{config.provider} (HTTP 404): check the provider and base URL",
+            MISCONFIGURED,
         )
     if status == 429:
         return ModelError("the model server is rate limiting requests (HTTP 429): try again later")

@@ -88,11 +88,12 @@ class FormError(Exception):
 
 
 class _Reader:
-    __slots__ = ("conn", "timer")
+    __slots__ = ("answer", "conn", "timer")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.timer: asyncio.TimerHandle | None = None
+        self.answer = ""  # a command's answer, shown once by the page the post redirects to
 
 
 class Readers:
@@ -259,6 +260,7 @@ def _page(
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<meta name="referrer" content="no-referrer">'
         f"{head}<title>{esc(title)} · OnionChat</title>"
+        '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">'
         '<link rel="stylesheet" href="/static/nojs.css"></head>'
         f'<body class="{"frame" if frame else "nojs"}">{nav}{body}</body></html>\n'
     )
@@ -695,7 +697,9 @@ async def _room_page(
     room = await node.room(name)
     if room.protected:
         return _page(f"#{room.name}", _protected(room.name), session=session)
-    await _readers(request).get(session, room.name)
+    reader = await _readers(request).get(session, room.name)
+    if reader.answer and not answer:
+        answer, reader.answer = f'<div class="answer">{reader.answer}</div>', ""
     topic = f'<p class="topic">{esc(room.topic)}</p>' if room.topic else ""
     staff = node.authority.level(names.key(session.user.name), room.name) >= STAFF
     body = (
@@ -862,9 +866,9 @@ async def post(request: Request) -> Response:
     answer, target = _answer([f for f in frames if f.get("ref") == REF], room.name)
     if target is not None:
         return _redirect(target)
-    return await _room_page(
-        request, session, room.name, answer=f'<div class="answer">{answer}</div>'
-    )
+    # shown by the room's page, which the post redirects to: a reload does not post again
+    reader.answer = answer
+    return _redirect(room_path(room.name))
 
 
 def _decode(frame: str) -> dict[str, Any]:

@@ -243,6 +243,7 @@ async def test_a_server_that_is_down(provider: str) -> None:
     assert str(error) == (
         f"the model server at http://127.0.0.1:{port} is not reachable (connection refused)"
     )
+    assert error.said == "the model server is not reachable now (the node's log says why)"
 
 
 async def test_a_slow_first_token_is_a_timeout(server: ModelServer) -> None:

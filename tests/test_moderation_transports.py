@@ -217,7 +217,8 @@ async def test_an_invite_only_node_asks_the_web_page_and_the_nojs_form_for_a_cod
         page = watched.page
         assert not await page.get_by_label("Invite code").is_visible()
         await page.get_by_label("User name").fill("webby")
-        await page.get_by_label("Password").fill("a long and careful password")
+        await page.get_by_label("Password", exact=True).fill("a long and careful password")
+        await page.get_by_label("Password again").fill("a long and careful password")
         await page.get_by_role("button", name="Create account").click()
         await expect(page.locator("#login-error")).to_have_text(
             "this node takes new accounts with an invite code only: ask a member for one"

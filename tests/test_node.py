@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +192,15 @@ def test_text_logs_for_people(node_factory: Any) -> None:
     node.stop()
     first = node.log_path.read_text().splitlines()[0]
     assert re.match(r"\d{4}-\d\d-\d\dT[\d:.]+\+00:00 INFO +OnionChat .* listening on", first)
+
+
+def test_the_terminal_hint_is_a_command_to_paste(node_factory: Any) -> None:
+    """The start's hint names the program as the operator can run it from where they are:
+    by name on PATH, or by a path that does not climb out of the working directory."""
+    node = node_factory()
+    node.stop()
+    hint = next(e for e in node.events() if e.get("event") == "hint")["msg"]
+    program, rest = hint.removeprefix("chat from a terminal: ").split(" connect ", 1)
+    assert not program.startswith("..")
+    assert shutil.which(program) or (Path.cwd() / program).is_file()
+    assert rest == f"{node.url} --user NAME --register"

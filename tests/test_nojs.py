@@ -104,6 +104,9 @@ async def test_register_read_post_and_commands_without_javascript(
 
         await say(page, "/who")
         await expect(page.locator(".answer")).to_contain_text("In #lobby now: alice, bob")
+        assert page.url == f"{node.url}/nojs/room/lobby"  # the answer came through a redirect
+        await page.reload()  # so a reload does not post the command again
+        await expect(page.locator(".answer")).to_have_count(0)
         await say(page, "/topic release on <Friday>")
         topic = await bob.expect("topic")
         assert topic["text"] == "release on <Friday>" and topic["by"] == "alice"
@@ -263,3 +266,26 @@ async def test_only_the_message_frame_may_be_framed(node: NodeProcess) -> None:
         assert '<meta http-equiv="refresh"' in framed.text
         assert "<script" not in room.text + framed.text + login.text
         assert " style=" not in room.text + framed.text + login.text
+
+
+async def test_the_pages_have_their_icon_and_a_dark_look(
+    node: NodeProcess, browser: Browser
+) -> None:
+    """The icon a browser asks for by itself is there, and a dark system gets dark pages."""
+    async with httpx.AsyncClient(base_url=node.url) as http:
+        icon = await http.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    assert icon.content.lstrip().startswith(b"<svg")
+    for scheme, background in (("light", "rgb(250, 250, 250)"), ("dark", "rgb(23, 20, 27)")):
+        ctx = await browser.new_context(java_script_enabled=False, color_scheme=scheme)
+        page = await ctx.new_page()
+        console = watch(page)
+        await register_in(page, node, f"erin{scheme}")
+        assert await page.locator("link[rel=icon]").get_attribute("href") == "/static/favicon.svg"
+        assert await page.evaluate("getComputedStyle(document.body).backgroundColor") == background
+        await page.get_by_label("Room").fill("lobby")
+        await page.get_by_role("button", name="Join").click()
+        await say(page, "hello in the " + scheme)
+        await page.screenshot(path=shot(f"room-{scheme}"), full_page=True)
+        no_csp_violation(console)
+        await ctx.close()

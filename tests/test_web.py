@@ -110,7 +110,8 @@ async def open_page(
 
 async def sign_up(page: Page, name: str, password: str = PASSWORD) -> None:
     await page.get_by_label("User name").fill(name)
-    await page.get_by_label("Password").fill(password)
+    await page.get_by_label("Password", exact=True).fill(password)
+    await page.get_by_label("Password again").fill(password)
     await page.get_by_role("button", name="Create account").click()
     await expect(page.locator("#status")).to_have_text("connected")
     await expect(page.locator("#me")).to_have_text(name)
@@ -118,7 +119,7 @@ async def sign_up(page: Page, name: str, password: str = PASSWORD) -> None:
 
 async def log_in(page: Page, name: str, password: str = PASSWORD) -> None:
     await page.get_by_label("User name").fill(name)
-    await page.get_by_label("Password").fill(password)
+    await page.get_by_label("Password", exact=True).fill(password)
     await page.get_by_role("button", name="Log in").click()
 
 
@@ -232,9 +233,18 @@ async def test_log_out_log_in_and_errors(node: NodeProcess, browser: Browser) ->
         await expect(page.locator("#login-error")).to_have_text("You are logged out.")
         await log_in(page, "carol", "not the password")
         await expect(page.locator("#login-error")).to_have_text("wrong username or password")
-        await page.get_by_label("Password").fill(PASSWORD)
+        await page.get_by_label("Password", exact=True).fill(PASSWORD)
+        await page.get_by_role("button", name="Create account").click()
+        await expect(page.locator("#login-error")).to_have_text(
+            "type the password again, below it, to create the account"
+        )
+        await page.get_by_label("Password again").fill(PASSWORD + "!")
+        await page.get_by_role("button", name="Create account").click()
+        await expect(page.locator("#login-error")).to_have_text("the two passwords differ")
+        await page.get_by_label("Password again").fill(PASSWORD)
         await page.get_by_role("button", name="Create account").click()
         await expect(page.locator("#login-error")).to_contain_text("taken")
+        await page.get_by_label("Password again").fill("")
         # keyboard alone: Tab from the name to the password, Enter logs in
         await page.get_by_label("User name").fill("")
         await page.get_by_label("User name").focus()
@@ -251,6 +261,57 @@ async def test_log_out_log_in_and_errors(node: NodeProcess, browser: Browser) ->
         await expect(page.locator("#status")).to_have_text("connected")
         await expect(page.locator("#rooms")).to_contain_text("#garden")
         await watched.assert_clean(http_errors=True)
+
+
+async def test_sign_up_asks_twice_and_refuses_the_weakest(
+    node: NodeProcess, browser: Browser
+) -> None:
+    """The node never sees a password, so the page judges it: the weakest are refused, the
+    rest shown with their strength; nothing reaches the node until both fields agree."""
+    async with open_page(browser, node) as watched:
+        page = watched.page
+        await expect(page.locator("#login")).to_contain_text("cannot be recovered")
+        await page.get_by_label("User name").fill("ivanovich")
+        for weak, why in (
+            ("1", "too short: at least 8 characters"),
+            ("ИВАН", "too short: at least 8 characters"),
+            ("password", "too easy to guess: choose another"),
+            ("Ivanovich", "too easy to guess: choose another"),  # the name itself
+            ("zzzzzzzzzz", "too easy to guess: choose another"),
+        ):
+            await page.get_by_label("Password", exact=True).fill(weak)
+            await page.get_by_label("Password again").fill(weak)
+            await expect(page.locator("#strength")).to_contain_text(why)
+            await page.get_by_role("button", name="Create account").click()
+            await expect(page.locator("#login-error")).to_contain_text(f"this password is {why}")
+        await page.get_by_label("Password", exact=True).fill("пароль для ивана")
+        await page.get_by_label("Password again").fill("пароль для ивана")
+        await expect(page.locator("#strength")).to_have_text("strength: strong")
+        await shot(page, "sign-up-strength")
+        await page.get_by_role("button", name="Create account").click()
+        # none of the weak ones reached the node: the name was still free
+        await expect(page.locator("#me")).to_have_text("ivanovich")
+        await watched.assert_clean()
+
+
+async def test_a_browser_without_webcrypto_is_told_where_to_go(
+    node: NodeProcess, browser: Browser
+) -> None:
+    """What plain Firefox or Chromium shows on http://….onion through a Tor proxy (no secure
+    context, so no `crypto.subtle`): the page says so, and where to go instead."""
+    async with open_page(browser, node) as watched:
+        page = watched.page
+        await page.add_init_script("Object.defineProperty(crypto, 'subtle', { value: undefined })")
+        await page.reload()
+        await page.get_by_label("User name").fill("olga2")
+        await page.get_by_label("Password", exact=True).fill(PASSWORD)
+        await page.get_by_label("Password again").fill(PASSWORD)
+        await page.get_by_role("button", name="Create account").click()
+        error = page.locator("#login-error")
+        await expect(error).to_contain_text("does not treat this address as a secure one")
+        await expect(error).to_contain_text("Tor Browser")
+        await expect(error).to_contain_text("/nojs/")
+        await shot(page, "no-webcrypto")
 
 
 async def test_a_key_protected_room_with_the_cli(
@@ -509,6 +570,39 @@ async def test_a_phone_sized_screen(node: NodeProcess, browser: Browser) -> None
             assert rect is not None and rect["x"] >= 0 and rect["x"] + rect["width"] <= 390
             assert rect["y"] + rect["height"] <= 844
         await shot(page, "phone-room")
+        await watched.assert_clean()
+
+
+async def test_help_notices_and_the_invite_link(node: NodeProcess, browser: Browser) -> None:
+    """`/help` opens every command, the node's and the page's, one to a row; a notice stays
+    with its room; an invite link is copied by a button."""
+    async with open_page(browser, node, width=390, height=844) as watched:
+        page = watched.page
+        await page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+        await sign_up(page, "hana")
+        await open_room(page, "ops")
+        await say(page, "/help")
+        panel = page.locator("#help")
+        await expect(panel).to_be_visible()
+        usages = await panel.locator("td:first-child").all_inner_texts()
+        assert len(usages) > 20 and all(u.startswith("/") for u in usages)
+        for command in ("/invite USER", "/rotate", "/msg USER MESSAGE", "/kick", "/help"):
+            assert any(u.startswith(command) for u in usages), command
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390  # the table scrolls in its panel, not the page
+        await shot(page, "help-phone")
+        await page.locator("#help-close").click()
+        await expect(panel).to_be_hidden()
+
+        await say(page, "/who")
+        await expect(page.locator("#notice")).to_contain_text("in #ops: hana")
+        await open_room(page, "vault", protected=True)
+        await expect(page.locator("#notice")).to_have_text("")  # the notice was #ops's
+        link = await page.locator("#invite-link").input_value()
+        assert link.startswith(f"{node.url}/#room=vault&key=")
+        await page.locator("#invite-copy").click()
+        await expect(page.locator("#invite-copy")).to_have_text("Copied")
+        assert await page.evaluate("navigator.clipboard.readText()") == link
         await watched.assert_clean()
 
 

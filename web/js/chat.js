@@ -264,6 +264,7 @@ export class Chat {
       if (room) { room.clearedAt = room.ids[room.ids.length - 1] || ""; this.changed("messages", room); }
       return "";
     }
+    if (name === "help" && !args && this.commands) { this.changed("help", this.commands); return ""; }
     if (name === "msg") return this.msgCommand(args);
     if (name === "invite") return this.invites.inviteCommand(room, args);
     if (name === "rotate") return this.invites.rotateCommand(room);

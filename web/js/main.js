@@ -32,6 +32,7 @@ function changed(what, arg) {
   else if (what === "grown" && arg.room.name === chat.current) view.grown(arg.m);
   else if (what === "header" && arg?.name === chat.current) view.header();
   else if (what === "notice") view.notice(arg);
+  else if (what === "help") view.help(arg);
   else if (what === "error") view.notice(arg, true);
   else if (what === "identity") view.identity();
   else if (what === "invite") view.invite(arg, inviteUrl(arg.name, chat.keysOf(arg.name)[0]));
@@ -89,9 +90,57 @@ function showChat() {
   $("composer-text").focus();
 }
 
+// The weakest passwords are refused here (the node never sees one to judge it).
+const COMMON = new Set(["password", "password1", "12345678", "123456789", "1234567890", "qwerty123",
+  "qwertyuiop", "iloveyou", "11111111", "00000000", "abcdefgh", "abc12345", "parol123", "пароль123",
+  "йцукенгш", "qwerty12", "letmein1", "admin123", "welcome1", "onionchat"]);
+
+function strength(password, name) {
+  const p = password.toLowerCase();
+  if ([...password].length < 8) return { ok: false, text: "too short: at least 8 characters" };
+  if (COMMON.has(p) || p === name.toLowerCase() || /^(.)\1*$/u.test(p)) {
+    return { ok: false, text: "too easy to guess: choose another" };
+  }
+  const kinds = [/\p{Ll}/u, /\p{Lu}/u, /\p{N}/u, /[^\p{L}\p{N}]/u].filter((k) => k.test(password)).length;
+  const n = [...password].length;
+  if (n >= 16 || (n >= 12 && kinds >= 3)) return { ok: true, text: "strength: strong" };
+  if (n >= 12) return { ok: true, text: "strength: good" };
+  return { ok: true, text: "strength: fair (a longer phrase is stronger)" };
+}
+
+function showStrength() {
+  const again = $("password-again").value;
+  $("strength").textContent = again || document.activeElement === $("password-again")
+    ? strength($("password").value, $("username").value.trim()).text : "";
+}
+$("password").addEventListener("input", showStrength);
+$("password-again").addEventListener("input", showStrength);
+$("password-again").addEventListener("focus", showStrength);
+
+// Why this browser cannot derive a login secret, or "".
+function noWebCrypto() {
+  if (globalThis.crypto?.subtle) return "";
+  return "This browser does not treat this address as a secure one, so it gives the page no "
+    + "WebCrypto to derive your login secret with. Open it in Tor Browser (which treats .onion "
+    + "addresses as secure), or use the chat without JavaScript at /nojs/.";
+}
+
 async function account(action) {
   const form = $("login-form");
   if (action !== api.guest && !form.reportValidity()) return;
+  const unable = action === api.guest ? "" : noWebCrypto();
+  if (unable) { $("login-error").textContent = unable; return; }
+  if (action === api.register) {
+    const judged = strength($("password").value, $("username").value.trim());
+    const why = !$("password-again").value ? "type the password again, below it, to create the account"
+      : $("password-again").value !== $("password").value ? "the two passwords differ"
+      : judged.ok ? "" : `this password is ${judged.text}`;
+    if (why) {
+      $("login-error").textContent = why;
+      $(judged.ok && $("password-again").value ? "password-again" : "password").focus();
+      return;
+    }
+  }
   const buttons = form.querySelectorAll("button");
   buttons.forEach((b) => { b.disabled = true; });
   $("login-error").textContent = action === api.register ? "Creating the account…" : "Logging in…";
@@ -100,6 +149,8 @@ async function account(action) {
       $("username").value.trim(), $("password").value, $("invite").value.trim(), $("answer").value);
     if (wrap) box.rememberWrap(wrap); // this tab only: it unlocks the identity key, never sent
     $("password").value = "";
+    $("password-again").value = "";
+    $("strength").textContent = "";
     $("login-error").textContent = "";
     showChat();
   } catch (error) {
@@ -146,6 +197,18 @@ function inviteUrl(room, key) {
   return `${location.origin}/#room=${encodeURIComponent(room)}&key=${box.encodeKey(key)}`;
 }
 
+$("help-close").addEventListener("click", () => { $("help").hidden = true; });
+$("invite-copy").addEventListener("click", async () => {
+  const link = $("invite-link");
+  try {
+    await navigator.clipboard.writeText(link.value);
+  } catch {
+    link.select(); // no clipboard here (a page that is not a secure context): select to copy
+    document.execCommand("copy");
+  }
+  $("invite-copy").textContent = "Copied";
+  setTimeout(() => { $("invite-copy").textContent = "Copy"; }, 2000);
+});
 $("rooms").addEventListener("click", (e) => {
   const button = e.target.closest("button[data-room]");
   if (!button) return;

@@ -31,9 +31,24 @@ export class View {
     $("offline").hidden = state !== "reconnecting";
   }
 
+  // A line of news for the room in view: it goes when another room is opened.
   notice(text, isError = false) {
     $("notice").textContent = text;
     $("notice").classList.toggle("error", isError);
+    this.noticeRoom = this.chat.current;
+  }
+
+  // Every command, the node's and this page's, one to a row.
+  help(commands) {
+    const rows = [...commands].sort((a, b) => a.name.localeCompare(b.name)).map((c) => {
+      const row = el("tr");
+      const usage = el("td");
+      usage.append(el("code", "", c.usage));
+      row.append(usage, el("td", "", c.help));
+      return row;
+    });
+    $("help-list").replaceChildren(...rows);
+    $("help").hidden = false;
   }
 
   rooms() {
@@ -69,6 +84,7 @@ export class View {
 
   room() {
     const room = this.chat.rooms.get(this.chat.current);
+    if (this.noticeRoom !== this.chat.current) this.notice("");
     this.header();
     if (!room || room.name !== $("invite").dataset.room) $("invite").hidden = true;
     this.members();
