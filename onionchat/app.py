@@ -47,7 +47,8 @@ HOLD = 5.0  # seconds a penalized flooder's refusal is held back at most
 HELD = 256  # such refusals held back at once, at most
 BATCH_CHARS = 65536
 PIPELINE = 32  # a WebSocket's messages committing while its next frames are read, at most
-# Every feature a page could ask for, denied: the chat needs none of them.
+# Every feature a page could ask for, denied but one: the chat needs none of the others.
+ALLOWED_FEATURES = ("clipboard-write=(self)",)  # the invite link's Copy button, on a click
 DENIED_FEATURES = (
     "accelerometer",
     "ambient-light-sensor",
@@ -57,7 +58,6 @@ DENIED_FEATURES = (
     "browsing-topics",
     "camera",
     "clipboard-read",
-    "clipboard-write",
     "compute-pressure",
     "display-capture",
     "document-domain",
@@ -100,7 +100,10 @@ SECURITY_HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"cross-origin-resource-policy", b"same-origin"),
-    (b"permissions-policy", ", ".join(f"{f}=()" for f in DENIED_FEATURES).encode()),
+    (
+        b"permissions-policy",
+        ", ".join((*(f"{f}=()" for f in DENIED_FEATURES), *ALLOWED_FEATURES)).encode(),
+    ),
     (b"cache-control", b"no-store"),
 ]
 

@@ -151,7 +151,8 @@ async def _nojs_user(ctx: BrowserContext, node: NodeProcess, name: str) -> Page:
 
 async def _post(page: Page, text: str) -> None:
     await page.get_by_label("Message").fill(text)
-    await page.get_by_role("button", name="Send").click()
+    async with page.expect_navigation():  # the post, and the page it redirects to
+        await page.get_by_role("button", name="Send").click()
 
 
 async def test_without_javascript_a_moderator_kicks_and_purges_and_the_kicked_is_told(

@@ -148,6 +148,7 @@ async def test_every_response_carries_the_security_headers(node: NodeProcess) ->
         policy = headers["permissions-policy"]
         for feature in ("camera", "microphone", "geolocation", "usb", "clipboard-read"):
             assert f"{feature}=()" in policy
+        assert "clipboard-write=(self)" in policy  # the one allowed: the Copy button's
         assert "server" not in headers
 
 
@@ -203,4 +204,4 @@ def test_the_terminal_hint_is_a_command_to_paste(node_factory: Any) -> None:
     program, rest = hint.removeprefix("chat from a terminal: ").split(" connect ", 1)
     assert not program.startswith("..")
     assert shutil.which(program) or (Path.cwd() / program).is_file()
-    assert rest == f"{node.url} --user NAME --register"
+    assert rest == f"{node.url}/ --user NAME --register"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from typing import Literal
 
 import httpx
 import pytest
@@ -58,7 +59,8 @@ async def register_in(page: Page, node: NodeProcess, name: str) -> None:
 
 async def say(page: Page, text: str) -> None:
     await page.get_by_label("Message").fill(text)
-    await page.get_by_role("button", name="Send").click()
+    async with page.expect_navigation():  # the post, and the page it redirects to
+        await page.get_by_role("button", name="Send").click()
 
 
 async def test_register_read_post_and_commands_without_javascript(
@@ -276,7 +278,11 @@ async def test_the_pages_have_their_icon_and_a_dark_look(
         icon = await http.get("/favicon.ico")
     assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
     assert icon.content.lstrip().startswith(b"<svg")
-    for scheme, background in (("light", "rgb(250, 250, 250)"), ("dark", "rgb(23, 20, 27)")):
+    schemes: tuple[tuple[Literal["light", "dark"], str], ...] = (
+        ("light", "rgb(250, 250, 250)"),
+        ("dark", "rgb(23, 20, 27)"),
+    )
+    for scheme, background in schemes:
         ctx = await browser.new_context(java_script_enabled=False, color_scheme=scheme)
         page = await ctx.new_page()
         console = watch(page)

@@ -146,7 +146,7 @@ async function account(action) {
   $("login-error").textContent = action === api.register ? "Creating the account…" : "Logging in…";
   try {
     const wrap = await action(
-      $("username").value.trim(), $("password").value, $("invite").value.trim(), $("answer").value);
+      $("username").value.trim(), $("password").value, $("invite-code").value.trim(), $("answer").value);
     if (wrap) box.rememberWrap(wrap); // this tab only: it unlocks the identity key, never sent
     $("password").value = "";
     $("password-again").value = "";
@@ -155,7 +155,7 @@ async function account(action) {
     showChat();
   } catch (error) {
     $("login-error").textContent = error.message;
-    const field = { invite_needed: "invite", wrong_answer: "answer" }[error.code];
+    const field = { invite_needed: "invite-code", wrong_answer: "answer" }[error.code];
     if (field) { // this node asks newcomers for a code, or to answer its question
       $(`${field}-field`).hidden = false;
       $(field).focus();
