@@ -200,6 +200,8 @@ class Node:
                 extra={"event": "refused", "connections": self.hub.connections},
             )
             raise Refused(f"the node is full ({limits.connections} connections): try again later")
+        if any(c.close_code == Close.FLOODING for c in self.hub.user_connections(key)):
+            self._penalize(key)  # its flood's teardown is under way: the penalty holds now
         wait = self._penalties.get(key, 0.0) - time.monotonic()
         if wait > 0:
             raise Refused(
@@ -943,6 +945,11 @@ class Node:
             "message accepted",
             extra={"event": "message", "id": message.id, "room": room.name, "size": size},
         )
+
+    def may_page(self, conn: Connection) -> bool:
+        """Whether the user may have one more history page now (`limits.history_rate`): for
+        a transport that reads pages itself (the no-JS pages)."""
+        return self._pages.allow(conn.user_key)
 
     async def history(self, conn: Connection, frame: HistoryRequest) -> None:
         if frame.before is not None and not is_valid(frame.before):

@@ -35,6 +35,7 @@ from onionchat.authority import STAFF
 from onionchat.background import Workers
 from onionchat.config import Auth as AuthSettings
 from onionchat.hub import Connection
+from onionchat.ids import is_valid
 from onionchat.node import Node, Refused
 from onionchat.protocol import Code, ProtocolError, Send
 
@@ -760,7 +761,9 @@ def _delete_form(room: str, session: Session) -> str:
 
 @_handles_errors
 async def messages(request: Request) -> Response:
-    """The framed list: it reloads itself (and lands on its end) every REFRESH seconds."""
+    """The framed list. Live, it reloads itself (and lands on its end) every REFRESH seconds;
+    read back (`?before=ID`, a page older than that message), it stays still, so that what
+    one reads does not jump away, with links to the page before and back to the live end."""
     session = await _session(request)
     if session is None:
         body = '<p>Your session has ended: <a href="/nojs/login" target="_top">log in</a>.</p>'
@@ -769,8 +772,16 @@ async def messages(request: Request) -> Response:
     room = await node.room(request.path_params["room"])
     if room.protected:
         return _page(f"#{room.name}", _protected(room.name), csp=FRAME_CSP, frame=True)
-    await _readers(request).get(session, room.name)
-    found, more = await node.store.history(room, None, node.settings.limits.history_page)
+    before = request.query_params.get("before")
+    if before is not None and not is_valid(before):
+        body = "<p>That is not a message id.</p>"
+        return _page("Not a message", body, 400, csp=FRAME_CSP, frame=True)
+    reader = await _readers(request).get(session, room.name)
+    if before is not None and not node.may_page(reader.conn):
+        rate = node.settings.limits.history_rate
+        body = f"<p>At most {rate:g} pages a second: wait a moment, then reload.</p>"
+        return _page("Too many pages", body, 429, csp=FRAME_CSP, frame=True)
+    found, more = await node.store.history(room, before, node.settings.limits.history_page)
     me = names.key(session.user.name)
     staff = node.authority.level(me, room.name) >= STAFF
     form = _delete_form(room.name, session)
@@ -778,16 +789,23 @@ async def messages(request: Request) -> Response:
         _message(m, session.user.name, form if staff or names.key(m.sender) == me else None)
         for m in found
     )
-    earlier = '<p class="more">Earlier messages are in the full client.</p>' if more else ""
-    members = ", ".join(esc(m) for m in node.members(room.name))
-    body = (
-        f'{earlier}<ol class="messages">{lines}</ol>'
-        + ("" if found else '<p class="empty">No messages yet.</p>')
-        + f'<p class="members" id="end">Here now: {members}</p>'
+    earlier = (
+        f'<p class="more"><a href="{esc(room_path(room.name, f"/messages?before={found[0].id}"))}">'
+        "Earlier messages</a> (the list stays still while you read back)</p>"
+        if more and found
+        else ""
     )
+    live = esc(room_path(room.name, f"/messages?at={time.time_ns() // 1_000_000}#end"))
+    members = ", ".join(esc(m) for m in node.members(room.name))
+    body = f'{earlier}<p class="hint">Times are UTC.</p><ol class="messages">{lines}</ol>' + (
+        "" if found else '<p class="empty">No messages yet.</p>'
+    )
+    if before is not None:
+        body += f'<p class="more" id="end"><a href="{live}">Back to the newest messages</a></p>'
+        return _page(f"#{room.name}", body, csp=FRAME_CSP, frame=True)
+    body += f'<p class="members" id="end">Here now: {members}</p>'
     # A new query each time: a refresh to the same URL and fragment would only scroll.
-    again = esc(room_path(room.name, f"/messages?at={time.time_ns() // 1_000_000}#end"))
-    refresh = f'<meta http-equiv="refresh" content="{REFRESH}; url={again}">'
+    refresh = f'<meta http-equiv="refresh" content="{REFRESH}; url={live}">'
     return _page(f"#{room.name}", body, head=refresh, csp=FRAME_CSP, frame=True)
 
 

@@ -295,3 +295,40 @@ async def test_the_pages_have_their_icon_and_a_dark_look(
         await page.screenshot(path=shot(f"room-{scheme}"), full_page=True)
         no_csp_violation(console)
         await ctx.close()
+
+
+async def test_reading_back_without_javascript_stays_still(
+    node: NodeProcess, context: BrowserContext
+) -> None:
+    """The live list reloads to its end every few seconds; a page read back does not (it has
+    no refresh), pages further back, and links back to the live end. Pages are rate-limited
+    like any history, and a bad id is a plain 400."""
+    async with user(node, "ann") as ann:
+        await ann.join("history")
+        ids = [(await ann.say("history", f"line {n}", ref=f"l{n}"))["id"] for n in range(60)]
+    page = await context.new_page()
+    await register_in(page, node, "ben")
+    await page.get_by_label("Room").fill("history")
+    await page.get_by_role("button", name="Join").click()
+    frame = page.frame_locator("iframe[name=messages]")
+    items = frame.locator("ol.messages li")
+    await expect(items).to_have_count(50)
+    await expect(items.first).to_contain_text("line 10")
+    await expect(frame.locator("body")).to_contain_text("Times are UTC.")
+    await frame.get_by_role("link", name="Earlier messages").click()
+    await expect(items).to_have_count(10)
+    await expect(items.first).to_contain_text("line 0")
+    await expect(items.last).to_contain_text("line 9")
+    assert await frame.locator("meta[http-equiv=refresh]").count() == 0  # it stays still
+    assert await frame.get_by_role("link", name="Earlier messages").count() == 0
+    await page.screenshot(path=shot("read-back"), full_page=True)
+    await frame.get_by_role("link", name="Back to the newest messages").click()
+    await expect(items).to_have_count(50)
+    await expect(items.last).to_contain_text("line 59")
+    assert await frame.locator("meta[http-equiv=refresh]").count() == 1
+
+    url = f"{node.url}/nojs/room/history/messages"
+    bad = await context.request.get(f"{url}?before=nonsense")
+    assert bad.status == 400 and "not a message id" in await bad.text()
+    statuses = [(await context.request.get(f"{url}?before={ids[30]}")).status for _ in range(40)]
+    assert statuses[0] == 200 and 429 in statuses  # past the burst of history pages

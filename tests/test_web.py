@@ -124,6 +124,9 @@ async def log_in(page: Page, name: str, password: str = PASSWORD) -> None:
 
 
 async def open_room(page: Page, name: str, protected: bool = False) -> None:
+    toggle = page.locator("#new-room-toggle")
+    if await toggle.is_visible():  # a phone: the form is folded away
+        await toggle.click()
     await page.get_by_label("Join or create a room").fill(name)
     if protected:
         await page.get_by_label("key-protected").check()
@@ -560,7 +563,13 @@ async def test_a_phone_sized_screen(node: NodeProcess, browser: Browser) -> None
         page = watched.page
         await shot(page, "phone-login")
         await sign_up(page, "alice")
+        # the room gets the screen: the join form and the members fold away
+        await expect(page.get_by_label("Join or create a room")).to_be_hidden()
+        await expect(page.locator("#member-list")).to_be_hidden()
         await open_room(page, "pocket")
+        await expect(page.get_by_label("Join or create a room")).to_be_hidden()
+        messages = await page.locator("#messages").bounding_box()
+        assert messages is not None and messages["height"] >= 0.5 * 844
         await say(page, "typed on a phone " + "long " * 40)
         await expect(texts(page)).to_have_count(1)
         width = await page.evaluate("document.documentElement.scrollWidth")

@@ -234,6 +234,17 @@ $("member-list").addEventListener("click", (e) => {
   $("composer-text").focus();
 });
 
+// On a phone the join form folds away behind a button, and so do the members: the room's
+// messages get the screen.
+const PHONE = window.matchMedia("(max-width: 700px)");
+function foldJoin(open) {
+  $("new-room").classList.toggle("open", open);
+  $("new-room-toggle").setAttribute("aria-expanded", String(open));
+  if (open) $("room-name-input").focus();
+}
+$("new-room-toggle").addEventListener("click", () => foldJoin(!$("new-room").classList.contains("open")));
+if (PHONE.matches) $("members").querySelector("details").open = false;
+
 $("new-room").addEventListener("submit", (e) => {
   e.preventDefault();
   const name = $("room-name-input").value.trim().replace(/^#/, "");
@@ -248,6 +259,7 @@ $("new-room").addEventListener("submit", (e) => {
     return;
   }
   $("room-name-input").value = "";
+  foldJoin(false);
   $("room-protected").checked = false;
 });
 
