@@ -266,6 +266,23 @@ async def test_log_out_log_in_and_errors(node: NodeProcess, browser: Browser) ->
         await watched.assert_clean(http_errors=True)
 
 
+async def test_a_message_to_nobody_makes_no_conversation(
+    node: NodeProcess, browser: Browser
+) -> None:
+    """`/msg nobody hi` is refused with the reason, kept in the box, and leaves no `@nobody`
+    conversation behind (nor one after a reload)."""
+    async with open_page(browser, node) as watched:
+        page = watched.page
+        await sign_up(page, "nadia")
+        await open_room(page, "ops")
+        await refused(page, "/msg nobody hi", "there is no user 'nobody'")
+        await expect(page.locator("#rooms")).not_to_contain_text("@nobody")
+        await page.reload()
+        await expect(page.locator("#status")).to_have_text("connected")
+        await expect(page.locator("#rooms")).to_contain_text("#ops")
+        await expect(page.locator("#rooms")).not_to_contain_text("@nobody")
+
+
 async def test_sign_up_asks_twice_and_refuses_the_weakest(
     node: NodeProcess, browser: Browser
 ) -> None:
