@@ -109,13 +109,13 @@ function strength(password, name) {
 }
 
 function showStrength() {
+  $("login-error").textContent = ""; // what it said was of the password before this one
   const again = $("password-again").value;
   $("strength").textContent = again || document.activeElement === $("password-again")
     ? strength($("password").value, $("username").value.trim()).text : "";
 }
 $("password").addEventListener("input", showStrength);
 $("password-again").addEventListener("input", showStrength);
-$("password-again").addEventListener("focus", showStrength);
 
 // Why this browser cannot derive a login secret, or "".
 function noWebCrypto() {
