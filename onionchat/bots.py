@@ -225,12 +225,12 @@ class Bots:
         Only a call written on this node by a user is answered (and so answered once, on the
         caller's node): not one from another node, nor a bot's own answer."""
         conn, room, message = arrival.conn, arrival.room, arrival.message
-        if conn is None or message.me or message.to is not None:
+        if conn is None or message.me or message.to is not None or message.edit or message.react:
             return
         text, key, body = message.text, None, None
         if message.box is not None:
             keys = [k for (_, r), ks in self._keys.items() if r == room.name for k in ks]
-            found = _open(keys, message, "message")
+            found = _open(keys, message)
             if found is None:
                 return
             key, body = found
@@ -453,12 +453,13 @@ class Bots:
         lines: list[models.Turn] = []
         budget = bot.context_chars
         signing: dict[str, bytes | None] = {}
+        edited: dict[str, tuple[str, str]] = {}  # message id -> its latest edit, and by whom
         for message in reversed(messages):
+            if message.react:
+                continue
             text = message.text
             if message.box is not None:
-                found = (
-                    _open([key], message, "action" if message.me else "message") if key else None
-                )
+                found = _open([key], message) if key else None
                 if found is None:
                     continue
                 if message.sender not in signing:
@@ -468,6 +469,11 @@ class Bots:
                 text = found[1].text
             if text is None:
                 continue
+            if message.edit:
+                edited.setdefault(message.edit, (message.sender, text))  # newest first
+                continue
+            if edited.get(message.id, ("", ""))[0] == message.sender:
+                text = edited[message.id][1]
             if message.id == request.message_id:
                 content = f"{request.asker}: {request.prompt or text}"
             elif message.sender == bot.name:
@@ -567,14 +573,15 @@ def reserved_names(bots: Mapping[str, Bot]) -> frozenset[str]:
     return frozenset(label for bot in bots.values() for label in _labels(bot))
 
 
-def _open(keys: list[bytes], message: Message, kind: str) -> tuple[bytes, sealed.Body] | None:
+def _open(keys: list[bytes], message: Message) -> tuple[bytes, sealed.Body] | None:
     """The key that opens a message's box and its body, if the body is what the envelope says
-    (room, sender, kind, time); its signature is for the caller to check."""
+    (room, sender, kind, time, what it is about); its signature is for the caller to check."""
     assert message.box is not None
+    kind, re = sealed.kind_of(message)
     for key in keys:
         try:
             body = sealed.open_body([key], message.box)
-            body.check(message.room, message.sender, kind, message.ts)
+            body.check(message.room, message.sender, kind, message.ts, re)
         except (crypto.CryptoError, sealed.Rejected):
             continue
         return key, body

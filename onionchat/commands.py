@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from onionchat import moderation
 from onionchat.authority import NODE_STAFF
 from onionchat.bots import Bots
-from onionchat.protocol import Clear, Code, Command, ProtocolError, Send, encode
+from onionchat.protocol import Clear, Code, Command, Delete, ProtocolError, Send, encode
 
 if TYPE_CHECKING:
     from onionchat.hub import Connection
@@ -498,7 +498,12 @@ def install(node: Node) -> None:
     async def on_command(conn: Connection, frame: Command) -> None:
         await run(node, conn, frame.line, frame.room, frame.ref)
 
+    async def on_delete(conn: Connection, frame: Delete) -> None:
+        room = await node.readable_room(conn, frame.room)
+        await moderation.delete(node, conn, room, frame.id, frame.ref, told=False)
+
     node.handlers[Command] = on_command
+    node.handlers[Delete] = on_delete
 
 
 async def run(node: Node, conn: Connection, line: str, room: str | None, ref: str | None) -> None:

@@ -21,7 +21,7 @@ def install(node: Node) -> None:
 
 def _tell(node: Node, arrival: Arrival) -> None:
     message = arrival.message
-    if message.text is None or message.to is not None:
+    if message.text is None or message.to is not None or message.edit or message.react:
         return
     room = arrival.room.name
     seen: set[str] = set()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from onionchat import names
 from onionchat.auth import invite_hash
 from onionchat.authority import NODE_ROLES, NODE_WIDE, ROOM_ROLES, STAFF, Order
+from onionchat.ids import is_valid
 from onionchat.protocol import Close, Code, Notice, ProtocolError, encode
 from onionchat.store import Modes, Room, Sanction
 
@@ -247,25 +248,37 @@ async def _lift(
 
 
 async def delete(
-    node: Node, conn: Connection, room: Room, id_: str, ref: str | None = None
+    node: Node,
+    conn: Connection,
+    room: Room,
+    id_: str,
+    ref: str | None = None,
+    told: bool = True,
 ) -> None:
-    """One message: one's own, or anyone's for room staff."""
-    found = await node.store.signed_messages(room, [id_])
-    if not found:
-        raise ProtocolError(Code.BAD_COMMAND, f"#{room.name} has no message {id_}")
-    message = found[0][0]
-    own = names.key(message.sender) == conn.user_key
+    """One message (with its edits and reactions): one's own, or in a room anyone's for its
+    staff. `told`: the writer hears it in a notice too (a command's answer), not only from
+    the `deleted` frame everyone in the room gets."""
+    direct = room.name.startswith("@")
+    where = "this conversation" if direct else f"#{room.name}"
+    target = None if not is_valid(id_) else await node.store.target(room.id, id_)
+    if target is None or target.deleted:
+        raise ProtocolError(Code.UNKNOWN_MESSAGE, f"{where} has no message {id_}")
+    own = names.key(target.sender) == conn.user_key
     if not own:
+        if direct:
+            raise ProtocolError(Code.FORBIDDEN, "you can delete your own messages only")
         node.authority.require(conn.user_key, "delete", room.name)
-        if "@" not in message.sender:
-            node.authority.over(conn.user_key, names.key(message.sender), room.name)
+        if "@" not in target.sender:
+            node.authority.over(conn.user_key, names.key(target.sender), room.name)
     await node.erase(room, [id_], conn.user)
-    _tell_peers(node, room, "delete", conn.user, message.sender, ids=(id_,))
+    if not direct:
+        _tell_peers(node, room, "delete", conn.user, target.sender, ids=(id_,))
     if own:
-        node.notice(conn, "your message was deleted", room.name, ref)
+        if told:
+            node.notice(conn, "your message was deleted", None if direct else room.name, ref)
     else:
-        node.announce(room.name, f"{conn.user} deleted a message of {message.sender}", conn, ref)
-        await node.authority.record(conn.user, "delete", message.sender, room.name, id_)
+        node.announce(room.name, f"{conn.user} deleted a message of {target.sender}", conn, ref)
+        await node.authority.record(conn.user, "delete", target.sender, room.name, id_)
 
 
 async def purge(

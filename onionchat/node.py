@@ -39,6 +39,8 @@ from onionchat.ids import IdGenerator, is_valid
 from onionchat.protocol import (
     MAC_BYTES,
     NONCE_BYTES,
+    REACTION_CHARS,
+    REACTIONS,
     Ack,
     AnyClientFrame,
     Close,
@@ -70,6 +72,7 @@ from onionchat.protocol import (
     error,
     max_box_length,
     message_frame,
+    relation,
 )
 from onionchat.protocol import History as HistoryRequest
 from onionchat.ratelimit import Buckets, TokenBucket, Windows
@@ -686,6 +689,63 @@ class Node:
 
     # -- messages -------------------------------------------------------------------------
 
+    def body_of(
+        self,
+        room: Room | None,
+        text: str | None,
+        box: str | None,
+        related: tuple[str, str] | None,
+    ) -> tuple[str | None, str | None]:
+        """A message's body checked (`check_body`); a reaction's is one of `REACTIONS`, or a
+        box no longer than one holding a reaction."""
+        if related is None or related[0] != "react":
+            return self.check_body(room, text, box, self.settings.limits.max_text_chars)
+        text, box = self.check_body(room, text, box, REACTION_CHARS, "reaction")
+        if text is not None and text not in REACTIONS:
+            raise ProtocolError(
+                Code.BAD_BODY, f"a reaction is one of {' '.join(REACTIONS)}, not {text!r}"
+            )
+        return text, box
+
+    async def check_relation(
+        self,
+        room: Room,
+        sender: str,
+        related: tuple[str, str] | None,
+        text: str | None,
+        me: bool,
+        strict: bool = True,
+    ) -> None:
+        """A reply, an edit or a reaction is about a message of the same room (not an edit
+        or a reaction itself); an edit is its writer's own. `strict` (a client's): the
+        message must be here; another node's may come before the message it is about."""
+        if related is None:
+            return
+        kind, id_ = related
+        target = await self.store.target(room.id, id_)
+        if target is None and not strict:
+            return
+        if target is None:
+            where = "this conversation" if room.name.startswith("@") else f"#{room.name}"
+            raise ProtocolError(Code.UNKNOWN_MESSAGE, f"{where} has no message {id_}")
+        if target.deleted:
+            raise ProtocolError(Code.UNKNOWN_MESSAGE, "that message was deleted")
+        if target.rel in ("edit", "react"):
+            noun = _NOUNS[kind]
+            raise ProtocolError(
+                Code.BAD_FRAME, f"a {noun} is about a message, not an edit or a reaction"
+            )
+        if kind == "edit" and names.key(target.sender) != names.key(sender):
+            raise ProtocolError(Code.FORBIDDEN, "you can edit your own messages only")
+        if kind == "edit" and me != target.me:
+            raise ProtocolError(Code.BAD_FRAME, "an edit keeps a message an action or not")
+        if (
+            kind == "react"
+            and text is not None
+            and await self.store.reacted(room.id, id_, sender, text)
+        ):
+            raise ProtocolError(Code.CONFLICT, f"you reacted with {text} already")
+
     def check_body(
         self,
         room: Room | None,
@@ -721,8 +781,9 @@ class Node:
     async def send(self, conn: Connection, frame: Send) -> None:
         if (frame.room is None) == (frame.to is None):
             raise ProtocolError(Code.BAD_FRAME, "give exactly one of room or to")
+        related = relation(frame)
         if frame.to is not None:
-            await self.direct(conn, frame.to, frame.text, frame.box, frame.me, frame.ref)
+            await self.direct(conn, frame.to, frame.text, frame.box, frame.me, frame.ref, related)
             return
         assert frame.room is not None
         room = await self.room(frame.room)
@@ -730,12 +791,18 @@ class Node:
         self._may_speak(conn, room.id)
         self._may_speak_here(conn, room)
         self._newcomer(conn, room.name, frame.text)
-        text, box = self.check_body(
-            room, frame.text, frame.box, self.settings.limits.max_text_chars
-        )
+        text, box = self.body_of(room, frame.text, frame.box, related)
+        await self.check_relation(room, conn.user, related, text, frame.me)
         id_, ts = self._ids.next()
         message = Message(
-            id=id_, room=room.name, ts=ts, sender=conn.user, text=text, box=box, me=frame.me
+            id=id_,
+            room=room.name,
+            ts=ts,
+            sender=conn.user,
+            text=text,
+            box=box,
+            me=frame.me,
+            **_as_fields(related),
         )
         await self._sent(conn, self.enter(room, message, conn=conn, ref=frame.ref), frame.ref)
 
@@ -747,6 +814,7 @@ class Node:
         box: str | None,
         me: bool,
         ref: str | None,
+        related: tuple[str, str] | None = None,
     ) -> None:
         self._may_speak(conn, NODE_WIDE)
         self._newcomer(conn, None, text)
@@ -758,11 +826,20 @@ class Node:
             if target is None:
                 raise ProtocolError(Code.UNKNOWN_USER, f"there is no user {to!r}")
             to_name, members = target.name, [conn.session.user.id, target.id]
-        text, box = self.check_body(None, text, box, self.settings.limits.max_text_chars)
+        text, box = self.body_of(None, text, box, related)
         room = await self.conversation(conn.user, to_name, members)
+        await self.check_relation(room, conn.user, related, text, me)
         id_, ts = self._ids.next()
         message = Message(
-            id=id_, room=room.name, ts=ts, sender=conn.user, text=text, box=box, me=me, to=to_name
+            id=id_,
+            room=room.name,
+            ts=ts,
+            sender=conn.user,
+            text=text,
+            box=box,
+            me=me,
+            to=to_name,
+            **_as_fields(related),
         )
         await self._sent(conn, self.enter(room, message, conn=conn, ref=ref), ref)
 
@@ -959,11 +1036,7 @@ class Node:
             raise self._strike(
                 conn, f"at most {rate:g} history pages a second; this one was not sent", frame.ref
             )
-        if frame.room.startswith("@"):
-            room = await self._direct_room(conn, frame.room)
-        else:
-            room = await self.room(frame.room)
-            self._joined(conn, room)
+        room = await self.readable_room(conn, frame.room)
         messages, more = await self._page(room, frame.before, frame.limit)
         page = HistoryPageOut(room=room.name, messages=messages, more=more, ref=frame.ref)
         conn.send(encode(page))
@@ -990,6 +1063,14 @@ class Node:
                 page.append(msgspec.Raw(encoded))
         page.reverse()
         return page, more
+
+    async def readable_room(self, conn: Connection, raw: str) -> Room:
+        """A room the connection has joined, or a conversation of its user (`@a+b`)."""
+        if raw.startswith("@"):
+            return await self._direct_room(conn, raw)
+        room = await self.room(raw)
+        self._joined(conn, room)
+        return room
 
     async def _direct_room(self, conn: Connection, name: str) -> Room:
         parts = name[1:].split("+")
@@ -1097,6 +1178,13 @@ class Node:
             else:
                 self.hub.broadcast(room.name, encode(frame))
         return gone
+
+
+_NOUNS = {"reply": "reply", "edit": "edit", "react": "reaction"}
+
+
+def _as_fields(related: tuple[str, str] | None) -> dict[str, str]:
+    return {} if related is None else {related[0]: related[1]}
 
 
 def _why(sanction: Sanction) -> str:

@@ -27,6 +27,10 @@ KEYRING_CHARS = 1 << 20  # base64 of a sealed keyring, at most (the node's limit
 Ref = Annotated[str, msgspec.Meta(max_length=64)]
 NameField = Annotated[str, msgspec.Meta(max_length=128)]
 Limit = Annotated[int, msgspec.Meta(ge=1, le=200)]
+IdField = Annotated[str, msgspec.Meta(pattern="^[0-9A-HJKMNP-TV-Z]{26}$")]
+# What a reaction may be: a small set, the same in every client (a sealed one is checked there).
+REACTIONS = ("👍", "👎", "❤️", "😂", "😮", "😢", "🎉")
+REACTION_CHARS = 8  # the longest text a sealed reaction's box is sized for
 
 
 class Code(enum.StrEnum):
@@ -44,6 +48,7 @@ class Code(enum.StrEnum):
     NAME_TAKEN = "name_taken"
     UNKNOWN_ROOM = "unknown_room"
     UNKNOWN_USER = "unknown_user"
+    UNKNOWN_MESSAGE = "unknown_message"
     NO_KEY = "no_key"
     NOT_JOINED = "not_joined"
     ROOM_MODE = "room_mode"
@@ -118,13 +123,26 @@ class Rooms(ClientFrame, tag="rooms"):
 
 
 class Send(ClientFrame, tag="send"):
-    """A message to a room (`room`) or a direct message to a user (`to`)."""
+    """A message to a room (`room`) or a direct message to a user (`to`); at most one of
+    `reply` (it answers that message), `edit` (a new text for one's own message) and `react`
+    (a reaction to that message)."""
 
     room: NameField | None = None
     to: NameField | None = None
     text: str | None = None
     box: str | None = None
     me: bool = False
+    reply: IdField | None = None
+    edit: IdField | None = None
+    react: IdField | None = None
+
+
+class Delete(ClientFrame, tag="delete"):
+    """One message gone, with its edits and reactions: one's own, or anyone's for staff.
+    `room` may be a conversation's `@a+b`."""
+
+    room: NameField
+    id: IdField
 
 
 class History(ClientFrame, tag="history"):
@@ -192,6 +210,7 @@ AnyClientFrame = (
     | Topic
     | Who
     | Command
+    | Delete
     | Ping
     | Identity
     | KeyOf
@@ -249,6 +268,9 @@ class Message(msgspec.Struct, omit_defaults=True, kw_only=True):
     box: str | None = None
     me: bool = False
     to: str | None = None
+    reply: str | None = None
+    edit: str | None = None
+    react: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,6 +369,9 @@ class MessageFrame(ServerFrame, tag="message"):
     box: str | None = None
     me: bool = False
     to: str | None = None
+    reply: str | None = None
+    edit: str | None = None
+    react: str | None = None
 
 
 class RoomInfo(msgspec.Struct, omit_defaults=True, kw_only=True):
@@ -499,7 +524,22 @@ def message_frame(message: Message) -> MessageFrame:
         box=message.box,
         me=message.me,
         to=message.to,
+        reply=message.reply,
+        edit=message.edit,
+        react=message.react,
     )
+
+
+RELATIONS = ("reply", "edit", "react")
+
+
+def relation(item: object) -> tuple[str, str] | None:
+    """The message this one answers, edits or reacts to, if any: (`reply`, `edit` or
+    `react`, its id)."""
+    found = [(kind, getattr(item, kind)) for kind in RELATIONS if getattr(item, kind)]
+    if len(found) > 1:
+        raise ProtocolError(Code.BAD_FRAME, "give at most one of reply, edit and react")
+    return found[0] if found else None
 
 
 _encoder = msgspec.json.Encoder()

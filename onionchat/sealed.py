@@ -7,7 +7,8 @@ Byte-compatible with web/js/sealed.js; `docs/protocol.md` §8 gives the formats 
 - Signing key: Ed25519 from the seed SHA-512("onionchat sign\\0" || identity secret)[:32], so
   the one wrapped identity secret restores both keys on every device.
 - A sealed body: secretbox(signature (64) || body), body the UTF-8 JSON of
-  {v, room, sender, kind, id, ts, text}, signature Ed25519 over "onionchat box\\0" || body.
+  {v, room, sender, kind, id, ts, text} (and `re`, the message a reply, an edit or a reaction
+  is about), signature Ed25519 over "onionchat box\\0" || body.
 - An invitation: crypto_box to the invitee of signature || body, body the JSON of
   {v, kind: "invite", room, from, to, key, ts}, signature over "onionchat invite\\0" || body.
 - A keyring: secretbox under the wrapping key of the JSON of {v, rooms, peers}.
@@ -37,7 +38,7 @@ BOX_DOMAIN = b"onionchat box\0"
 INVITE_DOMAIN = b"onionchat invite\0"
 FINGERPRINT_LABEL = b"onionchat fingerprint\0"
 SIGNATURE_BYTES = 64
-KINDS = ("message", "action", "topic")
+KINDS = ("message", "action", "topic", "edit", "reaction")
 SKEW_MS = 10 * 60 * 1000  # a body's time may differ this much from the node's stamp
 ID_BYTES = 12
 
@@ -101,11 +102,12 @@ class Body:
     ts: int
     text: str
     signed: bytes  # signature || body, as it was sealed
+    re: str | None = None  # the message a reply, an edit or a reaction is about
 
     def verify(self, signing: bytes) -> bool:
         return _verify(BOX_DOMAIN, self.signed, signing)
 
-    def check(self, room: str, sender: str, kind: str, ts: int) -> None:
+    def check(self, room: str, sender: str, kind: str, ts: int, re: str | None = None) -> None:
         """Raise Rejected unless the body is what the envelope shows it as."""
         if self.room != room:
             raise Rejected(f"it was written for #{self.room}, not here")
@@ -115,6 +117,18 @@ class Body:
             raise Rejected(f"it was written as a {self.kind}, not as a {kind}")
         if abs(self.ts - ts) > SKEW_MS:
             raise Rejected("it was written at another time: an old box sent again")
+        if self.re != re:
+            raise Rejected("it was written about another message")
+
+
+def kind_of(message: Any) -> tuple[str, str | None]:
+    """The kind a message's box must say it is, and the message it must be about, from its
+    envelope (a `Message` or a message frame)."""
+    if message.edit:
+        return "edit", message.edit
+    if message.react:
+        return "reaction", message.react
+    return ("action" if message.me else "message"), message.reply
 
 
 def seal_body(
@@ -128,20 +142,22 @@ def seal_body(
     id: str | None = None,
     ts: int | None = None,
     nonce: bytes | None = None,
+    re: str | None = None,
 ) -> str:
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
-    body = _json(
-        {
-            "v": VERSION,
-            "room": room,
-            "sender": sender,
-            "kind": kind,
-            "id": id or new_id(),
-            "ts": int(time.time() * 1000) if ts is None else ts,
-            "text": text,
-        }
-    )
+    fields: dict[str, Any] = {
+        "v": VERSION,
+        "room": room,
+        "sender": sender,
+        "kind": kind,
+        "id": id or new_id(),
+        "ts": int(time.time() * 1000) if ts is None else ts,
+        "text": text,
+    }
+    if re is not None:
+        fields["re"] = re
+    body = _json(fields)
     signed = signer.sign(BOX_DOMAIN + body).signature + body
     return _secretbox(key, signed, nonce)
 
@@ -166,7 +182,10 @@ def open_body(keys: list[bytes], box: str) -> Body:
         raise Rejected("it is not a signed box (an old client, or damaged)")
     if data["kind"] not in KINDS:
         raise Rejected(f"it says it is a {data['kind']!r}")
-    return Body(**{k: data[k] for k in fields}, signed=signed)
+    re = data.get("re")
+    if re is not None and not isinstance(re, str):
+        raise Rejected("it is not a signed box (an old client, or damaged)")
+    return Body(**{k: data[k] for k in fields}, signed=signed, re=re)
 
 
 def _parse(signed: bytes) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from typing import Any, Literal, TypeVar
 import aiosqlite
 
 from onionchat import names
-from onionchat.protocol import Message
+from onionchat.protocol import Message, relation
 
 T = TypeVar("T")
 log = logging.getLogger("onionchat.store")
@@ -188,6 +188,12 @@ MIGRATIONS = [
         created INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # Replies, edits and reactions: the message each relates to, and how.
+    """
+    ALTER TABLE messages ADD COLUMN rel TEXT;
+    ALTER TABLE messages ADD COLUMN target TEXT;
+    CREATE INDEX messages_target ON messages(room_id, target) WHERE target IS NOT NULL;
+    """,
 ]
 INVITERS = 16  # invitations one user keeps for one room, from different inviters, at most
 DRAIN = 10.0  # seconds a closing store waits for the writes handed to it to commit
@@ -236,6 +242,16 @@ class Modes:
     slow: int = 0  # seconds between a member's messages (0: off)
     expiry: int = 0  # hours a message is kept (0: for ever)
     lockdown: bool = False  # invite-only and moderated at once
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Target:
+    """The message a reply, an edit or a reaction is about."""
+
+    sender: str
+    me: bool
+    rel: str | None  # its own relation: an edit or a reaction is no target
+    deleted: bool
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -296,8 +312,8 @@ class _Write:
 
 _INSERT_MESSAGE = (
     "INSERT OR IGNORE INTO messages "
-    "(room_id, id, ts, sender, text, box, me, recipient, origin, signature) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "(room_id, id, ts, sender, text, box, me, recipient, origin, signature, rel, target) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _HUMAN = "SELECT 1 FROM users WHERE role != 'bot' LIMIT 1"
 
@@ -538,6 +554,7 @@ class Store:
         (the brokers it is to be published to) in the same transaction. A message from
         another node keeps that node's id and signature."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        rel, target = relation(message) or (None, None)
         row = (
             room_id,
             message.id,
@@ -549,6 +566,8 @@ class Store:
             message.to,
             origin,
             signature,
+            rel,
+            target,
         )
         self._queue.put_nowait(_Write(future, message=row, outbox=outbox))
         return future
@@ -884,20 +903,14 @@ class Store:
         await self._write(op)
 
     async def delete_messages(self, room_id: int, ids: Sequence[str]) -> list[str]:
-        """Delete these messages (and their outbox rows), and say which there were; their ids
+        """Delete these messages, their edits and reactions (and their outbox rows), and say
+        which there were; their ids
         stay as tombstones, so that no copy (a redelivery, a repair) brings them back. With
         `secure_delete` their bytes are overwritten in the pages they leave; `scrub` then
         takes the old pages out of the write-ahead log."""
 
         def op(db: sqlite3.Connection) -> list[str]:
-            found = [
-                r[0]
-                for r in db.execute(
-                    "SELECT m.id FROM json_each(?) AS k JOIN messages AS m "
-                    "ON m.room_id = ? AND m.id = k.value ORDER BY m.id",
-                    (json.dumps(list(ids)), room_id),
-                )
-            ]
+            found = [r[0] for r in db.execute(_DELETED, (json.dumps(list(ids)), room_id))]
             db.executemany(
                 "DELETE FROM messages WHERE room_id = ? AND id = ?",
                 [(room_id, id_) for id_ in found],
@@ -962,6 +975,24 @@ class Store:
         )
         return [r[0] for r in rows]
 
+    async def target(self, room_id: int, id_: str) -> Target | None:
+        """What a reply, an edit or a reaction needs to know of the message it is about."""
+        row = await self._one(
+            "SELECT sender, me, rel, 0 FROM messages WHERE room_id = ?1 AND id = ?2 "
+            "UNION ALL SELECT '', 0, NULL, 1 FROM tombstones WHERE room_id = ?1 AND id = ?2",
+            (room_id, id_),
+        )
+        return None if row is None else Target(row[0], bool(row[1]), row[2], bool(row[3]))
+
+    async def reacted(self, room_id: int, target: str, sender: str, text: str) -> bool:
+        """Whether `sender` reacted to the message with this text already (an open room's)."""
+        row = await self._one(
+            "SELECT 1 FROM messages WHERE room_id = ? AND target = ? AND rel = 'react' "
+            "AND sender = ? AND text = ? LIMIT 1",
+            (room_id, target, sender, text),
+        )
+        return row is not None
+
     async def room_members(self, room_id: int) -> list[str]:
         rows = await self._all(
             "SELECT u.name FROM members m JOIN users u ON u.id = m.user_id "
@@ -994,20 +1025,13 @@ class Store:
     async def outbox(self, broker: str, limit: int) -> list[tuple[Room, Message]]:
         """The oldest messages still to be published to `broker` (its PUBACK not yet seen)."""
         rows = await self._all(
-            "SELECT r.id, r.name, r.protected, m.id, m.ts, m.sender, m.text, m.box, m.me "
+            "SELECT r.id, r.name, r.protected, m.id, m.ts, m.sender, m.text, m.box, m.me, "
+            "m.recipient, m.rel, m.target "
             "FROM outbox AS o JOIN messages AS m ON m.room_id = o.room_id AND m.id = o.id "
             "JOIN rooms AS r ON r.id = o.room_id WHERE o.broker = ? ORDER BY o.id LIMIT ?",
             (broker, limit),
         )
-        return [
-            (
-                Room(r[0], r[1], bool(r[2])),
-                Message(
-                    id=r[3], room=r[1], ts=r[4], sender=r[5], text=r[6], box=r[7], me=bool(r[8])
-                ),
-            )
-            for r in rows
-        ]
+        return [(Room(r[0], r[1], bool(r[2])), _message(r[3:], r[1])) for r in rows]
 
     async def published(self, broker: str, keys: list[tuple[int, str]]) -> None:
         """`broker` has acknowledged these (room id, message id): their outbox rows go."""
@@ -1056,26 +1080,14 @@ class Store:
     ) -> list[tuple[Message, str | None, bytes | None]]:
         """Messages with the node they came from and its signature (None: written here)."""
         rows = await self._all(
-            "SELECT m.id, m.ts, m.sender, m.text, m.box, m.me, m.origin, m.signature "
+            "SELECT m.id, m.ts, m.sender, m.text, m.box, m.me, m.recipient, m.rel, m.target, "
+            "m.origin, m.signature "
             "FROM json_each(?) AS k JOIN messages AS m ON m.room_id = ? AND m.id = k.value "
             "WHERE m.recipient IS NULL ORDER BY m.id",
             (json.dumps(ids), room.id),
         )
         return [
-            (
-                Message(
-                    id=r[0],
-                    room=room.name,
-                    ts=r[1],
-                    sender=r[2],
-                    text=r[3],
-                    box=r[4],
-                    me=bool(r[5]),
-                ),
-                r[6],
-                None if r[7] is None else bytes(r[7]),
-            )
-            for r in rows
+            (_message(r, room.name), r[9], None if r[10] is None else bytes(r[10])) for r in rows
         ]
 
     # -- reads ----------------------------------------------------------------------------
@@ -1185,9 +1197,22 @@ class Store:
 
 
 def _message(r: Any, room: str) -> Message:
+    """A message from the columns of `_ROWS`."""
     return Message(
-        id=r[0], room=room, ts=r[1], sender=r[2], text=r[3], box=r[4], me=bool(r[5]), to=r[6]
+        id=r[0],
+        room=room,
+        ts=r[1],
+        sender=r[2],
+        text=r[3],
+        box=r[4],
+        me=bool(r[5]),
+        to=r[6],
+        **_related(r[7], r[8]),
     )
+
+
+def _related(rel: str | None, target: str | None) -> dict[str, str]:
+    return {} if rel is None or target is None else {rel: target}
 
 
 # A deleted message's id stays in the room's set (a tombstone), so that a repair with a peer
@@ -1197,7 +1222,13 @@ _IDS_IN = (
     "UNION ALL SELECT id FROM tombstones WHERE room_id = ?1) WHERE id >= ?2 AND id < ?3 "
 )
 _IDS = {False: _IDS_IN + "ORDER BY id LIMIT ?4", True: _IDS_IN + "ORDER BY id DESC LIMIT ?4"}
-_ROWS = "SELECT id, ts, sender, text, box, me, recipient FROM messages "
+_ROWS = "SELECT id, ts, sender, text, box, me, recipient, rel, target FROM messages "
+# A message, and the edits and reactions that go with it (a reply stays: its own words).
+_DELETED = (
+    "SELECT m.id FROM json_each(?1) AS k JOIN messages AS m ON m.room_id = ?2 AND m.id = k.value "
+    "UNION SELECT m.id FROM json_each(?1) AS k JOIN messages AS m "
+    "ON m.room_id = ?2 AND m.target = k.value AND m.rel IN ('edit', 'react') ORDER BY 1"
+)
 _HISTORY = {
     True: _ROWS + "WHERE room_id = ? ORDER BY id DESC LIMIT ?",
     False: _ROWS + "WHERE room_id = ? AND id < ? ORDER BY id DESC LIMIT ?",

@@ -50,6 +50,9 @@ class MessageBody(
     box: str | None = None
     me: bool = False
     to: str | None = None  # a direct message's recipient, `name@node` (the room is then moot)
+    reply: str | None = None  # the message it answers, edits or reacts to (at most one)
+    edit: str | None = None
+    react: str | None = None
     # the sender's public keys as its node knows them (key-protected rooms: members on other
     # nodes check the box's signature with them)
     public: str | None = None
@@ -239,6 +242,9 @@ def message_body(
         box=message.box,
         me=message.me,
         to=message.to,
+        reply=message.reply,
+        edit=message.edit,
+        react=message.react,
         public=keys[0],
         signing=keys[1],
     )

@@ -41,7 +41,7 @@ from onionchat.federation.repair import Repair
 from onionchat.identity import deliver_invitation
 from onionchat.node import MAX_TOPIC_CHARS, Arrival, Node
 from onionchat.onion_keys import write_secret
-from onionchat.protocol import Code, Message, ProtocolError, TopicChanged
+from onionchat.protocol import Code, Message, ProtocolError, TopicChanged, relation
 from onionchat.store import Room
 
 log = logging.getLogger("onionchat.federation")
@@ -444,9 +444,11 @@ class Federation:
     async def _take(self, body: MessageBody, item: bytes) -> bool:
         ours = body.origin == self.name
         sender = body.sender if ours else f"{body.sender}@{body.origin}"
-        limit = self.node.settings.limits.max_text_chars
         to = None
         try:
+            related = relation(body)
+            if related is not None and not ids.is_valid(related[1]):
+                raise Broken("a reply, an edit or a reaction to an id that is not one")
             if not self.canonical(body.sender, names.username):
                 raise Broken("a sender name not in its canonical form")
             if body.to is not None:
@@ -458,16 +460,18 @@ class Federation:
                     raise Broken("a direct message to nobody here")
                 to = user.name
                 room = await self.node.conversation(sender, user.name, [user.id])
-                text, box = self.node.check_body(None, body.text, body.box, limit)
+                text, box = self.node.body_of(None, body.text, body.box, related)
             else:
                 if not self.canonical(body.room, names.room):
                     raise Broken("a room name not in its canonical form")
                 if not self.shares(body.room):
                     return False
                 room = await self.node.shared_room(body.room, body.protected)
-                text, box = self.node.check_body(room, body.text, body.box, limit)
+                text, box = self.node.body_of(room, body.text, body.box, related)
                 if not ours and self._sanctioned(sender, room):
                     raise Broken("from a user banned or muted in the room here")
+            if not ours:
+                await self.node.check_relation(room, sender, related, None, body.me, strict=False)
         except ProtocolError as exc:
             raise Broken(f"refused as a client's would be ({exc.code.value})") from None
         message = Message(
@@ -479,6 +483,9 @@ class Federation:
             box=box,
             me=body.me,
             to=to,
+            reply=body.reply,
+            edit=body.edit,
+            react=body.react,
         )
         if not ours and body.public is not None:
             await self._vouched(message.sender, body.public, body.signing)
