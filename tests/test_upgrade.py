@@ -32,7 +32,7 @@ def texts(shown: list[dict[str, Any]], room: str) -> list[str]:
     return [m["text"] for m in shown if m["type"] == "message" and m["room"] == room]
 
 
-@pytest.mark.parametrize("schema", [4, 5, len(MIGRATIONS)])
+@pytest.mark.parametrize("schema", [4, 5, 6, len(MIGRATIONS)])
 def test_a_database_of_an_earlier_release_keeps_every_message_account_and_key(
     tmp_path: Path, schema: int
 ) -> None:
