@@ -9,6 +9,7 @@ import * as sealed from "./sealed.js";
 import { looseKey, PENDING, Trust } from "./trust.js";
 
 const PAGE = 50;
+const SEEK = 20; // pages a click on a quote looks back for the message, at most
 const TOPIC_CHARS = 300; // the node's topic limit (docs/protocol.md, topic)
 const OFFLINE = "not connected: your message is kept until the node is back";
 // Commands this page handles itself: they seal with identity keys the node never sees.
@@ -66,6 +67,10 @@ function newRoom(name) {
     direct: false, peer: "", spelled: false, loaded: false, invitedBy: "", readers: new Set(),
     topicBy: "", topicTs: 0,
     bodyIds: new Map(), // a box's own id → the id of the first message that carried it
+    // Edits and reactions: kept apart from the lines (`ids`), each by the message it is about.
+    related: new Map(), // id → the edit or reaction as shown (decoded)
+    editsOf: new Map(), // message id → Set of its edits' ids
+    reactionsOf: new Map(), // message id → Set of its reactions' ids
     candidates: [], // keys from invitations, until the room's boxes say which one opens them
     alerts: [], // what the user must see in this room: { id, text, actions: [{ label, run }] }
   };
@@ -209,6 +214,7 @@ export class Chat {
     const typed = this.lines.get(ref);
     if (!typed) return false;
     this.lines.delete(ref);
+    if (reason && typed.composing && !this.composing) this.compose(typed.composing.mode, typed.composing.id, true);
     this.changed("line", { tag: typed.tag, reason });
     return true;
   }
@@ -219,14 +225,18 @@ export class Chat {
     else this.changed("error", reason);
   }
 
-  say(room, text, me) {
+  // `about`: { reply | edit | react: id } (a line typed while composing a reply or an edit
+  // takes the composer's).
+  say(room, text, me, about = null) {
     const long = this.tooLong(text);
     if (long) return long;
-    if (room.direct) return this.sayDirect(room.peer, text, me);
-    const frame = { type: "send", room: room.name, ref: this.ref("send") };
+    about = about || this.composed(room);
+    if (about && "me" in about) me = about.me; // an edit keeps what the message was
+    if (room.direct) return this.sayDirect(room.peer, text, me, false, about);
+    const frame = { type: "send", room: room.name, ref: this.ref("send"), ...about };
     if (me) frame.me = true;
     if (room.protected) {
-      const sealedBox = this.sealFor(room, me ? "action" : "message", text);
+      const sealedBox = this.sealFor(room, sealed.kindOf({ me, ...about }), text);
       if (sealedBox.error) return sealedBox.error;
       frame.box = sealedBox.box;
       const bot = me || !this.bots ? "" : this.bots(text);
@@ -240,12 +250,25 @@ export class Chat {
     return this.sendLine(frame);
   }
 
-  // A box for a key-protected room: signed, and bound to the room, us, its kind and now.
+  // A box for a key-protected room: signed, and bound to the room, us, its kind (and the
+  // message it is about: `{ kind, re }`, or a kind alone) and now.
   sealFor(room, kind, text) {
     const key = this.keysOf(room.name)[0];
     if (!key) return { error: `#${room.name} is key-protected and ${this.keyring.noKeyReason()}` };
     if (!this.signer) return { error: this.identityProblem() };
-    return { box: sealed.sealBody(key, this.signer, { room: room.name, sender: this.user, kind, text }) };
+    const { kind: k, re } = typeof kind === "string" ? { kind } : kind;
+    return { box: sealed.sealBody(key, this.signer, { room: room.name, sender: this.user, kind: k, re, text }) };
+  }
+
+  // The relation of the line being typed in this room: { reply: id } or { edit: id }, taken
+  // (the composer is done with it once the line goes).
+  composed(room) {
+    const c = this.composing;
+    if (!c || c.room !== room.name || !this.typed) return null;
+    this.typed.composing = c; // back in the composer if the node refuses the line
+    this.composing = null;
+    this.changed("composing", null);
+    return c.mode === "edit" ? { edit: c.id, me: c.me } : { reply: c.id };
   }
 
   // Lines sent but not answered when the connection dropped: maybe stored, maybe not.
@@ -404,6 +427,13 @@ export class Chat {
       room.loading = false;
     }
     this.changed("older", room);
+    if (room.seeking) {
+      const { id } = room.seeking;
+      room.seeking.pages -= 1;
+      if (room.byId.has(id)) { room.seeking = null; this.changed("seek", { room, id }); }
+      else if (!room.more || room.seeking.pages <= 0) { room.seeking = null; this.changed("notice", "that message is not in this room's history any more"); }
+      else this.older(room);
+    }
   }
 
   on_readers(frame) {
@@ -450,6 +480,11 @@ export class Chat {
     if (frame.to !== undefined) {
       this.makeDirect(room, "");
       this.spell(room, frame);
+    }
+    if (frame.edit || frame.react) {
+      if (room.related.has(frame.id)) return;
+      this.redrawAbout(room, [this.relate(room, this.decode(room, frame))]);
+      return;
     }
     const added = this.merge(room, [frame], "");
     if (added && room.name !== this.current) this.changed("rooms");
@@ -499,10 +534,17 @@ export class Chat {
   on_deleted(frame) {
     const room = this.rooms.get(frame.room);
     if (!room) return;
-    const gone = new Set(frame.ids);
-    for (const id of gone) room.byId.delete(id);
-    room.ids = room.ids.filter((id) => !gone.has(id));
-    this.changed("messages", room);
+    const abouts = [];
+    for (const id of frame.ids) {
+      if (room.related.has(id)) { abouts.push(this.unrelate(room, id)); continue; }
+      const m = room.byId.get(id);
+      if (!m) continue;
+      // its place kept, its words gone (and any quote of it says so)
+      room.byId.set(id, { ...m, text: "message deleted", deleted: true, box: undefined, mentionsMe: false });
+      abouts.push(id);
+      if (this.composing && this.composing.id === id) this.stopComposing();
+    }
+    this.redrawAbout(room, abouts);
   }
 
   on_clear(frame) {
@@ -560,7 +602,8 @@ export class Chat {
   merge(room, messages, unreadAfter) {
     let added = 0;
     for (const m of messages) {
-      if (room.byId.has(m.id)) continue;
+      if (room.byId.has(m.id) || room.related.has(m.id)) continue;
+      if (m.edit || m.react) { this.relate(room, this.decode(room, m)); continue; }
       room.byId.set(m.id, this.decode(room, m));
       added += 1;
       const last = room.ids[room.ids.length - 1];
@@ -572,6 +615,120 @@ export class Chat {
       }
     }
     return added;
+  }
+
+  // An edit or a reaction, filed under the message it is about (which may come later).
+  relate(room, shown) {
+    room.related.set(shown.id, shown);
+    const index = shown.edit ? room.editsOf : room.reactionsOf;
+    const about = shown.edit || shown.react;
+    if (!index.has(about)) index.set(about, new Set());
+    index.get(about).add(shown.id);
+    return about;
+  }
+
+  unrelate(room, id) {
+    const shown = room.related.get(id);
+    if (!shown) return "";
+    room.related.delete(id);
+    const about = shown.edit || shown.react;
+    (shown.edit ? room.editsOf : room.reactionsOf).get(about)?.delete(id);
+    return about;
+  }
+
+  readable(m) {
+    return m && !m.failed && !m.rejected && !m.pending && !m.deleted;
+  }
+
+  // What a line shows of its message: the text of its latest edit by its own writer.
+  textOf(room, m) {
+    if (!this.readable(m)) return { text: m.text, edited: false };
+    let latest = null;
+    for (const id of room.editsOf.get(m.id) || []) {
+      const e = room.related.get(id);
+      if (this.readable(e) && e.sender === m.sender && (!latest || e.id > latest.id)) latest = e;
+    }
+    return latest ? { text: latest.text, edited: true } : { text: m.text, edited: false };
+  }
+
+  // Its reactions: [{ emoji, names, mine }] in the order of sealed.REACTIONS, one per writer.
+  reactionsTo(room, m) {
+    const by = new Map();
+    for (const id of room.reactionsOf.get(m.id) || []) {
+      const r = room.related.get(id);
+      if (!this.readable(r) || !sealed.REACTIONS.includes(r.text)) continue;
+      if (!by.has(r.text)) by.set(r.text, new Map());
+      if (!by.get(r.text).has(r.sender)) by.get(r.text).set(r.sender, r.id);
+    }
+    return sealed.REACTIONS.filter((e) => by.has(e)).map((emoji) => {
+      const writers = by.get(emoji);
+      return { emoji, names: [...writers.keys()], mine: writers.get(this.user) || "" };
+    });
+  }
+
+  // The message a reply quotes: { id, sender, text } ("" text when it is not loaded here).
+  quoted(room, m) {
+    const target = room.byId.get(m.reply);
+    if (!target) return { id: m.reply, sender: "", text: "" };
+    if (target.deleted) return { id: m.reply, sender: target.sender, text: "", deleted: true };
+    return { id: m.reply, sender: target.sender, text: this.textOf(room, target).text };
+  }
+
+  // Lines to draw again: the messages these edits, reactions or deletions are about, and the
+  // replies that quote them.
+  redrawAbout(room, abouts) {
+    if (room.name !== this.current) return;
+    const changed = new Set(abouts);
+    for (const id of room.ids) {
+      const m = room.byId.get(id);
+      if (changed.has(id) || changed.has(m.reply)) this.changed("grown", { room, m });
+    }
+  }
+
+  // -- replies, edits, reactions, deletions --------------------------------------------------
+
+  // The composer answers a message, or gives one of ours a new text (until sent or cancelled).
+  // `again`: a refused line's, back (the composer keeps what it holds).
+  compose(mode, id, again = false) {
+    const room = this.rooms.get(this.current);
+    const m = room && room.byId.get(id);
+    if (!this.readable(m)) return;
+    if (mode === "edit" && m.sender !== this.user) return;
+    this.composing = { mode, room: room.name, id, me: m.me };
+    this.changed("composing", { mode, sender: m.sender, text: this.textOf(room, m).text, again });
+  }
+
+  // Cancelled (or its room left): `false`, where a line sent with it is `null`.
+  stopComposing() {
+    if (!this.composing) return;
+    this.composing = null;
+    this.changed("composing", false);
+  }
+
+  // Our reaction with `emoji` taken back, or made.
+  react(id, emoji) {
+    const room = this.rooms.get(this.current);
+    const m = room && room.byId.get(id);
+    if (!this.readable(m) || !sealed.REACTIONS.includes(emoji)) return "";
+    const mine = this.reactionsTo(room, m).find((r) => r.emoji === emoji)?.mine;
+    if (mine) return this.remove(mine);
+    return this.say(room, emoji, false, { react: id });
+  }
+
+  remove(id) {
+    const room = this.rooms.get(this.current);
+    if (!room || !this.socket.ready) return OFFLINE;
+    this.socket.send({ type: "delete", room: room.name, id, ref: this.ref("delete") });
+    return "";
+  }
+
+  // Pages back until the message is here (a reply's quote clicked), at most `SEEK` pages.
+  seek(id) {
+    const room = this.rooms.get(this.current);
+    if (!room) return;
+    if (room.byId.has(id)) { this.changed("seek", { room, id }); return; }
+    room.seeking = { id, pages: SEEK };
+    this.older(room);
   }
 
   position(ids, id) {
@@ -589,7 +746,8 @@ export class Chat {
   // key is on its way (`pending`). `delta`: a bot's answer still growing (no time, no id).
   decode(room, m, delta = false) {
     const shown = { id: m.id, ts: m.ts, sender: m.sender, me: Boolean(m.me), text: m.text,
-      failed: false, rejected: false, pending: false, plain: false, box: m.box, mentionsMe: false };
+      failed: false, rejected: false, pending: false, plain: false, box: m.box, mentionsMe: false,
+      reply: m.reply, edit: m.edit, react: m.react };
     if (m.box === undefined) {
       shown.plain = room.direct; // a direct message sent in the clear (the no-JS /msg)
     } else {
@@ -599,9 +757,9 @@ export class Chat {
         shown.failed = true;
         shown.text = `[cannot decrypt: ${this.lockedReason(room, keys.length > 0)}]`;
       } else {
-        const kind = m.me ? "action" : "message";
+        const { kind, re } = sealed.kindOf(m);
         const why = opened.rejected
-          || this.trust.judge(room, opened.body, m.sender, kind, delta ? opened.body.ts : m.ts, delta ? "" : m.id);
+          || this.trust.judge(room, opened.body, m.sender, kind, delta ? opened.body.ts : m.ts, delta ? "" : m.id, re);
         if (why === PENDING) {
           shown.pending = true;
           shown.text = `[checking ${m.sender}'s signature…]`;
@@ -614,7 +772,8 @@ export class Chat {
       }
     }
     const readable = !shown.failed && !shown.rejected && !shown.pending;
-    shown.mentionsMe = readable && m.sender !== this.user && mentions(shown.text, this.user, this.userKey);
+    shown.mentionsMe = readable && !m.edit && !m.react && m.sender !== this.user
+      && mentions(shown.text, this.user, this.userKey);
     return shown;
   }
 
@@ -628,8 +787,14 @@ export class Chat {
   }
 
   redecodeOne(room, id) {
+    const related = room.related.get(id);
+    if (related) {
+      room.related.set(id, this.decode(room, related));
+      this.redrawAbout(room, [related.edit || related.react]);
+      return;
+    }
     const m = room.byId.get(id);
-    if (!m || m.growing) return;
+    if (!m || m.growing || m.deleted) return;
     const again = this.decode(room, m);
     room.byId.set(id, again);
     if (again.text !== m.text) this.changed("grown", { room, m: again }); // redrawn in place
@@ -639,7 +804,7 @@ export class Chat {
   redecode(name) {
     const room = this.rooms.get(name);
     if (!room) return;
-    for (const [id, m] of room.byId) {
+    for (const [id, m] of [...room.byId, ...room.related]) {
       if ((m.failed || m.rejected || m.pending) && !m.growing) this.redecodeOne(room, id);
     }
     if (room.topicBox) this.changed("header", room);
@@ -666,6 +831,7 @@ export class Chat {
   }
 
   select(name) {
+    if (name !== this.current) this.stopComposing();
     this.current = name;
     const room = this.rooms.get(name);
     if (room) { room.unread = 0; room.mentioned = false; }
@@ -907,23 +1073,24 @@ export class Chat {
 
   // Sealed with the conversation key: box.before(their public, my secret). `show`: open the
   // conversation too (/msg).
-  sayDirect(user, text, me, show = false) {
+  sayDirect(user, text, me, show = false, about = null) {
     if (!this.identity) return this.identityProblem();
     const long = this.tooLong(text);
     if (long) return long;
     const typed = this.typed;
     if (!this.signer) return this.identityProblem();
+    const { kind, re } = sealed.kindOf({ me, ...about });
     return this.withKey(user, (theirs, name) => {
       if (show) this.showDirect(name, user);
-      const frame = { type: "send", to: user, ref: this.ref("send"),
+      const frame = { type: "send", to: user, ref: this.ref("send"), ...about,
         box: sealed.sealBody(box.directKey(theirs, this.identity.secretKey), this.signer,
-          { room: name, sender: this.user, kind: me ? "action" : "message", text }) };
+          { room: name, sender: this.user, kind, re, text }) };
       if (me) frame.me = true;
       return this.sendLine(frame, typed);
     }, () => {
       // No identity key (the pages without JavaScript make none): said, sent in the clear,
       // and shown marked "not sealed", rather than a reply the other can never read.
-      const frame = { type: "send", to: user, text, ref: this.ref("send") };
+      const frame = { type: "send", to: user, text, ref: this.ref("send"), ...about };
       if (me) frame.me = true;
       this.changed("error", `${user} has no identity key (the chat without JavaScript makes none): this message goes in the clear, marked "not sealed"`);
       return this.sendLine(frame, typed);

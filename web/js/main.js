@@ -37,6 +37,8 @@ function changed(what, arg) {
   else if (what === "identity") view.identity();
   else if (what === "invite") view.invite(arg, inviteUrl(arg.name, chat.keysOf(arg.name)[0]));
   else if (what === "line") answered(arg);
+  else if (what === "composing") composing(arg);
+  else if (what === "seek" && arg.room.name === chat.current) view.seek(arg.id);
   else if (what === "ready") {
     $("me").textContent = chat.user;
     localStorage.setItem(USER, chat.user);
@@ -311,6 +313,56 @@ $("messages").addEventListener("scroll", () => {
   }
 });
 
+// -- what one does to a message --------------------------------------------------------------
+
+// Reply, react, edit, delete (asked twice), a quote shown, a reaction taken back; a tap on a
+// message shows its buttons (a phone has no hover).
+$("messages").addEventListener("click", (e) => {
+  const item = e.target.closest("li.message");
+  if (!item) return;
+  const id = item.dataset.id;
+  const button = e.target.closest("button");
+  if (!button) {
+    if (!e.target.closest("a")) {
+      for (const other of $("messages").querySelectorAll("li.selected")) if (other !== item) other.classList.remove("selected");
+      item.classList.toggle("selected");
+    }
+    return;
+  }
+  if (button.dataset.seek) { chat.seek(button.dataset.seek); return; }
+  if (button.dataset.emoji) { chat.react(id, button.dataset.emoji); return; }
+  const act = button.dataset.act;
+  if (act === "reply" || act === "edit") chat.compose(act, id);
+  else if (act === "react") {
+    const picker = item.querySelector(".picker");
+    picker.hidden = !picker.hidden;
+    if (!picker.hidden) picker.querySelector("button").focus();
+  } else if (act === "delete") {
+    if (button.dataset.sure) { chat.remove(id); return; }
+    button.dataset.sure = "1";
+    button.textContent = "Delete?";
+    button.setAttribute("aria-label", "Delete: press again to delete this message");
+    button.classList.add("sure");
+  }
+});
+
+// The composer while a reply or an edit is written: the bar says which, an edit starts from
+// the message's text, and a cancelled edit (`false`; a line sent with it is `null`) takes it
+// out again.
+let editing = false;
+function composing(state) {
+  view.composing(state);
+  if (state && state.mode === "edit" && !state.again) {
+    area.value = state.text;
+    area.setSelectionRange(area.value.length, area.value.length);
+  } else if (state === false && editing) {
+    area.value = "";
+  }
+  editing = Boolean(state && state.mode === "edit");
+  if (state) area.focus();
+}
+$("composing-cancel").addEventListener("click", () => chat.stopComposing());
+
 // -- composer -------------------------------------------------------------------------------
 
 const area = $("composer-text");
@@ -467,6 +519,7 @@ area.addEventListener("keydown", (e) => {
     }
     if (e.key === "Escape") { e.preventDefault(); choices = []; view.completions([], 0); return; }
   }
+  if (e.key === "Escape" && chat.composing) { e.preventDefault(); chat.stopComposing(); return; }
   if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
     e.preventDefault();
     send();

@@ -13,7 +13,10 @@ const BOX_DOMAIN = utf8.encode("onionchat box\0");
 const INVITE_DOMAIN = utf8.encode("onionchat invite\0");
 const FINGERPRINT_LABEL = utf8.encode("onionchat fingerprint\0");
 const SIG = nacl.sign.signatureLength; // 64
-export const KINDS = ["message", "action", "topic"];
+export const KINDS = ["message", "action", "topic", "edit", "reaction"];
+// What a reaction may be (docs/protocol.md, Replies, edits and reactions): the node checks an
+// open room's, each client a sealed one's.
+export const REACTIONS = ["👍", "👎", "❤️", "😂", "😮", "😢", "🎉"];
 export const SKEW_MS = 10 * 60 * 1000;
 
 function join(...parts) {
@@ -67,13 +70,16 @@ function parse(bytes) {
   }
 }
 
-// opts: { room, sender, kind, text, id?, ts?, nonce? }; signer: nacl.sign key pair.
+// opts: { room, sender, kind, text, re?, id?, ts?, nonce? } (`re`: the message a reply, an
+// edit or a reaction is about); signer: nacl.sign key pair.
 export function sealBody(key, signer, opts) {
   if (!KINDS.includes(opts.kind)) throw new Error(`kind must be one of ${KINDS}`);
-  const body = utf8.encode(JSON.stringify({
+  const fields = {
     v: VERSION, room: opts.room, sender: opts.sender, kind: opts.kind,
     id: opts.id || newId(), ts: opts.ts ?? Date.now(), text: opts.text,
-  }));
+  };
+  if (opts.re) fields.re = opts.re;
+  const body = utf8.encode(JSON.stringify(fields));
   return secretbox(key, signed(BOX_DOMAIN, body, signer.secretKey), opts.nonce);
 }
 
@@ -94,7 +100,8 @@ export function openBody(keys, box) {
     return { rejected: "it is not a signed box (an old client, or damaged)" };
   }
   if (!KINDS.includes(d.kind)) return { rejected: `it says it is a "${d.kind}"` };
-  return { body: { room: d.room, sender: d.sender, kind: d.kind, id: d.id, ts: d.ts, text: d.text, signed: bytes } };
+  if (d.re !== undefined && typeof d.re !== "string") return { rejected: "it is not a signed box (an old client, or damaged)" };
+  return { body: { room: d.room, sender: d.sender, kind: d.kind, id: d.id, ts: d.ts, text: d.text, re: d.re, signed: bytes } };
 }
 
 export function verifyBody(body, signingPublic) {
@@ -146,12 +153,21 @@ export function writtenBy(signed, shown) {
   return at > 0 && at < shown.length - 1 && shown.slice(0, at) === signed && !signed.includes("@");
 }
 
+// The kind a message's box must say it is, and the message it must be about, from its
+// envelope (sealed.py's kind_of).
+export function kindOf(m) {
+  if (m.edit) return { kind: "edit", re: m.edit };
+  if (m.react) return { kind: "reaction", re: m.react };
+  return { kind: m.me ? "action" : "message", re: m.reply };
+}
+
 // Why the body is not what the envelope shows it as, or null when it is.
-export function checkBody(body, room, sender, kind, ts) {
+export function checkBody(body, room, sender, kind, ts, re = undefined) {
   if (body.room !== room) return `it was written for #${body.room}, not here`;
   if (!writtenBy(body.sender, sender)) return `it was written by ${body.sender}, not by ${sender}`;
   if (body.kind !== kind) return `it was written as a ${body.kind}, not as a ${kind}`;
   if (Math.abs(body.ts - ts) > SKEW_MS) return "it was written at another time: an old box sent again";
+  if ((body.re || undefined) !== (re || undefined)) return "it was written about another message";
   return null;
 }
 

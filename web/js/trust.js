@@ -70,8 +70,8 @@ export class Trust {
 
   // Why an opened body is not what the envelope shows it as: null when it is, PENDING while
   // the sender's signing key is on its way. `id`: the message's (the replay check).
-  judge(room, body, sender, kind, ts, id) {
-    const wrong = sealed.checkBody(body, room.name, sender, kind, ts);
+  judge(room, body, sender, kind, ts, id, re = undefined) {
+    const wrong = sealed.checkBody(body, room.name, sender, kind, ts, re);
     if (wrong) return wrong;
     const signing = this.signingOf(sender);
     if (signing === undefined) return PENDING;

@@ -1,8 +1,9 @@
 // Drawing: every piece of user or node text goes in with textContent, never as HTML.
 import { toBase64 } from "./crypto.js";
-import { fingerprint } from "./sealed.js";
+import { fingerprint, REACTIONS } from "./sealed.js";
 
 const $ = (id) => document.getElementById(id);
+const QUOTE_CHARS = 80; // of a quoted message, shown at most
 
 // How a room is named on screen: #room, or @peer for a conversation.
 export function label(room) {
@@ -219,20 +220,31 @@ export class View {
   }
 
   message(m, date) {
+    const chat = this.chat;
+    const room = chat.rooms.get(chat.current);
     const item = el("li", "message");
     item.dataset.id = m.id;
+    if (m.reply && room && !m.deleted) item.append(this.quote(chat.quoted(room, m)));
     const time = el("time", "time", timeFormat.format(date));
     time.dateTime = date.toISOString();
     item.append(time);
     let style = "text";
-    if (m.failed) style = "text failed";
+    if (m.deleted) style = "text deleted";
+    else if (m.failed) style = "text failed";
     else if (m.rejected) style = "text rejected";
     else if (m.pending) style = "text pending";
-    if (m.me && !m.rejected) {
+    const { text, edited } = room ? chat.textOf(room, m) : { text: m.text, edited: false };
+    if (m.me && !m.rejected && !m.deleted) {
       item.classList.add("action");
-      item.append(el("span", "", `* ${m.sender} `), el("span", style, m.text));
+      item.append(el("span", "", `* ${m.sender} `), el("span", style, text));
     } else {
-      item.append(el("span", "sender", m.sender), el("span", style, m.text));
+      item.append(el("span", "sender", m.sender), el("span", style, text));
+    }
+    if (edited) item.append(el("span", "edited", "(edited)"));
+    if (room && chat.readable(m) && !m.growing) {
+      const reactions = chat.reactionsTo(room, m);
+      if (reactions.length) item.append(this.reactions(reactions));
+      item.append(this.actions(m));
     }
     if (m.plain) {
       const mark = el("span", "tag plain", "not sealed");
@@ -245,6 +257,81 @@ export class View {
       item.setAttribute("aria-busy", "true");
     }
     return item;
+  }
+
+  // What a reply answers: the start of that message, a button that shows it.
+  quote(q) {
+    const button = el("button", "quote");
+    button.type = "button";
+    button.dataset.seek = q.id;
+    let said = "an earlier message";
+    if (q.deleted) said = `${q.sender}: message deleted`;
+    else if (q.sender) said = `${q.sender}: ${[...q.text].slice(0, QUOTE_CHARS).join("")}${[...q.text].length > QUOTE_CHARS ? "…" : ""}`;
+    button.textContent = `↪ ${said}`;
+    button.setAttribute("aria-label", `In reply to ${said}. Show it`);
+    return button;
+  }
+
+  reactions(reactions) {
+    const row = el("span", "reactions");
+    for (const r of reactions) {
+      const button = el("button", "reaction", `${r.emoji} ${r.names.length}`);
+      button.type = "button";
+      button.dataset.emoji = r.emoji;
+      button.title = r.names.join(", ");
+      button.setAttribute("aria-pressed", String(Boolean(r.mine)));
+      button.setAttribute("aria-label", `${r.emoji} from ${r.names.join(", ")}${r.mine ? " (you: press to take yours back)" : ""}`);
+      row.append(button);
+    }
+    return row;
+  }
+
+  // Reply, react, and for one's own edit and delete: shown on hover, focus or a tap.
+  actions(m) {
+    const row = el("span", "actions");
+    const button = (act, label, text) => {
+      const b = el("button", "", text);
+      b.type = "button";
+      b.dataset.act = act;
+      b.setAttribute("aria-label", label);
+      b.title = label;
+      return b;
+    };
+    row.append(button("reply", "Reply", "↩"), button("react", "React", "☺"));
+    if (m.sender === this.chat.user && !m.pending) {
+      row.append(button("edit", "Edit", "✎"), button("delete", "Delete", "✕"));
+    }
+    const picker = el("span", "picker");
+    picker.hidden = true;
+    for (const emoji of REACTIONS) {
+      const b = el("button", "", emoji);
+      b.type = "button";
+      b.dataset.emoji = emoji;
+      b.setAttribute("aria-label", `React with ${emoji}`);
+      picker.append(b);
+    }
+    row.append(picker);
+    return row;
+  }
+
+  // A quote was pressed: its message in view, for a moment marked.
+  seek(id) {
+    const item = [...$("messages").children].find((li) => li.dataset.id === id);
+    if (!item) return;
+    item.scrollIntoView({ block: "center" });
+    item.classList.add("sought");
+    setTimeout(() => item.classList.remove("sought"), 2000);
+    item.tabIndex = -1;
+    item.focus({ preventScroll: true });
+  }
+
+  // The bar above the composer while a reply or an edit is being written.
+  composing(state) {
+    $("composing").hidden = !state;
+    if (!state) return;
+    const text = [...state.text].slice(0, QUOTE_CHARS).join("");
+    $("composing-text").textContent = state.mode === "edit"
+      ? "Editing your message (Escape to cancel)" : `Replying to ${state.sender}: ${text}`;
   }
 
   completions(items, selected) {
