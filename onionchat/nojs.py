@@ -13,6 +13,7 @@ cannot decrypt them to render a page. Every user-provided string is escaped on o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import html
@@ -29,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from onionchat import commands, cookies, crypto, names, protocol
+from onionchat import commands, cookies, crypto, names, protocol, relations
 from onionchat.auth import COOKIE, DEVICE_COOKIE, SALT_BYTES, AuthError, Session, busy
 from onionchat.authority import STAFF
 from onionchat.background import Workers
@@ -38,6 +39,8 @@ from onionchat.hub import Connection
 from onionchat.ids import is_valid
 from onionchat.node import Node, Refused
 from onionchat.protocol import Code, ProtocolError, Send
+from onionchat.relations import Line
+from onionchat.store import Room
 
 log = logging.getLogger("onionchat.nojs")
 
@@ -703,14 +706,15 @@ async def _room_page(
         answer, reader.answer = f'<div class="answer">{reader.answer}</div>', ""
     topic = f'<p class="topic">{esc(room.topic)}</p>' if room.topic else ""
     staff = node.authority.level(names.key(session.user.name), room.name) >= STAFF
+    about = await _about(node, room, request.query_params, session)
     body = (
         f'<main class="room"><h1>#{esc(room.name)}</h1>{topic}'
         f'<iframe src="{esc(room_path(room.name, "/messages#end"))}" '
         f'title="Messages in #{esc(room.name)}" name="messages"></iframe>'
-        f"{_error(error) if error else ''}{answer}"
+        f"{_error(error) if error else ''}{answer}{about.reactions}"
         f'<form method="post" action="{esc(room_path(room.name, "/post"))}" '
         'accept-charset="utf-8" class="post">'
-        f"{_hidden(session)}"
+        f"{_hidden(session)}{about.reply}"
         '<input name="text" autocomplete="off" autofocus aria-label="Message" '
         f'placeholder="Message #{esc(room.name)}, or /help" value="{esc(typed)}">'
         '<button type="submit">Send</button></form>'
@@ -722,6 +726,41 @@ async def _room_page(
     return _page(f"#{room.name}", body, status, session=session, csp=PAGE_CSP)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _About:
+    reply: str = ""  # the post form's hidden field, and what it answers
+    reactions: str = ""  # the seven buttons, for the message reacted to
+
+
+async def _about(node: Node, room: Room, query: Any, session: Session) -> _About:
+    """A link's `?reply=ID` or `?react=ID`: the message answered, or reacted to, as forms."""
+    for kind in ("reply", "react"):
+        id_ = query.get(kind)
+        if id_ is None:
+            continue
+        found = await node.store.signed_messages(room, [id_]) if is_valid(id_) else []
+        if not found:
+            return _About(reactions=_error("that message is not in this room any more"))
+        message = found[0][0]
+        said = f"{message.sender}: {_start(message.text or '')}"
+        if kind == "reply":
+            field = f'<input type="hidden" name="reply" value="{esc(id_)}">'
+            return _About(reply=f'{field}<span class="replying">↪ {esc(said)}</span>')
+        buttons = "".join(
+            f'<button type="submit" name="text" value="{emoji}" aria-label="React with {emoji}">'
+            f"{emoji}</button>"
+            for emoji in protocol.REACTIONS
+        )
+        form = (
+            f'<form method="post" action="{esc(room_path(room.name, "/post"))}" '
+            f'accept-charset="utf-8" class="react">{_hidden(session)}'
+            f'<input type="hidden" name="react" value="{esc(id_)}">'
+            f"<span>React to {esc(said)}</span> {buttons}</form>"
+        )
+        return _About(reactions=form)
+    return _About()
+
+
 @_handles_errors
 async def room_page(request: Request) -> Response:
     session = await _session(request)
@@ -730,23 +769,54 @@ async def room_page(request: Request) -> Response:
     return await _room_page(request, session, request.path_params["room"])
 
 
-def _message(message: protocol.Message, me: str, delete: str | None) -> str:
-    """One line of the list; `delete` is the form that deletes it, for those who may."""
+async def _folded(node: Node, room: Room, found: list[protocol.Message]) -> list[Line]:
+    """The page's lines with their edits, reactions and the messages their replies quote."""
+    lines = [m for m in found if relations.is_line(m)]
+    here = {m.id for m in lines}
+    wanted = sorted({m.reply for m in lines if m.reply and m.reply not in here})
+    quoted = [m for m, _, _ in await node.store.signed_messages(room, wanted)] if wanted else []
+    related = await node.store.related(room, [m.id for m in [*lines, *quoted]])
+    return relations.fold(lines, related, quoted)
+
+
+def _message(line: Line, room: str, me: str, may_delete: bool, delete: str) -> str:
+    """One line of the list, with a link to answer it and one to react, and for those who may,
+    the form that deletes it."""
+    message = line.message
     when = time.strftime("%H:%M", time.gmtime(message.ts / 1000))
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(message.ts / 1000))
-    mention = message.text is not None and f"@{names.key(me)}" in names.key(message.text)
+    mention = line.text is not None and f"@{names.key(me)}" in names.key(line.text)
     classes = "message mention" if mention else "message"
-    if message.text is None:
-        text = '<span class="sealed">(sealed message)</span>'
-    else:
-        text = esc(message.text)
+    text = SEALED if line.text is None else esc(line.text)
+    quote = ""
+    if line.quote is not None:
+        said = f"{line.quote.sender}: {_start(line.quote.text)}" if line.quote.text else ""
+        quote = f'<span class="quote">↪ {esc(said or "a message no longer here")}</span> '
     if message.me:
-        line = f'<span class="action">* {esc(message.sender)} {text}</span>'
+        body = f'<span class="action">* {esc(message.sender)} {text}</span>'
     else:
-        line = f'<b class="sender">{esc(message.sender)}</b> <span class="text">{text}</span>'
-    if delete is not None:
-        line += delete.replace("MESSAGE-ID", esc(message.id))
-    return f'<li class="{classes}"><time title="{stamp}">{when}</time> {line}</li>'
+        body = f'<b class="sender">{esc(message.sender)}</b> <span class="text">{text}</span>'
+    if line.edited:
+        body += ' <span class="edited">(edited)</span>'
+    for emoji, who in line.reactions:
+        body += f' <span class="reaction" title="{esc(", ".join(who))}">{emoji} {len(who)}</span>'
+    page = room_path(room)
+    ids = esc(message.id)
+    body += (
+        f' <a class="act" href="{esc(page)}?reply={ids}" target="_top">reply</a>'
+        f' <a class="act" href="{esc(page)}?react={ids}" target="_top">react</a>'
+    )
+    if may_delete:
+        body += delete.replace("MESSAGE-ID", ids)
+    return f'<li class="{classes}">{quote}<time title="{stamp}">{when}</time> {body}</li>'
+
+
+QUOTE_CHARS = 60  # of a quoted message, shown at most
+SEALED = '<span class="sealed">(sealed message)</span>'
+
+
+def _start(text: str) -> str:
+    return text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS] + "…"
 
 
 def _delete_form(room: str, session: Session) -> str:
@@ -786,8 +856,10 @@ async def messages(request: Request) -> Response:
     staff = node.authority.level(me, room.name) >= STAFF
     form = _delete_form(room.name, session)
     lines = "".join(
-        _message(m, session.user.name, form if staff or names.key(m.sender) == me else None)
-        for m in found
+        _message(
+            line, room.name, session.user.name, staff or names.key(line.message.sender) == me, form
+        )
+        for line in await _folded(node, room, found)
     )
     earlier = (
         f'<p class="more"><a href="{esc(room_path(room.name, f"/messages?before={found[0].id}"))}">'
@@ -875,7 +947,11 @@ async def post(request: Request) -> Response:
             await commands.run(node, reader.conn, text.strip(), room.name, REF)
         else:
             body = text[1:] if text.startswith("//") else text
-            await node.send(reader.conn, Send(v=1, room=room.name, text=body, ref=REF))
+            reply, react = form.get("reply") or None, form.get("react") or None
+            if not all(is_valid(v) for v in (reply, react) if v is not None):
+                raise ProtocolError(Code.BAD_FRAME, "that is not a message id")
+            frame = Send(v=1, room=room.name, text=body, ref=REF, reply=reply, react=react)
+            await node.send(reader.conn, frame)
     except ProtocolError as exc:
         return await _room_page(request, session, room.name, _status(exc), exc.message, text)
     # The answer was queued after the command's last await, so no other request on this

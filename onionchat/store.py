@@ -984,6 +984,16 @@ class Store:
         )
         return None if row is None else Target(row[0], bool(row[1]), row[2], bool(row[3]))
 
+    async def related(self, room: Room, ids: list[str]) -> list[Message]:
+        """The edits and reactions of these messages, wherever they are in the room."""
+        rows = await self._all(
+            "SELECT m.id, m.ts, m.sender, m.text, m.box, m.me, m.recipient, m.rel, m.target "
+            "FROM json_each(?) AS k JOIN messages AS m ON m.room_id = ? AND m.target = k.value "
+            "AND m.rel IN ('edit', 'react') ORDER BY m.id",
+            (json.dumps(ids), room.id),
+        )
+        return [_message(r, room.name) for r in rows]
+
     async def reacted(self, room_id: int, target: str, sender: str, text: str) -> bool:
         """Whether `sender` reacted to the message with this text already (an open room's)."""
         row = await self._one(

@@ -334,3 +334,51 @@ async def test_reading_back_without_javascript_stays_still(
     assert bad.status == 400 and "not a message id" in await bad.text()
     statuses = [(await context.request.get(f"{url}?before={ids[30]}")).status for _ in range(40)]
     assert statuses[0] == 200 and 429 in statuses  # past the burst of history pages
+
+
+async def test_replies_reactions_and_edits_without_javascript(
+    node: NodeProcess, context: BrowserContext
+) -> None:
+    """The list folds in what the browser client shows: the latest text of an edited message,
+    reactions counted with who, the start of the message a reply answers. A link answers or
+    reacts to a message, and a reload after it posts nothing again."""
+    async with user(node, "ann") as ann:
+        await ann.join("porch")
+        asked = await ann.say("porch", "tea or coffee?", ref="q")
+        await ann.send(type="send", room="porch", text="tea or cocoa?", edit=asked["id"], ref="e")
+        await ann.expect("ack", ref="e")
+        await ann.send(type="send", room="porch", text="❤️", react=asked["id"], ref="t")
+        await ann.expect("ack", ref="t")
+        page = await context.new_page()
+        console = watch(page)
+        await register_in(page, node, "ben")
+        await page.get_by_label("Room").fill("porch")
+        await page.get_by_role("button", name="Join").click()
+        frame = page.frame_locator("iframe[name=messages]")
+        item = frame.locator("ol.messages li", has_text="tea or cocoa?")
+        await expect(item).to_contain_text("(edited)")
+        await expect(item.locator(".reaction")).to_have_text("❤️ 1")
+        await expect(item.locator(".reaction")).to_have_attribute("title", "ann")
+        await expect(frame.locator("ol.messages li")).to_have_count(1)  # no line per edit
+
+        async with page.expect_navigation():
+            await item.get_by_role("link", name="react").click()
+        async with page.expect_navigation():
+            await page.get_by_role("button", name="React with 😂").click()
+        laugh = await ann.expect("message", react=asked["id"], sender="ben")
+        assert (laugh["sender"], laugh["text"]) == ("ben", "😂")
+
+        async with page.expect_navigation():
+            await item.get_by_role("link", name="reply").click()
+        await expect(page.locator(".replying")).to_have_text("↪ ann: tea or coffee?")
+        await say(page, "cocoa, please")
+        answer = await ann.expect("message", text="cocoa, please")
+        assert answer["reply"] == asked["id"]
+        await page.reload()  # the page the post redirected to: nothing is posted again
+        reply = frame.locator("ol.messages li", has_text="cocoa, please")
+        await expect(reply.locator(".quote")).to_have_text("↪ ann: tea or cocoa?")
+        await expect(item.locator(".reaction")).to_have_text(["❤️ 1", "😂 1"])
+        await page.screenshot(path=shot("relations"), full_page=True)
+        await ann.barrier()
+        assert [f for f in ann.seen if f.get("text") == "cocoa, please"] == [answer]
+        no_csp_violation(console)
