@@ -39,10 +39,12 @@ from onionchat.addressing import Addressing
 from onionchat.client.errors import ChatError
 from onionchat.client.invitations import Invitations, room_boxes
 from onionchat.client.keys import NO_SIGNER, OwnKeys
+from onionchat.client.numbers import Numbered, Numbers
 from onionchat.client.options import Options
 from onionchat.client.outbox import Outbox
 from onionchat.client.trust import Trust
 from onionchat.protocol import (
+    REACTIONS,
     Ack,
     Clear,
     Code,
@@ -102,6 +104,10 @@ CLIENT_HELP = """Commands of this client:
 /rotate            a new key for this room, sealed to its members (after a kick or a ban)
 /whois [NAME]      NAME's key fingerprint and whether it is the one first seen (yours alone)
 /trust NAME        accept NAME's new key after it changed
+/reply N TEXT      answer message [N] (the number before each message)
+/edit N TEXT       a new text for your message [N]
+/react N EMOJI     react to [N] with one of 👍 👎 ❤️ 😂 😮 😢 🎉
+/delete N          delete your message [N] (staff: anyone's in a room)
 /quit              leave (Ctrl-D too)"""
 _CLOSE_REASONS = {
     1001: "(the node is going away)",
@@ -127,6 +133,7 @@ class State:
     current: str | None = None
     rooms: dict[str, RoomState] = dataclasses.field(default_factory=dict)  # newest last
     growing: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # bot answers
+    numbers: Numbers = dataclasses.field(default_factory=Numbers)  # the lines shown, numbered
 
     def protected(self, room: str | None) -> bool:
         state = self.rooms.get(room) if room is not None else None
@@ -145,6 +152,8 @@ class Shown:
     sealed: bool = False
     rejected: str | None = None
     unsealed: bool = False
+    number: int = 0  # a line's short number (`[3]`); 0 for an edit or a reaction
+    about: Numbered | None = None  # what a reply, an edit or a reaction is about, if shown
 
 
 class View(Protocol):
@@ -347,7 +356,44 @@ class Chat:
             "rotate": self._invitations.cmd_rotate,
             "whois": self._trust.cmd_whois,
             "trust": self._trust.cmd_trust,
+            "reply": lambda args: self._cmd_about("reply", args),
+            "edit": lambda args: self._cmd_about("edit", args),
+            "react": lambda args: self._cmd_about("react", args),
+            "delete": self._cmd_delete,
         }
+
+    async def _cmd_about(self, kind: str, args: str) -> bool:
+        """/reply N TEXT, /edit N TEXT, /react N EMOJI: N is the number before a message."""
+        number, _, text = args.partition(" ")
+        target, text = self.state.numbers.get(number), text.strip()
+        if target is None or not text:
+            what = "EMOJI" if kind == "react" else "TEXT"
+            self._refuse(f"usage: /{kind} N {what} (N: the number in [ ] before a message)")
+            return True
+        if kind == "edit" and target.sender != self.state.user:
+            self._refuse("you can edit your own messages only")
+            return True
+        about = {kind: target.id}
+        me = target.me if kind == "edit" else False
+        if target.to is None:
+            await self._say(text, me=me, room=target.room, about=about)
+            return True
+        other = target.to if target.sender == self.state.user else target.sender
+        if not await self._direct(other, text, about=about, me=me):
+            frame = {"type": "send", "to": other, "text": text, **about}
+            await self._outbox.send(frame | ({"me": True} if me else {}))
+        return True
+
+    async def _cmd_delete(self, args: str) -> bool:
+        """/delete N: one's own message (or, for staff, anyone's); an id goes to the node."""
+        target = self.state.numbers.get(args)
+        if target is None:
+            if len(args) == 26:
+                return False  # `/delete ID`: the node's own command
+            self._refuse("usage: /delete N (N: the number in [ ] before a message)")
+            return True
+        await self._outbox.send({"type": "delete", "room": target.room, "id": target.id})
+        return True
 
     async def _cmd_clear(self, args: str) -> bool:
         self._view.clear()
@@ -369,9 +415,17 @@ class Chat:
         await self._request(request)
         return True
 
-    async def _say(self, text: str, *, me: bool = False) -> None:
-        """A message to the current room, sealed with the room key when the room wants it."""
-        room = self.state.current
+    async def _say(
+        self,
+        text: str,
+        *,
+        me: bool = False,
+        room: str | None = None,
+        about: dict[str, str] | None = None,
+    ) -> None:
+        """A message to the current room (or `room`), sealed with the room key when the room
+        wants it; `about`: the message it answers, edits or reacts to."""
+        room = room or self.state.current
         if room is None:
             self._refuse("you are in no room: /join ROOM first")
             return
@@ -380,20 +434,24 @@ class Chat:
                 f"the message is too long ({len(text)} characters, at most {self._max_text})"
             )
             return
-        frame: dict[str, Any] = {"type": "send", "room": room}
+        frame: dict[str, Any] = {"type": "send", "room": room, **(about or {})}
         if self.state.protected(room):
-            box = self._seal(room, "action" if me else "message", text, "write here")
+            kind, re = _kind(me, about)
+            box = self._seal(room, kind, text, "write here", re)
             if box is None:
                 return
             frame["box"] = box
-            self._hint_unread(room, text, me)
+            if about is None:
+                self._hint_unread(room, text, me)
         else:
             frame["text"] = text
         if me:
             frame["me"] = True
         await self._outbox.send(frame)
 
-    def _seal(self, room: str, kind: str, text: str, what: str) -> str | None:
+    def _seal(
+        self, room: str, kind: str, text: str, what: str, re: str | None = None
+    ) -> str | None:
         """A signed box for `room` under its newest key; None (and said) when it cannot be."""
         keys = self._own.room_keys(room)
         if not keys:
@@ -403,7 +461,13 @@ class Chat:
             self._refuse(f"cannot {what}: {NO_SIGNER}")
             return None
         return sealed.seal_body(
-            keys[0], self._own.signer, room=room, sender=self.state.user, kind=kind, text=text
+            keys[0],
+            self._own.signer,
+            room=room,
+            sender=self.state.user,
+            kind=kind,
+            text=text,
+            re=re,
         )
 
     def _hint_unread(self, room: str, text: str, me: bool) -> None:
@@ -418,7 +482,9 @@ class Chat:
             "told); then it can answer here"
         )
 
-    async def _direct(self, to: str, text: str) -> bool:
+    async def _direct(
+        self, to: str, text: str, about: dict[str, str] | None = None, me: bool = False
+    ) -> bool:
         """Send a direct message sealed with the key we share with `to`; False when they have
         no identity key (the caller sends it as plain text, as the node's /msg does)."""
         identity, signer = self._own.identity, self._own.signer
@@ -446,15 +512,12 @@ class Chat:
         except crypto.CryptoError as exc:
             self._refuse(f"cannot seal a direct message to {to}: {exc}")
             return True
+        kind, re = _kind(me, about)
         box = sealed.seal_body(
-            shared,
-            signer,
-            room=peer.direct,
-            sender=self.state.user,
-            kind="message",
-            text=text,
+            shared, signer, room=peer.direct, sender=self.state.user, kind=kind, text=text, re=re
         )
-        await self._outbox.send({"type": "send", "to": to, "box": box})
+        frame = {"type": "send", "to": to, "box": box, **(about or {})}
+        await self._outbox.send(frame | ({"me": True} if me else {}))
         return True
 
     async def _topic(self, room: str, text: str) -> None:
@@ -739,26 +802,45 @@ class Chat:
         self._seen[message.id] = None
         while len(self._seen) > SEEN_IDS:
             self._seen.popitem(last=False)
+        kind, re = sealed.kind_of(message)
         if message.box is None:
             unsealed = message.to is not None or self.state.protected(message.room)
-            self._view.message(Shown(message, message.text, unsealed=unsealed))
-            return
-        kind = "action" if message.me else "message"
-        if message.to is not None:
-            checked = await self._trust.check_direct(message, message.box, kind)
+            shown = Shown(message, message.text, unsealed=unsealed)
         else:
-            checked = await self._trust.check(
-                self._own.room_keys(message.room),
-                message.box,
-                room=message.room,
-                sender=message.sender,
-                kind=kind,
-                ts=message.ts,
-                message_id=message.id,
+            if message.to is not None:
+                checked = await self._trust.check_direct(message, message.box, kind, re)
+            else:
+                checked = await self._trust.check(
+                    self._own.room_keys(message.room),
+                    message.box,
+                    room=message.room,
+                    sender=message.sender,
+                    kind=kind,
+                    ts=message.ts,
+                    message_id=message.id,
+                    re=re,
+                )
+            shown = Shown(
+                message, checked.text, checked.error, sealed=True, rejected=checked.rejected
             )
-        self._view.message(
-            Shown(message, checked.text, checked.error, sealed=True, rejected=checked.rejected)
-        )
+        self._view.message(self._numbered(shown, re))
+
+    def _numbered(self, shown: Shown, re: str | None) -> Shown:
+        """A line gets its number; an edit or a reaction what it is about, and is rejected
+        when it cannot be what it says (an edit of another's words, a reaction of none of the
+        seven): the node is not trusted with who may edit what."""
+        m = shown.frame
+        about = self.state.numbers.of(re) if re is not None else None
+        if not (m.edit or m.react):
+            number = self.state.numbers.add(m.room, m.id, m.sender, m.me, m.to)
+            return dataclasses.replace(shown, number=number, about=about)
+        self.state.numbers.relate(m.id, "edit" if m.edit else "react")
+        rejected = shown.rejected
+        if rejected is None and m.edit and about is not None and about.sender != m.sender:
+            rejected = f"an edit by {m.sender} of a message {about.sender} wrote"
+        if rejected is None and m.react and shown.text is not None and shown.text not in REACTIONS:
+            rejected = "a reaction that is none of the seven"
+        return dataclasses.replace(shown, about=about, rejected=rejected)
 
     async def _topic_changed(self, frame: TopicChanged, data: dict[str, Any]) -> None:
         shown: dict[str, Any] = {"text": frame.text}
@@ -809,3 +891,13 @@ class Chat:
         task = asyncio.create_task(run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _kind(me: bool, about: dict[str, str] | None) -> tuple[str, str | None]:
+    """The kind a box says it is, and what it is about (sealed.kind_of, before sending)."""
+    relation = next(iter((about or {}).items()), None)
+    if relation is not None and relation[0] == "edit":
+        return "edit", relation[1]
+    if relation is not None and relation[0] == "react":
+        return "reaction", relation[1]
+    return ("action" if me else "message"), relation[1] if relation else None

@@ -310,13 +310,15 @@ class Trust:
         kind: str,
         ts: int,
         message_id: str | None,
+        re: str | None = None,
     ) -> Checked:
-        """Open a box and check it against its envelope and its sender's signing key."""
+        """Open a box and check it against its envelope (`re`: the message it is about) and
+        its sender's signing key."""
         if not keys:
             return Checked(locked=NO_KEY)
         try:
             body = sealed.open_body(keys, box)
-            body.check(room, sender, kind, ts)
+            body.check(room, sender, kind, ts, re)
         except crypto.CryptoError as exc:
             return Checked(locked=str(exc))
         except sealed.Rejected as exc:
@@ -344,7 +346,9 @@ class Trust:
             )
         return f"the signature is not {sender}'s"
 
-    async def check_direct(self, message: MessageFrame, box: str, kind: str) -> Checked:
+    async def check_direct(
+        self, message: MessageFrame, box: str, kind: str, re: str | None = None
+    ) -> Checked:
         """A sealed direct message, opened with the key we share with the other user (whose
         keys are asked of the node once, and kept as first seen)."""
         if self._own.identity is None:
@@ -372,4 +376,5 @@ class Trust:
             kind=kind,
             ts=message.ts,
             message_id=message.id,
+            re=re,
         )

@@ -75,6 +75,9 @@ class PipeView:
         }
         if m.to is not None:
             data["to"] = m.to
+        for kind in ("reply", "edit", "react"):
+            if getattr(m, kind) is not None:
+                data[kind] = getattr(m, kind)
         if m.to is not None or shown.unsealed:
             data["sealed"] = shown.sealed  # false: plain text, readable by the node
         if shown.sealed:
@@ -128,9 +131,13 @@ class TerminalView:
             app = get_app_or_none()
             if app is not None:
                 app.invalidate()
-        head: Fragments = [("ansibrightblack", f"{_clock(m.ts)} ")]
+        number = f"[{shown.number}] " if shown.number else ""
+        head: Fragments = [("ansibrightblack", f"{_clock(m.ts)} {number}")]
         if m.to is None and m.room != self._state.current:
             head.append(("ansibrightblack", f"#{printable(m.room)} "))
+        if (m.edit or m.react) and shown.rejected is None:
+            _print([*head, *self._related(shown)])
+            return
         if shown.rejected is not None:
             # Never as a message: on a red ground, so it cannot pass for one.
             body_style, body = (
@@ -153,7 +160,26 @@ class TerminalView:
             head.append((self._colour(m.sender), f"* {sender} "))
         else:
             head.append((self._colour(m.sender), f"<{sender}> "))
+        if m.reply is not None:
+            head.append(("ansibrightblack", f"↪{_ref(shown)} "))
         _print([*head, (body_style, body)])
+
+    def _related(self, shown: Shown) -> Fragments:
+        """An edit or a reaction, on a line of its own (lines above cannot be rewritten)."""
+        m = shown.frame
+        sender = printable(m.sender)
+        if shown.text is None:
+            return [("ansired italic", printable(f"[{shown.error or 'empty'}]"))]
+        if m.edit is not None:
+            return [
+                (self._colour(m.sender), f"* {sender} "),
+                ("ansibrightblack", f"edited {_ref(shown)}: "),
+                ("", printable(shown.text)),
+            ]
+        return [
+            (self._colour(m.sender), f"* {sender} "),
+            ("ansibrightblack", f"reacted {printable(shown.text)} to {_ref(shown)}"),
+        ]
 
     def _grow(self, frame: Delta) -> None:
         """Lines above the prompt cannot be rewritten: the answer grows in the toolbar under
@@ -184,9 +210,7 @@ class TerminalView:
                 self._info(f"you left #{frame.room}")
                 _redraw()
             case Deleted():
-                count = len(frame.ids)
-                some = "a message" if count == 1 else f"{count} messages"
-                self._info(f"{frame.by} deleted {some} in #{frame.room} (still above, if shown)")
+                self._info(self._deleted(frame))
             case Presence():
                 verb = {"join": "joined", "leave": "left"}.get(frame.state, frame.state)
                 self._info(f"{frame.user} {verb} #{frame.room}")
@@ -225,6 +249,22 @@ class TerminalView:
             case _:
                 pass
 
+    def _deleted(self, frame: Deleted) -> str:
+        """Which lines went (by number), or that a reaction was taken back; edits go with
+        their message and are not told apart."""
+        numbers = self._state.numbers
+        lines = [f"[{n.number}]" for n in map(numbers.of, frame.ids) if n is not None]
+        kinds = [numbers.related(i) for i in frame.ids]
+        other = sum(
+            1 for i, k in zip(frame.ids, kinds, strict=True) if k is None and numbers.of(i) is None
+        )
+        where = "" if frame.room.startswith("@") else f" in #{frame.room}"
+        if not lines and not other and "react" in kinds:
+            return f"{frame.by} took back a reaction{where}"
+        if other:
+            lines.append("a message" if other == 1 else f"{other} messages")
+        return f"{frame.by} deleted {' and '.join(lines)}{where} (still above, if shown)"
+
     def note(self, text: str) -> None:
         self._info(text, "ansicyan")
 
@@ -255,6 +295,11 @@ class TerminalView:
         if name == self._state.user:
             return "bold"
         return _COLOURS[zlib.crc32(name.encode("utf-8", "replace")) % len(_COLOURS)]
+
+
+def _ref(shown: Shown) -> str:
+    """What a reply, an edit or a reaction is about: its number, or that it is older."""
+    return f"[{shown.about.number}]" if shown.about is not None else "[an earlier message]"
 
 
 def toolbar(state: State, width: int) -> FormattedText:
