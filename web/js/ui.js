@@ -1,5 +1,6 @@
 // Drawing: every piece of user or node text goes in with textContent, never as HTML.
 import { toBase64 } from "./crypto.js";
+import { linkify } from "./links.js";
 import { fingerprint } from "./sealed.js";
 
 const $ = (id) => document.getElementById(id);
@@ -14,6 +15,14 @@ function el(tag, className, text) {
   if (className) node.className = className;
   if (text !== undefined) node.textContent = text;
   return node;
+}
+
+// A message's text: a readable one with its links (links.js), a placeholder as it is.
+function textOf(m, style) {
+  if (m.failed || m.rejected || m.pending) return el("span", style, m.text);
+  const span = el("span", style);
+  span.append(...linkify(m.text));
+  return span;
 }
 
 const dayFormat = new Intl.DateTimeFormat(undefined, { weekday: "long", year: "numeric", month: "long", day: "numeric" });
@@ -185,12 +194,15 @@ export class View {
     const drawn = this.drawn || [];
     const fromBottom = box.scrollHeight - box.scrollTop;
     const atBottom = fromBottom - box.clientHeight < 40;
+    const line = (room && room.unreadFrom) || ""; // the "new messages" line goes before it
     const appendOnly = !jump && this.drawnRoom === room && drawn.length > 0
       && ids.length >= drawn.length && ids[0] === drawn[0]
-      && ids[drawn.length - 1] === drawn[drawn.length - 1];
+      && ids[drawn.length - 1] === drawn[drawn.length - 1]
+      && (line === this.drawnLine || (!this.lined && line > drawn[drawn.length - 1]));
     if (!appendOnly) {
       box.replaceChildren();
       this.day = "";
+      this.lined = false;
     }
     for (const id of ids.slice(appendOnly ? drawn.length : 0)) {
       const m = room.byId.get(id);
@@ -200,10 +212,15 @@ export class View {
         this.day = day;
         box.append(el("li", "day", day));
       }
+      if (line && !this.lined && id >= line) {
+        box.append(el("li", "new-line", "new messages"));
+        this.lined = true;
+      }
       box.append(this.message(m, date));
     }
     this.drawnRoom = room;
     this.drawn = ids;
+    this.drawnLine = line;
     if (jump || atBottom) box.scrollTop = box.scrollHeight;
     else if (!appendOnly) box.scrollTop = box.scrollHeight - fromBottom;
   }
@@ -230,9 +247,9 @@ export class View {
     else if (m.pending) style = "text pending";
     if (m.me && !m.rejected) {
       item.classList.add("action");
-      item.append(el("span", "", `* ${m.sender} `), el("span", style, m.text));
+      item.append(el("span", "", `* ${m.sender} `), textOf(m, style));
     } else {
-      item.append(el("span", "sender", m.sender), el("span", style, m.text));
+      item.append(el("span", "sender", m.sender), textOf(m, style));
     }
     if (m.plain) {
       const mark = el("span", "tag plain", "not sealed");
