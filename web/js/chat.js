@@ -64,6 +64,7 @@ function newRoom(name) {
     name, protected: false, topic: "", topicBox: "", members: new Set(),
     byId: new Map(), ids: [], more: false, loading: false, joined: false,
     unread: 0, mentioned: false, clearedAt: "",
+    unreadFrom: "", // the first unread message's id: the "new messages" line goes before it
     direct: false, peer: "", spelled: false, loaded: false, invitedBy: "", readers: new Set(),
     topicBy: "", topicTs: 0,
     bodyIds: new Map(), // a box's own id → the id of the first message that carried it
@@ -487,6 +488,8 @@ export class Chat {
       return;
     }
     const added = this.merge(room, [frame], "");
+    // live, never a page of history: notify.js tells the user (before it is drawn)
+    if (added) this.changed("arrived", { room, m: room.byId.get(frame.id) });
     if (added && room.name !== this.current) this.changed("rooms");
     this.changed("messages", room);
     if (room.direct && frame.box === undefined) this.changed("header", room); // "not sealed" said
@@ -496,6 +499,8 @@ export class Chat {
     const room = this.room(frame.room);
     room.mentioned = true;
     room.unread += 1;
+    const m = { id: frame.id, sender: frame.sender, text: frame.text, mentionsMe: true };
+    this.changed("arrived", { room, m }); // told like a live message (notify.js)
     this.changed("rooms");
   }
 
@@ -609,7 +614,9 @@ export class Chat {
       const last = room.ids[room.ids.length - 1];
       if (!last || m.id > last) room.ids.push(m.id);
       else room.ids.splice(this.position(room.ids, m.id), 0, m.id);
-      if (unreadAfter !== null && m.id > unreadAfter && room.name !== this.current) {
+      const mine = m.sender === this.user; // written on another device: read already
+      if (unreadAfter !== null && m.id > unreadAfter && room.name !== this.current && !mine) {
+        if (!room.unreadFrom || m.id < room.unreadFrom) room.unreadFrom = m.id;
         room.unread += 1;
         if (room.byId.get(m.id).mentionsMe) room.mentioned = true;
       }

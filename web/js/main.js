@@ -2,6 +2,7 @@
 import * as api from "./api.js";
 import * as box from "./crypto.js";
 import { Chat } from "./chat.js";
+import { Notifier } from "./notify.js";
 import { Socket } from "./socket.js";
 import { View } from "./ui.js";
 
@@ -18,10 +19,12 @@ const socket = new Socket({
 });
 const chat = new Chat(socket, changed);
 const view = new View(chat);
+const notifier = new Notifier(chat, { open: openRoom, redraw: () => view.messages() });
 let readyJoined = false; // the first-room join happens once per login
 let pendingInvite = null; // an invite link opened before the socket was ready
 
 function changed(what, arg) {
+  notifier.changed(what, arg); // first: it says where the "new messages" line goes
   if (what === "rooms") view.rooms();
   else if (what === "room") { view.room(); fillScreen(); }
   else if (what === "members" && arg?.name === chat.current) view.members();
@@ -42,6 +45,7 @@ function changed(what, arg) {
   else if (what === "ready") {
     $("me").textContent = chat.user;
     localStorage.setItem(USER, chat.user);
+    notifier.load(chat.user);
     if (!arg.rooms.length && !chat.rooms.size && !pendingInvite && !readyJoined) {
       readyJoined = true;
       chat.join("lobby", { create: true }); // a first room to land in
@@ -69,6 +73,7 @@ function keepUnacked() {
 function showLogin(message = "") {
   socket.stop();
   chat.reset();
+  notifier.reset();
   sending.clear();
   showSending();
   refused("");
@@ -211,14 +216,16 @@ $("invite-copy").addEventListener("click", async () => {
   $("invite-copy").textContent = "Copied";
   setTimeout(() => { $("invite-copy").textContent = "Copy"; }, 2000);
 });
-$("rooms").addEventListener("click", (e) => {
-  const button = e.target.closest("button[data-room]");
-  if (!button) return;
-  const room = chat.rooms.get(button.dataset.room);
+function openRoom(name) {
+  const room = chat.rooms.get(name);
   // a mention elsewhere, or an invitation: join it (a conversation needs no join)
   if (room && !room.joined && !room.direct) chat.join(room.name, { focus: true });
-  chat.select(button.dataset.room);
+  chat.select(name);
   $("composer-text").focus();
+}
+$("rooms").addEventListener("click", (e) => {
+  const button = e.target.closest("button[data-room]");
+  if (button) openRoom(button.dataset.room);
 });
 
 // A choice an alert offers (another key for the room, say).
@@ -478,6 +485,7 @@ function send() {
   const { error, pending } = chat.submit(area.value, tags);
   refused(error);
   if (error) return;
+  notifier.wrote();
   if (pending) sending.set(tags, text);
   else takeOut(text); // done here (/clear): nothing to wait for
   showSending();

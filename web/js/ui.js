@@ -1,5 +1,6 @@
 // Drawing: every piece of user or node text goes in with textContent, never as HTML.
 import { toBase64 } from "./crypto.js";
+import { linkify } from "./links.js";
 import { fingerprint, REACTIONS } from "./sealed.js";
 
 const $ = (id) => document.getElementById(id);
@@ -15,6 +16,15 @@ function el(tag, className, text) {
   if (className) node.className = className;
   if (text !== undefined) node.textContent = text;
   return node;
+}
+
+// A message's text (`text`: its latest edit's): a readable one with its links (links.js), a
+// placeholder as it is.
+function textOf(m, style, text) {
+  if (m.failed || m.rejected || m.pending || m.deleted) return el("span", style, text);
+  const span = el("span", style);
+  span.append(...linkify(text));
+  return span;
 }
 
 const dayFormat = new Intl.DateTimeFormat(undefined, { weekday: "long", year: "numeric", month: "long", day: "numeric" });
@@ -186,12 +196,15 @@ export class View {
     const drawn = this.drawn || [];
     const fromBottom = box.scrollHeight - box.scrollTop;
     const atBottom = fromBottom - box.clientHeight < 40;
+    const line = (room && room.unreadFrom) || ""; // the "new messages" line goes before it
     const appendOnly = !jump && this.drawnRoom === room && drawn.length > 0
       && ids.length >= drawn.length && ids[0] === drawn[0]
-      && ids[drawn.length - 1] === drawn[drawn.length - 1];
+      && ids[drawn.length - 1] === drawn[drawn.length - 1]
+      && (line === this.drawnLine || (!this.lined && line > drawn[drawn.length - 1]));
     if (!appendOnly) {
       box.replaceChildren();
       this.day = "";
+      this.lined = false;
     }
     for (const id of ids.slice(appendOnly ? drawn.length : 0)) {
       const m = room.byId.get(id);
@@ -201,10 +214,15 @@ export class View {
         this.day = day;
         box.append(el("li", "day", day));
       }
+      if (line && !this.lined && id >= line) {
+        box.append(el("li", "new-line", "new messages"));
+        this.lined = true;
+      }
       box.append(this.message(m, date));
     }
     this.drawnRoom = room;
     this.drawn = ids;
+    this.drawnLine = line;
     if (jump || atBottom) box.scrollTop = box.scrollHeight;
     else if (!appendOnly) box.scrollTop = box.scrollHeight - fromBottom;
   }
@@ -236,9 +254,9 @@ export class View {
     const { text, edited } = room ? chat.textOf(room, m) : { text: m.text, edited: false };
     if (m.me && !m.rejected && !m.deleted) {
       item.classList.add("action");
-      item.append(el("span", "", `* ${m.sender} `), el("span", style, text));
+      item.append(el("span", "", `* ${m.sender} `), textOf(m, style, text));
     } else {
-      item.append(el("span", "sender", m.sender), el("span", style, text));
+      item.append(el("span", "sender", m.sender), textOf(m, style, text));
     }
     if (edited) item.append(el("span", "edited", "(edited)"));
     if (room && chat.readable(m) && !m.growing) {
