@@ -49,6 +49,8 @@ from onionchat.protocol import (
     HistoryPageOut,
     Join,
     JoinedOut,
+    Language,
+    LanguageSet,
     Leave,
     Left,
     Message,
@@ -242,6 +244,7 @@ class Node:
                 },
                 bots=self.bots.names() if self.bots else {},
                 role=self.authority.node_role(key),
+                lang=conn.session.user.lang,
             )
             for hook in self.ready_hooks:
                 await hook(conn, ready)
@@ -426,6 +429,11 @@ class Node:
                 self.who(conn, frame.room, ref=frame.ref)
             case Rooms():
                 await self.list_rooms(conn, ref=frame.ref)
+            case Language():
+                await self.store.set_lang(conn.session.user.id, frame.lang)
+                for other in self.hub.user_connections(conn.user_key):
+                    told = LanguageSet(lang=frame.lang, ref=frame.ref if other is conn else None)
+                    other.send(encode(told))
             case Ping():
                 conn.send(encode(Pong(ref=frame.ref)))
             case _:

@@ -145,6 +145,12 @@ class Delete(ClientFrame, tag="delete"):
     id: IdField
 
 
+class Language(ClientFrame, tag="language"):
+    """The language the account's pages speak, on every device (None: the browser's)."""
+
+    lang: Annotated[str, msgspec.Meta(pattern="^[a-z]{2,3}$")] | None = None
+
+
 class History(ClientFrame, tag="history"):
     room: NameField
     before: Annotated[str, msgspec.Meta(max_length=32)] | None = None
@@ -211,6 +217,7 @@ AnyClientFrame = (
     | Who
     | Command
     | Delete
+    | Language
     | Ping
     | Identity
     | KeyOf
@@ -320,6 +327,15 @@ class Ready(ServerFrame, tag="ready"):
     invitations: list[Invitation] = msgspec.field(default_factory=list)
     bots: dict[str, list[str]] = msgspec.field(default_factory=dict)  # name -> aliases
     role: str = "member"
+    lang: str | None = None  # the language the account chose (omitted: none)
+
+
+class LanguageSet(ServerFrame, tag="language"):
+    """The account's language changed (to each of its connections; `ref` to the one that
+    asked)."""
+
+    lang: str | None = None
+    ref: str | None = None
 
 
 class IdentityFrame(ServerFrame, tag="identity"):

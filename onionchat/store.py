@@ -188,11 +188,13 @@ MIGRATIONS = [
         created INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
-    # Replies, edits and reactions: the message each relates to, and how.
+    # Replies, edits and reactions: the message each relates to, and how; the language each
+    # account's pages speak.
     """
     ALTER TABLE messages ADD COLUMN rel TEXT;
     ALTER TABLE messages ADD COLUMN target TEXT;
     CREATE INDEX messages_target ON messages(room_id, target) WHERE target IS NOT NULL;
+    ALTER TABLE users ADD COLUMN lang TEXT;
     """,
 ]
 INVITERS = 16  # invitations one user keeps for one room, from different inviters, at most
@@ -230,6 +232,7 @@ class User:
     hash: str
     role: str = "member"  # on the node: admin, moderator, member, guest, or bot
     created: int = 0  # Unix seconds
+    lang: str | None = None  # the language the account chose for its pages (None: the browser's)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -777,6 +780,12 @@ class Store:
 
         await self._write(op)
 
+    async def set_lang(self, user_id: int, lang: str | None) -> None:
+        def op(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE users SET lang = ? WHERE id = ?", (lang, user_id))
+
+        await self._write(op)
+
     async def set_keyring(self, user_id: int, sealed: str, version: int) -> int | None:
         """Store the keyring if `version` follows the stored one (None); if not, the version
         stored, untouched."""
@@ -1142,7 +1151,7 @@ class Store:
 
     async def user_by_key(self, key: str) -> User | None:
         row = await self._one(
-            "SELECT id, name, salt, iterations, hash, role, created FROM users WHERE key = ?",
+            "SELECT id, name, salt, iterations, hash, role, created, lang FROM users WHERE key = ?",
             (key,),
         )
         return None if row is None else User(row[0], row[1], bytes(row[2]), *row[3:])
@@ -1150,13 +1159,13 @@ class Store:
     async def session(self, token_hash: bytes) -> tuple[User, int] | None:
         """The session's user and expiry (epoch seconds), expired or not."""
         row = await self._one(
-            "SELECT u.id, u.name, u.salt, u.iterations, u.hash, u.role, u.created, s.expires "
-            "FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.hash = ?",
+            "SELECT u.id, u.name, u.salt, u.iterations, u.hash, u.role, u.created, u.lang, "
+            "s.expires FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.hash = ?",
             (token_hash,),
         )
         if row is None:
             return None
-        return User(row[0], row[1], bytes(row[2]), *row[3:7]), row[7]
+        return User(row[0], row[1], bytes(row[2]), *row[3:8]), row[8]
 
     async def room(self, name: str) -> Room | None:
         row = await self._one(

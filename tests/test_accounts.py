@@ -284,3 +284,24 @@ async def test_hashing_work_has_a_budget_per_second(node_factory: Any) -> None:
         codes = [r.status_code for r in await asyncio.gather(*guesses)]
         took = loop.time() - started
     assert codes == [401] * 6 and took >= 2.0
+
+
+async def test_the_language_an_account_chose_goes_with_it_to_every_device(
+    node: NodeProcess,
+) -> None:
+    token = await register(node, "olya")
+    async with connect(node, token) as phone, connect(node, token) as laptop:
+        assert "lang" not in phone.seen[-1]  # none chosen: the browser's
+        await phone.send(type="language", lang="ru", ref="l")
+        assert await phone.expect("language", ref="l") == {
+            "type": "language", "v": 1, "lang": "ru", "ref": "l"
+        }  # fmt: skip
+        assert (await laptop.expect("language"))["lang"] == "ru"
+        await phone.send(type="language", lang="Russian!", ref="bad")
+        assert (await phone.expect("error", ref="bad"))["code"] == "bad_frame"
+    async with connect(node, token) as again:
+        assert again.seen[-1]["lang"] == "ru"
+        await again.send(type="language", ref="none")  # back to the browser's
+        await again.expect("language", ref="none")
+    async with connect(node, token) as last:
+        assert "lang" not in last.seen[-1]
