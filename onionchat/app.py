@@ -35,6 +35,7 @@ from onionchat.config import Settings
 from onionchat.hub import Connection
 from onionchat.node import Node, Refused
 from onionchat.protocol import Auth, Close, Code, ProtocolError
+from onionchat.store import Room
 from onionchat.tor import OnionService, Reporter
 
 log = logging.getLogger("onionchat.app")
@@ -91,7 +92,7 @@ DENIED_FEATURES = (
 SECURITY_HEADERS = [
     (
         b"content-security-policy",
-        b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
         b"connect-src 'self'; font-src 'self'; manifest-src 'self'; frame-ancestors 'none'; "
         b"base-uri 'none'; form-action 'self'",
     ),
@@ -309,11 +310,70 @@ async def logout(request: Request) -> Response:
 @_errors
 async def whoami(request: Request) -> Response:
     """Whether the session cookie (which pages cannot read) still holds, and for whom."""
+    session = await _session_of(request)
+    return JSONResponse({"user": session.user.name, "expires": session.expires})
+
+
+async def _session_of(request: Request) -> Session:
     token = _token(request)
     if not token:
         raise AuthError(Code.NOT_AUTHENTICATED, "no session: log in", 401)
-    session = await _node(request).accounts.session(token)
-    return JSONResponse({"user": session.user.name, "expires": session.expires})
+    return await _node(request).accounts.session(token)
+
+
+async def _files_room(request: Request, session: Session) -> Room:
+    """The room (or conversation, `@a+b`) a file is sent to or read from: one of the user's."""
+    node = _node(request)
+    raw = request.query_params.get("room", "")
+    if raw.startswith("@"):
+        parts = raw[1:].split("+")
+        if len(parts) != 2 or names.key(session.user.name) not in map(names.key, parts):
+            raise ProtocolError(Code.FORBIDDEN, "that conversation is not yours")
+        room = await node.store.room(names.direct_room(*parts))
+        if room is None:
+            raise ProtocolError(Code.UNKNOWN_ROOM, "there are no messages with that user yet")
+        return room
+    room = await node.room(raw)
+    if not await node.store.is_member(session.user.id, room.id):
+        raise ProtocolError(Code.NOT_JOINED, f"join #{room.name} first")
+    return room
+
+
+@_errors
+async def upload(request: Request) -> Response:
+    """A file for a message to carry: its bytes as the body (sealed already, for a sealed
+    room or conversation), its room in `?room=`; answered with its id."""
+    session = await _session_of(request)
+    room = await _files_room(request, session)
+    length = request.headers.get("content-length")
+    if length is None or not length.isdigit():
+        raise AuthError(Code.BAD_FRAME, "send the file with its Content-Length", 411)
+    files = _node(request).files
+    try:
+        id_ = await files.put(room, names.key(session.user.name), int(length), request.stream())
+    except ProtocolError as exc:
+        status = {Code.TOO_LARGE: 413, Code.RATE_LIMITED: 429, Code.FORBIDDEN: 403}
+        raise AuthError(exc.code, exc.message, status.get(exc.code, 400)) from None
+    return JSONResponse({"id": id_, "size": int(length)}, 201)
+
+
+@_errors
+async def download(request: Request) -> Response:
+    """A file of a room one is in, as it was uploaded: never for the browser to show or run
+    (the page opens it, or saves it), so always an attachment of no type."""
+    session = await _session_of(request)
+    room = await _files_room(request, session)
+    path = await _node(request).files.readable(room, request.path_params["id"])
+    if path is None:
+        raise AuthError(Code.UNKNOWN_MESSAGE, "no such file here (deleted, or expired)", 404)
+    return FileResponse(
+        path,
+        media_type="application/octet-stream",
+        headers={
+            "content-disposition": "attachment",
+            "content-security-policy": "default-src 'none'; sandbox",
+        },
+    )
 
 
 async def health(request: Request) -> Response:
@@ -581,6 +641,8 @@ def create_app(settings: Settings, reporter: Reporter | None = None) -> Starlett
         Route("/api/guest", guests),
         Route("/api/logout", logout, methods=["POST"]),
         Route("/api/session", whoami),
+        Route("/api/files", upload, methods=["POST"]),
+        Route("/api/files/{id}", download),
         WebSocketRoute("/ws", chat),
         Mount("/nojs", routes=nojs.routes),
         Mount("/static", StaticFiles(directory=web_dir()), name="static"),

@@ -568,6 +568,47 @@ class Tor:
 
 
 @dataclasses.dataclass(frozen=True)
+class Files:
+    max_bytes: int = dataclasses.field(
+        default=4 * 1024 * 1024,
+        metadata=_key(
+            "Largest file one may send, in bytes (as uploaded: sealed, in a key-protected room "
+            "or a sealed conversation); 0: no files.",
+            low=0,
+            high=256 * 1024 * 1024,
+        ),
+    )
+    user_bytes: int = dataclasses.field(
+        default=64 * 1024 * 1024,
+        metadata=_key(
+            "Bytes of files one user keeps on the node at once (past it, an upload is refused "
+            "until older files expire or are deleted).",
+            low=0,
+            high=1 << 40,
+        ),
+    )
+    room_bytes: int = dataclasses.field(
+        default=512 * 1024 * 1024,
+        metadata=_key(
+            "Bytes of files one room (or conversation) keeps at once.", low=0, high=1 << 40
+        ),
+    )
+    days: float = dataclasses.field(
+        default=30.0,
+        metadata=_key(
+            "Days a file is kept after it was sent (its message stays, saying the file is "
+            "gone); 0: as long as its message.",
+            low=0,
+            high=36500,
+        ),
+    )
+    per_minute: int = dataclasses.field(
+        default=20,
+        metadata=_key("Files one user may upload a minute.", low=1, high=100_000),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
 class Federation:
     name: str = dataclasses.field(
         default="",
@@ -760,6 +801,7 @@ class Settings:
     server: Server = Server()
     log: Log = Log()
     limits: Limits = Limits()
+    files: Files = Files()
     auth: Auth = Auth()
     tor: Tor = Tor()
     federation: Federation = Federation()
@@ -771,6 +813,7 @@ SECTIONS: dict[str, type[Any]] = {
     "server": Server,
     "log": Log,
     "limits": Limits,
+    "files": Files,
     "auth": Auth,
     "tor": Tor,
     "federation": Federation,

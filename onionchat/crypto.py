@@ -85,6 +85,18 @@ def open_box(key: bytes, box: str) -> str:
         raise CryptoError("cannot decrypt: wrong room key or damaged message") from None
 
 
+def seal_file(key: bytes, data: bytes) -> bytes:
+    """A file sealed with a key of its own: nonce (24) || secretbox, raw (no base64)."""
+    return bytes(nacl.secret.SecretBox(key).encrypt(data))
+
+
+def open_file(key: bytes, sealed: bytes) -> bytes:
+    try:
+        return nacl.secret.SecretBox(key).decrypt(sealed)
+    except (ValueError, TypeError, nacl.exceptions.CryptoError):
+        raise CryptoError("cannot decrypt the file: wrong key or damaged") from None
+
+
 def new_identity() -> tuple[bytes, bytes]:
     """A fresh X25519 key pair: (secret, public)."""
     secret = nacl.public.PrivateKey.generate()

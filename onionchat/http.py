@@ -80,6 +80,7 @@ SLICE = 1024  # bytes of WebSocket data parsed at a time: a flood is seen within
 # thousand sockets opened at once then do not all time out in one tick (that held the loop
 # 17 ms, measured with the bench's slowloris), and each is still cut within the bound.
 SPREAD = 0.75
+BODY_RATE = 16 * 1024  # bytes a second a request body comes at, at least (an onion's is faster)
 
 
 def socket_cap(sockets: int) -> tuple[int, str]:
@@ -204,6 +205,11 @@ class Policy:
 
     def deadline(self) -> float:
         return self.request_timeout * random.uniform(SPREAD, 1.0)
+
+    def body_deadline(self, length: int | None) -> float:
+        """A body's time: the head's, and a second more for each `BODY_RATE` bytes it says
+        it has (a file sent through Tor), so that only a body slower than that is cut off."""
+        return self.deadline() + (length or 0) / BODY_RATE
 
 
 class _Stalls(asyncio.Protocol):
@@ -385,7 +391,8 @@ class HttpTools(_Guarded, HttpToolsProtocol):
         self._disarm()
         self._body_left = _body_length(self.headers)
         if self._body_left != 0:  # the body too must come within the deadline
-            self._timer = self.loop.call_later(self.policy.deadline(), self._body_timeout)
+            deadline = self.policy.body_deadline(self._body_left)
+            self._timer = self.loop.call_later(deadline, self._body_timeout)
         super().on_headers_complete()
 
     def _body_timeout(self) -> None:

@@ -34,6 +34,7 @@ from onionchat.authority import (
     remaining,
 )
 from onionchat.config import Settings
+from onionchat.files import Files
 from onionchat.hub import Budget, Connection, Hub
 from onionchat.ids import IdGenerator, is_valid
 from onionchat.protocol import (
@@ -46,6 +47,7 @@ from onionchat.protocol import (
     Close,
     Code,
     Deleted,
+    FileRef,
     HistoryPageOut,
     Join,
     JoinedOut,
@@ -145,6 +147,7 @@ class Node:
     def __init__(self, settings: Settings, store: Store, accounts: Accounts) -> None:
         self.settings = settings
         self.store = store
+        self.files = Files(settings.files, store, settings.server.data_dir / "files")
         self.accounts = accounts
         self.hub = Hub()
         self.authority = Authority(store)
@@ -300,6 +303,7 @@ class Node:
                 if time.monotonic() - expired_at >= EXPIRY_EVERY:
                     expired_at = time.monotonic()
                     await self.expire()
+                    await self.files.expire()
                     await self.store.delete_idle_guests()
             except Exception:
                 log.exception("upkeep failed", extra={"event": "error"})
@@ -791,7 +795,9 @@ class Node:
             raise ProtocolError(Code.BAD_FRAME, "give exactly one of room or to")
         related = relation(frame)
         if frame.to is not None:
-            await self.direct(conn, frame.to, frame.text, frame.box, frame.me, frame.ref, related)
+            await self.direct(
+                conn, frame.to, frame.text, frame.box, frame.me, frame.ref, related, frame.file
+            )
             return
         assert frame.room is not None
         room = await self.room(frame.room)
@@ -802,6 +808,7 @@ class Node:
         text, box = self.body_of(room, frame.text, frame.box, related)
         await self.check_relation(room, conn.user, related, text, frame.me)
         id_, ts = self._ids.next()
+        await self._attach(conn, room, frame.file, related, box, id_)
         message = Message(
             id=id_,
             room=room.name,
@@ -810,9 +817,31 @@ class Node:
             text=text,
             box=box,
             me=frame.me,
+            file=frame.file,
             **_as_fields(related),
         )
         await self._sent(conn, self.enter(room, message, conn=conn, ref=frame.ref), frame.ref)
+
+    async def _attach(
+        self,
+        conn: Connection,
+        room: Room,
+        file: FileRef | None,
+        related: tuple[str, str] | None,
+        box: str | None,
+        id_: str,
+    ) -> None:
+        """The upload a message carries (not an edit or a reaction): named and typed in the
+        clear only in an open room, whose members' pages show it."""
+        if file is None:
+            return
+        if related is not None and related[0] != "reply":
+            raise ProtocolError(Code.BAD_FRAME, "an edit or a reaction carries no file")
+        if box is not None and (file.name is not None or file.type is not None):
+            raise ProtocolError(Code.BAD_FRAME, "a sealed file's name and type go in the box")
+        if box is None and (file.name is None or file.type is None):
+            raise ProtocolError(Code.BAD_FRAME, "a file in the clear needs its name and type")
+        await self.files.attach(room, conn.user_key, file.id, file.size, id_)
 
     async def direct(
         self,
@@ -823,6 +852,7 @@ class Node:
         me: bool,
         ref: str | None,
         related: tuple[str, str] | None = None,
+        file: FileRef | None = None,
     ) -> None:
         self._may_speak(conn, NODE_WIDE)
         self._newcomer(conn, None, text)
@@ -838,6 +868,7 @@ class Node:
         room = await self.conversation(conn.user, to_name, members)
         await self.check_relation(room, conn.user, related, text, me)
         id_, ts = self._ids.next()
+        await self._attach(conn, room, file, related, box, id_)
         message = Message(
             id=id_,
             room=room.name,
@@ -847,6 +878,7 @@ class Node:
             box=box,
             me=me,
             to=to_name,
+            file=file,
             **_as_fields(related),
         )
         await self._sent(conn, self.enter(room, message, conn=conn, ref=ref), ref)
@@ -1177,6 +1209,7 @@ class Node:
         by then."""
         gone = await self.store.delete_messages(room.id, ids)
         if gone:
+            await self.files.forget(room, gone)
             # the words out of every file first (or, when a reader holds the log, soon after)
             self._unscrubbed = not await self.store.scrub()
             frame = Deleted(room=room.name, ids=gone, by=by)
@@ -1191,7 +1224,7 @@ class Node:
 _NOUNS = {"reply": "reply", "edit": "edit", "react": "reaction"}
 
 
-def _as_fields(related: tuple[str, str] | None) -> dict[str, str]:
+def _as_fields(related: tuple[str, str] | None) -> dict[str, Any]:
     return {} if related is None else {related[0]: related[1]}
 
 

@@ -98,6 +98,22 @@ class ProtocolError(Exception):
 # Client → node
 
 
+FileId = Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9_-]{22}$")]
+FileName = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+FileType = Annotated[str, msgspec.Meta(pattern="^[a-z0-9.+-]{1,40}/[a-z0-9.+-]{1,80}$")]
+
+
+class FileRef(msgspec.Struct, omit_defaults=True, kw_only=True, frozen=True):
+    """The file a message carries, uploaded first (`POST /api/files`). In an open room with
+    its name and type; in a key-protected room or a sealed conversation those, and the key that
+    opens it, are in the box, and the node sees only `id` and `size`."""
+
+    id: FileId
+    size: Annotated[int, msgspec.Meta(ge=1)]
+    name: FileName | None = None
+    type: FileType | None = None
+
+
 class ClientFrame(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True):
     v: int
     ref: Ref | None = None
@@ -135,6 +151,7 @@ class Send(ClientFrame, tag="send"):
     reply: IdField | None = None
     edit: IdField | None = None
     react: IdField | None = None
+    file: FileRef | None = None
 
 
 class Delete(ClientFrame, tag="delete"):
@@ -278,6 +295,7 @@ class Message(msgspec.Struct, omit_defaults=True, kw_only=True):
     reply: str | None = None
     edit: str | None = None
     react: str | None = None
+    file: FileRef | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,6 +406,7 @@ class MessageFrame(ServerFrame, tag="message"):
     reply: str | None = None
     edit: str | None = None
     react: str | None = None
+    file: FileRef | None = None
 
 
 class RoomInfo(msgspec.Struct, omit_defaults=True, kw_only=True):
@@ -543,6 +562,7 @@ def message_frame(message: Message) -> MessageFrame:
         reply=message.reply,
         edit=message.edit,
         react=message.react,
+        file=message.file,
     )
 
 

@@ -103,6 +103,7 @@ class Body:
     text: str
     signed: bytes  # signature || body, as it was sealed
     re: str | None = None  # the message a reply, an edit or a reaction is about
+    file: dict[str, Any] | None = None  # the file it carries: id, name, type, size, key
 
     def verify(self, signing: bytes) -> bool:
         return _verify(BOX_DOMAIN, self.signed, signing)
@@ -119,6 +120,15 @@ class Body:
             raise Rejected("it was written at another time: an old box sent again")
         if self.re != re:
             raise Rejected("it was written about another message")
+
+    def check_file(self, file: Any) -> None:
+        """Raise Rejected unless the body names the file the envelope carries (or neither
+        has one)."""
+        mine = self.file
+        if (mine is None) != (file is None):
+            raise Rejected("it was written with another file")
+        if mine is not None and (mine.get("id") != file.id or mine.get("size") != file.size):
+            raise Rejected("it was written with another file")
 
 
 def kind_of(message: Any) -> tuple[str, str | None]:
@@ -143,6 +153,7 @@ def seal_body(
     ts: int | None = None,
     nonce: bytes | None = None,
     re: str | None = None,
+    file: dict[str, Any] | None = None,
 ) -> str:
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
@@ -157,6 +168,8 @@ def seal_body(
     }
     if re is not None:
         fields["re"] = re
+    if file is not None:
+        fields["file"] = file
     body = _json(fields)
     signed = signer.sign(BOX_DOMAIN + body).signature + body
     return _secretbox(key, signed, nonce)
@@ -182,10 +195,19 @@ def open_body(keys: list[bytes], box: str) -> Body:
         raise Rejected("it is not a signed box (an old client, or damaged)")
     if data["kind"] not in KINDS:
         raise Rejected(f"it says it is a {data['kind']!r}")
-    re = data.get("re")
-    if re is not None and not isinstance(re, str):
+    re, file = data.get("re"), data.get("file")
+    if (re is not None and not isinstance(re, str)) or (file is not None and not _a_file(file)):
         raise Rejected("it is not a signed box (an old client, or damaged)")
-    return Body(**{k: data[k] for k in fields}, signed=signed, re=re)
+    return Body(**{k: data[k] for k in fields}, signed=signed, re=re, file=file)
+
+
+def _a_file(file: Any) -> bool:
+    strings = ("id", "name", "type", "key")
+    return (
+        isinstance(file, dict)
+        and all(isinstance(file.get(k), str) for k in strings)
+        and isinstance(file.get("size"), int)
+    )
 
 
 def _parse(signed: bytes) -> dict[str, Any]:

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import aiosqlite
+import msgspec
 
 from onionchat import names
-from onionchat.protocol import Message, relation
+from onionchat.protocol import FileRef, Message, relation
 
 T = TypeVar("T")
 log = logging.getLogger("onionchat.store")
@@ -189,12 +190,24 @@ MIGRATIONS = [
     ) WITHOUT ROWID;
     """,
     # Replies, edits and reactions: the message each relates to, and how; the language each
-    # account's pages speak.
+    # account's pages speak; files, each with its message once sent.
     """
     ALTER TABLE messages ADD COLUMN rel TEXT;
     ALTER TABLE messages ADD COLUMN target TEXT;
     CREATE INDEX messages_target ON messages(room_id, target) WHERE target IS NOT NULL;
     ALTER TABLE users ADD COLUMN lang TEXT;
+    ALTER TABLE messages ADD COLUMN file TEXT;
+    CREATE TABLE files (
+        id TEXT PRIMARY KEY,
+        room_id INTEGER NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+        uploader TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        created INTEGER NOT NULL,
+        message TEXT
+    ) WITHOUT ROWID;
+    CREATE INDEX files_message ON files(room_id, message);
+    CREATE INDEX files_uploader ON files(uploader);
+    CREATE INDEX files_created ON files(created);
     """,
 ]
 INVITERS = 16  # invitations one user keeps for one room, from different inviters, at most
@@ -245,6 +258,22 @@ class Modes:
     slow: int = 0  # seconds between a member's messages (0: off)
     expiry: int = 0  # hours a message is kept (0: for ever)
     lockdown: bool = False  # invite-only and moderated at once
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredFile:
+    """An uploaded file: whose, where, how big; the message that carries it, once sent."""
+
+    id: str
+    room_id: int
+    uploader: str  # the uploader's key
+    size: int
+    created: int  # Unix seconds
+    message: str | None = None
+
+
+class OverQuota(Exception):
+    """An upload past what one user or one room may keep."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -315,8 +344,8 @@ class _Write:
 
 _INSERT_MESSAGE = (
     "INSERT OR IGNORE INTO messages "
-    "(room_id, id, ts, sender, text, box, me, recipient, origin, signature, rel, target) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "(room_id, id, ts, sender, text, box, me, recipient, origin, signature, rel, target, file) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _HUMAN = "SELECT 1 FROM users WHERE role != 'bot' LIMIT 1"
 
@@ -571,6 +600,7 @@ class Store:
             signature,
             rel,
             target,
+            None if message.file is None else msgspec.json.encode(message.file).decode(),
         )
         self._queue.put_nowait(_Write(future, message=row, outbox=outbox))
         return future
@@ -779,6 +809,73 @@ class Store:
             )
 
         await self._write(op)
+
+    async def add_file(self, file: StoredFile, user_bytes: int, room_bytes: int) -> None:
+        """A new upload, unless it would take its uploader or its room past their bytes
+        (counted in the same transaction, so that uploads at once cannot slip past)."""
+
+        def op(db: sqlite3.Connection) -> None:
+            (mine,) = db.execute(
+                "SELECT coalesce(sum(size), 0) FROM files WHERE uploader = ?", (file.uploader,)
+            ).fetchone()
+            if mine + file.size > user_bytes:
+                raise OverQuota(
+                    f"you keep {_mib(mine)} of files here, at most {_mib(user_bytes)}: delete "
+                    "some, or wait for them to expire"
+                )
+            (theirs,) = db.execute(
+                "SELECT coalesce(sum(size), 0) FROM files WHERE room_id = ?", (file.room_id,)
+            ).fetchone()
+            if theirs + file.size > room_bytes:
+                raise OverQuota(f"this room keeps {_mib(room_bytes)} of files at most")
+            db.execute(
+                "INSERT INTO files (id, room_id, uploader, size, created) VALUES (?, ?, ?, ?, ?)",
+                (file.id, file.room_id, file.uploader, file.size, file.created),
+            )
+
+        await self._write(op)
+
+    async def file(self, id_: str) -> StoredFile | None:
+        row = await self._one(
+            "SELECT id, room_id, uploader, size, created, message FROM files WHERE id = ?", (id_,)
+        )
+        return None if row is None else StoredFile(*row)
+
+    async def attach_file(self, id_: str, message: str) -> None:
+        def op(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE files SET message = ? WHERE id = ?", (message, id_))
+
+        await self._write(op)
+
+    async def delete_files_of(self, room_id: int, messages: list[str]) -> list[str]:
+        """The files of these messages, gone from the database: their ids, to unlink."""
+
+        def op(db: sqlite3.Connection) -> list[str]:
+            return [
+                r[0]
+                for r in db.execute(
+                    "DELETE FROM files WHERE room_id = ? AND message IN "
+                    "(SELECT value FROM json_each(?)) RETURNING id",
+                    (room_id, json.dumps(messages)),
+                )
+            ]
+
+        return await self._write(op)
+
+    async def delete_expired_files(self, unsent: int, sent: int | None) -> list[str]:
+        """Uploads no message took since `unsent`, and files sent before `sent` (Unix s)."""
+
+        def op(db: sqlite3.Connection) -> list[str]:
+            return [
+                r[0]
+                for r in db.execute(
+                    "DELETE FROM files WHERE (message IS NULL AND created < ?) "
+                    "OR (? IS NOT NULL AND created < ?) RETURNING id",
+                    (unsent, sent, sent),
+                )
+            ]
+
+        return await self._write(op)
 
     async def set_lang(self, user_id: int, lang: str | None) -> None:
         def op(db: sqlite3.Connection) -> None:
@@ -996,8 +1093,9 @@ class Store:
     async def related(self, room: Room, ids: list[str]) -> list[Message]:
         """The edits and reactions of these messages, wherever they are in the room."""
         rows = await self._all(
-            "SELECT m.id, m.ts, m.sender, m.text, m.box, m.me, m.recipient, m.rel, m.target "
-            "FROM json_each(?) AS k JOIN messages AS m ON m.room_id = ? AND m.target = k.value "
+            "SELECT m.id, m.ts, m.sender, m.text, m.box, m.me, m.recipient, m.rel, m.target, "
+            "m.file FROM json_each(?) AS k JOIN messages AS m ON m.room_id = ? "
+            "AND m.target = k.value "
             "AND m.rel IN ('edit', 'react') ORDER BY m.id",
             (json.dumps(ids), room.id),
         )
@@ -1045,7 +1143,7 @@ class Store:
         """The oldest messages still to be published to `broker` (its PUBACK not yet seen)."""
         rows = await self._all(
             "SELECT r.id, r.name, r.protected, m.id, m.ts, m.sender, m.text, m.box, m.me, "
-            "m.recipient, m.rel, m.target "
+            "m.recipient, m.rel, m.target, m.file "
             "FROM outbox AS o JOIN messages AS m ON m.room_id = o.room_id AND m.id = o.id "
             "JOIN rooms AS r ON r.id = o.room_id WHERE o.broker = ? ORDER BY o.id LIMIT ?",
             (broker, limit),
@@ -1100,13 +1198,13 @@ class Store:
         """Messages with the node they came from and its signature (None: written here)."""
         rows = await self._all(
             "SELECT m.id, m.ts, m.sender, m.text, m.box, m.me, m.recipient, m.rel, m.target, "
-            "m.origin, m.signature "
+            "m.file, m.origin, m.signature "
             "FROM json_each(?) AS k JOIN messages AS m ON m.room_id = ? AND m.id = k.value "
             "WHERE m.recipient IS NULL ORDER BY m.id",
             (json.dumps(ids), room.id),
         )
         return [
-            (_message(r, room.name), r[9], None if r[10] is None else bytes(r[10])) for r in rows
+            (_message(r, room.name), r[10], None if r[11] is None else bytes(r[11])) for r in rows
         ]
 
     # -- reads ----------------------------------------------------------------------------
@@ -1226,8 +1324,13 @@ def _message(r: Any, room: str) -> Message:
         box=r[4],
         me=bool(r[5]),
         to=r[6],
+        file=None if r[9] is None else msgspec.json.decode(r[9], type=FileRef),
         **_related(r[7], r[8]),
     )
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MiB" if n >= 1024 * 1024 else f"{n / 1024:.1f} KiB"
 
 
 def _related(rel: str | None, target: str | None) -> dict[str, str]:
@@ -1241,7 +1344,7 @@ _IDS_IN = (
     "UNION ALL SELECT id FROM tombstones WHERE room_id = ?1) WHERE id >= ?2 AND id < ?3 "
 )
 _IDS = {False: _IDS_IN + "ORDER BY id LIMIT ?4", True: _IDS_IN + "ORDER BY id DESC LIMIT ?4"}
-_ROWS = "SELECT id, ts, sender, text, box, me, recipient, rel, target FROM messages "
+_ROWS = "SELECT id, ts, sender, text, box, me, recipient, rel, target, file FROM messages "
 # A message, and the edits and reactions that go with it (a reply stays: its own words).
 _DELETED = (
     "SELECT m.id FROM json_each(?1) AS k JOIN messages AS m ON m.room_id = ?2 AND m.id = k.value "

@@ -21,7 +21,7 @@ import nacl.exceptions
 import nacl.secret
 import nacl.signing
 
-from onionchat.protocol import Message
+from onionchat.protocol import FileRef, Message
 
 SIGN_LABEL = b"onionchat federation\0"
 SIGNATURE_BYTES = 64
@@ -53,6 +53,7 @@ class MessageBody(
     reply: str | None = None  # the message it answers, edits or reacts to (at most one)
     edit: str | None = None
     react: str | None = None
+    file: FileRef | None = None  # the file it carries (its bytes stay on the writer's node)
     # the sender's public keys as its node knows them (key-protected rooms: members on other
     # nodes check the box's signature with them)
     public: str | None = None
@@ -245,6 +246,7 @@ def message_body(
         reply=message.reply,
         edit=message.edit,
         react=message.react,
+        file=message.file,
         public=keys[0],
         signing=keys[1],
     )

@@ -486,6 +486,7 @@ class Federation:
             reply=body.reply,
             edit=body.edit,
             react=body.react,
+            file=body.file,
         )
         if not ours and body.public is not None:
             await self._vouched(message.sender, body.public, body.signing)

@@ -1,0 +1,187 @@
+"""Files (issue 15): uploaded over HTTP to a room one is in, carried by a message, read by the
+room's members only, bounded per file, per user, per room and per minute, deleted with their
+message, at their expiry, or unsent. A real node and real HTTP here; expiry in process."""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+from inproc import member, running
+
+from onionchat import crypto, sealed
+from onionchat.protocol import FileRef
+
+from conftest import NodeProcess, connect, register
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+async def upload(http: httpx.AsyncClient, token: str, room: str, data: bytes) -> httpx.Response:
+    return await http.post(
+        "/api/files",
+        params={"room": room},
+        content=data,
+        headers={**bearer(token), "content-type": "application/octet-stream"},
+    )
+
+
+async def test_a_file_goes_to_the_room_and_its_members_only(node_factory: Any) -> None:
+    node: NodeProcess = node_factory(env={"ONIONCHAT_FILES_MAX_BYTES": "100000"})
+    alice, bob, eve = [await register(node, n) for n in ("alice", "bob", "eve")]
+    picture = secrets.token_bytes(50_000)
+    async with connect(node, alice) as a, connect(node, bob) as b, node.http() as http:
+        await a.join("lobby")
+        await b.join("lobby")
+        sent = await upload(http, alice, "lobby", picture)
+        assert sent.status_code == 201
+        file = {**sent.json(), "name": "cat.png", "type": "image/png"}
+        assert file["size"] == 50_000
+        # not readable before a message carries it
+        early = await http.get(f"/api/files/{file['id']}", params={"room": "lobby"},
+                               headers=bearer(bob))  # fmt: skip
+        assert early.status_code == 404
+        await a.send(type="send", room="lobby", text="my cat", file=file, ref="m")
+        await a.expect("ack", ref="m")
+        shown = await b.expect("message", text="my cat")
+        assert shown["file"] == file
+        got = await http.get(f"/api/files/{file['id']}", params={"room": "lobby"},
+                             headers=bearer(bob))  # fmt: skip
+        assert got.status_code == 200 and got.content == picture
+        assert got.headers["content-type"] == "application/octet-stream"
+        assert got.headers["content-disposition"] == "attachment"
+        assert "sandbox" in got.headers["content-security-policy"]
+        assert got.headers["x-content-type-options"] == "nosniff"
+        stored = node.data_dir / "files" / file["id"]
+        assert stored.stat().st_mode & 0o777 == 0o600
+        assert (node.data_dir / "files").stat().st_mode & 0o777 == 0o700
+
+        # eve is not in the room; nobody's session: nothing
+        outside = await http.get(f"/api/files/{file['id']}", params={"room": "lobby"},
+                                 headers=bearer(eve))  # fmt: skip
+        assert outside.status_code == 400 and outside.json()["error"] == "not_joined"
+        anon = await http.get(f"/api/files/{file['id']}", params={"room": "lobby"})
+        assert anon.status_code == 401
+        refused = await upload(http, eve, "lobby", b"x")
+        assert refused.json()["error"] == "not_joined"
+
+        # the same upload twice, another's upload, a lie about its size: refused
+        await a.send(type="send", room="lobby", text="again", file=file, ref="x1")
+        assert (await a.expect("error", ref="x1"))["message"] == "that file was sent already"
+        other = (await upload(http, bob, "lobby", b"bob's")).json()
+        mine = {**other, "name": "b.txt", "type": "text/plain"}
+        await a.send(type="send", room="lobby", text="not mine", file=mine, ref="x2")
+        error = await a.expect("error", ref="x2")
+        assert error["message"] == "no such upload of yours here: upload it first"
+        await b.send(type="send", room="lobby", text="?", file={**mine, "size": 3}, ref="x3")
+        assert (await b.expect("error", ref="x3"))["message"] == "the file has 5 bytes, not 3"
+        await b.send(type="send", room="lobby", text="?", file=other, ref="x4")
+        assert (await b.expect("error", ref="x4"))["message"] == (
+            "a file in the clear needs its name and type"
+        )
+
+        # too big; a Content-Length that lies; no Content-Length
+        big = await upload(http, alice, "lobby", b"x" * 100_001)
+        assert big.status_code == 413 and big.json()["message"] == (
+            "the file is too large (100,001 bytes, at most 100,000)"
+        )
+        assert not [p for p in (node.data_dir / "files").iterdir() if p.name != file["id"]
+                    and p.name != other["id"]]  # fmt: skip
+
+        # deleting the message deletes its file, on disk too
+        await a.send(type="delete", room="lobby", id=shown["id"], ref="d")
+        await b.expect("deleted")
+        gone = await http.get(f"/api/files/{file['id']}", params={"room": "lobby"},
+                              headers=bearer(bob))  # fmt: skip
+        assert gone.status_code == 404
+        assert not stored.exists()
+
+
+async def test_quotas_and_the_upload_rate(node_factory: Any) -> None:
+    node: NodeProcess = node_factory(
+        env={
+            "ONIONCHAT_FILES_MAX_BYTES": "1000",
+            "ONIONCHAT_FILES_USER_BYTES": "2500",
+            "ONIONCHAT_FILES_ROOM_BYTES": "4000",
+            "ONIONCHAT_FILES_PER_MINUTE": "5",
+        }
+    )
+    alice, bob = await register(node, "alice"), await register(node, "bob")
+    async with connect(node, alice) as a, connect(node, bob) as b, node.http() as http:
+        await a.join("lobby")
+        await b.join("lobby")
+        statuses = [(await upload(http, alice, "lobby", b"x" * 1000)).status_code for _ in range(3)]
+        assert statuses == [201, 201, 413]  # 2,000 kept: a third would be 3,000 > 2,500
+        last = await upload(http, alice, "lobby", b"x" * 1000)
+        assert last.json()["message"].startswith("you keep 2.0 KiB of files here, at most 2.4 KiB")
+        bobs = [(await upload(http, bob, "lobby", b"y" * 1000)).status_code for _ in range(3)]
+        assert bobs == [201, 201, 413]  # the room's 4,000 are full
+        assert "this room keeps" in (await upload(http, bob, "lobby", b"y")).json()["message"]
+        rate = [(await upload(http, bob, "lobby", b"z")).status_code for _ in range(6)]
+        assert 429 in rate  # past five a minute (the refusals above counted too)
+
+
+async def test_a_sealed_file_is_ciphertext_to_the_node_and_named_only_in_the_box(
+    node: NodeProcess,
+) -> None:
+    room_key, file_key = crypto.new_room_key(), crypto.new_room_key()
+    secret, _ = crypto.new_identity()
+    signer = sealed.signing_key(secret)
+    plain = b"the floor plan, in bytes"
+    ciphertext = crypto.seal_file(file_key, plain)
+    alice = await register(node, "alice")
+    async with connect(node, alice) as a, node.http() as http:
+        await a.join("vault", protected=True)
+        sent = (await upload(http, alice, "vault", ciphertext)).json()
+        descriptor = {"id": sent["id"], "name": "plan.pdf", "type": "application/pdf",
+                      "size": sent["size"], "key": crypto.encode_key(file_key)}  # fmt: skip
+        box = sealed.seal_body(room_key, signer, room="vault", sender="alice", kind="message",
+                               text="plan.pdf", file=descriptor)  # fmt: skip
+        named = {**sent, "name": "plan.pdf", "type": "application/pdf"}
+        await a.send(type="send", room="vault", box=box, file=named, ref="n")
+        assert (await a.expect("error", ref="n"))["message"] == (
+            "a sealed file's name and type go in the box"
+        )
+        await a.send(type="send", room="vault", box=box, file=sent, ref="m")
+        await a.expect("ack", ref="m")
+        shown = await a.expect("message", file=sent)
+        body = sealed.open_body([room_key], shown["box"])
+        body.check_file(msgspec.convert(shown["file"], FileRef))
+        got = await http.get(f"/api/files/{sent['id']}", params={"room": "vault"},
+                             headers=bearer(alice))  # fmt: skip
+        assert body.file is not None
+        assert crypto.open_file(crypto.decode_key(body.file["key"]), got.content) == plain
+    raw = b"".join(p.read_bytes() for p in node.data_dir.rglob("*") if p.is_file())
+    assert b"floor plan" not in raw and b"plan.pdf" not in raw
+
+
+async def test_unsent_uploads_and_old_files_expire(tmp_path: Path) -> None:
+    async with running(tmp_path / "node", {"ONIONCHAT_FILES_DAYS": "1"}) as parts:
+        ann = await member(parts, "ann")
+        await ann.join("lobby")
+        room = await parts.node.room("lobby")
+
+        async def body(data: bytes) -> Any:
+            yield data
+
+        files = parts.node.files
+        unsent = await files.put(room, "ann", 3, body(b"abc"))
+        sent = await files.put(room, "ann", 3, body(b"def"))
+        fresh = await files.put(room, "ann", 3, body(b"ghi"))
+        ref = {"id": sent, "size": 3, "name": "d.txt", "type": "text/plain"}
+        await ann.send(type="send", room="lobby", text="d", file=ref, ref="m")
+        await ann.expect("ack", ref="m")
+        hour, day = 3601, 86401
+        with sqlite3.connect(tmp_path / "node" / "onionchat.sqlite3") as db:
+            db.execute("UPDATE files SET created = created - ? WHERE id = ?", (hour, unsent))
+            db.execute("UPDATE files SET created = created - ? WHERE id = ?", (day, sent))
+        assert await files.expire() == 2
+        assert not files.path(unsent).exists() and not files.path(sent).exists()
+        assert files.path(fresh).exists()
+        assert await files.readable(room, sent) is None
