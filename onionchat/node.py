@@ -241,6 +241,7 @@ class Node:
                 limits={
                     "max_frame_bytes": limits.max_frame_bytes,
                     "max_text_chars": limits.max_text_chars,
+                    "max_file_bytes": self.settings.files.max_bytes,
                     "history_page": limits.history_page,
                     "rate": limits.rate,
                     "burst": limits.burst,

@@ -80,7 +80,7 @@ async def open_page(
     await page.add_init_script(CSP_WATCH)
 
     def on_request(url: str) -> None:
-        parts = urlsplit(url)
+        parts = urlsplit(url.removeprefix("blob:"))  # a file's bytes, made in the page
         if f"{parts.scheme}://{parts.netloc}" not in (node.url, node.ws_url.rsplit("/", 1)[0]):
             watched.foreign.append(url)
 

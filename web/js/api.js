@@ -61,6 +61,31 @@ async function post(path, body) {
   return data;
 }
 
+// A file for a message to carry (sealed already, for a sealed room): { id, size }.
+export async function upload(room, bytes) {
+  let response;
+  try {
+    response = await fetch(`/api/files?room=${encodeURIComponent(room)}`, {
+      method: "POST", credentials: "same-origin", body: bytes,
+      headers: { "Content-Type": "application/octet-stream" },
+    });
+  } catch {
+    throw new Error("cannot reach the node; check your connection");
+  }
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(data.message || `the node answered ${response.status}`);
+  return data;
+}
+
+// A file's bytes as uploaded, or null when it is gone (deleted, expired).
+export async function download(room, id) {
+  const response = await fetch(`/api/files/${encodeURIComponent(id)}?room=${encodeURIComponent(room)}`,
+    { credentials: "same-origin" });
+  if (response.status === 404) return null;
+  if (!response.ok) throw new Error(`the node answered ${response.status}`);
+  return new Uint8Array(await response.arrayBuffer());
+}
+
 // Both resolve to the wrapping key, for the page to keep in this tab only.
 export async function register(username, password, invite, answer) {
   // prelogin on a new name reveals the node's iteration count

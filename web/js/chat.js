@@ -2,6 +2,7 @@
 // and what each node frame does to them. No DOM here: ui.js draws, this module decides.
 // Keys are another module's each: keyring.js (room keys, on the node), trust.js (peers'
 // keys, signed boxes checked) and invitations.js (which key a room is given).
+import * as api from "./api.js";
 import * as box from "./crypto.js";
 import { Invitations } from "./invitations.js";
 import { Keyring } from "./keyring.js";
@@ -10,6 +11,10 @@ import { looseKey, PENDING, Trust } from "./trust.js";
 
 const PAGE = 50;
 const SEEK = 20; // pages a click on a quote looks back for the message, at most
+// Images the page shows inline (decrypted here, shown from a blob: URL); any other file is
+// saved, never opened by the page.
+export const IMAGES = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+const FILE_URLS = 100; // blob: URLs kept at once (each holds a file's bytes)
 const TOPIC_CHARS = 300; // the node's topic limit (docs/protocol.md, topic)
 const OFFLINE = "not connected: your message is kept until the node is back";
 // Commands this page handles itself: they seal with identity keys the node never sees.
@@ -253,12 +258,76 @@ export class Chat {
 
   // A box for a key-protected room: signed, and bound to the room, us, its kind (and the
   // message it is about: `{ kind, re }`, or a kind alone) and now.
-  sealFor(room, kind, text) {
+  sealFor(room, kind, text, file = undefined) {
     const key = this.keysOf(room.name)[0];
     if (!key) return { error: `#${room.name} is key-protected and ${this.keyring.noKeyReason()}` };
     if (!this.signer) return { error: this.identityProblem() };
     const { kind: k, re } = typeof kind === "string" ? { kind } : kind;
-    return { box: sealed.sealBody(key, this.signer, { room: room.name, sender: this.user, kind: k, re, text }) };
+    return { box: sealed.sealBody(key, this.signer, { room: room.name, sender: this.user, kind: k, re, text, file }) };
+  }
+
+  // -- files ---------------------------------------------------------------------------------
+
+  // Send a file to the room in view: sealed here first with a key of its own in a key-protected
+  // room or a conversation (that key goes in the message's box), then uploaded, then carried
+  // by a message named after it. Resolves to "" or why not.
+  async sendFile(file) {
+    const room = this.rooms.get(this.current);
+    if (!room) return "join a room first";
+    const max = this.limits.max_file_bytes;
+    if (!max) return "this node takes no files";
+    const hidden = room.protected || room.direct;
+    const size = file.size + (hidden ? 40 : 0); // a secretbox's nonce and tag
+    if (size > max) return `the file is too large (${size.toLocaleString("en")} bytes, at most ${max.toLocaleString("en")})`;
+    if (room.direct && !room.ids.length) return "write a first message in this conversation, then send files";
+    if (!this.socket.ready) return OFFLINE;
+    const name = (file.name || "file").slice(0, 255);
+    const type = /^[a-z0-9.+-]{1,40}\/[a-z0-9.+-]{1,80}$/.test(file.type) ? file.type : "application/octet-stream";
+    let bytes = new Uint8Array(await file.arrayBuffer());
+    const key = hidden ? box.newKey() : null;
+    if (key) bytes = box.sealFile(key, bytes);
+    let sent;
+    try {
+      sent = await api.upload(room.name, bytes);
+    } catch (error) {
+      return error.message;
+    }
+    if (!hidden) {
+      return this.sendLine({ type: "send", room: room.name, text: name, ref: this.ref("send"),
+        file: { id: sent.id, size: sent.size, name, type } }, null);
+    }
+    const descriptor = { id: sent.id, name, type, size: sent.size, key: box.encodeKey(key) };
+    if (room.direct) return this.sayDirect(room.peer, name, false, false, null, descriptor);
+    const sealedBox = this.sealFor(room, "message", name, descriptor);
+    if (sealedBox.error) return sealedBox.error;
+    return this.sendLine({ type: "send", room: room.name, box: sealedBox.box, ref: this.ref("send"),
+      file: { id: sent.id, size: sent.size } }, null);
+  }
+
+  // A blob: URL of a message's file as it was before it was sealed, or null when it is gone
+  // or does not open. Made once per message; the oldest let go past FILE_URLS.
+  fileUrl(room, m) {
+    this.fileUrls = this.fileUrls || new Map();
+    if (!this.fileUrls.has(m.id)) {
+      this.fileUrls.set(m.id, this.fetchFile(room, m));
+      if (this.fileUrls.size > FILE_URLS) {
+        const [oldest, url] = this.fileUrls.entries().next().value;
+        this.fileUrls.delete(oldest);
+        url.then((u) => u && URL.revokeObjectURL(u));
+      }
+    }
+    return this.fileUrls.get(m.id);
+  }
+
+  async fetchFile(room, m) {
+    const raw = await api.download(room.name, m.file.id).catch(() => null);
+    if (!raw) return null;
+    const key = m.file.key ? box.decodeKey(m.file.key) : null;
+    const bytes = m.file.key ? box.openFile(key, raw) : raw;
+    if (!bytes) return null;
+    // shown inline only as an image the browser decodes, never as a page or a script
+    const type = IMAGES.includes(m.file.type) ? m.file.type : "application/octet-stream";
+    return URL.createObjectURL(new Blob([bytes], { type }));
   }
 
   // The relation of the line being typed in this room: { reply: id } or { edit: id }, taken
@@ -754,7 +823,7 @@ export class Chat {
   decode(room, m, delta = false) {
     const shown = { id: m.id, ts: m.ts, sender: m.sender, me: Boolean(m.me), text: m.text,
       failed: false, rejected: false, pending: false, plain: false, box: m.box, mentionsMe: false,
-      reply: m.reply, edit: m.edit, react: m.react };
+      reply: m.reply, edit: m.edit, react: m.react, file: m.file };
     if (m.box === undefined) {
       shown.plain = room.direct; // a direct message sent in the clear (the no-JS /msg)
     } else {
@@ -770,11 +839,12 @@ export class Chat {
         if (why === PENDING) {
           shown.pending = true;
           shown.text = `[checking ${m.sender}'s signature…]`;
-        } else if (why) {
+        } else if (why || sealed.checkFile(opened.body, m.file)) {
           shown.rejected = true;
-          shown.text = `[rejected: ${why}]`;
+          shown.text = `[rejected: ${why || sealed.checkFile(opened.body, m.file)}]`;
         } else {
           shown.text = opened.body.text;
+          if (opened.body.file) shown.file = { ...opened.body.file };
         }
       }
     }
@@ -1080,7 +1150,7 @@ export class Chat {
 
   // Sealed with the conversation key: box.before(their public, my secret). `show`: open the
   // conversation too (/msg).
-  sayDirect(user, text, me, show = false, about = null) {
+  sayDirect(user, text, me, show = false, about = null, file = undefined) {
     if (!this.identity) return this.identityProblem();
     const long = this.tooLong(text);
     if (long) return long;
@@ -1091,12 +1161,14 @@ export class Chat {
       if (show) this.showDirect(name, user);
       const frame = { type: "send", to: user, ref: this.ref("send"), ...about,
         box: sealed.sealBody(box.directKey(theirs, this.identity.secretKey), this.signer,
-          { room: name, sender: this.user, kind, re, text }) };
+          { room: name, sender: this.user, kind, re, text, file }) };
+      if (file) frame.file = { id: file.id, size: file.size };
       if (me) frame.me = true;
       return this.sendLine(frame, typed);
     }, () => {
       // No identity key (the pages without JavaScript make none): said, sent in the clear,
       // and shown marked "not sealed", rather than a reply the other can never read.
+      if (file) return `${user} has no identity key: a file cannot be sealed to them`;
       const frame = { type: "send", to: user, text, ref: this.ref("send"), ...about };
       if (me) frame.me = true;
       this.changed("error", `${user} has no identity key (the chat without JavaScript makes none): this message goes in the clear, marked "not sealed"`);

@@ -72,6 +72,22 @@ export function openBytes(key, sealed) {
     raw.subarray(nacl.secretbox.nonceLength), raw.subarray(0, nacl.secretbox.nonceLength), key);
 }
 
+// A file sealed with a key of its own: nonce (24) || secretbox, raw bytes (crypto.seal_file).
+export function sealFile(key, bytes) {
+  const nonce = nacl.randomBytes(nacl.secretbox.nonceLength);
+  const sealed = nacl.secretbox(bytes, nonce, key);
+  const out = new Uint8Array(nonce.length + sealed.length);
+  out.set(nonce);
+  out.set(sealed, nonce.length);
+  return out;
+}
+
+export function openFile(key, raw) {
+  if (!key || raw.length < nacl.secretbox.nonceLength + nacl.secretbox.overheadLength) return null;
+  return nacl.secretbox.open(
+    raw.subarray(nacl.secretbox.nonceLength), raw.subarray(0, nacl.secretbox.nonceLength), key);
+}
+
 export function rememberWrap(key) {
   sessionStorage.setItem(WRAP, b64url(key));
 }

@@ -337,6 +337,7 @@ $("messages").addEventListener("click", (e) => {
     return;
   }
   if (button.dataset.seek) { chat.seek(button.dataset.seek); return; }
+  if (button.dataset.file) { saveFile(id); return; }
   if (button.dataset.emoji) { chat.react(id, button.dataset.emoji); return; }
   const act = button.dataset.act;
   if (act === "reply" || act === "edit") chat.compose(act, id);
@@ -351,6 +352,52 @@ $("messages").addEventListener("click", (e) => {
     button.setAttribute("aria-label", "Delete: press again to delete this message");
     button.classList.add("sure");
   }
+});
+
+// A file saved where the browser saves downloads, under its own name (decrypted here).
+async function saveFile(id) {
+  const room = chat.rooms.get(chat.current);
+  const m = room && room.byId.get(id);
+  if (!m || !m.file) return;
+  const url = await chat.fileUrl(room, m);
+  if (!url) { view.notice(`${m.file.name}: the file is gone (deleted, or expired)`, true); return; }
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = m.file.name || "file";
+  link.rel = "noopener";
+  document.body.append(link);
+  link.click();
+  link.remove();
+}
+
+// Files by the button, by dropping them on the room, or by pasting them in the message box.
+async function sendFiles(files) {
+  for (const file of files) {
+    view.notice(`sending ${file.name}…`);
+    const error = await chat.sendFile(file);
+    view.notice(error ? `${file.name}: ${error}` : "", Boolean(error));
+    if (error) return;
+  }
+}
+$("attach").addEventListener("click", () => $("attach-input").click());
+$("attach-input").addEventListener("change", () => {
+  const files = [...$("attach-input").files];
+  $("attach-input").value = "";
+  sendFiles(files);
+});
+$("room").addEventListener("dragover", (e) => {
+  if ([...e.dataTransfer.types].includes("Files")) e.preventDefault();
+});
+$("room").addEventListener("drop", (e) => {
+  if (!e.dataTransfer.files.length) return;
+  e.preventDefault();
+  sendFiles([...e.dataTransfer.files]);
+});
+$("composer-text").addEventListener("paste", (e) => {
+  const files = [...(e.clipboardData?.files || [])];
+  if (!files.length) return;
+  e.preventDefault();
+  sendFiles(files);
 });
 
 // The composer while a reply or an edit is written: the bar says which, an edit starts from

@@ -70,8 +70,9 @@ function parse(bytes) {
   }
 }
 
-// opts: { room, sender, kind, text, re?, id?, ts?, nonce? } (`re`: the message a reply, an
-// edit or a reaction is about); signer: nacl.sign key pair.
+// opts: { room, sender, kind, text, re?, file?, id?, ts?, nonce? } (`re`: the message a reply,
+// an edit or a reaction is about; `file`: { id, name, type, size, key } of the file it
+// carries); signer: nacl.sign key pair.
 export function sealBody(key, signer, opts) {
   if (!KINDS.includes(opts.kind)) throw new Error(`kind must be one of ${KINDS}`);
   const fields = {
@@ -79,6 +80,7 @@ export function sealBody(key, signer, opts) {
     id: opts.id || newId(), ts: opts.ts ?? Date.now(), text: opts.text,
   };
   if (opts.re) fields.re = opts.re;
+  if (opts.file) fields.file = opts.file;
   const body = utf8.encode(JSON.stringify(fields));
   return secretbox(key, signed(BOX_DOMAIN, body, signer.secretKey), opts.nonce);
 }
@@ -100,8 +102,12 @@ export function openBody(keys, box) {
     return { rejected: "it is not a signed box (an old client, or damaged)" };
   }
   if (!KINDS.includes(d.kind)) return { rejected: `it says it is a "${d.kind}"` };
-  if (d.re !== undefined && typeof d.re !== "string") return { rejected: "it is not a signed box (an old client, or damaged)" };
-  return { body: { room: d.room, sender: d.sender, kind: d.kind, id: d.id, ts: d.ts, text: d.text, re: d.re, signed: bytes } };
+  const file = d.file;
+  const aFile = (f) => f && ["id", "name", "type", "key"].every((k) => typeof f[k] === "string") && isInt(f.size);
+  if ((d.re !== undefined && typeof d.re !== "string") || (file !== undefined && !aFile(file))) {
+    return { rejected: "it is not a signed box (an old client, or damaged)" };
+  }
+  return { body: { room: d.room, sender: d.sender, kind: d.kind, id: d.id, ts: d.ts, text: d.text, re: d.re, file, signed: bytes } };
 }
 
 export function verifyBody(body, signingPublic) {
@@ -168,6 +174,13 @@ export function checkBody(body, room, sender, kind, ts, re = undefined) {
   if (body.kind !== kind) return `it was written as a ${body.kind}, not as a ${kind}`;
   if (Math.abs(body.ts - ts) > SKEW_MS) return "it was written at another time: an old box sent again";
   if ((body.re || undefined) !== (re || undefined)) return "it was written about another message";
+  return null;
+}
+
+// Why the box's file is not the one the envelope carries, or null when it is (or neither has).
+export function checkFile(body, file) {
+  if (!body.file !== !file) return "it was written with another file";
+  if (file && (body.file.id !== file.id || body.file.size !== file.size)) return "it was written with another file";
   return null;
 }
 

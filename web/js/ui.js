@@ -1,6 +1,7 @@
 // Drawing: every piece of user or node text goes in with textContent, never as HTML.
 import { toBase64 } from "./crypto.js";
 import { linkify } from "./links.js";
+import { IMAGES } from "./chat.js";
 import { fingerprint, REACTIONS } from "./sealed.js";
 
 const $ = (id) => document.getElementById(id);
@@ -252,12 +253,16 @@ export class View {
     else if (m.rejected) style = "text rejected";
     else if (m.pending) style = "text pending";
     const { text, edited } = room ? chat.textOf(room, m) : { text: m.text, edited: false };
-    if (m.me && !m.rejected && !m.deleted) {
+    const attached = m.file && room && chat.readable(m) ? this.attachment(room, m) : null;
+    if (attached && text === m.file.name && !edited) {
+      item.append(el("span", "sender", m.sender), attached); // the file says its name
+    } else if (m.me && !m.rejected && !m.deleted) {
       item.classList.add("action");
       item.append(el("span", "", `* ${m.sender} `), textOf(m, style, text));
     } else {
       item.append(el("span", "sender", m.sender), textOf(m, style, text));
     }
+    if (attached && !item.contains(attached)) item.append(attached);
     if (edited) item.append(el("span", "edited", "(edited)"));
     if (room && chat.readable(m) && !m.growing) {
       const reactions = chat.reactionsTo(room, m);
@@ -275,6 +280,29 @@ export class View {
       item.setAttribute("aria-busy", "true");
     }
     return item;
+  }
+
+  // A message's file: an image shown from its decrypted bytes, anything else a button that
+  // saves it; neither is ever fetched from anywhere but this node, nor run.
+  attachment(room, m) {
+    const file = m.file;
+    const size = file.size < 1024 * 1024 ? `${Math.ceil(file.size / 1024)} KiB` : `${(file.size / 1048576).toFixed(1)} MiB`;
+    if (IMAGES.includes(file.type)) {
+      const figure = el("span", "attachment image");
+      const img = el("img");
+      img.alt = file.name || "image";
+      figure.append(img);
+      this.chat.fileUrl(room, m).then((url) => {
+        if (url) img.src = url;
+        else figure.replaceChildren(el("span", "gone", `${file.name}: the file is gone`));
+      });
+      return figure;
+    }
+    const button = el("button", "attachment file", `⬇ ${file.name || "file"} (${size})`);
+    button.type = "button";
+    button.dataset.file = m.id;
+    button.setAttribute("aria-label", `Save ${file.name || "the file"}, ${size}`);
+    return button;
   }
 
   // What a reply answers: the start of that message, a button that shows it.
