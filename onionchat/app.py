@@ -363,7 +363,7 @@ async def download(request: Request) -> Response:
     (the page opens it, or saves it), so always an attachment of no type."""
     session = await _session_of(request)
     room = await _files_room(request, session)
-    path = await _node(request).files.readable(room, request.path_params["id"])
+    path = await _node(request).file_path(room, request.path_params["id"])
     if path is None:
         raise AuthError(Code.UNKNOWN_MESSAGE, "no such file here (deleted, or expired)", 404)
     return FileResponse(

@@ -18,6 +18,7 @@ import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import msgspec
@@ -167,6 +168,8 @@ class Node:
         # (set by the federation).
         self.elsewhere: Callable[[str], str | None] = _nowhere
         self.invite_elsewhere: InviteElsewhere | None = None
+        # A file of a message from another node, brought here (the federation's).
+        self.fetch_file: Callable[[Room, str], Awaitable[bool]] | None = None
         # Who is present in a room on other nodes, and who hears that this node's presence in
         # a room changed (both the federation's).
         self.remote_members: Callable[[str], list[str]] = _nobody
@@ -1104,6 +1107,13 @@ class Node:
                 page.append(msgspec.Raw(encoded))
         page.reverse()
         return page, more
+
+    async def file_path(self, room: Room, id_: str) -> Path | None:
+        """A file of the room's, here, or brought from the node its message came from."""
+        path = await self.files.readable(room, id_)
+        if path is None and self.fetch_file is not None and await self.fetch_file(room, id_):
+            path = await self.files.readable(room, id_)
+        return path
 
     async def readable_room(self, conn: Connection, raw: str) -> Room:
         """A room the connection has joined, or a conversation of its user (`@a+b`)."""

@@ -208,6 +208,8 @@ MIGRATIONS = [
     CREATE INDEX files_message ON files(room_id, message);
     CREATE INDEX files_uploader ON files(uploader);
     CREATE INDEX files_created ON files(created);
+    CREATE INDEX messages_file ON messages(room_id, json_extract(file, '$.id'))
+        WHERE file IS NOT NULL;
     """,
 ]
 INVITERS = 16  # invitations one user keeps for one room, from different inviters, at most
@@ -810,15 +812,16 @@ class Store:
 
         await self._write(op)
 
-    async def add_file(self, file: StoredFile, user_bytes: int, room_bytes: int) -> None:
-        """A new upload, unless it would take its uploader or its room past their bytes
-        (counted in the same transaction, so that uploads at once cannot slip past)."""
+    async def add_file(self, file: StoredFile, user_bytes: int | None, room_bytes: int) -> None:
+        """A new upload (or a file fetched from another node, `user_bytes` None), unless it
+        would take its uploader or its room past their bytes (counted in the same
+        transaction, so that uploads at once cannot slip past)."""
 
         def op(db: sqlite3.Connection) -> None:
             (mine,) = db.execute(
                 "SELECT coalesce(sum(size), 0) FROM files WHERE uploader = ?", (file.uploader,)
             ).fetchone()
-            if mine + file.size > user_bytes:
+            if user_bytes is not None and mine + file.size > user_bytes:
                 raise OverQuota(
                     f"you keep {_mib(mine)} of files here, at most {_mib(user_bytes)}: delete "
                     "some, or wait for them to expire"
@@ -829,11 +832,20 @@ class Store:
             if theirs + file.size > room_bytes:
                 raise OverQuota(f"this room keeps {_mib(room_bytes)} of files at most")
             db.execute(
-                "INSERT INTO files (id, room_id, uploader, size, created) VALUES (?, ?, ?, ?, ?)",
-                (file.id, file.room_id, file.uploader, file.size, file.created),
+                "INSERT INTO files (id, room_id, uploader, size, created, message) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (file.id, file.room_id, file.uploader, file.size, file.created, file.message),
             )
 
         await self._write(op)
+
+    async def message_of_file(self, room: Room, file_id: str) -> Message | None:
+        """The message that carries this file in the room."""
+        row = await self._one(
+            _ROWS + "WHERE room_id = ? AND json_extract(file, '$.id') = ? AND file IS NOT NULL",
+            (room.id, file_id),
+        )
+        return None if row is None else _message(row, room.name)
 
     async def file(self, id_: str) -> StoredFile | None:
         row = await self._one(

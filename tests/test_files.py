@@ -11,9 +11,12 @@ from typing import Any
 
 import httpx
 import msgspec
+from brokers import brokers
+from federation import Network, linked, until
 from inproc import member, running
 
 from onionchat import crypto, sealed
+from onionchat.federation import envelope
 from onionchat.protocol import FileRef
 
 from conftest import NodeProcess, connect, register
@@ -185,3 +188,53 @@ async def test_unsent_uploads_and_old_files_expire(tmp_path: Path) -> None:
         assert not files.path(unsent).exists() and not files.path(sent).exists()
         assert files.path(fresh).exists()
         assert await files.readable(room, sent) is None
+
+
+async def test_a_file_is_brought_from_its_writers_node_when_someone_opens_it(
+    tmp_path: Path,
+) -> None:
+    """Nothing is pushed: south asks north for ann's file the first time bob opens it, and
+    keeps it; north answers only for a file written there, of a room it shares; the file goes
+    with its message on both nodes."""
+    with brokers(tmp_path, 1) as (broker,):
+        net = Network(tmp_path, ["north", "south"], [broker.url])
+        async with net.all() as (north, south):
+            ann, bob = await member(north, "ann"), await member(south, "bob")
+            await ann.join("lobby")
+            await bob.join("lobby")
+            await linked([north, south])
+            data = secrets.token_bytes(300_000)  # four chunks
+
+            async def body() -> Any:
+                yield data
+
+            there = await north.node.room("lobby")
+            file_id = await north.node.files.put(there, "ann", len(data), body())
+            ref = {"id": file_id, "size": len(data), "name": "big.bin", "type": "application/zip"}
+            await ann.send(type="send", room="lobby", text="big.bin", file=ref, ref="m")
+            sent = await ann.expect("ack", ref="m")
+            got = await bob.expect("message", id=sent["id"], timeout=20)
+            assert got["file"] == ref and got["sender"] == "ann@north"
+            here = await south.node.room("lobby")
+            assert not south.node.files.path(file_id).exists()  # not pushed
+            path = await south.node.file_path(here, file_id)
+            assert path is not None and path.read_bytes() == data
+            assert path.stat().st_mode & 0o777 == 0o600
+            assert not list(south.node.files.directory.glob("*.part"))
+            assert await south.node.file_path(here, file_id) == path  # kept: not asked again
+
+            # bob's own file is south's: north will not send it for south
+            assert south.federation is not None and north.federation is not None
+            mine = await south.node.files.put(here, "bob", 3, _bytes(b"abc"))
+            want = envelope.WantBody(origin="south", to="north", room="lobby", file=mine, ts=0)
+            await south.federation.fetcher._send("north", south.federation._sealed(want))
+            drops = north.federation.drops
+            await until(lambda: drops["a file wanted that is not one written here"] == 1)
+
+            await ann.send(type="delete", room="lobby", id=sent["id"], ref="d")
+            await bob.expect("deleted", timeout=20)
+            await until(lambda: not path.exists(), what="south deleting the file too")
+
+
+async def _bytes(data: bytes) -> Any:
+    yield data

@@ -148,7 +148,41 @@ class OrderBody(
     mode: str | None = None  # a room mode set (`expiry 24`), with an empty `target`
 
 
-Body = MessageBody | SyncBody | BundleBody | PresenceBody | InviteBody | TopicBody | OrderBody
+class WantBody(msgspec.Struct, tag="want", tag_field="kind", kw_only=True, frozen=True):
+    """A member of `origin` asks for a file of a message written on `to`, in `room`."""
+
+    origin: str
+    to: str
+    room: str
+    file: str
+    ts: int
+
+
+class ChunkBody(msgspec.Struct, tag="chunk", tag_field="kind", kw_only=True, frozen=True):
+    """One piece of a file `to` asked for, as its writer uploaded it: `index` of `count`,
+    of a file of `size` bytes."""
+
+    origin: str
+    to: str
+    room: str
+    file: str
+    index: int
+    count: int
+    size: int
+    data: bytes
+
+
+Body = (
+    MessageBody
+    | SyncBody
+    | BundleBody
+    | PresenceBody
+    | InviteBody
+    | TopicBody
+    | OrderBody
+    | WantBody
+    | ChunkBody
+)
 _decoder = msgspec.json.Decoder(Body)
 _encoder = msgspec.json.Encoder()
 

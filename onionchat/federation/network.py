@@ -28,13 +28,16 @@ from onionchat.federation import envelope
 from onionchat.federation.envelope import (
     Broken,
     BundleBody,
+    ChunkBody,
     InviteBody,
     MessageBody,
     OrderBody,
     PresenceBody,
     SyncBody,
     TopicBody,
+    WantBody,
 )
+from onionchat.federation.files import Fetcher
 from onionchat.federation.link import Link
 from onionchat.federation.presence import Rosters
 from onionchat.federation.repair import Repair
@@ -106,6 +109,7 @@ class Federation:
             for broker in settings.brokers
         ]
         self.repair = Repair(self)
+        self.fetcher = Fetcher(node, self.name, self._sealed, self._to_node)
         self.rosters = Rosters(self)
         self.drops: collections.Counter[str] = collections.Counter()
         self.seen: dict[str, float] = {}  # peer -> when something it signed last came
@@ -128,6 +132,7 @@ class Federation:
         self.node.outbox = self.outbox
         self.node.elsewhere = self.elsewhere
         self.node.invite_elsewhere = self.invite
+        self.node.fetch_file = self.fetcher.fetch
         self.node.remote_members = self.rosters.members
         self.node.presence_listeners.append(self.rosters.changed)
         self.node.topic_listeners.append(self.topic_set)
@@ -417,6 +422,10 @@ class Federation:
                     await self.topic_heard(body)
                 case OrderBody():
                     await self.order_heard(body)
+                case WantBody():
+                    await self.fetcher.wanted(body, self.shares)
+                case ChunkBody():
+                    await self.fetcher.chunk(body)
         except Broken as exc:
             self.drop(str(exc))
         except Exception:
@@ -569,6 +578,18 @@ class Federation:
         if body.public is not None:
             await self._vouched(sender, body.public, body.signing)
         await deliver_invitation(self.node, room, user, sender, body.sealed)
+
+    def _sealed(self, body: envelope.Body) -> bytes:
+        return envelope.seal([envelope.signed(body, self.key)], self.network_key)
+
+    async def _to_node(self, node: str, payload: bytes) -> None:
+        """To one peer only, on its own topic, through the first broker up now (a file's
+        chunks: one copy is enough, a fetch that loses one asks again)."""
+        topic = envelope.topic(self.settings.network, self.name, "d", node)
+        for link in self.links:
+            if link.status.state == "up":
+                await link.send(topic, payload)
+                return
 
     def drop(self, why: str) -> None:
         self.drops[why] += 1
