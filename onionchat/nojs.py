@@ -788,6 +788,8 @@ def _message(line: Line, room: str, me: str, may_delete: bool, delete: str) -> s
     mention = line.text is not None and f"@{names.key(me)}" in names.key(line.text)
     classes = "message mention" if mention else "message"
     text = SEALED if line.text is None else esc(line.text)
+    if message.file is not None and line.text == message.file.name:
+        text = ""  # the file's link says its name
     quote = ""
     if line.quote is not None:
         said = f"{line.quote.sender}: {_start(line.quote.text)}" if line.quote.text else ""
@@ -796,6 +798,13 @@ def _message(line: Line, room: str, me: str, may_delete: bool, delete: str) -> s
         body = f'<span class="action">* {esc(message.sender)} {text}</span>'
     else:
         body = f'<b class="sender">{esc(message.sender)}</b> <span class="text">{text}</span>'
+    if message.file is not None and message.file.name is not None:
+        link = f"/api/files/{urllib.parse.quote(message.file.id)}?room={urllib.parse.quote(room)}"
+        size = f"{max(1, message.file.size // 1024):,} KiB"
+        body += (
+            f' <a class="file" href="{esc(link)}" download="{esc(message.file.name)}">'
+            f"⬇ {esc(message.file.name)} ({size})</a>"
+        )
     if line.edited:
         body += ' <span class="edited">(edited)</span>'
     for emoji, who in line.reactions:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Literal
 
 import httpx
@@ -14,7 +15,7 @@ from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, 
 from onionchat import nojs
 from onionchat.auth import COOKIE
 
-from conftest import PASSWORD, SCREENSHOTS, NodeProcess, register, user
+from conftest import PASSWORD, SCREENSHOTS, NodeProcess, connect, register, user
 
 REFRESHED = (nojs.REFRESH + 5) * 1000  # ms: long enough for the frame to reload once
 
@@ -382,3 +383,30 @@ async def test_replies_reactions_and_edits_without_javascript(
         await ann.barrier()
         assert [f for f in ann.seen if f.get("text") == "cocoa, please"] == [answer]
         no_csp_violation(console)
+
+
+async def test_open_room_files_are_links_without_javascript(
+    node: NodeProcess, context: BrowserContext
+) -> None:
+    token = await register(node, "cat")
+    page = await context.new_page()
+    await register_in(page, node, "ben")
+    await page.get_by_label("Room").fill("shed")
+    await page.get_by_role("button", name="Join").click()
+    async with connect(node, token) as cat, node.http() as http:
+        await cat.join("shed")
+        sent = await http.post(
+            "/api/files", params={"room": "shed"}, content=b"hammer, saw\n",
+            headers={"authorization": f"Bearer {token}"},
+        )  # fmt: skip
+        file = {**sent.json(), "name": "tools.txt", "type": "text/plain"}
+        await cat.send(type="send", room="shed", text="tools.txt", file=file, ref="f")
+        await cat.expect("ack", ref="f")
+    frame = page.frame_locator("iframe[name=messages]")
+    link = frame.get_by_role("link", name="⬇ tools.txt (1 KiB)")
+    await expect(link).to_be_visible(timeout=REFRESHED)
+    async with page.expect_download() as waiting:
+        await link.click()
+    download = await waiting.value
+    assert download.suggested_filename == "tools.txt"
+    assert Path(await download.path()).read_bytes() == b"hammer, saw\n"
