@@ -358,8 +358,11 @@ async def test_interactive_mode_in_a_terminal(node: NodeProcess, password_file: 
 
 
 @contextlib.contextmanager
-def terminal_client(node: NodeProcess, name: str, password_file: Path) -> Iterator[str]:
-    """`onionchat connect --register` at a real terminal (tmux, 120×30): yields the session."""
+def terminal_client(
+    node: NodeProcess, name: str, password_file: Path, cwd: Path | None = None
+) -> Iterator[str]:
+    """`onionchat connect --register` at a real terminal (tmux, 120×30, in `cwd`): yields the
+    session."""
     assert shutil.which("tmux"), "tmux is missing: scripts/system-packages installs it"
     session = f"onionchat-{name}-{os.getpid()}"
     command = (
@@ -367,7 +370,19 @@ def terminal_client(node: NodeProcess, name: str, password_file: Path) -> Iterat
         f"--password-file {password_file}"
     )
     subprocess.run(
-        ["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "30", command],
+        [
+            "tmux",
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            "120",
+            "-y",
+            "30",
+            *(["-c", str(cwd)] if cwd else []),
+            command,
+        ],
         check=True,
         env=client_env(),
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from onionchat import crypto, sealed
 
-from conftest import NodeProcess, pipe_client, user
+from conftest import NodeProcess, connect, pipe_client, register, user
 from test_client import terminal_client, wait_for_screen
 from test_web import publish_identity
 
@@ -110,3 +110,51 @@ async def test_in_pipe_mode_sealed_replies_and_edits_are_checked(
             await alice.send(type="send", room="vault", box=forged, edit=got["id"], ref="f")
             assert (await alice.expect("error", ref="f"))["code"] == "forbidden"  # the node, too
             assert (await bob.finish())[0] == 0
+
+
+async def test_files_at_a_terminal_and_sealed_in_pipe_mode(
+    node: NodeProcess, password_file: Path, tmp_path: Path
+) -> None:
+    alice = await register(node, "alice")
+    async with connect(node, alice) as raw, node.http() as http:
+        await raw.join("shed")
+        sent = await http.post(
+            "/api/files", params={"room": "shed"}, content=b"hammer\nsaw\n",
+            headers={"authorization": f"Bearer {alice}"},
+        )  # fmt: skip
+        file = {**sent.json(), "name": "../tools.txt", "type": "text/plain"}
+        await raw.send(type="send", room="shed", text="../tools.txt", file=file, ref="f")
+        await raw.expect("ack", ref="f")
+        home = tmp_path / "bob"
+        home.mkdir()
+        (home / "plan.txt").write_bytes(b"dig here")
+        with terminal_client(node, "bob", password_file, cwd=home) as session:
+            await wait_for_screen(session, "you joined #lobby")
+            keys(session, "/join shed")
+            await wait_for_screen(session, "📎 ../tools.txt (1 KiB) · /save 1")
+            keys(session, "/save 1")
+            await wait_for_screen(session, "saved")
+            assert (home / "__tools.txt").read_bytes() == b"hammer\nsaw\n"  # never outside
+            keys(session, f"/file {home / 'plan.txt'}")
+            got = await raw.expect("message", sender="bob")
+            assert got["file"]["name"] == "plan.txt" and got["file"]["type"] == "text/plain"
+            back = await http.get(f"/api/files/{got['file']['id']}", params={"room": "shed"},
+                                  headers={"authorization": f"Bearer {alice}"})  # fmt: skip
+            assert back.content == b"dig here"
+            keys(session, "/quit")
+
+    key = crypto.new_room_key()
+    link = f"{node.url}/#room=vault&key={crypto.encode_key(key)}"
+    async with pipe_client(link, "carol", password_file, "--register") as carol:
+        await carol.next(type="joined")
+        await carol.send(f"/file {home / 'plan.txt'}")
+        shown = await carol.next(type="message")
+        assert shown["file"]["name"] == "plan.txt" and "key" not in shown["file"]
+        async with user(node, "dave") as dave:
+            await dave.join("vault", protected=True)
+            await dave.send(type="history", room="vault", ref="h")
+            (stored,) = (await dave.expect("history", ref="h"))["messages"]
+            assert set(stored["file"]) == {"id", "size"}
+            body = sealed.open_body([key], stored["box"])
+            assert body.file is not None and body.file["name"] == "plan.txt"
+        assert (await carol.finish())[0] == 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+from typing import Any
 
 KEPT = 10_000
 
@@ -19,6 +20,7 @@ class Numbered:
     sender: str
     me: bool
     to: str | None  # a direct message's other side, as the node spells it
+    file: dict[str, Any] | None = None  # its file: id, name, type, size (and key, if sealed)
 
 
 class Numbers:
@@ -28,11 +30,19 @@ class Numbers:
         self._next = 1
         self._related: collections.OrderedDict[str, str] = collections.OrderedDict()
 
-    def add(self, room: str, id_: str, sender: str, me: bool, to: str | None) -> int:
+    def add(
+        self,
+        room: str,
+        id_: str,
+        sender: str,
+        me: bool,
+        to: str | None,
+        file: dict[str, Any] | None = None,
+    ) -> int:
         found = self._by_id.get(id_)
         if found is not None:
             return found.number
-        numbered = Numbered(self._next, room, id_, sender, me, to)
+        numbered = Numbered(self._next, room, id_, sender, me, to, file)
         self._next += 1
         self._by_id[id_] = self._by_number[numbered.number] = numbered
         if len(self._by_id) > KEPT:

@@ -28,6 +28,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import msgspec
@@ -36,6 +37,7 @@ from websockets.exceptions import ConnectionClosed
 
 from onionchat import PROTOCOL_VERSION, crypto, sealed
 from onionchat.addressing import Addressing
+from onionchat.client import attachments
 from onionchat.client.errors import ChatError
 from onionchat.client.invitations import Invitations, room_boxes
 from onionchat.client.keys import NO_SIGNER, OwnKeys
@@ -108,6 +110,8 @@ CLIENT_HELP = """Commands of this client:
 /edit N TEXT       a new text for your message [N]
 /react N EMOJI     react to [N] with one of 👍 👎 ❤️ 😂 😮 😢 🎉
 /delete N          delete your message [N] (staff: anyone's in a room)
+/file PATH         send a file here (sealed here in a key-protected room)
+/save N            save the file of message [N] in the current directory
 /quit              leave (Ctrl-D too)"""
 _CLOSE_REASONS = {
     1001: "(the node is going away)",
@@ -154,6 +158,7 @@ class Shown:
     unsealed: bool = False
     number: int = 0  # a line's short number (`[3]`); 0 for an edit or a reaction
     about: Numbered | None = None  # what a reply, an edit or a reaction is about, if shown
+    file: dict[str, Any] | None = None  # its file: id, name, type, size (and key, if sealed)
 
 
 class View(Protocol):
@@ -204,6 +209,8 @@ class Chat:
         self._closed = asyncio.Event()
         self._close_message = "the connection to the node was lost"
         self._max_text = 0
+        self._max_file = 0
+        self._token = ""
         self._leaving = False
         self._ready: asyncio.Future[Ready] = asyncio.get_running_loop().create_future()
         self._joins: dict[str, JoinRequest] = {}
@@ -242,6 +249,8 @@ class Chat:
         self.state.key = ready.key
         limits = ready.limits
         self._max_text = int(limits.get("max_text_chars", 0))
+        self._max_file = int(limits.get("max_file_bytes", 0))
+        self._token = token
         if "rate" in limits and "burst" in limits:
             self._outbox.pace(float(limits["rate"]), int(limits["burst"]))
         done: asyncio.Future[Joined] = asyncio.get_running_loop().create_future()
@@ -360,7 +369,72 @@ class Chat:
             "edit": lambda args: self._cmd_about("edit", args),
             "react": lambda args: self._cmd_about("react", args),
             "delete": self._cmd_delete,
+            "file": self._cmd_file,
+            "save": self._cmd_save,
         }
+
+    async def _cmd_file(self, args: str) -> bool:
+        """/file PATH: a file to the room in view, sealed here in a key-protected room."""
+        found = await asyncio.to_thread(attachments.read, args)
+        room = self.state.current
+        if found is None:
+            self._refuse("usage: /file PATH (a file to send to this room)")
+            return True
+        if room is None:
+            self._refuse("you are in no room: /join ROOM first")
+            return True
+        name, kind, data = found
+        hidden = self.state.protected(room)
+        limit = self._max_file - (40 if hidden else 0)
+        if len(data) > limit:
+            self._refuse(f"the file is too large ({len(data):,} bytes, at most {max(limit, 0):,})")
+            return True
+        key = crypto.new_room_key() if hidden else None
+        try:
+            sent = await attachments.upload(
+                self._options, self._token, room, crypto.seal_file(key, data) if key else data
+            )
+        except ChatError as exc:
+            self._refuse(f"{name}: {exc}")
+            return True
+        if key is None:
+            file = {"id": sent["id"], "size": sent["size"], "name": name, "type": kind}
+            await self._outbox.send({"type": "send", "room": room, "text": name, "file": file})
+            return True
+        descriptor = {"id": sent["id"], "name": name, "type": kind, "size": sent["size"],
+                      "key": crypto.encode_key(key)}  # fmt: skip
+        box = self._seal(room, "message", name, "send a file", file=descriptor)
+        if box is not None:
+            frame = {"type": "send", "room": room, "box": box,
+                     "file": {"id": sent["id"], "size": sent["size"]}}  # fmt: skip
+            await self._outbox.send(frame)
+        return True
+
+    async def _cmd_save(self, args: str) -> bool:
+        """/save N: the file of message [N], opened here, into the current directory."""
+        target = self.state.numbers.get(args)
+        if target is None or target.file is None:
+            self._refuse("usage: /save N (N: the number in [ ] before a message with a file)")
+            return True
+        file = target.file
+        try:
+            data = await attachments.download(self._options, self._token, target.room, file["id"])
+        except ChatError as exc:
+            self._refuse(str(exc))
+            return True
+        if data is None:
+            self._refuse(f"{file.get('name', 'the file')} is gone (deleted, or expired)")
+            return True
+        if file.get("key"):
+            try:
+                data = crypto.open_file(crypto.decode_key(file["key"]), data)
+            except crypto.CryptoError as exc:
+                self._refuse(str(exc))
+                return True
+        name = str(file.get("name") or "file")
+        saved = await asyncio.to_thread(attachments.save, Path.cwd(), name, data)
+        self._view.note(f"saved {saved}")
+        return True
 
     async def _cmd_about(self, kind: str, args: str) -> bool:
         """/reply N TEXT, /edit N TEXT, /react N EMOJI: N is the number before a message."""
@@ -450,7 +524,13 @@ class Chat:
         await self._outbox.send(frame)
 
     def _seal(
-        self, room: str, kind: str, text: str, what: str, re: str | None = None
+        self,
+        room: str,
+        kind: str,
+        text: str,
+        what: str,
+        re: str | None = None,
+        file: dict[str, Any] | None = None,
     ) -> str | None:
         """A signed box for `room` under its newest key; None (and said) when it cannot be."""
         keys = self._own.room_keys(room)
@@ -468,6 +548,7 @@ class Chat:
             kind=kind,
             text=text,
             re=re,
+            file=file,
         )
 
     def _hint_unread(self, room: str, text: str, me: bool) -> None:
@@ -805,7 +886,8 @@ class Chat:
         kind, re = sealed.kind_of(message)
         if message.box is None:
             unsealed = message.to is not None or self.state.protected(message.room)
-            shown = Shown(message, message.text, unsealed=unsealed)
+            file = None if message.file is None else msgspec.to_builtins(message.file)
+            shown = Shown(message, message.text, unsealed=unsealed, file=file)
         else:
             if message.to is not None:
                 checked = await self._trust.check_direct(message, message.box, kind, re)
@@ -819,9 +901,15 @@ class Chat:
                     ts=message.ts,
                     message_id=message.id,
                     re=re,
+                    file=message.file,
                 )
             shown = Shown(
-                message, checked.text, checked.error, sealed=True, rejected=checked.rejected
+                message,
+                checked.text,
+                checked.error,
+                sealed=True,
+                rejected=checked.rejected,
+                file=checked.file,
             )
         self._view.message(self._numbered(shown, re))
 
@@ -832,7 +920,7 @@ class Chat:
         m = shown.frame
         about = self.state.numbers.of(re) if re is not None else None
         if not (m.edit or m.react):
-            number = self.state.numbers.add(m.room, m.id, m.sender, m.me, m.to)
+            number = self.state.numbers.add(m.room, m.id, m.sender, m.me, m.to, shown.file)
             return dataclasses.replace(shown, number=number, about=about)
         self.state.numbers.relate(m.id, "edit" if m.edit else "react")
         rejected = shown.rejected

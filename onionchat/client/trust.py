@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from onionchat import crypto, sealed
 from onionchat.client.keys import OwnKeys, PeerKey, Replays, Spawn, fingerprint, lookup
 from onionchat.client.outbox import Outbox
-from onionchat.protocol import MessageFrame, PublicKey
+from onionchat.protocol import FileRef, MessageFrame, PublicKey
 
 NO_KEY = "cannot decrypt: the room is key-protected and you hold no key for it"
 NO_IDENTITY = "cannot decrypt: this client has no identity key"
@@ -47,6 +47,7 @@ class Checked:
     text: str | None = None
     locked: str | None = None
     rejected: str | None = None
+    file: dict[str, Any] | None = None  # the file it carries: id, name, type, size, key
 
     @property
     def error(self) -> str | None:
@@ -311,6 +312,7 @@ class Trust:
         ts: int,
         message_id: str | None,
         re: str | None = None,
+        file: FileRef | None = None,
     ) -> Checked:
         """Open a box and check it against its envelope (`re`: the message it is about) and
         its sender's signing key."""
@@ -319,6 +321,7 @@ class Trust:
         try:
             body = sealed.open_body(keys, box)
             body.check(room, sender, kind, ts, re)
+            body.check_file(file)
         except crypto.CryptoError as exc:
             return Checked(locked=str(exc))
         except sealed.Rejected as exc:
@@ -332,7 +335,7 @@ class Trust:
             if self._replays.replayed(room, body.id, message_id):
                 return Checked(rejected="sent before: a replay")
             self._replays.remember(room, body.id, message_id)
-        return Checked(text=body.text)
+        return Checked(text=body.text, file=body.file)
 
     async def _bad_signature(self, body: sealed.Body, sender: str) -> str:
         """Why a signature failed: another writer's, or `sender`'s new key (said once)."""
@@ -377,4 +380,5 @@ class Trust:
             ts=message.ts,
             message_id=message.id,
             re=re,
+            file=message.file,
         )

@@ -78,6 +78,8 @@ class PipeView:
         for kind in ("reply", "edit", "react"):
             if getattr(m, kind) is not None:
                 data[kind] = getattr(m, kind)
+        if shown.file is not None:  # without its key: what it is, not what opens it
+            data["file"] = {k: v for k, v in shown.file.items() if k != "key"}
         if m.to is not None or shown.unsealed:
             data["sealed"] = shown.sealed  # false: plain text, readable by the node
         if shown.sealed:
@@ -162,7 +164,14 @@ class TerminalView:
             head.append((self._colour(m.sender), f"<{sender}> "))
         if m.reply is not None:
             head.append(("ansibrightblack", f"↪{_ref(shown)} "))
-        _print([*head, (body_style, body)])
+        tail: Fragments = []
+        if shown.file is not None and shown.rejected is None:
+            name = printable(str(shown.file.get("name", "file")))
+            size = int(shown.file.get("size", 0))
+            tail = [("ansicyan", f" 📎 {name} ({_size(size)}) · /save {shown.number}")]
+            if shown.text == shown.file.get("name"):
+                body = ""  # the file says its name
+        _print([*head, (body_style, body), *tail])
 
     def _related(self, shown: Shown) -> Fragments:
         """An edit or a reaction, on a line of its own (lines above cannot be rewritten)."""
@@ -295,6 +304,10 @@ class TerminalView:
         if name == self._state.user:
             return "bold"
         return _COLOURS[zlib.crc32(name.encode("utf-8", "replace")) % len(_COLOURS)]
+
+
+def _size(n: int) -> str:
+    return f"{n / 1048576:.1f} MiB" if n >= 1048576 else f"{max(1, round(n / 1024))} KiB"
 
 
 def _ref(shown: Shown) -> str:
