@@ -435,3 +435,24 @@ async def test_on_the_nodes_machine_the_cli_chats_over_its_unix_socket(
     assert down.returncode == 1 and down.stdout.startswith("unhealthy: no answer"), down
     socks = run_client(where, "--user", "alice", "--socks", "127.0.0.1:9050")
     assert socks.returncode == 2 and "--socks does not apply" in socks.stderr
+
+
+@pytest.mark.parametrize(
+    ("password", "said"),
+    [
+        ("1", "too short: at least 8 characters"),
+        ("пароль123", "too easy to guess"),
+        ("zzzzzzzzzz", "too easy to guess"),
+        ("weakling", "too easy to guess"),  # the name itself
+    ],
+)
+def test_the_cli_refuses_the_weakest_passwords_for_a_new_account(
+    node: NodeProcess, tmp_path: Path, password: str, said: str
+) -> None:
+    secret = tmp_path / "password"
+    secret.write_text(password + "\n")
+    result = run_client(
+        node.url, "--user", "weakling", "--register", "--password-file", str(secret), "--pipe"
+    )
+    assert result.returncode == 1
+    assert said in result.stderr and "cannot be recovered" in result.stderr

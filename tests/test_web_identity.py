@@ -132,6 +132,11 @@ async def test_direct_messages_between_two_browsers(node: NodeProcess, browser: 
         await alice.get_by_role("button", name="Direct message to bob").click()
         await expect(alice.locator("#room-title")).to_have_text("@bob")
         await expect(alice.locator("#members-title")).to_have_text("Conversation")
+        # both people, not who is online (nothing says bob is): no green dot
+        people = alice.locator("#member-list li.person")
+        await expect(people).to_have_text(["alice", "bob"])
+        dot = await people.last.evaluate("(li) => getComputedStyle(li, '::before').content")
+        assert dot == '"·"'
         await say(alice, "psst, the eagle has landed")
         await expect(texts(alice)).to_have_text(["psst, the eagle has landed"])
         conversation = bob.locator("#rooms button", has_text="@alice")

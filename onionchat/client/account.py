@@ -20,6 +20,7 @@ import socksio
 from onionchat import crypto
 from onionchat.client.errors import ChatError
 from onionchat.client.options import Options
+from onionchat.client.passwords import weakness
 from onionchat.client.transport import http_client, unreachable
 
 SALT_BYTES = 16
@@ -39,6 +40,9 @@ class Login:
 
 async def login(options: Options, password: str) -> Login:
     """Register or log in, as --register says."""
+    weak = weakness(password, options.user) if options.register else None
+    if weak is not None:
+        raise ChatError(f"the password is {weak}; a forgotten one cannot be recovered")
     async with http_client(options) as http:
         pre = await _post(http, options, "/api/prelogin", {"username": options.user})
         iterations = pre.get("iterations")

@@ -169,7 +169,8 @@ export class View {
     // sorted loosely (cosmetic); who is us is the name the node gave us, exactly
     const names = room ? [...room.members].sort((a, b) => a.toLowerCase().localeCompare(b.toLowerCase())) : [];
     for (const name of names) {
-      const item = el("li", "", name);
+      // a conversation's two people, not who is online: the node does not say that of them
+      const item = el("li", room && room.direct ? "person" : "", name);
       if (name !== this.chat.user && !(room && room.direct)) item.append(this.talkButton(name));
       list.append(item);
     }
