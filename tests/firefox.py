@@ -251,12 +251,14 @@ class Page:
             assert events["http_errors"] == [], events["http_errors"]
         assert events["csp_violations"] in ([], None), events["csp_violations"]
         ws_origin = "ws" + self.origin.removeprefix("http")
+        # data: never leaves the machine (Firefox itself loads a data: font into pages), nor
+        # does a blob: of this origin (a file's bytes, made in the page)
+        seen = [urlsplit(url.removeprefix("blob:")) for url in events["requests"]]
         foreign = [
             url
-            for url in events["requests"]
-            # data: never leaves the machine (Firefox itself loads a data: font into pages)
-            if urlsplit(url).scheme != "data"
-            and f"{urlsplit(url).scheme}://{urlsplit(url).netloc}" not in (self.origin, ws_origin)
+            for url, parts in zip(events["requests"], seen, strict=True)
+            if parts.scheme != "data"
+            and f"{parts.scheme}://{parts.netloc}" not in (self.origin, ws_origin)
         ]
         assert foreign == [], foreign
         assert events["dialogs"] == [], events["dialogs"]

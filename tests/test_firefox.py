@@ -257,3 +257,115 @@ async def test_the_chat_without_javascript(node: NodeProcess, tmp_path: Path) ->
             )
         await shot(page, "nojs-phone-room", full_page=True)
         await page.assert_clean()
+
+
+def line(page: Page, id_: str) -> Locator:
+    return page.locator(f"#messages li.message[data-id='{id_}']")
+
+
+async def tap(page: Page, id_: str, button: str) -> None:
+    """A tap on the message shows its buttons (as on a phone, the same on a desktop), then
+    one of them, by its label."""
+    if not await line(page, id_).locator(".actions").is_visible():
+        await line(page, id_).locator(".text, .sender").click()
+    await line(page, id_).get_by_label(button).click()
+
+
+PNG_1PX = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DwnwEJMDEwMDAwAAAa"
+    "/AMC4M6jPwAAAABJRU5ErkJggg=="
+)
+
+
+@pytest.mark.parametrize("size", [(1200, 800), PHONE], ids=["desktop", "phone"])
+async def test_daily_use_in_firefox(
+    browser: Firefox, node: NodeProcess, size: tuple[int, int]
+) -> None:
+    """Replies, reactions, edits, deletions, a picture sent, a clearnet link's warning and
+    the unread count in the title, in Tor Browser's engine."""
+    name = f"ann{size[0]}"
+    async with open_page(browser, node, *size) as page:
+        await sign_up(page, name)
+        room = f"daily{size[0]}"
+        await open_room(page, room)
+        await open_room(page, f"quiet{size[0]}")
+        await page.locator("#rooms button[data-room='" + room + "']").click()
+        async with user(node, f"bob{size[0]}") as bob:
+            await bob.join(room)
+            asked = await bob.say(room, "meet at five?", ref="q")
+            await expect(texts(page)).to_have_text(["meet at five?"])
+
+            await tap(page, asked["id"], "Reply")
+            await expect(page.locator("#composing-text")).to_contain_text("Replying to bob")
+            await say(page, "five is fine")
+            reply = await bob.expect("message", text="five is fine")
+            assert reply["reply"] == asked["id"]
+            await tap(page, asked["id"], "React")
+            await line(page, asked["id"]).get_by_label("React with 👍").click()
+            thumb = await bob.expect("message", react=asked["id"])
+            assert thumb["text"] == "👍"
+            await expect(line(page, asked["id"]).locator(".reaction")).to_have_text("👍 1")
+
+            await tap(page, reply["id"], "Edit")
+            await expect(page.get_by_label("Message")).to_have_value("five is fine")
+            await page.get_by_label("Message").fill("six is fine")
+            await page.get_by_label("Message").press("Enter")
+            edit = await bob.expect("message", edit=reply["id"])
+            assert edit["text"] == "six is fine"
+            await expect(line(page, reply["id"]).locator(".edited")).to_have_text("(edited)")
+
+            # a picture chosen with the 📎 button's file input, shown from its bytes (Firefox
+            # gives a synthetic paste or drop no files: Chromium's tests send those)
+            await page.evaluate(
+                """(png) => {
+                  const bytes = Uint8Array.from(atob(png), (c) => c.charCodeAt(0));
+                  const data = new DataTransfer();
+                  data.items.add(new File([bytes], "dot.png", { type: "image/png" }));
+                  const input = document.getElementById("attach-input");
+                  input.files = data.files;
+                  input.dispatchEvent(new Event("change"));
+                }""",
+                PNG_1PX,
+            )
+            pasted = await bob.expect("message", text="dot.png")
+            assert pasted["file"]["type"] == "image/png"
+            await expect(line(page, pasted["id"]).locator("img")).to_have_count(1)
+            width = 0
+            for _ in range(100):
+                width = await page.evaluate(
+                    "() => document.querySelector('#messages img')?.naturalWidth || 0"
+                )
+                if width:
+                    break
+                await asyncio.sleep(0.05)
+            assert width == 2
+
+            # a link to the open internet asks first; nothing leaves
+            await bob.say(room, "see https://example.com/x please", ref="l")
+            link = page.locator("#messages a[href='https://example.com/x']")
+            await expect(link).to_have_count(1)
+            rel = await page.evaluate(
+                "() => document.querySelector(\"#messages a[href='https://example.com/x']\").rel"
+            )
+            assert rel == "noopener noreferrer"
+            await link.click()
+            await expect(page.locator("#leave")).to_contain_text("example.com")
+            await page.locator("#leave-cancel").click()
+            await expect(page.locator("#leave")).to_be_hidden()
+
+            await tap(page, reply["id"], "Delete")
+            await line(page, reply["id"]).get_by_label("Delete: press again").click()
+            await bob.expect("deleted")
+            await expect(line(page, reply["id"]).locator(".text")).to_have_text("message deleted")
+
+            # unread elsewhere: the title counts it
+            await bob.join(f"quiet{size[0]}")
+            await bob.say(f"quiet{size[0]}", "over here", ref="o")
+            for _ in range(100):
+                title = await page.evaluate("() => document.title")
+                if title.startswith("(1)"):
+                    break
+                await asyncio.sleep(0.05)
+            assert title == "(1) OnionChat"
+            await shot(page, f"daily-{'phone' if size == PHONE else 'desktop'}")
+        await page.assert_clean()
