@@ -271,7 +271,7 @@ async def delete(
         if "@" not in target.sender:
             node.authority.over(conn.user_key, names.key(target.sender), room.name)
     await node.erase(room, [id_], conn.user)
-    if not direct:
+    if not direct or "@" in room.name:  # a conversation with a user of another node too
         _tell_peers(node, room, "delete", conn.user, target.sender, ids=(id_,))
     if own:
         if told:

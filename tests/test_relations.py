@@ -281,3 +281,47 @@ async def test_an_edit_in_another_writers_name_from_another_node_is_dropped(
             await until(lambda: drops.get("refused as a client's would be (forbidden)") == 1)
             stored = [t for _, _, t in await history(north, "lobby")]
             assert "ann's words, changed" not in stored and "bob's words, mended" in stored
+
+
+async def test_a_deletion_in_a_conversation_across_nodes_reaches_the_other_node(
+    tmp_path: Path,
+) -> None:
+    """ann on north deletes her own direct message to bob on south: gone on both nodes; an
+    order from south to delete ann's words is nothing on north (a node answers for its own
+    users only)."""
+    with brokers(tmp_path, 1) as (broker,):
+        net = Network(tmp_path, ["north", "south"], [broker.url])
+        async with net.all() as (north, south):
+            ann, bob = await member(north, "ann"), await member(south, "bob")
+            await linked([north, south])
+            sent = {}
+            for text in ("oops, wrong person", "this stays"):
+                await ann.send(type="send", to="bob@south", text=text, ref=text)
+                sent[text] = await ann.expect("ack", ref=text)
+                got = await bob.expect("message", id=sent[text]["id"], timeout=20)
+            oops, stays = sent["oops, wrong person"], sent["this stays"]
+
+            await bob.send(type="delete", room=got["room"], id=stays["id"], ref="x")
+            said = await bob.expect("error", ref="x")
+            assert said["message"] == "you can delete your own messages only"
+            assert south.federation is not None
+            forged = envelope.OrderBody(
+                origin="south", room=stays["room"], act="delete", by="bob", target="ann",
+                ts=0, ids=(stays["id"],),
+            )  # fmt: skip
+            await south.federation._to_node("north", south.federation._sealed(forged))
+            # on the same topic after it: once this is there, so was the order
+            await bob.send(type="send", to="ann@north", text="after the order", ref="k")
+            await ann.expect("message", text="after the order", timeout=20)
+
+            await ann.send(type="delete", room=oops["room"], id=oops["id"], ref="del")
+            assert (await ann.expect("deleted"))["ids"] == [oops["id"]]
+            gone = await bob.expect("deleted", timeout=20)
+            assert gone == {**gone, "room": got["room"], "ids": [oops["id"]], "by": "ann@north"}
+
+            async def left(parts: Any, room: str) -> list[str | None]:
+                stored, _ = await parts.store.history(await parts.store.room(room), None, 10)
+                return [m.text for m in stored]
+
+            assert await left(south, got["room"]) == ["this stays", "after the order"]
+            assert await left(north, oops["room"]) == ["this stays", "after the order"]

@@ -249,6 +249,29 @@ class Federation:
     def ordered(self, order: Order) -> None:
         if self.shares(order.room):
             self._background(self._tell_order(order))
+        elif order.room.startswith("@") and order.act == "delete":
+            self._background(self._tell_conversation(order))
+
+    async def _tell_conversation(self, order: Order) -> None:
+        """A writer's deletion in a conversation with a user of another node: to that node
+        only, naming the conversation as it does (`@ann@north+bob` there, `@ann+bob@south`
+        here)."""
+        first, second = order.room[1:].split("+")
+        remote, local = (first, second) if "@" in first else (second, first)
+        peer = _node_of(remote)
+        if peer not in self.peers:
+            return
+        there = names.direct_room(f"{local}@{self.name}", remote.rpartition("@")[0])
+        body = OrderBody(
+            origin=self.name,
+            room=there,
+            act="delete",
+            by=order.by,
+            target=order.target,
+            ts=int(time.time() * 1000),
+            ids=order.ids,
+        )
+        await self._to_node(peer, self._sealed(body))
 
     async def _tell_order(self, order: Order) -> None:
         body = OrderBody(
@@ -284,7 +307,12 @@ class Federation:
         its staff do to them, or to their messages, holds here. On anyone else it holds only
         if the actor is staff of the room here too (named with /op NAME@NODE), and outranks
         them: a peer cannot purge or ban this node's users on its own say."""
-        if body.origin == self.name or not self.shares(body.room):
+        if body.origin == self.name:
+            return
+        if body.room.startswith("@"):
+            await self._conversation_deletion(body)
+            return
+        if not self.shares(body.room):
             return
         mode = body.act == "mode"  # a room mode is never a node's own business alone
         act = "modes" if mode else moderation.FEDERATED.get(body.act)
@@ -331,6 +359,23 @@ class Federation:
             list(body.ids),
             body.origin if theirs else None,
         )
+
+    async def _conversation_deletion(self, body: OrderBody) -> None:
+        """A user of `origin` deleted their own messages in a conversation with a user here:
+        only theirs go, and only from that conversation."""
+        if body.act != "delete" or len(body.ids) > moderation.PURGE_COUNT:
+            raise Broken(UNKNOWN_ORDER)
+        room = await self.node.store.room(body.room)
+        if room is None or not self.canonical(body.by, names.username):
+            return
+        writer = names.key(f"{body.by}@{body.origin}")
+        theirs = []
+        for id_ in body.ids:
+            target = await self.node.store.target(room.id, id_) if ids.is_valid(id_) else None
+            if target is not None and not target.deleted and names.key(target.sender) == writer:
+                theirs.append(id_)
+        if theirs:
+            await self.node.erase(room, theirs, f"{body.by}@{body.origin}")
 
     def _named_here(self, name: str, origin: str) -> str | None:
         """A user as this node names them: `bob` of `origin` is `bob@origin`, and one of
