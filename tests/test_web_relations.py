@@ -5,6 +5,7 @@ Chromium against a real node, the other side a raw client: open rooms, key-prote
 from __future__ import annotations
 
 import re
+import sqlite3
 from typing import Any
 
 from playwright.async_api import Browser, Locator, Page, expect
@@ -230,3 +231,42 @@ async def test_on_a_phone_a_tap_shows_a_messages_buttons(
             "↪ alice: a line to answer"
         )
         await watched.assert_clean()
+
+
+async def test_in_a_conversation_between_two_browsers(node: NodeProcess, browser: Browser) -> None:
+    """Sealed with the conversation's key: a reaction, a reply and an edit, each checked by
+    the other page; the node holds only boxes."""
+    async with open_page(browser, node) as a, open_page(browser, node) as b:
+        alice, bob = a.page, b.page
+        await sign_up(alice, "alice")
+        await sign_up(bob, "bob")
+        await expect(bob.locator("#identity-state")).to_have_text("Your identity key")
+        await alice.get_by_role("button", name="Direct message to bob").click()
+        await say(alice, "lunch tomorrow?")
+        conversation = bob.locator("#rooms button", has_text="@alice")
+        await conversation.click()
+        await expect(texts(bob)).to_have_text(["lunch tomorrow?"])
+        await act(bob, "lunch tomorrow?", "React")
+        await bob.get_by_role("button", name="React with 🎉").click()
+        await expect(line(alice, "lunch tomorrow?").locator(".reaction")).to_have_text("🎉 1")
+        await act(bob, "lunch tomorrow?", "Reply")
+        await say(bob, "yes, at one")
+        await expect(line(alice, "yes, at one").locator(".quote")).to_have_text(
+            "↪ alice: lunch tomorrow?"
+        )
+        await act(alice, "lunch tomorrow?", "Edit")
+        box = alice.get_by_label("Message", exact=True)
+        await box.fill("lunch on Friday?")
+        await box.press("Enter")
+        await expect(line(bob, "lunch on Friday?").locator(".edited")).to_have_text("(edited)")
+        await expect(line(bob, "yes, at one").locator(".quote")).to_have_text(
+            "↪ alice: lunch on Friday?"
+        )
+        await a.assert_clean()
+        await b.assert_clean()
+    with sqlite3.connect(node.data_dir / "onionchat.sqlite3") as db:
+        rows = db.execute(
+            "SELECT m.text, m.box FROM messages m JOIN rooms r ON r.id = m.room_id"
+            " WHERE r.name = '@alice+bob'"
+        ).fetchall()
+    assert len(rows) == 4 and all(text is None and box for text, box in rows)
