@@ -2,6 +2,8 @@
 // The password never leaves this module: only the PBKDF2 login secret is sent. The wrapping
 // key (another label, so unrelated to the login secret) is returned to the page, never sent.
 
+import { t } from "./i18n.js";
+
 const LOGIN_LABEL = new TextEncoder().encode("onionchat login\0");
 const WRAP_LABEL = new TextEncoder().encode("onionchat wrap\0");
 
@@ -47,14 +49,14 @@ async function post(path, body) {
   try {
     response = await fetch(path, init);
   } catch {
-    throw new Error("cannot reach the node; check your connection");
+    throw new Error(t("api.unreachable"));
   }
   if (response.status === 204) return {};
   const text = await response.text();
   let data = {};
   try { data = JSON.parse(text); } catch { data = { message: text }; }
   if (!response.ok) {
-    const error = new Error(data.message || `the node answered ${response.status}`);
+    const error = new Error(data.message || t("api.status", { status: response.status }));
     error.code = data.error; // e.g. "invite_needed": the page then asks for a code
     throw error;
   }
