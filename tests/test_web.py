@@ -71,9 +71,19 @@ document.addEventListener("securitypolicyviolation",
 
 @contextlib.asynccontextmanager
 async def open_page(
-    browser: Browser, node: NodeProcess, width: int = 1200, height: int = 800
+    browser: Browser,
+    node: NodeProcess,
+    width: int = 1200,
+    height: int = 800,
+    locale: str | None = None,
 ) -> AsyncIterator[Watched]:
-    context = await browser.new_context(viewport={"width": width, "height": height})
+    """`locale`: the browser's language (Playwright's default, en-US, when None)."""
+    size = {"width": width, "height": height}
+    context = await (
+        browser.new_context(viewport=size, locale=locale)
+        if locale
+        else browser.new_context(viewport=size)
+    )
     context.set_default_timeout(TIMEOUT)
     page = await context.new_page()
     watched = Watched(page, node.url)
