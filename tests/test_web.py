@@ -78,12 +78,7 @@ async def open_page(
     locale: str | None = None,
 ) -> AsyncIterator[Watched]:
     """`locale`: the browser's language (Playwright's default, en-US, when None)."""
-    size = {"width": width, "height": height}
-    context = await (
-        browser.new_context(viewport=size, locale=locale)
-        if locale
-        else browser.new_context(viewport=size)
-    )
+    context = await browser.new_context(viewport={"width": width, "height": height}, locale=locale)
     context.set_default_timeout(TIMEOUT)
     page = await context.new_page()
     watched = Watched(page, node.url)
