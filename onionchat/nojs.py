@@ -8,6 +8,8 @@ page keeps refreshing, so presence, `/who` and fan-out work as for any other cli
 
 Key-protected rooms cannot be offered here: their key never reaches the node, so the node
 cannot decrypt them to render a page. Every user-provided string is escaped on output.
+Every word of the pages is the reader's language's (onionchat/i18n); what the node itself
+answers (a refusal's reason) stays as the node says it.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from onionchat import commands, cookies, crypto, names, protocol, relations
+from onionchat import commands, cookies, crypto, i18n, names, protocol, relations
 from onionchat.auth import COOKIE, DEVICE_COOKIE, SALT_BYTES, AuthError, Session, busy
 from onionchat.authority import STAFF
 from onionchat.background import Workers
@@ -77,15 +79,20 @@ STATUS = {
 }
 
 esc = html.escape
+_t = i18n.markup  # a text of the page's language, as HTML
 
 
 class FormError(Exception):
-    """A request this module refuses before it reaches the core."""
+    """A request this module refuses before it reaches the core: the key of its text."""
 
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.message = message
+    def __init__(self, key: str, status: int, **values: object) -> None:
+        super().__init__(key)
+        self.key = key
         self.status = status
+        self.values = values
+
+    def message(self, lang: str) -> str:
+        return i18n.text(lang, self.key, **self.values)
 
 
 # -- per-page connections -------------------------------------------------------------------
@@ -122,7 +129,9 @@ class Readers:
             try:
                 conn = await self.node.connect(session)
             except Refused as exc:
-                raise FormError(exc.reason, 403 if exc.banned else 503) from None
+                raise FormError(
+                    "error.node", 403 if exc.banned else 503, reason=exc.reason
+                ) from None
             current = self._readers.get(key)
             if current is not None and current.conn.close_code is None:
                 self.node.disconnect(conn)  # a request beside this one made it first
@@ -170,6 +179,12 @@ def _node(request: Request) -> Node:
 # -- sessions, forms, CSRF ------------------------------------------------------------------
 
 
+def _lang(request: Request, session: Session | None = None) -> str:
+    """The page's language: the account's choice, else the browser's (Accept-Language)."""
+    chosen = session.user.lang if session is not None else None
+    return i18n.choose(chosen, request.headers.get("accept-language"))
+
+
 async def _session(request: Request) -> Session | None:
     token = request.cookies.get(COOKIE)
     if not token:
@@ -195,31 +210,31 @@ def _check_origin(request: Request) -> None:
     host = request.headers.get("host", "")
     allowed = {f"http://{host}", f"https://{host}", *request.app.state.origins}
     if origin not in allowed:
-        raise FormError("this form was posted from another site; it was not accepted", 403)
+        raise FormError("form.otherSite", 403)
 
 
 async def _form(request: Request) -> dict[str, str]:
     _check_origin(request)
     kind = request.headers.get("content-type", "").split(";")[0].strip()
     if kind != "application/x-www-form-urlencoded":
-        raise FormError("send the form as application/x-www-form-urlencoded", 415)
+        raise FormError("form.kind", 415)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_FORM:
-            raise FormError(f"the form is over {MAX_FORM // 1024} KiB", 413)
+            raise FormError("form.tooBig", 413, size=MAX_FORM // 1024)
     try:
         pairs = urllib.parse.parse_qsl(
             body.decode("ascii"), keep_blank_values=True, max_num_fields=10, errors="strict"
         )
     except (UnicodeDecodeError, ValueError):
-        raise FormError("the form is not valid UTF-8 form data", 400) from None
+        raise FormError("form.notUtf8", 400) from None
     return {k: v.replace("\r\n", "\n") for k, v in pairs}
 
 
 def _check_token(form: dict[str, str], session: Session) -> None:
     if not hmac.compare_digest(form.get("token", ""), form_token(session)):
-        raise FormError("this form has expired or came from elsewhere: reload the page", 403)
+        raise FormError("form.expired", 403)
 
 
 def _redirect(path: str) -> Response:
@@ -244,6 +259,7 @@ def _page(
     body: str,
     status: int = 200,
     *,
+    lang: str,
     session: Session | None = None,
     head: str = "",
     csp: str | None = None,
@@ -252,15 +268,16 @@ def _page(
     """A whole page; `body` is HTML already escaped by the caller."""
     nav = ""
     if session is not None and not frame:
+        me = {"name": f"<b>{esc(session.user.name)}</b>"}
         nav = (
-            '<nav><a href="/nojs/rooms">Rooms</a> '
-            f"<span>logged in as <b>{esc(session.user.name)}</b></span> "
+            f'<nav><a href="/nojs/rooms">{_t(lang, "nav.rooms")}</a> '
+            f"<span>{_t(lang, 'nav.loggedIn', me)}</span> "
             '<form method="post" action="/nojs/logout" class="inline">'
             f'<input type="hidden" name="token" value="{form_token(session)}">'
-            '<button type="submit">Log out</button></form></nav>'
+            f'<button type="submit">{_t(lang, "nav.logout")}</button></form></nav>'
         )
     document = (
-        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<!doctype html>\n<html lang="{esc(lang)}"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<meta name="referrer" content="no-referrer">'
         f"{head}<title>{esc(title)} · OnionChat</title>"
@@ -284,13 +301,6 @@ def _hidden(session: Session) -> str:
     return f'<input type="hidden" name="token" value="{form_token(session)}">'
 
 
-LOGIN_NOTE = (
-    "Without JavaScript your browser cannot derive the login secret from your password, "
-    "so this form sends the password itself to the node, which derives the secret for this "
-    "login only and never stores or logs the password."
-)
-
-
 def _login_page(
     request: Request,
     status: int = 200,
@@ -307,26 +317,28 @@ def _login_page(
     hidden = (
         f'<input type="hidden" name="token" value="{_node(request).accounts.form_token(seed)}">'
     )
+    lang = _lang(request)
+    auth = _node(request).settings.auth
+    full = {"link": f'<a href="/">{_t(lang, "login.fullClient")}</a>'}
     body = (
-        "<main><h1>OnionChat without JavaScript</h1>"
-        f'<p class="note" id="password-note">{esc(LOGIN_NOTE)}</p>'
-        "<section><h2>Log in</h2>"
+        f"<main><h1>{_t(lang, 'login.heading')}</h1>"
+        f'<p class="note" id="password-note">{_t(lang, "login.note")}</p>'
+        f"<section><h2>{_t(lang, 'login.title')}</h2>"
         f"{_error(error) if error else ''}"
         '<form method="post" action="/nojs/login" accept-charset="utf-8">'
         f"{hidden}"
-        '<label>Name <input name="username" autocomplete="username" required '
-        f'value="{esc(username)}"></label>'
-        '<label>Password <input type="password" name="password" '
+        f'<label>{_t(lang, "login.name")} <input name="username" autocomplete="username" '
+        f'required value="{esc(username)}"></label>'
+        f'<label>{_t(lang, "login.password")} <input type="password" name="password" '
         'autocomplete="current-password" required></label>'
-        '<button type="submit">Log in</button></form></section>'
-        "<section><h2>Create an account</h2>"
+        f'<button type="submit">{_t(lang, "login.logIn")}</button></form></section>'
+        f"<section><h2>{_t(lang, 'login.create')}</h2>"
         f"{_error(register_error) if register_error else ''}"
-        f"{_registration_form(hidden, _node(request).settings.auth)}</section>"
-        f"{_guest_form(hidden) if _node(request).settings.auth.guests else ''}"
-        '<p>With JavaScript on, <a href="/">the full client</a> never sends your password '
-        "and can open key-protected rooms.</p></main>"
+        f"{_registration_form(hidden, auth, lang)}</section>"
+        f"{_guest_form(hidden, lang) if auth.guests else ''}"
+        f"<p>{_t(lang, 'login.withJs', full)}</p></main>"
     )
-    page = _page("Log in", body, status)
+    page = _page(i18n.text(lang, "login.title"), body, status, lang=lang)
     if fresh:
         page.set_cookie(
             PRESESSION,
@@ -353,10 +365,7 @@ def _check_presession(request: Request, form: dict[str, str]) -> None:
     seed = request.cookies.get(PRESESSION) or ""
     token = _node(request).accounts.form_token(seed)
     if not _valid_seed(seed) or not hmac.compare_digest(form.get("token", ""), token):
-        raise FormError(
-            "this form has expired or came from another site; it was not accepted: try again",
-            403,
-        )
+        raise FormError("form.presession", 403)
 
 
 # -- handlers -------------------------------------------------------------------------------
@@ -370,28 +379,29 @@ def _handles_errors(handler: Handler) -> Handler:
     async def endpoint(request: Request) -> Response:
         try:
             return await handler(request)
-        except FormError as exc:
-            return _page("Not accepted", f"<main>{_error(exc.message)}{_back()}</main>", exc.status)
-        except ProtocolError as exc:
-            return _page(
-                "Not accepted", f"<main>{_error(exc.message)}{_back()}</main>", _status(exc)
-            )
+        except (FormError, ProtocolError) as exc:
+            lang = _lang(request, await _session(request))
+            if isinstance(exc, FormError):
+                message, status = exc.message(lang), exc.status
+            else:
+                message, status = exc.message, _status(exc)
+            body = f"<main>{_error(message)}{_back(lang)}</main>"
+            return _page(i18n.text(lang, "error.title"), body, status, lang=lang)
 
     return endpoint
 
 
-def _registration_form(hidden: str, auth: AuthSettings) -> str:
+def _registration_form(hidden: str, auth: AuthSettings, lang: str) -> str:
     mode = auth.registration
     if mode == "closed":
-        return "<p>This node takes no new accounts.</p>"
+        return f"<p>{_t(lang, 'register.closed')}</p>"
     invite = (
-        '<label>Invite code <input name="invite" autocomplete="off" required></label>'
+        f'<label>{_t(lang, "register.invite")} <input name="invite" autocomplete="off" '
+        "required></label>"
         if mode == "invite"
         else ""
     )
-    waiting = (
-        "<p>Newcomers wait until the node's staff let them in.</p>" if mode == "waiting" else ""
-    )
+    waiting = f"<p>{_t(lang, 'register.waiting')}</p>" if mode == "waiting" else ""
     if auth.question.strip():
         invite += (
             f'<label>{esc(auth.question.strip())} <input name="answer" autocomplete="off" '
@@ -400,26 +410,26 @@ def _registration_form(hidden: str, auth: AuthSettings) -> str:
     return (
         f'{waiting}<form method="post" action="/nojs/register" accept-charset="utf-8">'
         f"{hidden}"
-        '<label>Name <input name="username" autocomplete="username" required></label>'
-        '<label>Password <input type="password" name="password" '
+        f'<label>{_t(lang, "login.name")} <input name="username" autocomplete="username" '
+        "required></label>"
+        f'<label>{_t(lang, "login.password")} <input type="password" name="password" '
         'autocomplete="new-password" required></label>'
-        '<label>Password again <input type="password" name="repeat" '
+        f'<label>{_t(lang, "register.again")} <input type="password" name="repeat" '
         'autocomplete="new-password" required></label>'
-        f'{invite}<button type="submit">Create account</button></form>'
+        f'{invite}<button type="submit">{_t(lang, "register.button")}</button></form>'
     )
 
 
-def _guest_form(hidden: str) -> str:
+def _guest_form(hidden: str, lang: str) -> str:
     return (
-        "<section><h2>Or enter as a guest</h2><p>A name of the node's making, for a few "
-        "hours, in open rooms.</p>"
+        f"<section><h2>{_t(lang, 'guest.title')}</h2><p>{_t(lang, 'guest.about')}</p>"
         f'<form method="post" action="/nojs/guest" accept-charset="utf-8">{hidden}'
-        '<button type="submit">Enter as a guest</button></form></section>'
+        f'<button type="submit">{_t(lang, "guest.button")}</button></form></section>'
     )
 
 
-def _back() -> str:
-    return '<p><a href="/nojs/rooms">Back to the rooms</a></p>'
+def _back(lang: str) -> str:
+    return f'<p><a href="/nojs/rooms">{_t(lang, "back")}</a></p>'
 
 
 async def home(request: Request) -> Response:
@@ -505,9 +515,9 @@ def _credentials(form: dict[str, str]) -> tuple[str, str]:
     username = form.get("username", "").strip()
     password = form.get("password", "")
     if not username or not password:
-        raise FormError("give a name and a password", 400)
+        raise FormError("form.credentials", 400)
     if len(username) > 128 or len(password) > MAX_PASSWORD:
-        raise FormError(f"the name or the password is too long (at most {MAX_PASSWORD})", 400)
+        raise FormError("form.tooLong", 400, max=MAX_PASSWORD)
     return username, password
 
 
@@ -527,7 +537,7 @@ async def login(request: Request) -> Response:
         _check_presession(request, form)
         username, password = _credentials(form)
     except FormError as exc:
-        return _login_page(request, exc.status, exc.message)
+        return _login_page(request, exc.status, exc.message(_lang(request)))
     node = _node(request)
     accounts = node.accounts
     device = request.cookies.get(DEVICE_COOKIE)
@@ -536,10 +546,7 @@ async def login(request: Request) -> Response:
         salt, iterations = await accounts.prelogin(username)
         if iterations > node.settings.auth.max_iterations:
             raise FormError(
-                f"this account's password takes {iterations} PBKDF2 iterations, more than this "
-                f"node derives for a page without JavaScript ({node.settings.auth.max_iterations}):"
-                " log in with the full client",
-                400,
+                "form.iterations", 400, count=iterations, max=node.settings.auth.max_iterations
             )
         secret = await _derivations(request).derive(request, password, salt, iterations)
         user, token, expires = await accounts.login(username, secret, device)
@@ -547,7 +554,7 @@ async def login(request: Request) -> Response:
         log.info("login dropped: the client left", extra={"event": "dropped"})
         return Response(status_code=499)
     except FormError as exc:
-        return _login_page(request, exc.status, exc.message, username)
+        return _login_page(request, exc.status, exc.message(_lang(request)), username)
     except ProtocolError as exc:
         return _refused(_login_page(request, _status(exc), exc.message, username), exc)
     return _logged_in(request, user.name, token, expires)
@@ -559,9 +566,9 @@ async def register(request: Request) -> Response:
         _check_presession(request, form)
         username, password = _credentials(form)
         if form.get("repeat") != password:
-            raise FormError("the two passwords differ", 400)
+            raise FormError("form.differ", 400)
     except FormError as exc:
-        return _login_page(request, exc.status, register_error=exc.message)
+        return _login_page(request, exc.status, register_error=exc.message(_lang(request)))
     node = _node(request)
     salt = secrets.token_bytes(SALT_BYTES)
     iterations = node.settings.auth.pbkdf2_iterations
@@ -587,7 +594,7 @@ async def guest(request: Request) -> Response:
         _check_presession(request, await _form(request))
         user, token, expires = await _node(request).accounts.guest()
     except FormError as exc:
-        return _login_page(request, exc.status, register_error=exc.message)
+        return _login_page(request, exc.status, register_error=exc.message(_lang(request)))
     except ProtocolError as exc:
         return _refused(_login_page(request, _status(exc), register_error=exc.message), exc)
     return _logged_in(request, user.name, token, expires)
@@ -612,33 +619,34 @@ async def _rooms_page(
     request: Request, session: Session, status: int = 200, error: str = "", typed: str = ""
 ) -> Response:
     node = _node(request)
+    lang = _lang(request, session)
     items = []
     for room in await node.store.rooms():
         detail = []
         if room.protected:
-            detail.append('<span class="tag">key-protected: needs JavaScript</span>')
+            detail.append(f'<span class="tag">{_t(lang, "rooms.needsJs")}</span>')
         elif room.topic:
             detail.append(f'<span class="topic">{esc(room.topic)}</span>')
         online = len(node.members(room.name))
-        detail.append(f'<span class="online">{online} online</span>')
+        detail.append(f'<span class="online">{_t(lang, "rooms.online", count=online)}</span>')
         items.append(
             f'<li><a href="{esc(room_path(room.name))}">#{esc(room.name)}</a> '
             f"{' '.join(detail)}</li>"
         )
-    listing = f'<ul class="rooms">{"".join(items)}</ul>' if items else "<p>No rooms yet.</p>"
+    none = f"<p>{_t(lang, 'rooms.none')}</p>"
+    listing = f'<ul class="rooms">{"".join(items)}</ul>' if items else none
     body = (
-        "<main><h1>Rooms</h1>"
+        f"<main><h1>{_t(lang, 'rooms.title')}</h1>"
         f"{listing}"
-        "<h2>Join or create a room</h2>"
+        f"<h2>{_t(lang, 'rooms.join')}</h2>"
         f"{_error(error) if error else ''}"
         '<form method="post" action="/nojs/join" accept-charset="utf-8">'
         f"{_hidden(session)}"
-        f'<label>Room <input name="room" required value="{esc(typed)}"></label>'
-        '<button type="submit">Join</button></form>'
-        "<p>A room that does not exist yet is created open (readable by the node). "
-        "Key-protected rooms are made with the JavaScript client.</p></main>"
+        f'<label>{_t(lang, "rooms.room")} <input name="room" required value="{esc(typed)}">'
+        f'</label><button type="submit">{_t(lang, "rooms.button")}</button></form>'
+        f"<p>{_t(lang, 'rooms.about')}</p></main>"
     )
-    return _page("Rooms", body, status, session=session)
+    return _page(i18n.text(lang, "rooms.title"), body, status, lang=lang, session=session)
 
 
 async def rooms(request: Request) -> Response:
@@ -652,7 +660,7 @@ async def rooms(request: Request) -> Response:
 async def join(request: Request) -> Response:
     session = await _session(request)
     if session is None:
-        raise FormError("you are not logged in (or the session has ended): log in again", 401)
+        raise FormError("form.loggedOut", 401)
     form = await _form(request)
     _check_token(form, session)
     typed = form.get("room", "")
@@ -670,21 +678,11 @@ async def join(request: Request) -> Response:
     return _redirect(room_path(name))
 
 
-STAFF_HINT = (
-    '<p class="hint staff">You are staff here: /kick NAME [MINUTES] [REASON], /ban NAME, '
-    "/mute NAME, /unban NAME, /purge NAME, /mode (invite, moderated, limit, slow, expiry, "
-    "lockdown), /voice NAME, /allow NAME, /op NAME, /audit; each message has a delete button. "
-    "/help lists them all.</p>"
-)
-
-
-def _protected(name: str) -> str:
+def _protected(name: str, lang: str) -> str:
+    full = {"link": f'<a href="/">{_t(lang, "login.fullClient")}</a>'}
     return (
-        f'<main><h1>#{esc(name)}</h1><p class="needs-js">#{esc(name)} is key-protected, so it '
-        "needs JavaScript: its messages are encrypted in the members' browsers with a key "
-        "that never reaches this node, so the node cannot decrypt them to show them on a page "
-        'without JavaScript. Open it with JavaScript on (<a href="/">the full client</a>) '
-        f"or with the command-line client.</p>{_back()}</main>"
+        f'<main><h1>#{esc(name)}</h1><p class="needs-js">'
+        f"{_t(lang, 'room.protected', full, room=name)}</p>{_back(lang)}</main>"
     )
 
 
@@ -698,32 +696,32 @@ async def _room_page(
     answer: str = "",
 ) -> Response:
     node = _node(request)
+    lang = _lang(request, session)
     room = await node.room(name)
     if room.protected:
-        return _page(f"#{room.name}", _protected(room.name), session=session)
+        return _page(f"#{room.name}", _protected(room.name, lang), lang=lang, session=session)
     reader = await _readers(request).get(session, room.name)
     if reader.answer and not answer:
         answer, reader.answer = f'<div class="answer">{reader.answer}</div>', ""
     topic = f'<p class="topic">{esc(room.topic)}</p>' if room.topic else ""
     staff = node.authority.level(names.key(session.user.name), room.name) >= STAFF
-    about = await _about(node, room, request.query_params, session)
+    about = await _about(node, room, request.query_params, session, lang)
+    staff_hint = f'<p class="hint staff">{_t(lang, "room.staff")}</p>' if staff else ""
     body = (
         f'<main class="room"><h1>#{esc(room.name)}</h1>{topic}'
         f'<iframe src="{esc(room_path(room.name, "/messages#end"))}" '
-        f'title="Messages in #{esc(room.name)}" name="messages"></iframe>'
+        f'title="{_t(lang, "room.frame", room=room.name)}" name="messages"></iframe>'
         f"{_error(error) if error else ''}{answer}{about.reactions}"
         f'<form method="post" action="{esc(room_path(room.name, "/post"))}" '
         'accept-charset="utf-8" class="post">'
         f"{_hidden(session)}{about.reply}"
-        '<input name="text" autocomplete="off" autofocus aria-label="Message" '
-        f'placeholder="Message #{esc(room.name)}, or /help" value="{esc(typed)}">'
-        '<button type="submit">Send</button></form>'
-        f'<p class="hint">New messages appear every {REFRESH} seconds. A line starting '
-        "with / is a command: /who, /topic, /me, /join, /leave, /rooms, /msg, /help.</p>"
-        f"{STAFF_HINT if staff else ''}"
-        "</main>"
+        f'<input name="text" autocomplete="off" autofocus aria-label="{_t(lang, "room.message")}" '
+        f'placeholder="{_t(lang, "room.placeholder", room=room.name)}" value="{esc(typed)}">'
+        f'<button type="submit">{_t(lang, "room.send")}</button></form>'
+        f'<p class="hint">{_t(lang, "room.hint", seconds=REFRESH)}</p>'
+        f"{staff_hint}</main>"
     )
-    return _page(f"#{room.name}", body, status, session=session, csp=PAGE_CSP)
+    return _page(f"#{room.name}", body, status, lang=lang, session=session, csp=PAGE_CSP)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -732,7 +730,7 @@ class _About:
     reactions: str = ""  # the seven buttons, for the message reacted to
 
 
-async def _about(node: Node, room: Room, query: Any, session: Session) -> _About:
+async def _about(node: Node, room: Room, query: Any, session: Session, lang: str) -> _About:
     """A link's `?reply=ID` or `?react=ID`: the message answered, or reacted to, as forms."""
     for kind in ("reply", "react"):
         id_ = query.get(kind)
@@ -740,22 +738,22 @@ async def _about(node: Node, room: Room, query: Any, session: Session) -> _About
             continue
         found = await node.store.signed_messages(room, [id_]) if is_valid(id_) else []
         if not found:
-            return _About(reactions=_error("that message is not in this room any more"))
+            return _About(reactions=_error(i18n.text(lang, "room.gone")))
         message = found[0][0]
         said = f"{message.sender}: {_start(message.text or '')}"
         if kind == "reply":
             field = f'<input type="hidden" name="reply" value="{esc(id_)}">'
             return _About(reply=f'{field}<span class="replying">↪ {esc(said)}</span>')
         buttons = "".join(
-            f'<button type="submit" name="text" value="{emoji}" aria-label="React with {emoji}">'
-            f"{emoji}</button>"
+            f'<button type="submit" name="text" value="{emoji}" '
+            f'aria-label="{_t(lang, "react.with", emoji=emoji)}">{emoji}</button>'
             for emoji in protocol.REACTIONS
         )
         form = (
             f'<form method="post" action="{esc(room_path(room.name, "/post"))}" '
             f'accept-charset="utf-8" class="react">{_hidden(session)}'
             f'<input type="hidden" name="react" value="{esc(id_)}">'
-            f"<span>React to {esc(said)}</span> {buttons}</form>"
+            f"<span>{_t(lang, 'react.to', said=said)}</span> {buttons}</form>"
         )
         return _About(reactions=form)
     return _About()
@@ -779,7 +777,7 @@ async def _folded(node: Node, room: Room, found: list[protocol.Message]) -> list
     return relations.fold(lines, related, quoted)
 
 
-def _message(line: Line, room: str, me: str, may_delete: bool, delete: str) -> str:
+def _message(line: Line, room: str, me: str, may_delete: bool, delete: str, lang: str) -> str:
     """One line of the list, with a link to answer it and one to react, and for those who may,
     the form that deletes it."""
     message = line.message
@@ -787,33 +785,36 @@ def _message(line: Line, room: str, me: str, may_delete: bool, delete: str) -> s
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(message.ts / 1000))
     mention = line.text is not None and f"@{names.key(me)}" in names.key(line.text)
     classes = "message mention" if mention else "message"
-    text = SEALED if line.text is None else esc(line.text)
+    sealed = f'<span class="sealed">{_t(lang, "message.sealed")}</span>'
+    text = sealed if line.text is None else esc(line.text)
     if message.file is not None and line.text == message.file.name:
         text = ""  # the file's link says its name
     quote = ""
     if line.quote is not None:
         said = f"{line.quote.sender}: {_start(line.quote.text)}" if line.quote.text else ""
-        quote = f'<span class="quote">↪ {esc(said or "a message no longer here")}</span> '
+        quote = f'<span class="quote">↪ {esc(said) or _t(lang, "message.gone")}</span> '
     if message.me:
         body = f'<span class="action">* {esc(message.sender)} {text}</span>'
     else:
         body = f'<b class="sender">{esc(message.sender)}</b> <span class="text">{text}</span>'
     if message.file is not None and message.file.name is not None:
         link = f"/api/files/{urllib.parse.quote(message.file.id)}?room={urllib.parse.quote(room)}"
-        size = f"{max(1, message.file.size // 1024):,} KiB"
+        size = _t(lang, "file.kib", n=f"{max(1, message.file.size // 1024):,}")
         body += (
             f' <a class="file" href="{esc(link)}" download="{esc(message.file.name)}">'
             f"⬇ {esc(message.file.name)} ({size})</a>"
         )
     if line.edited:
-        body += ' <span class="edited">(edited)</span>'
+        body += f' <span class="edited">{_t(lang, "message.edited")}</span>'
     for emoji, who in line.reactions:
         body += f' <span class="reaction" title="{esc(", ".join(who))}">{emoji} {len(who)}</span>'
     page = room_path(room)
     ids = esc(message.id)
     body += (
-        f' <a class="act" href="{esc(page)}?reply={ids}" target="_top">reply</a>'
-        f' <a class="act" href="{esc(page)}?react={ids}" target="_top">react</a>'
+        f' <a class="act" href="{esc(page)}?reply={ids}" target="_top">'
+        f"{_t(lang, 'message.reply')}</a>"
+        f' <a class="act" href="{esc(page)}?react={ids}" target="_top">'
+        f"{_t(lang, 'message.react')}</a>"
     )
     if may_delete:
         body += delete.replace("MESSAGE-ID", ids)
@@ -821,20 +822,20 @@ def _message(line: Line, room: str, me: str, may_delete: bool, delete: str) -> s
 
 
 QUOTE_CHARS = 60  # of a quoted message, shown at most
-SEALED = '<span class="sealed">(sealed message)</span>'
 
 
 def _start(text: str) -> str:
     return text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS] + "…"
 
 
-def _delete_form(room: str, session: Session) -> str:
+def _delete_form(room: str, session: Session, lang: str) -> str:
     """A button that posts `/delete ID` as the message form would (the page answers)."""
     return (
         f'<form method="post" action="{esc(room_path(room, "/post"))}" target="_top" '
         f'class="delete">{_hidden(session)}'
         '<input type="hidden" name="text" value="/delete MESSAGE-ID">'
-        '<button type="submit" title="delete this message">delete</button></form>'
+        f'<button type="submit" title="{_t(lang, "message.deleteTitle")}">'
+        f"{_t(lang, 'message.delete')}</button></form>"
     )
 
 
@@ -844,53 +845,67 @@ async def messages(request: Request) -> Response:
     read back (`?before=ID`, a page older than that message), it stays still, so that what
     one reads does not jump away, with links to the page before and back to the live end."""
     session = await _session(request)
+    lang = _lang(request, session)
+
+    def framed(title: str, body: str, status: int = 200, head: str = "") -> Response:
+        return _page(title, body, status, lang=lang, head=head, csp=FRAME_CSP, frame=True)
+
     if session is None:
-        body = '<p>Your session has ended: <a href="/nojs/login" target="_top">log in</a>.</p>'
-        return _page("Logged out", body, 401, csp=FRAME_CSP, frame=True)
+        link = {"link": f'<a href="/nojs/login" target="_top">{_t(lang, "frame.logIn")}</a>'}
+        body = f"<p>{_t(lang, 'frame.ended', link)}</p>"
+        return framed(i18n.text(lang, "frame.loggedOut"), body, 401)
     node = _node(request)
     room = await node.room(request.path_params["room"])
     if room.protected:
-        return _page(f"#{room.name}", _protected(room.name), csp=FRAME_CSP, frame=True)
+        return framed(f"#{room.name}", _protected(room.name, lang))
     before = request.query_params.get("before")
     if before is not None and not is_valid(before):
-        body = "<p>That is not a message id.</p>"
-        return _page("Not a message", body, 400, csp=FRAME_CSP, frame=True)
+        body = f"<p>{_t(lang, 'frame.badId')}</p>"
+        return framed(i18n.text(lang, "frame.badIdTitle"), body, 400)
     reader = await _readers(request).get(session, room.name)
     if before is not None and not node.may_page(reader.conn):
-        rate = node.settings.limits.history_rate
-        body = f"<p>At most {rate:g} pages a second: wait a moment, then reload.</p>"
-        return _page("Too many pages", body, 429, csp=FRAME_CSP, frame=True)
+        rate = f"{node.settings.limits.history_rate:g}"
+        body = f"<p>{_t(lang, 'frame.tooMany', rate=rate)}</p>"
+        return framed(i18n.text(lang, "frame.tooManyTitle"), body, 429)
     found, more = await node.store.history(room, before, node.settings.limits.history_page)
     me = names.key(session.user.name)
     staff = node.authority.level(me, room.name) >= STAFF
-    form = _delete_form(room.name, session)
+    form = _delete_form(room.name, session, lang)
     lines = "".join(
         _message(
-            line, room.name, session.user.name, staff or names.key(line.message.sender) == me, form
+            line,
+            room.name,
+            session.user.name,
+            staff or names.key(line.message.sender) == me,
+            form,
+            lang,
         )
         for line in await _folded(node, room, found)
     )
+    older = esc(room_path(room.name, f"/messages?before={found[0].id}")) if found else ""
     earlier = (
-        f'<p class="more"><a href="{esc(room_path(room.name, f"/messages?before={found[0].id}"))}">'
-        "Earlier messages</a> (the list stays still while you read back)</p>"
+        f'<p class="more"><a href="{older}">{_t(lang, "frame.earlier")}</a> '
+        f"{_t(lang, 'frame.still')}</p>"
         if more and found
         else ""
     )
     live = esc(room_path(room.name, f"/messages?at={time.time_ns() // 1_000_000}#end"))
-    members = ", ".join(esc(m) for m in node.members(room.name))
-    body = f'{earlier}<p class="hint">Times are UTC.</p><ol class="messages">{lines}</ol>' + (
-        "" if found else '<p class="empty">No messages yet.</p>'
+    members = ", ".join(node.members(room.name))
+    zone = f'<p class="hint">{_t(lang, "frame.zone")}</p>'
+    body = f'{earlier}{zone}<ol class="messages">{lines}</ol>' + (
+        "" if found else f'<p class="empty">{_t(lang, "frame.empty")}</p>'
     )
     if before is not None:
-        body += f'<p class="more" id="end"><a href="{live}">Back to the newest messages</a></p>'
-        return _page(f"#{room.name}", body, csp=FRAME_CSP, frame=True)
-    body += f'<p class="members" id="end">Here now: {members}</p>'
+        newest = f'<a href="{live}">{_t(lang, "frame.newest")}</a>'
+        body += f'<p class="more" id="end">{newest}</p>'
+        return framed(f"#{room.name}", body)
+    body += f'<p class="members" id="end">{_t(lang, "frame.here", members=members)}</p>'
     # A new query each time: a refresh to the same URL and fragment would only scroll.
     refresh = f'<meta http-equiv="refresh" content="{REFRESH}; url={live}">'
-    return _page(f"#{room.name}", body, head=refresh, csp=FRAME_CSP, frame=True)
+    return framed(f"#{room.name}", body, head=refresh)
 
 
-def _answer(frames: list[dict[str, Any]], room: str) -> tuple[str, str | None]:
+def _answer(frames: list[dict[str, Any]], room: str, lang: str) -> tuple[str, str | None]:
     """What the node answered a command with, as HTML; or where to go instead."""
     parts: list[str] = []
     for frame in frames:
@@ -898,38 +913,34 @@ def _answer(frames: list[dict[str, Any]], room: str) -> tuple[str, str | None]:
         if kind == "notice":
             parts.append(f"<pre>{esc(frame['text'])}</pre>")
         elif kind == "who":
-            members = ", ".join(frame["members"]) or "nobody"
-            parts.append(f"<p>In #{esc(frame['room'])} now: {esc(members)}</p>")
+            members = ", ".join(frame["members"]) or i18n.text(lang, "answer.nobody")
+            parts.append(f"<p>{_t(lang, 'answer.who', room=frame['room'], members=members)}</p>")
         elif kind == "rooms":
             listed = "".join(
                 f'<li><a href="{esc(room_path(r["name"]))}">#{esc(r["name"])}</a>'
-                f"{' (key-protected)' if r.get('protected') else ''}</li>"
+                f"{_t(lang, 'answer.protected') if r.get('protected') else ''}</li>"
                 for r in frame["rooms"]
             )
             parts.append(f"<ul>{listed}</ul>")
         elif kind == "topic":
             topic = frame.get("text")
             parts.append(
-                f"<p>Topic of #{esc(frame['room'])} set to: {esc(topic)}</p>"
+                f"<p>{_t(lang, 'answer.topic', room=frame['room'], topic=topic)}</p>"
                 if topic
-                else f"<p>Topic of #{esc(frame['room'])} cleared.</p>"
+                else f"<p>{_t(lang, 'answer.topicCleared', room=frame['room'])}</p>"
             )
         elif kind == "joined":
             return "", room_path(frame["room"]["name"])
         elif kind == "left":
             if frame["room"] == room:
                 return "", "/nojs/rooms"
-            parts.append(f"<p>You left #{esc(frame['room'])}.</p>")
+            parts.append(f"<p>{_t(lang, 'answer.left', room=frame['room'])}</p>")
         elif kind == "clear":
-            parts.append("<p>This page keeps nothing to clear.</p>")
+            parts.append(f"<p>{_t(lang, 'answer.clear')}</p>")
         elif kind == "ack":
             if frame["room"].startswith("@"):
-                parts.append(
-                    "<p>Direct message sent, <strong>not sealed</strong>: these pages cannot "
-                    "seal, so the node can read it, and the other side's client marks it "
-                    "as not sealed. Direct conversations are shown by the full client and "
-                    "the command-line client.</p>"
-                )
+                plain = {"plain": f"<strong>{_t(lang, 'answer.notSealed')}</strong>"}
+                parts.append(f"<p>{_t(lang, 'answer.direct', plain)}</p>")
             else:
                 return "", room_path(room)
     return "".join(parts), None
@@ -941,13 +952,14 @@ async def post(request: Request) -> Response:
     the text comes back in the field."""
     session = await _session(request)
     if session is None:
-        raise FormError("you are not logged in (or the session has ended): log in again", 401)
+        raise FormError("form.loggedOut", 401)
     form = await _form(request)
     _check_token(form, session)
     node = _node(request)
+    lang = _lang(request, session)
     room = await node.room(request.path_params["room"])
     if room.protected:
-        return _page(f"#{room.name}", _protected(room.name), 409, session=session)
+        return _page(f"#{room.name}", _protected(room.name, lang), 409, lang=lang, session=session)
     text = form.get("text", "")
     reader = await _readers(request).get(session, room.name)
     try:
@@ -966,7 +978,7 @@ async def post(request: Request) -> Response:
     # The answer was queued after the command's last await, so no other request on this
     # page's connection (a frame reload) can have taken it in between.
     frames = [_decode(frame) for frame in reader.conn.take()]
-    answer, target = _answer([f for f in frames if f.get("ref") == REF], room.name)
+    answer, target = _answer([f for f in frames if f.get("ref") == REF], room.name, lang)
     if target is not None:
         return _redirect(target)
     # shown by the room's page, which the post redirects to: a reload does not post again

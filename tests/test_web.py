@@ -71,9 +71,14 @@ document.addEventListener("securitypolicyviolation",
 
 @contextlib.asynccontextmanager
 async def open_page(
-    browser: Browser, node: NodeProcess, width: int = 1200, height: int = 800
+    browser: Browser,
+    node: NodeProcess,
+    width: int = 1200,
+    height: int = 800,
+    locale: str | None = None,
 ) -> AsyncIterator[Watched]:
-    context = await browser.new_context(viewport={"width": width, "height": height})
+    """`locale`: the browser's language (Playwright's default, en-US, when None)."""
+    context = await browser.new_context(viewport={"width": width, "height": height}, locale=locale)
     context.set_default_timeout(TIMEOUT)
     page = await context.new_page()
     watched = Watched(page, node.url)

@@ -2,6 +2,8 @@
 // The password never leaves this module: only the PBKDF2 login secret is sent. The wrapping
 // key (another label, so unrelated to the login secret) is returned to the page, never sent.
 
+import { t } from "./i18n.js";
+
 const LOGIN_LABEL = new TextEncoder().encode("onionchat login\0");
 const WRAP_LABEL = new TextEncoder().encode("onionchat wrap\0");
 
@@ -47,14 +49,14 @@ async function post(path, body) {
   try {
     response = await fetch(path, init);
   } catch {
-    throw new Error("cannot reach the node; check your connection");
+    throw new Error(t("api.unreachable"));
   }
   if (response.status === 204) return {};
   const text = await response.text();
   let data = {};
   try { data = JSON.parse(text); } catch { data = { message: text }; }
   if (!response.ok) {
-    const error = new Error(data.message || `the node answered ${response.status}`);
+    const error = new Error(data.message || t("api.status", { status: response.status }));
     error.code = data.error; // e.g. "invite_needed": the page then asks for a code
     throw error;
   }
@@ -70,10 +72,10 @@ export async function upload(room, bytes) {
       headers: { "Content-Type": "application/octet-stream" },
     });
   } catch {
-    throw new Error("cannot reach the node; check your connection");
+    throw new Error(t("api.unreachable"));
   }
   const data = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(data.message || `the node answered ${response.status}`);
+  if (!response.ok) throw new Error(data.message || t("api.status", { status: response.status }));
   return data;
 }
 
@@ -82,7 +84,7 @@ export async function download(room, id) {
   const response = await fetch(`/api/files/${encodeURIComponent(id)}?room=${encodeURIComponent(room)}`,
     { credentials: "same-origin" });
   if (response.status === 404) return null;
-  if (!response.ok) throw new Error(`the node answered ${response.status}`);
+  if (!response.ok) throw new Error(t("api.status", { status: response.status }));
   return new Uint8Array(await response.arrayBuffer());
 }
 

@@ -4,6 +4,7 @@
 // keys, signed boxes checked) and invitations.js (which key a room is given).
 import * as api from "./api.js";
 import * as box from "./crypto.js";
+import { t } from "./i18n.js";
 import { Invitations } from "./invitations.js";
 import { Keyring } from "./keyring.js";
 import * as sealed from "./sealed.js";
@@ -16,16 +17,20 @@ const SEEK = 20; // pages a click on a quote looks back for the message, at most
 export const IMAGES = ["image/png", "image/jpeg", "image/gif", "image/webp"];
 const FILE_URLS = 100; // blob: URLs kept at once (each holds a file's bytes)
 const TOPIC_CHARS = 300; // the node's topic limit (docs/protocol.md, topic)
-const OFFLINE = "not connected: your message is kept until the node is back";
+const offline = () => t("chat.offline");
 // Commands this page handles itself: they seal with identity keys the node never sees.
 const LOCAL_COMMANDS = [
-  { name: "/msg", usage: "/msg USER MESSAGE", help: "send a direct message, end-to-end encrypted when USER has an identity key" },
-  { name: "/invite", usage: "/invite USER", help: "seal this key-protected room's key to USER" },
-  { name: "/whois", usage: "/whois [USER]", help: "show USER's key fingerprint (yours without USER)" },
-  { name: "/trust", usage: "/trust USER", help: "accept USER's changed key" },
-  { name: "/rotate", usage: "/rotate", help: "a new key for this room, sealed to its members (after a kick or a ban)" },
+  { name: "/msg", usage: "/msg USER MESSAGE" },
+  { name: "/invite", usage: "/invite USER" },
+  { name: "/whois", usage: "/whois [USER]" },
+  { name: "/trust", usage: "/trust USER" },
+  { name: "/rotate", usage: "/rotate" },
 ];
 const LOCAL_NAMES = new Set(LOCAL_COMMANDS.map((c) => c.name));
+// Their help in the current language (the node's own commands say theirs in English).
+function localCommands() {
+  return LOCAL_COMMANDS.map((c) => ({ ...c, help: t(`command${c.name.replace("/", ".")}`) }));
+}
 // The node's mention syntax (docs/protocol.md, Mentions).
 const MENTION = /(?<![\p{L}\p{N}_@])@([\p{L}\p{N}_.-]+)/gu;
 
@@ -181,12 +186,12 @@ export class Chat {
     const room = this.rooms.get(this.current);
     const text = line.replace(/\s+$/, "");
     if (!text.trim()) return { error: "", pending: false };
-    if (!this.socket.ready) return { error: OFFLINE, pending: false };
+    if (!this.socket.ready) return { error: offline(), pending: false };
     this.typed = { text, tag, pending: false };
     try {
       let error;
       if (text.startsWith("/") && !text.startsWith("//")) error = this.command(text, room);
-      else if (!room) error = "join a room first";
+      else if (!room) error = t("chat.joinFirst");
       else error = this.say(room, text.startsWith("//") ? text.slice(1) : text, false);
       return { error, pending: !error && this.typed.pending };
     } finally {
@@ -196,15 +201,15 @@ export class Chat {
 
   tooLong(text, what = "message", max = this.limits.max_text_chars) {
     const n = chars(text);
-    return max && n > max ? `the ${what} is too long (${n} characters, at most ${max})` : "";
+    return max && n > max ? t(`chat.tooLong.${what}`, { count: n, max }) : "";
   }
 
   // Sends a frame for a typed line, which then waits for its answer; "" or why not.
   sendLine(frame, typed = this.typed) {
     const max = this.limits.max_frame_bytes;
     const size = max ? new TextEncoder().encode(JSON.stringify({ v: 1, ...frame })).length : 0;
-    if (size > max) return `this is too long to send (${size} bytes, at most ${max})`;
-    if (!this.socket.send(frame)) return OFFLINE;
+    if (size > max) return t("chat.tooBig", { size, max });
+    if (!this.socket.send(frame)) return offline();
     this.waitFor(frame.ref, typed);
     return "";
   }
@@ -248,7 +253,7 @@ export class Chat {
       const bot = me || !this.bots ? "" : this.bots(text);
       if (bot && !room.readers.has(bot)) {
         // The node cannot read this room, so neither can the bot: say so here.
-        this.changed("notice", `${bot} cannot read #${room.name}: the room is key-protected and its key was never shared with ${bot}. /invite ${bot} seals the key to it (every member is told); then it can answer here.`);
+        this.changed("notice", t("chat.botCannotRead", { bot, room: room.name }));
       }
     } else {
       frame.text = text;
@@ -260,7 +265,7 @@ export class Chat {
   // message it is about: `{ kind, re }`, or a kind alone) and now.
   sealFor(room, kind, text, file = undefined) {
     const key = this.keysOf(room.name)[0];
-    if (!key) return { error: `#${room.name} is key-protected and ${this.keyring.noKeyReason()}` };
+    if (!key) return { error: t("chat.noKey", { room: room.name, reason: this.keyring.noKeyReason() }) };
     if (!this.signer) return { error: this.identityProblem() };
     const { kind: k, re } = typeof kind === "string" ? { kind } : kind;
     return { box: sealed.sealBody(key, this.signer, { room: room.name, sender: this.user, kind: k, re, text, file }) };
@@ -273,13 +278,13 @@ export class Chat {
   // by a message named after it. Resolves to "" or why not.
   async sendFile(file) {
     const room = this.rooms.get(this.current);
-    if (!room) return "join a room first";
+    if (!room) return t("chat.joinFirst");
     const max = this.limits.max_file_bytes;
-    if (!max) return "this node takes no files";
+    if (!max) return t("file.none");
     const hidden = room.protected || room.direct;
     const size = file.size + (hidden ? 40 : 0); // a secretbox's nonce and tag
-    if (size > max) return `the file is too large (${size.toLocaleString("en")} bytes, at most ${max.toLocaleString("en")})`;
-    if (room.direct && !room.ids.length) return "write a first message in this conversation, then send files";
+    if (size > max) return t("file.tooLarge", { size: size.toLocaleString("en"), max: max.toLocaleString("en") });
+    if (room.direct && !room.ids.length) return t("file.firstMessage");
     if (!this.socket.ready) return OFFLINE;
     const name = (file.name || "file").slice(0, 255);
     const type = /^[a-z0-9.+-]{1,40}\/[a-z0-9.+-]{1,80}$/.test(file.type) ? file.type : "application/octet-stream";
@@ -368,13 +373,13 @@ export class Chat {
       if (long) return long;
     }
     if (room && room.direct && (name === "me" || name === "topic")) {
-      if (name === "me") return args ? this.say(room, args, true) : "usage: /me ACTION";
-      return "a conversation has no topic";
+      if (name === "me") return args ? this.say(room, args, true) : t("chat.usage", { usage: "/me ACTION" });
+      return t("chat.noTopic");
     }
     if (room && room.protected && (name === "me" || name === "topic")) {
       // The node refuses plain text in a key-protected room: seal here.
-      if (name === "me") return args ? this.say(room, args, true) : "usage: /me ACTION";
-      if (!args) { this.changed("notice", `topic of #${room.name}: ${this.topicText(room) || "(none)"}`); return ""; }
+      if (name === "me") return args ? this.say(room, args, true) : t("chat.usage", { usage: "/me ACTION" });
+      if (!args) { this.changed("notice", t("chat.topicOf", { room: room.name, topic: this.topicText(room) || t("chat.none") })); return ""; }
       const long = this.tooLong(args, "topic", TOPIC_CHARS);
       if (long) return long;
       const sealedBox = this.sealFor(room, "topic", args);
@@ -423,6 +428,11 @@ export class Chat {
     } else this.setupIdentity(frame.identity);
     this.changed("rooms");
     this.changed("ready", frame);
+  }
+
+  // The account's language changed (on this device or another): "" for the browser's.
+  on_language(frame) {
+    this.changed("language", frame.lang || "");
   }
 
   on_joined(frame) {
@@ -501,7 +511,7 @@ export class Chat {
       const { id } = room.seeking;
       room.seeking.pages -= 1;
       if (room.byId.has(id)) { room.seeking = null; this.changed("seek", { room, id }); }
-      else if (!room.more || room.seeking.pages <= 0) { room.seeking = null; this.changed("notice", "that message is not in this room's history any more"); }
+      else if (!room.more || room.seeking.pages <= 0) { room.seeking = null; this.changed("notice", t("chat.notInHistory")); }
       else this.older(room);
     }
   }
@@ -594,7 +604,7 @@ export class Chat {
     const room = this.room(frame.room);
     room.members = new Set(frame.members);
     this.changed("members", room);
-    this.changed("notice", `in #${room.name}: ${frame.members.join(", ")}`);
+    this.changed("notice", t("chat.who", { room: room.name, members: frame.members.join(", ") }));
   }
 
   on_left(frame) {
@@ -614,7 +624,7 @@ export class Chat {
       const m = room.byId.get(id);
       if (!m) continue;
       // its place kept, its words gone (and any quote of it says so)
-      room.byId.set(id, { ...m, text: "message deleted", deleted: true, box: undefined, mentionsMe: false });
+      room.byId.set(id, { ...m, text: t("message.deleted"), deleted: true, box: undefined, mentionsMe: false });
       abouts.push(id);
       if (this.composing && this.composing.id === id) this.stopComposing();
     }
@@ -627,8 +637,8 @@ export class Chat {
   }
 
   on_rooms(frame) {
-    const names = frame.rooms.map((r) => `#${r.name}${r.protected ? " (key-protected)" : ""}`);
-    this.changed("notice", `rooms on this node: ${names.join(", ") || "(none)"}`);
+    const names = frame.rooms.map((r) => (r.protected ? t("chat.roomProtected", { room: r.name }) : `#${r.name}`));
+    this.changed("notice", t("chat.rooms", { rooms: names.join(", ") || t("chat.none") }));
   }
 
   on_notice(frame) {
@@ -637,7 +647,9 @@ export class Chat {
       this.commands = frame.text.split("\n").slice(1).map((line) => {
         const [usage, help] = line.split(/\s{2,}/);
         return { name: usage.split(" ")[0], usage, help: help || "" };
-      }).filter((c) => !LOCAL_NAMES.has(c.name)).concat(LOCAL_COMMANDS);
+      }).filter((c) => !LOCAL_NAMES.has(c.name));
+      this.nodeCommands = this.commands;
+      this.commands = this.commands.concat(localCommands());
       return;
     }
     this.changed("notice", frame.text);
@@ -660,7 +672,7 @@ export class Chat {
       // a room that exists already: the key made for it is thrown away, never used
       this.pendingKeys.delete(frame.ref);
       if (frame.code === "room_exists") {
-        this.changed("error", `${frame.message}. No new key was made: to enter it, join it without "key-protected".`);
+        this.changed("error", t("chat.roomExists", { message: frame.message }));
         return;
       }
     }
@@ -793,7 +805,7 @@ export class Chat {
 
   remove(id) {
     const room = this.rooms.get(this.current);
-    if (!room || !this.socket.ready) return OFFLINE;
+    if (!room || !this.socket.ready) return offline();
     this.socket.send({ type: "delete", room: room.name, id, ref: this.ref("delete") });
     return "";
   }
@@ -831,17 +843,17 @@ export class Chat {
       const opened = keys.length ? sealed.openBody(keys, m.box) : { locked: true };
       if (opened.locked) {
         shown.failed = true;
-        shown.text = `[cannot decrypt: ${this.lockedReason(room, keys.length > 0)}]`;
+        shown.text = t("message.cannotDecrypt", { reason: this.lockedReason(room, keys.length > 0) });
       } else {
         const { kind, re } = sealed.kindOf(m);
         const why = opened.rejected
           || this.trust.judge(room, opened.body, m.sender, kind, delta ? opened.body.ts : m.ts, delta ? "" : m.id, re);
         if (why === PENDING) {
           shown.pending = true;
-          shown.text = `[checking ${m.sender}'s signature…]`;
+          shown.text = t("message.checking", { sender: m.sender });
         } else if (why || sealed.checkFile(opened.body, m.file)) {
           shown.rejected = true;
-          shown.text = `[rejected: ${why || sealed.checkFile(opened.body, m.file)}]`;
+          shown.text = t("message.rejected", { why: why || sealed.checkFile(opened.body, m.file) });
         } else {
           shown.text = opened.body.text;
           if (opened.body.file) shown.file = { ...opened.body.file };
@@ -856,10 +868,10 @@ export class Chat {
 
   lockedReason(room, hasKeys) {
     if (room.direct) {
-      return hasKeys ? "not sealed for these identity keys, or damaged" : this.directProblem(room);
+      return hasKeys ? t("locked.direct") : this.directProblem(room);
     }
-    if (hasKeys) return "wrong room key or damaged message";
-    if (this.keyring.state === "open") return "this device has no key for this room";
+    if (hasKeys) return t("locked.wrongKey");
+    if (this.keyring.state === "open") return t("locked.noKey");
     return this.keyring.noKeyReason();
   }
 
@@ -891,15 +903,21 @@ export class Chat {
     for (const name of this.rooms.keys()) this.redecode(name);
   }
 
-  // The topic as shown: { text, bad } (`bad`: it could not be read or is rejected).
+  // Another language: what this page says of messages and commands is said again in it.
+  relanguage() {
+    if (this.nodeCommands) this.commands = this.nodeCommands.concat(localCommands());
+    this.redecodeAll();
+  }
+
+  // The topic as shown: { text, bad, rejected } (`bad`: it could not be read or is rejected).
   topicView(room) {
     if (!room.topicBox) return { text: room.topic, bad: false };
     const keys = this.keysOf(room.name);
     const opened = keys.length ? sealed.openBody(keys, room.topicBox) : { locked: true };
-    if (opened.locked) return { text: "[cannot decrypt the topic]", bad: true };
+    if (opened.locked) return { text: t("topic.cannotDecrypt"), bad: true };
     const why = opened.rejected || this.trust.judge(room, opened.body, room.topicBy, "topic", room.topicTs, "");
-    if (why === PENDING) return { text: `[checking ${room.topicBy}'s signature…]`, bad: true };
-    if (why) return { text: `[rejected: ${why}]`, bad: true };
+    if (why === PENDING) return { text: t("message.checking", { sender: room.topicBy }), bad: true };
+    if (why) return { text: t("message.rejected", { why }), bad: true, rejected: true };
     return { text: opened.body.text, bad: false };
   }
 
@@ -975,7 +993,7 @@ export class Chat {
     if (this.published) {
       const pair = box.unwrapIdentity(wrap, this.published.wrapped);
       if (!pair || box.toBase64(pair.publicKey) !== this.published.public) {
-        return "this password does not open your identity key";
+        return t("unlock.wrong");
       }
     }
     box.rememberWrap(wrap);
@@ -989,10 +1007,10 @@ export class Chat {
   // Why this tab cannot use the identity key (for messages and notices).
   identityProblem() {
     if (this.identityState === "wrong") {
-      return "your identity key does not open with this password: invitations and direct messages cannot be read";
+      return t("identity.problem.wrong");
     }
-    if (this.identityState === "publishing") return "your identity key is being published: try again in a moment";
-    return "your identity key is locked in this tab: unlock it with your password (under Identity key), or log out and log in again";
+    if (this.identityState === "publishing") return t("identity.problem.publishing");
+    return t("identity.problem.locked");
   }
 
   // -- public keys -------------------------------------------------------------------------
@@ -1035,7 +1053,7 @@ export class Chat {
     const key = box.fromBase64(frame.public);
     const signing = frame.signing ? box.fromBase64(frame.signing) : null;
     if (!key || key.length !== 32 || !frame.direct || (frame.signing && (!signing || signing.length !== 32))) {
-      this.refuse(typed, `the node sent a damaged public key for ${frame.user}`);
+      this.refuse(typed, t("key.damaged", { user: frame.user }));
       return;
     }
     const theirs = this.trust.answered(frame.user, key, signing); // the pinned box key
@@ -1073,7 +1091,7 @@ export class Chat {
     if (frame.code === "no_key" && wait.noKey) { wait.noKey(); return; }
     if (!wait.then) return; // a key fetched to read old messages: they say why themselves
     const text = frame.code === "no_key"
-      ? `${wait.user} has not logged in with a browser/CLI that made an identity key yet`
+      ? t("key.none", { user: wait.user })
       : frame.message;
     this.refuse(typed, text);
   }
@@ -1120,13 +1138,13 @@ export class Chat {
 
   directProblem(room) {
     if (!this.identity) return this.identityProblem();
-    if (room.noKey) return `${room.peer} has no identity key`;
-    return "fetching the identity key…";
+    if (room.noKey) return t("key.peerNone", { user: room.peer });
+    return t("key.fetching");
   }
 
   msgCommand(args) {
     const match = args.match(/^@?(\S+)\s+([\s\S]+)$/);
-    if (!match) return "usage: /msg USER MESSAGE";
+    if (!match) return t("chat.usage", { usage: "/msg USER MESSAGE" });
     const [, user, text] = match;
     return this.sayDirect(user, text, false, true);
   }
@@ -1135,7 +1153,7 @@ export class Chat {
   // one when there is none yet). "" or why not.
   openDirect(user) {
     if (!this.identity) return this.identityProblem();
-    if (!this.socket.ready) return OFFLINE;
+    if (!this.socket.ready) return offline();
     return this.withKey(user, (theirs, name) => { this.showDirect(name, user); return ""; });
   }
 
@@ -1168,10 +1186,10 @@ export class Chat {
     }, () => {
       // No identity key (the pages without JavaScript make none): said, sent in the clear,
       // and shown marked "not sealed", rather than a reply the other can never read.
-      if (file) return `${user} has no identity key: a file cannot be sealed to them`;
+      if (file) return t("file.noKey", { user });
       const frame = { type: "send", to: user, text, ref: this.ref("send"), ...about };
       if (me) frame.me = true;
-      this.changed("error", `${user} has no identity key (the chat without JavaScript makes none): this message goes in the clear, marked "not sealed"`);
+      this.changed("error", t("chat.inTheClear", { user }));
       return this.sendLine(frame, typed);
     });
   }

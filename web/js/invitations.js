@@ -2,6 +2,7 @@
 // held without the user's choice ("use X's key"), and with none held, an invitation's key is
 // taken only once it proves to open the room's boxes.
 import * as box from "./crypto.js";
+import { t } from "./i18n.js";
 import * as sealed from "./sealed.js";
 
 export class Invitations {
@@ -45,12 +46,12 @@ export class Invitations {
       if (share) host.changed("invite", room);
       return;
     }
-    const text = `The invite link's key for #${room.name} is not the one you have: you keep yours, unless you choose the link's.`;
+    const text = t("invite.linkDiffers", { room: room.name });
     host.alert(room, "link", text, [
-      { label: "Use the link's key", run: () => this.useKey(room, "link", key, "the link's key") },
-      { label: "Keep mine", run: () => {
+      { label: t("invite.useLink"), run: () => this.useKey(room, "link", key, t("invite.linkKey")) },
+      { label: t("invite.keepMine"), run: () => {
         host.dismiss(room, "link");
-        host.changed("notice", `#${room.name}: you keep your key`);
+        host.changed("notice", t("invite.kept", { room: room.name }));
       } },
     ]);
     host.changed("error", text);
@@ -62,7 +63,7 @@ export class Invitations {
     host.dismiss(room, alertId);
     this.keyring.addRoomKey(room.name, key);
     host.redecode(room.name);
-    host.changed("notice", `#${room.name}: ${whose} is used from now on (your older key still opens older messages)`);
+    host.changed("notice", t("invite.used", { room: room.name, whose }));
   }
 
   // -- sealed invitations ------------------------------------------------------------------
@@ -72,7 +73,7 @@ export class Invitations {
     this.invitations = this.invitations
       .filter((i) => i.room !== frame.room || i.sender !== frame.sender).concat([frame]);
     if (host.identity) this.considerInvitation(frame, true);
-    else host.changed("error", `${frame.sender} invited you to #${frame.room}, but ${host.identityProblem()}`);
+    else host.changed("error", t("invite.butLocked", { sender: frame.sender, room: frame.room, problem: host.identityProblem() }));
   }
 
   // Said once: invitations come again at every ready.
@@ -88,13 +89,13 @@ export class Invitations {
     const host = this.host;
     const { room: name, sender } = invitation;
     const opened = sealed.openInvitation(invitation.sealed, host.identity.secretKey);
-    const refused = (why) => this.tell(`${sender}'s invitation to #${name} is refused: ${why}. Its key is not used.`);
+    const refused = (why) => this.tell(t("invite.refused", { sender, room: name, why }));
     if (opened.locked && box.openRoomKey(invitation.sealed, host.identity.secretKey)) {
-      refused(`it is unsigned (an older client made it): ask ${sender} to invite you again`);
+      refused(t("invite.unsigned", { sender }));
       return;
     }
     if (opened.locked) {
-      this.tell(`${sender}'s invitation to #${name} cannot be opened: it was sealed to another identity key`);
+      this.tell(t("invite.otherIdentity", { sender, room: name }));
       return;
     }
     if (opened.rejected) { refused(opened.rejected); return; }
@@ -102,8 +103,8 @@ export class Invitations {
     if (wrong) { refused(wrong); return; }
     const signing = this.trust.signingOf(sender);
     if (signing === undefined) { this.waiting.push({ invitation, live }); return; }
-    if (!signing) { refused(`${sender} has published no signing key`); return; }
-    if (!sealed.verifyInvitation(opened.invitation, signing)) { refused(`the signature is not ${sender}'s`); return; }
+    if (!signing) { refused(t("trust.noSigning", { sender })); return; }
+    if (!sealed.verifyInvitation(opened.invitation, signing)) { refused(t("trust.notTheirs", { sender })); return; }
     this.offerKey(name, sender, opened.invitation.key, live, invitation.staff === true);
   }
 
@@ -116,21 +117,21 @@ export class Invitations {
     const keys = this.keyring.keysOf(name);
     if (keys.some((k) => box.sameBytes(k, key))) {
       room.invitedBy = room.invitedBy || sender;
-      if (live) host.changed("notice", `${sender} invited you to #${name} (you have that key already)`);
+      if (live) host.changed("notice", t("invite.haveIt", { sender, room: name }));
       host.changed("rooms");
       return;
     }
     if (keys.length && staff) { // the room's staff made a new key (after a kick): ours now
       this.keyring.addRoomKey(name, key);
       host.redecode(name);
-      this.tell(`${sender} made a new key for #${name}: yours from now on (your older keys still open older messages)`, false);
+      this.tell(t("invite.rotated", { sender, room: name }), false);
       return;
     }
     if (keys.length) {
-      const text = `${sender} invited you to #${name} with a different key: you keep yours.`;
+      const text = t("invite.differs", { sender, room: name });
       host.alert(room, `offer:${sender}`, text, [
-        { label: `Use ${sender}'s key`, run: () => this.useKey(room, `offer:${sender}`, key, `${sender}'s key`) },
-        { label: "Keep mine", run: () => host.dismiss(room, `offer:${sender}`) },
+        { label: t("invite.useTheirs", { sender }), run: () => this.useKey(room, `offer:${sender}`, key, t("invite.theirKey", { sender })) },
+        { label: t("invite.keepMine"), run: () => host.dismiss(room, `offer:${sender}`) },
       ]);
       this.tell(text);
       return;
@@ -142,7 +143,7 @@ export class Invitations {
     if (room.joined) {
       this.settleCandidates(room);
     } else {
-      const text = `${sender} invited you to #${name}: it is in your room list, open it to join`;
+      const text = t("invite.invited", { sender, room: name });
       if (live) host.changed("notice", text);
       else this.tell(text, false);
     }
@@ -169,7 +170,7 @@ export class Invitations {
     if (!boxes.length) {
       const [first] = candidates;
       this.keyring.addRoomKey(room.name, first.key);
-      this.host.changed("notice", `#${room.name} has no messages yet: using ${first.sender}'s key from the invitation`);
+      this.host.changed("notice", t("invite.emptyRoom", { room: room.name, sender: first.sender }));
       return;
     }
     const opens = (key, b) => !sealed.openBody([key], b.box).locked;
@@ -181,7 +182,7 @@ export class Invitations {
     const good = scored.filter((c) => c.oldest || c.others > 0)
       .sort((x, y) => Number(y.oldest) - Number(x.oldest) || y.others - x.others);
     for (const c of scored) {
-      if (!good.includes(c)) this.tell(`${c.sender}'s key for #${room.name} does not open its messages: not used`);
+      if (!good.includes(c)) this.tell(t("invite.doesNotOpen", { sender: c.sender, room: room.name }));
     }
     if (good.length) {
       this.keyring.addRoomKey(room.name, good[0].key);
@@ -192,11 +193,11 @@ export class Invitations {
   inviteCommand(room, args) {
     const host = this.host;
     const user = args.replace(/^@/, "").trim();
-    if (!user || /\s/.test(user)) return "usage: /invite USER";
-    if (!room || room.direct) return "open the key-protected room to invite someone into first";
-    if (!room.protected) return `#${room.name} is open: anyone may /join it, there is no key to share`;
+    if (!user || /\s/.test(user)) return t("chat.usage", { usage: "/invite USER" });
+    if (!room || room.direct) return t("invite.openFirst");
+    if (!room.protected) return t("invite.openRoom", { room: room.name });
     const key = this.keyring.keysOf(room.name)[0];
-    if (!key) return `#${room.name} is key-protected and ${this.keyring.noKeyReason()}`;
+    if (!key) return t("chat.noKey", { room: room.name, reason: this.keyring.noKeyReason() });
     if (!host.signer) return host.identityProblem();
     const typed = host.typed;
     return host.withKey(user, (theirs, direct, name) => host.sendLine({ type: "invite", room: room.name,
@@ -208,13 +209,13 @@ export class Invitations {
   // (`who` with `all`), and each gets it sealed as an invitation (rotated, below).
   rotateCommand(room) {
     const host = this.host;
-    if (!room || room.direct || !room.protected) return "/rotate is for key-protected rooms: an open room has no key";
-    if (!this.keyring.keysOf(room.name).length) return `#${room.name} is key-protected and ${this.keyring.noKeyReason()}`;
+    if (!room || room.direct || !room.protected) return t("invite.rotateOpen");
+    if (!this.keyring.keysOf(room.name).length) return t("chat.noKey", { room: room.name, reason: this.keyring.noKeyReason() });
     if (!host.signer) return host.identityProblem();
     this.keyring.addRoomKey(room.name, box.newKey());
     const ref = host.ref("rotate");
     this.rotations.set(ref, room.name);
-    host.changed("notice", `#${room.name} has a new key, yours from now on: sealing it to its members`);
+    host.changed("notice", t("invite.rotating", { room: room.name }));
     return host.sendLine({ type: "who", room: room.name, all: true, ref });
   }
 

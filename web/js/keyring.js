@@ -2,6 +2,7 @@
 // node sealed under the wrapping key (versions, conflicts, merges). Nothing of it is stored
 // in this browser.
 import * as box from "./crypto.js";
+import { t } from "./i18n.js";
 import * as sealed from "./sealed.js";
 
 export class Keyring {
@@ -114,8 +115,8 @@ export class Keyring {
   }
 
   noKeyReason() {
-    if (this.state === "locked") return "your keys are locked in this tab: unlock them with your password";
-    if (this.state === "wrong") return "your keyring does not open with this password";
-    return "you have no key for it";
+    if (this.state === "locked") return t("keyring.locked");
+    if (this.state === "wrong") return t("keyring.wrong");
+    return t("keyring.none");
   }
 }

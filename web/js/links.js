@@ -1,6 +1,8 @@
 // Links in a message: http(s) addresses and bare .onion names become links, the rest stays
 // text. A link to the open internet opens only once the user has read where it leads: its
 // site sees the visit, which an onion link keeps inside Tor.
+import { t } from "./i18n.js";
+
 const $ = (id) => document.getElementById(id);
 
 // An address with its scheme, or a bare onion name (not the tail of a longer name or of an
@@ -46,9 +48,7 @@ function ask(event, url) {
   if (event.type === "auxclick" && event.button !== 1) return; // only the middle button opens
   event.preventDefault();
   asked = { url, from: event.currentTarget };
-  $("leave-text").textContent = `This link leaves Tor-only space: ${url.hostname} is on the open `
-    + "internet, and whoever runs it sees your visit (and your address, unless this browser "
-    + "goes through Tor).";
+  $("leave-text").textContent = t("leave.text", { host: url.hostname });
   $("leave-url").textContent = url.href;
   $("leave").hidden = false;
   $("leave-cancel").focus(); // the safe choice is the one Enter takes
@@ -77,7 +77,7 @@ function anchor(text, url) {
   a.target = "_blank";
   if (!isOnion(url)) {
     a.className = "clearnet";
-    a.title = `${url.hostname} is on the open internet: you will be asked first`;
+    a.title = t("leave.title", { host: url.hostname });
     a.addEventListener("click", (e) => ask(e, url));
     a.addEventListener("auxclick", (e) => ask(e, url));
   }

@@ -2,6 +2,7 @@
 import * as api from "./api.js";
 import * as box from "./crypto.js";
 import { Chat } from "./chat.js";
+import { available, browserLanguage, LANGUAGES, onLanguage, remember, setLanguage, stored, t } from "./i18n.js";
 import { Notifier } from "./notify.js";
 import { Socket } from "./socket.js";
 import { View } from "./ui.js";
@@ -15,7 +16,7 @@ const socket = new Socket({
     view.status(state);
     if (state === "reconnecting") keepUnacked();
   },
-  onAuthLost: (reason) => showLogin(reason ? `Please log in again (${reason}).` : ""),
+  onAuthLost: (reason) => showLogin(reason ? t("login.againBecause", { reason }) : ""),
 });
 const chat = new Chat(socket, changed);
 const view = new View(chat);
@@ -42,7 +43,9 @@ function changed(what, arg) {
   else if (what === "line") answered(arg);
   else if (what === "composing") composing(arg);
   else if (what === "seek" && arg.room.name === chat.current) view.seek(arg.id);
+  else if (what === "language") speak(arg);
   else if (what === "ready") {
+    speak(arg.lang || "");
     $("me").textContent = chat.user;
     localStorage.setItem(USER, chat.user);
     notifier.load(chat.user);
@@ -64,9 +67,44 @@ function keepUnacked() {
     putBack(text);
   }
   showSending();
-  view.notice("The connection dropped before the node confirmed your last message. If it does "
-    + "not appear once reconnected, send it again: it is in the message box.", true);
+  view.notice(t("notice.unacked"), true);
 }
+
+// -- language -------------------------------------------------------------------------------
+
+// The account's language ("" for the browser's): spoken here, and kept on this device for
+// its login screen.
+function speak(lang) {
+  const chosen = available(lang) ? lang : "";
+  remember(chosen);
+  $("language").value = chosen;
+  setLanguage(chosen || browserLanguage());
+}
+
+for (const [code, name] of Object.entries(LANGUAGES)) {
+  const option = document.createElement("option");
+  option.value = code;
+  option.lang = code;
+  option.textContent = name;
+  $("language").append(option);
+}
+$("language").value = stored();
+$("language").addEventListener("change", () => {
+  const lang = $("language").value;
+  speak(lang);
+  socket.send(lang ? { type: "language", lang, ref: "language" } : { type: "language", ref: "language" });
+});
+
+// Everything drawn says it again in the new language (what was said before stays as it was).
+onLanguage(() => {
+  chat.relanguage();
+  view.status();
+  view.rooms();
+  view.room();
+  view.identity();
+  view.composing();
+  if (!$("login").hidden) showStrength();
+});
 
 // -- login ----------------------------------------------------------------------------------
 
@@ -104,15 +142,15 @@ const COMMON = new Set(["password", "password1", "12345678", "123456789", "12345
 
 function strength(password, name) {
   const p = password.toLowerCase();
-  if ([...password].length < 8) return { ok: false, text: "too short: at least 8 characters" };
+  if ([...password].length < 8) return { ok: false, text: t("password.short"), why: t("password.refusedShort") };
   if (COMMON.has(p) || p === name.toLowerCase() || /^(.)\1*$/u.test(p)) {
-    return { ok: false, text: "too easy to guess: choose another" };
+    return { ok: false, text: t("password.easy"), why: t("password.refusedEasy") };
   }
   const kinds = [/\p{Ll}/u, /\p{Lu}/u, /\p{N}/u, /[^\p{L}\p{N}]/u].filter((k) => k.test(password)).length;
   const n = [...password].length;
-  if (n >= 16 || (n >= 12 && kinds >= 3)) return { ok: true, text: "strength: strong" };
-  if (n >= 12) return { ok: true, text: "strength: good" };
-  return { ok: true, text: "strength: fair (a longer phrase is stronger)" };
+  if (n >= 16 || (n >= 12 && kinds >= 3)) return { ok: true, text: t("password.strong") };
+  if (n >= 12) return { ok: true, text: t("password.good") };
+  return { ok: true, text: t("password.fair") };
 }
 
 function showStrength() {
@@ -127,9 +165,7 @@ $("password-again").addEventListener("input", showStrength);
 // Why this browser cannot derive a login secret, or "".
 function noWebCrypto() {
   if (globalThis.crypto?.subtle) return "";
-  return "This browser does not treat this address as a secure one, so it gives the page no "
-    + "WebCrypto to derive your login secret with. Open it in Tor Browser (which treats .onion "
-    + "addresses as secure), or use the chat without JavaScript at /nojs/.";
+  return t("login.noWebCrypto");
 }
 
 async function account(action) {
@@ -139,9 +175,9 @@ async function account(action) {
   if (unable) { $("login-error").textContent = unable; return; }
   if (action === api.register) {
     const judged = strength($("password").value, $("username").value.trim());
-    const why = !$("password-again").value ? "type the password again, below it, to create the account"
-      : $("password-again").value !== $("password").value ? "the two passwords differ"
-      : judged.ok ? "" : `this password is ${judged.text}`;
+    const why = !$("password-again").value ? t("login.typeAgain")
+      : $("password-again").value !== $("password").value ? t("login.differ")
+      : judged.ok ? "" : judged.why;
     if (why) {
       $("login-error").textContent = why;
       $(judged.ok && $("password-again").value ? "password-again" : "password").focus();
@@ -150,7 +186,7 @@ async function account(action) {
   }
   const buttons = form.querySelectorAll("button");
   buttons.forEach((b) => { b.disabled = true; });
-  $("login-error").textContent = action === api.register ? "Creating the account…" : "Logging in…";
+  $("login-error").textContent = action === api.register ? t("login.creating") : t("login.loggingIn");
   try {
     const wrap = await action(
       $("username").value.trim(), $("password").value, $("invite-code").value.trim(), $("answer").value);
@@ -181,7 +217,7 @@ api.guestsWelcome().then((welcome) => { $("do-guest").hidden = !welcome; });
 $("unlock").addEventListener("submit", async (e) => {
   e.preventDefault();
   const input = $("unlock-password");
-  $("unlock-error").textContent = "Unlocking…";
+  $("unlock-error").textContent = t("unlock.busy");
   try {
     const wrap = await api.wrappingKeyFor(chat.user, input.value);
     const error = chat.unlock(wrap);
@@ -195,7 +231,7 @@ $("unlock").addEventListener("submit", async (e) => {
 $("logout").addEventListener("click", async () => {
   socket.stop();
   await api.logout();
-  showLogin("You are logged out.");
+  showLogin(t("login.loggedOut"));
 });
 
 // -- rooms ----------------------------------------------------------------------------------
@@ -213,8 +249,8 @@ $("invite-copy").addEventListener("click", async () => {
     link.select(); // no clipboard here (a page that is not a secure context): select to copy
     document.execCommand("copy");
   }
-  $("invite-copy").textContent = "Copied";
-  setTimeout(() => { $("invite-copy").textContent = "Copy"; }, 2000);
+  $("invite-copy").textContent = t("invite.copied");
+  setTimeout(() => { $("invite-copy").textContent = t("invite.copy"); }, 2000);
 });
 function openRoom(name) {
   const room = chat.rooms.get(name);
@@ -264,7 +300,7 @@ $("new-room").addEventListener("submit", (e) => {
   const key = protect ? box.newKey() : null;
   const how = protect ? { create: true, protect, fresh: true, key } : { create: "missing" };
   if (!chat.join(name, { ...how, focus: true })) {
-    view.notice("not connected: try again when the node is back", true);
+    view.notice(t("notice.offlineJoin"), true);
     return;
   }
   $("room-name-input").value = "";
@@ -284,7 +320,7 @@ function readInvite() {
   // Keep the key out of the address bar: it stays in this tab until the room is joined.
   history.replaceState(null, "", location.pathname);
   if (params.has("key") && !key) {
-    view.notice("the invite link's key is damaged: ask for the link again", true);
+    view.notice(t("invite.damaged"), true);
     return;
   }
   pendingInvite = { room, key: key ? box.encodeKey(key) : "" };
@@ -348,8 +384,8 @@ $("messages").addEventListener("click", (e) => {
   } else if (act === "delete") {
     if (button.dataset.sure) { chat.remove(id); return; }
     button.dataset.sure = "1";
-    button.textContent = "Delete?";
-    button.setAttribute("aria-label", "Delete: press again to delete this message");
+    button.textContent = t("action.deleteSure");
+    button.setAttribute("aria-label", t("action.deleteSureLabel"));
     button.classList.add("sure");
   }
 });
@@ -360,7 +396,7 @@ async function saveFile(id) {
   const m = room && room.byId.get(id);
   if (!m || !m.file) return;
   const url = await chat.fileUrl(room, m);
-  if (!url) { view.notice(`${m.file.name}: the file is gone (deleted, or expired)`, true); return; }
+  if (!url) { view.notice(t("file.goneLong", { name: m.file.name }), true); return; }
   const link = document.createElement("a");
   link.href = url;
   link.download = m.file.name || "file";
@@ -373,7 +409,7 @@ async function saveFile(id) {
 // Files by the button, by dropping them on the room, or by pasting them in the message box.
 async function sendFiles(files) {
   for (const file of files) {
-    view.notice(`sending ${file.name}…`);
+    view.notice(t("file.sending", { name: file.name }));
     const error = await chat.sendFile(file);
     view.notice(error ? `${file.name}: ${error}` : "", Boolean(error));
     if (error) return;
@@ -596,4 +632,4 @@ try {
 box.forgetStoredKeys();
 readInvite();
 if (!localStorage.getItem(USER)) showLogin();
-else api.session().then((found) => (found === null ? showLogin("Please log in again.") : showChat()));
+else api.session().then((found) => (found === null ? showLogin(t("login.again")) : showChat()));

@@ -1,6 +1,8 @@
 // Telling the user something arrived: the unread count in the tab's title, where the
 // "new messages" line goes, and, only if the user asked for them, a beep and desktop
 // notifications. What the user chose is kept per account on this device, never any text.
+import { t } from "./i18n.js";
+
 const $ = (id) => document.getElementById(id);
 const TITLE = "OnionChat";
 const SETTINGS = "onionchat.notify."; // + the user's name
@@ -181,9 +183,9 @@ export class Notifier {
     const readable = !m.failed && !m.rejected && !m.pending && m.text;
     const secret = room.protected || room.direct;
     const text = readable && (!secret || this.settings.text) ? clip(m.text) : "";
-    const where = room.direct ? "direct message" : `#${room.name}`;
-    let body = text || "new message";
-    if (mention) body = text ? `mentioned you: ${text}` : "mentioned you";
+    const where = room.direct ? t("notify.direct") : `#${room.name}`;
+    let body = text || t("notify.new");
+    if (mention) body = text ? t("notify.mentionedText", { text }) : t("notify.mentioned");
     try {
       const shown = new Notification(`${m.sender}, ${where}`, {
         body, tag: `onionchat:${room.name}`, silent: this.settings.sound,
@@ -195,7 +197,7 @@ export class Notifier {
       };
     } catch {
       // some browsers (Chrome on Android) show them only from a service worker, which this page has not
-      $("notify-error").textContent = "This browser does not let this page show desktop notifications.";
+      $("notify-error").textContent = t("notify.noWorker");
     }
   }
 }
@@ -228,7 +230,7 @@ function clip(text) {
 
 // "" once the browser lets this page show notifications, or why not.
 async function permission() {
-  if (!("Notification" in window)) return "This browser offers this page no desktop notifications.";
+  if (!("Notification" in window)) return t("notify.unsupported");
   let answer = Notification.permission;
   try {
     if (answer === "default") answer = await Notification.requestPermission();
@@ -237,7 +239,7 @@ async function permission() {
   }
   if (answer === "granted") return "";
   if (answer === "denied") {
-    return "The browser refuses this page desktop notifications: allow them in its site settings, then tick again.";
+    return t("notify.denied");
   }
-  return "Desktop notifications need the browser's permission, which was not given: tick again to be asked.";
+  return t("notify.notGiven");
 }

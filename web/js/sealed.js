@@ -4,6 +4,7 @@
 // only when all of that matches the envelope the node delivered it in.
 import { b64url } from "./api.js";
 import { decodeKey, fromBase64, openBytes, toBase64 } from "./crypto.js";
+import { t } from "./i18n.js";
 
 const nacl = window.nacl;
 const VERSION = 2;
@@ -99,13 +100,13 @@ export function openBody(keys, box) {
   const d = parse(bytes);
   const strings = ["room", "sender", "kind", "id", "text"];
   if (!d || d.v !== VERSION || !strings.every((k) => typeof d[k] === "string") || !isInt(d.ts)) {
-    return { rejected: "it is not a signed box (an old client, or damaged)" };
+    return { rejected: t("sealed.notBox") };
   }
-  if (!KINDS.includes(d.kind)) return { rejected: `it says it is a "${d.kind}"` };
+  if (!KINDS.includes(d.kind)) return { rejected: t("sealed.unknownKind", { kind: d.kind }) };
   const file = d.file;
   const aFile = (f) => f && ["id", "name", "type", "key"].every((k) => typeof f[k] === "string") && isInt(f.size);
   if ((d.re !== undefined && typeof d.re !== "string") || (file !== undefined && !aFile(file))) {
-    return { rejected: "it is not a signed box (an old client, or damaged)" };
+    return { rejected: t("sealed.notBox") };
   }
   return { body: { room: d.room, sender: d.sender, kind: d.kind, id: d.id, ts: d.ts, text: d.text, re: d.re, file, signed: bytes } };
 }
@@ -169,18 +170,18 @@ export function kindOf(m) {
 
 // Why the body is not what the envelope shows it as, or null when it is.
 export function checkBody(body, room, sender, kind, ts, re = undefined) {
-  if (body.room !== room) return `it was written for #${body.room}, not here`;
-  if (!writtenBy(body.sender, sender)) return `it was written by ${body.sender}, not by ${sender}`;
-  if (body.kind !== kind) return `it was written as a ${body.kind}, not as a ${kind}`;
-  if (Math.abs(body.ts - ts) > SKEW_MS) return "it was written at another time: an old box sent again";
-  if ((body.re || undefined) !== (re || undefined)) return "it was written about another message";
+  if (body.room !== room) return t("sealed.otherRoom", { room: body.room });
+  if (!writtenBy(body.sender, sender)) return t("sealed.otherSender", { signed: body.sender, sender });
+  if (body.kind !== kind) return t("sealed.otherKind", { signed: t(`kind.${body.kind}`), kind: t(`kind.${kind}`) });
+  if (Math.abs(body.ts - ts) > SKEW_MS) return t("sealed.otherTime");
+  if ((body.re || undefined) !== (re || undefined)) return t("sealed.otherMessage");
   return null;
 }
 
 // Why the box's file is not the one the envelope carries, or null when it is (or neither has).
 export function checkFile(body, file) {
-  if (!body.file !== !file) return "it was written with another file";
-  if (file && (body.file.id !== file.id || body.file.size !== file.size)) return "it was written with another file";
+  if (!body.file !== !file) return t("sealed.otherFile");
+  if (file && (body.file.id !== file.id || body.file.size !== file.size)) return t("sealed.otherFile");
   return null;
 }
 
@@ -207,10 +208,10 @@ export function openInvitation(sealed, secretKey) {
   const d = parse(bytes);
   const strings = ["room", "from", "to", "key"];
   if (!d || d.v !== VERSION || d.kind !== "invite" || !strings.every((k) => typeof d[k] === "string") || !isInt(d.ts)) {
-    return { rejected: "it is not a signed invitation (an old client, or damaged)" };
+    return { rejected: t("sealed.notInvitation") };
   }
   const key = decodeKey(d.key);
-  if (!key) return { rejected: "its room key is damaged" };
+  if (!key) return { rejected: t("sealed.damagedKey") };
   return { invitation: { room: d.room, sender: d.from, to: d.to, key, ts: d.ts, signed: bytes } };
 }
 
@@ -219,10 +220,10 @@ export function verifyInvitation(invitation, signingPublic) {
 }
 
 export function checkInvitation(invitation, room, sender, me) {
-  if (invitation.room !== room) return `it was written for #${invitation.room}, not #${room}`;
+  if (invitation.room !== room) return t("sealed.inviteRoom", { signed: invitation.room, room });
   // across nodes the inviter signs as `name`, shown as `name@node`, and names us `me@node`
-  if (!writtenBy(invitation.sender, sender)) return `it was signed as from ${invitation.sender}, not ${sender}`;
-  if (!writtenBy(me, invitation.to)) return `it was written for ${invitation.to}`;
+  if (!writtenBy(invitation.sender, sender)) return t("sealed.inviteSender", { signed: invitation.sender, sender });
+  if (!writtenBy(me, invitation.to)) return t("sealed.inviteTo", { to: invitation.to });
   return null;
 }
 

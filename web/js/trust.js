@@ -3,6 +3,7 @@
 // used until /trust takes it, fingerprints for /whois; and every signed box checked against
 // its envelope, its sender's signing key and replays.
 import * as box from "./crypto.js";
+import { t } from "./i18n.js";
 import * as sealed from "./sealed.js";
 
 export const PENDING = Symbol("pending"); // a signature waiting for the sender's key, or its turn
@@ -75,7 +76,7 @@ export class Trust {
     if (wrong) return wrong;
     const signing = this.signingOf(sender);
     if (signing === undefined) return PENDING;
-    if (!signing) return `${sender} has published no signing key`;
+    if (!signing) return t("trust.noSigning", { sender });
     const holds = this.verifies(room, body, signing);
     if (holds === undefined) return PENDING;
     if (!holds) {
@@ -85,12 +86,12 @@ export class Trust {
         this.askKey(sender);
       }
       return this.changedKeys.has(sender)
-        ? `the signature is not ${sender}'s (${sender}'s key changed: /whois ${sender})`
-        : `the signature is not ${sender}'s`;
+        ? t("trust.notTheirsChanged", { sender })
+        : t("trust.notTheirs", { sender });
     }
     if (!id) return null;
     const first = room.bodyIds.get(body.id);
-    if (first && first < id) return "sent before: a replay";
+    if (first && first < id) return t("trust.replay");
     room.bodyIds.set(body.id, id);
     if (first && first !== id) this.host.redecodeOne(room, first); // that one came later: the replay
     return null;
@@ -197,9 +198,8 @@ export class Trust {
   }
 
   warnChanged(name, old, now) {
-    const text = `${name}'s key changed: ${sealed.fingerprint(old.box, old.signing)} → `
-      + `${sealed.fingerprint(now.box, now.signing)}; /whois ${name}. What only the new key `
-      + `signed is rejected until you /trust ${name}.`;
+    const text = t("trust.changed", { name, old: sealed.fingerprint(old.box, old.signing),
+      now: sealed.fingerprint(now.box, now.signing) });
     for (const room of this.host.rooms.values()) {
       if (this.sharesWith(room, name)) this.host.alert(room, `changed:${name}`, text);
     }
@@ -221,10 +221,10 @@ export class Trust {
   whoisCommand(args) {
     const host = this.host;
     const user = args.replace(/^@/, "").trim();
-    if (/\s/.test(user)) return "usage: /whois [USER]";
+    if (/\s/.test(user)) return t("chat.usage", { usage: "/whois [USER]" });
     if (!user) {
       if (!host.identity) return host.identityProblem();
-      host.changed("notice", `your fingerprint: ${sealed.fingerprint(host.identity.publicKey, host.signer.publicKey)}`);
+      host.changed("notice", t("trust.yours", { fingerprint: sealed.fingerprint(host.identity.publicKey, host.signer.publicKey) }));
       return "";
     }
     const typed = host.typed;
@@ -232,14 +232,14 @@ export class Trust {
       const name = frame.user;
       const signing = frame.signing ? box.fromBase64(frame.signing) : null;
       if (!signing) {
-        host.changed("notice", `${name} has not published a signing key yet: nothing to compare`);
+        host.changed("notice", t("trust.noSigningYet", { name }));
       } else {
         const now = sealed.fingerprint(box.fromBase64(frame.public), signing); // the node's, now
         const pin = this.keyring.peers.get(name);
         const old = pin && sealed.fingerprint(pin.box, pin.signing);
-        if (name === host.user) host.changed("notice", `your fingerprint: ${now}`);
-        else if (!old || old === now) host.changed("notice", `${name}'s fingerprint: ${now} (the key first seen for ${name})`);
-        else host.changed("error", `${name}'s fingerprint: ${now}: NOT the key first seen for ${name} (${old}). Compare it with ${name}, then /trust ${name}.`);
+        if (name === host.user) host.changed("notice", t("trust.yours", { fingerprint: now }));
+        else if (!old || old === now) host.changed("notice", t("trust.theirs", { name, fingerprint: now }));
+        else host.changed("error", t("trust.notFirst", { name, fingerprint: now, old }));
       }
       this.settleTyped(typed);
       return "";
@@ -250,10 +250,10 @@ export class Trust {
   trustCommand(args) {
     const host = this.host;
     const typedName = args.replace(/^@/, "").trim();
-    if (!typedName || /\s/.test(typedName)) return "usage: /trust USER";
+    if (!typedName || /\s/.test(typedName)) return t("chat.usage", { usage: "/trust USER" });
     const name = this.knownName(typedName, this.changedKeys.keys());
     const now = this.changedKeys.get(name);
-    if (!now) return `${typedName}'s key has not changed since it was first seen (/whois ${typedName} checks)`;
+    if (!now) return t("trust.unchanged", { name: typedName });
     this.keyring.peers.set(name, now);
     this.changedKeys.delete(name);
     const direct = host.directOf.get(name);
@@ -261,7 +261,7 @@ export class Trust {
     this.keyring.save();
     this.unwarn(name);
     host.redecodeAll();
-    host.changed("notice", `${name}'s new key is trusted: ${sealed.fingerprint(now.box, now.signing)}`);
+    host.changed("notice", t("trust.trusted", { name, fingerprint: sealed.fingerprint(now.box, now.signing) }));
     return "";
   }
 

@@ -1,5 +1,6 @@
 // Drawing: every piece of user or node text goes in with textContent, never as HTML.
 import { toBase64 } from "./crypto.js";
+import { locale, plural, t } from "./i18n.js";
 import { linkify } from "./links.js";
 import { IMAGES } from "./chat.js";
 import { fingerprint, REACTIONS } from "./sealed.js";
@@ -28,16 +29,27 @@ function textOf(m, style, text) {
   return span;
 }
 
-const dayFormat = new Intl.DateTimeFormat(undefined, { weekday: "long", year: "numeric", month: "long", day: "numeric" });
-const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+// Made again when the language changes: dates follow it.
+let formats = null;
+function format() {
+  if (!formats || formats.locale !== locale()) {
+    formats = {
+      locale: locale(),
+      day: new Intl.DateTimeFormat(locale(), { weekday: "long", year: "numeric", month: "long", day: "numeric" }),
+      time: new Intl.DateTimeFormat(locale(), { hour: "2-digit", minute: "2-digit" }),
+    };
+  }
+  return formats;
+}
 
 export class View {
   constructor(chat) {
     this.chat = chat;
   }
 
-  status(state) {
-    const text = { online: "connected", connecting: "connecting…", reconnecting: "reconnecting…" }[state] || "";
+  status(state = this.state) {
+    this.state = state;
+    const text = { online: t("status.online"), connecting: t("status.connecting"), reconnecting: t("status.reconnecting") }[state] || "";
     $("status").textContent = text;
     $("status").className = state;
     $("offline").hidden = state !== "reconnecting";
@@ -75,17 +87,17 @@ export class View {
       button.append(el("span", "", label(room)));
       // a conversation with messages sent in the clear wears no key
       const plain = room.direct && [...room.byId.values()].some((m) => m.plain);
-      if (plain) button.append(el("span", "tag plain", "not sealed"));
-      else if (room.protected || room.direct) button.append(el("span", "tag", "key"));
-      if (room.invitedBy && !room.joined) button.append(el("span", "tag", "invited"));
+      if (plain) button.append(el("span", "tag plain", t("tag.plain")));
+      else if (room.protected || room.direct) button.append(el("span", "tag", t("tag.key")));
+      if (room.invitedBy && !room.joined) button.append(el("span", "tag", t("tag.invited")));
       if (room.mentioned) {
         const badge = el("span", "badge mention", "@");
-        badge.setAttribute("aria-label", "you were mentioned");
+        badge.setAttribute("aria-label", t("rooms.mentioned"));
         button.append(badge);
       }
       if (room.unread) {
         const badge = el("span", "badge", String(room.unread));
-        badge.setAttribute("aria-label", `${room.unread} unread`);
+        badge.setAttribute("aria-label", plural("rooms.unread", room.unread));
         button.append(badge);
       }
       const item = el("li");
@@ -106,17 +118,17 @@ export class View {
   // The room's title, mode, readers, topic and alerts.
   header() {
     const room = this.chat.rooms.get(this.chat.current);
-    $("room-title").textContent = room ? label(room) : "No room";
+    $("room-title").textContent = room ? label(room) : t("room.none");
     $("room-mode").hidden = !(room && (room.protected || room.direct));
     const plain = room && room.direct && [...room.byId.values()].some((m) => m.plain);
     $("room-mode").textContent = plain
-      ? "end-to-end encrypted, but for the messages marked not sealed" : "end-to-end encrypted";
+      ? t("room.e2eMixed") : t("room.e2e");
     const readers = room ? [...room.readers] : [];
     $("room-readers").hidden = readers.length === 0;
-    $("room-readers").textContent = readers.length ? `readable by ${readers.join(", ")}` : "";
+    $("room-readers").textContent = readers.length ? t("room.readers", { names: readers.join(", ") }) : "";
     const topic = room ? this.chat.topicView(room) : { text: "", bad: false };
-    $("topic").textContent = topic.text ? `Topic: ${topic.text}` : "";
-    $("topic").classList.toggle("rejected", topic.bad && topic.text.startsWith("[rejected"));
+    $("topic").textContent = topic.text ? t("room.topic", { topic: topic.text }) : "";
+    $("topic").classList.toggle("rejected", Boolean(topic.rejected));
     this.alerts(room);
   }
 
@@ -141,18 +153,18 @@ export class View {
   identity() {
     const chat = this.chat;
     const state = {
-      ready: "Your identity key",
-      publishing: "Making your identity key…",
-      locked: "Your identity key and room keys are locked in this tab: type your password to unlock them (or log out and log in again).",
-      wrong: "Your identity key cannot be unwrapped with this password: invitations and direct messages cannot be opened.",
-      guest: "You are a guest: open rooms only. Make an account for key-protected rooms and sealed direct messages.",
+      ready: t("identity.ready"),
+      publishing: t("identity.publishing"),
+      locked: t("identity.locked"),
+      wrong: t("identity.wrong"),
+      guest: t("identity.guest"),
     }[chat.identityState] || "";
     $("identity-state").textContent = state;
     $("identity-state").classList.toggle("error", chat.identityState === "wrong");
     $("identity-state").classList.toggle("warn", ["wrong", "locked"].includes(chat.identityState));
     $("identity-key").textContent = chat.identity ? toBase64(chat.identity.publicKey) : "";
     $("identity-fingerprint").textContent = chat.identity && chat.signer
-      ? `fingerprint ${fingerprint(chat.identity.publicKey, chat.signer.publicKey)}` : "";
+      ? t("identity.fingerprint", { fingerprint: fingerprint(chat.identity.publicKey, chat.signer.publicKey) }) : "";
     $("unlock").hidden = chat.identityState !== "locked";
   }
 
@@ -175,15 +187,15 @@ export class View {
       list.append(item);
     }
     $("members-title").textContent = room && room.direct
-      ? "Conversation" : `Members online (${names.length})`;
+      ? t("members.conversation") : t("members.online", { count: names.length });
   }
 
   // Opens an end-to-end encrypted conversation with a member.
   talkButton(name) {
-    const button = el("button", "talk", "DM");
+    const button = el("button", "talk", t("members.dm"));
     button.type = "button";
     button.dataset.user = name;
-    button.setAttribute("aria-label", `Direct message to ${name}`);
+    button.setAttribute("aria-label", t("members.dmLabel", { name }));
     return button;
   }
 
@@ -211,13 +223,13 @@ export class View {
     for (const id of ids.slice(appendOnly ? drawn.length : 0)) {
       const m = room.byId.get(id);
       const date = new Date(m.ts);
-      const day = dayFormat.format(date);
+      const day = format().day.format(date);
       if (day !== this.day) {
         this.day = day;
         box.append(el("li", "day", day));
       }
       if (line && !this.lined && id >= line) {
-        box.append(el("li", "new-line", "new messages"));
+        box.append(el("li", "new-line", t("messages.new")));
         this.lined = true;
       }
       box.append(this.message(m, date));
@@ -245,7 +257,7 @@ export class View {
     const item = el("li", "message");
     item.dataset.id = m.id;
     if (m.reply && room && !m.deleted) item.append(this.quote(chat.quoted(room, m)));
-    const time = el("time", "time", timeFormat.format(date));
+    const time = el("time", "time", format().time.format(date));
     time.dateTime = date.toISOString();
     item.append(time);
     let style = "text";
@@ -253,7 +265,8 @@ export class View {
     else if (m.failed) style = "text failed";
     else if (m.rejected) style = "text rejected";
     else if (m.pending) style = "text pending";
-    const { text, edited } = room ? chat.textOf(room, m) : { text: m.text, edited: false };
+    const { text, edited } = m.deleted ? { text: t("message.deleted"), edited: false }
+      : room ? chat.textOf(room, m) : { text: m.text, edited: false };
     const attached = m.file && room && chat.readable(m) ? this.attachment(room, m) : null;
     if (attached && text === m.file.name && !edited) {
       item.append(el("span", "sender", m.sender), attached); // the file says its name
@@ -264,15 +277,15 @@ export class View {
       item.append(el("span", "sender", m.sender), textOf(m, style, text));
     }
     if (attached && !item.contains(attached)) item.append(attached);
-    if (edited) item.append(el("span", "edited", "(edited)"));
+    if (edited) item.append(el("span", "edited", t("message.edited")));
     if (room && chat.readable(m) && !m.growing) {
       const reactions = chat.reactionsTo(room, m);
       if (reactions.length) item.append(this.reactions(reactions));
       item.append(this.actions(m));
     }
     if (m.plain) {
-      const mark = el("span", "tag plain", "not sealed");
-      mark.title = "sent in the clear: the node could read it";
+      const mark = el("span", "tag plain", t("tag.plain"));
+      mark.title = t("message.plainTitle");
       item.append(mark);
     }
     if (m.mentionsMe) item.classList.add("mention");
@@ -287,22 +300,23 @@ export class View {
   // saves it; neither is ever fetched from anywhere but this node, nor run.
   attachment(room, m) {
     const file = m.file;
-    const size = file.size < 1024 * 1024 ? `${Math.ceil(file.size / 1024)} KiB` : `${(file.size / 1048576).toFixed(1)} MiB`;
+    const size = file.size < 1024 * 1024 ? t("file.kib", { n: Math.ceil(file.size / 1024) })
+      : t("file.mib", { n: (file.size / 1048576).toFixed(1) });
     if (IMAGES.includes(file.type)) {
       const figure = el("span", "attachment image");
       const img = el("img");
-      img.alt = file.name || "image";
+      img.alt = file.name || t("file.image");
       figure.append(img);
       this.chat.fileUrl(room, m).then((url) => {
         if (url) img.src = url;
-        else figure.replaceChildren(el("span", "gone", `${file.name}: the file is gone`));
+        else figure.replaceChildren(el("span", "gone", t("file.gone", { name: file.name })));
       });
       return figure;
     }
-    const button = el("button", "attachment file", `⬇ ${file.name || "file"} (${size})`);
+    const button = el("button", "attachment file", `⬇ ${file.name || t("file.file")} (${size})`);
     button.type = "button";
     button.dataset.file = m.id;
-    button.setAttribute("aria-label", `Save ${file.name || "the file"}, ${size}`);
+    button.setAttribute("aria-label", t("file.save", { name: file.name || t("file.file"), size }));
     return button;
   }
 
@@ -311,11 +325,11 @@ export class View {
     const button = el("button", "quote");
     button.type = "button";
     button.dataset.seek = q.id;
-    let said = "an earlier message";
-    if (q.deleted) said = `${q.sender}: message deleted`;
+    let said = t("quote.earlier");
+    if (q.deleted) said = t("quote.deleted", { sender: q.sender });
     else if (q.sender) said = `${q.sender}: ${[...q.text].slice(0, QUOTE_CHARS).join("")}${[...q.text].length > QUOTE_CHARS ? "…" : ""}`;
     button.textContent = `↪ ${said}`;
-    button.setAttribute("aria-label", `In reply to ${said}. Show it`);
+    button.setAttribute("aria-label", t("quote.label", { said }));
     return button;
   }
 
@@ -327,7 +341,7 @@ export class View {
       button.dataset.emoji = r.emoji;
       button.title = r.names.join(", ");
       button.setAttribute("aria-pressed", String(Boolean(r.mine)));
-      button.setAttribute("aria-label", `${r.emoji} from ${r.names.join(", ")}${r.mine ? " (you: press to take yours back)" : ""}`);
+      button.setAttribute("aria-label", t(r.mine ? "reaction.mine" : "reaction.label", { emoji: r.emoji, names: r.names.join(", ") }));
       row.append(button);
     }
     return row;
@@ -344,9 +358,9 @@ export class View {
       b.title = label;
       return b;
     };
-    row.append(button("reply", "Reply", "↩"), button("react", "React", "☺"));
+    row.append(button("reply", t("action.reply"), "↩"), button("react", t("action.react"), "☺"));
     if (m.sender === this.chat.user && !m.pending) {
-      row.append(button("edit", "Edit", "✎"), button("delete", "Delete", "✕"));
+      row.append(button("edit", t("action.edit"), "✎"), button("delete", t("action.delete"), "✕"));
     }
     const picker = el("span", "picker");
     picker.hidden = true;
@@ -354,7 +368,7 @@ export class View {
       const b = el("button", "", emoji);
       b.type = "button";
       b.dataset.emoji = emoji;
-      b.setAttribute("aria-label", `React with ${emoji}`);
+      b.setAttribute("aria-label", t("action.reactWith", { emoji }));
       picker.append(b);
     }
     row.append(picker);
@@ -373,12 +387,13 @@ export class View {
   }
 
   // The bar above the composer while a reply or an edit is being written.
-  composing(state) {
+  composing(state = this.composingState) {
+    this.composingState = state;
     $("composing").hidden = !state;
     if (!state) return;
     const text = [...state.text].slice(0, QUOTE_CHARS).join("");
     $("composing-text").textContent = state.mode === "edit"
-      ? "Editing your message (Escape to cancel)" : `Replying to ${state.sender}: ${text}`;
+      ? t("composing.edit") : t("composing.reply", { sender: state.sender, text });
   }
 
   completions(items, selected) {

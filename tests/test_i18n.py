@@ -1,0 +1,297 @@
+"""The interface in English and Russian: the language files of the page (web/i18n/) and of
+the pages without JavaScript (onionchat/i18n/) agree key for key, a Russian browser is
+spoken to in Russian, the account's choice follows it to another device, dates follow the
+language; the no-JS pages by Accept-Language and by the account."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import httpx
+from playwright.async_api import Browser, Page, expect
+
+from onionchat import i18n
+from onionchat.auth import COOKIE
+
+from conftest import PASSWORD, SCREENSHOTS, NodeProcess, connect, register
+from test_web import log_in, open_page, shot, texts
+
+WEB = Path(__file__).resolve().parent.parent / "web" / "i18n"
+PLACEHOLDER = re.compile(r"\{(\w+)\}")
+PLURAL_FORMS = {"zero", "one", "two", "few", "many", "other"}
+MONTHS_RU = re.compile(
+    "января|февраля|марта|апреля|мая|июня|июля|августа|сентября|октября|ноября|декабря"
+)
+MONTHS_EN = re.compile(
+    "January|February|March|April|May|June|July|August|September|October|November|December"
+)
+
+
+def web_file(code: str) -> dict[str, str]:
+    """A page language file: `export default {...};` around a JSON object."""
+    text = (WEB / f"{code}.js").read_text(encoding="utf-8")
+    start = text.index("export default {") + len("export default ")
+    found: dict[str, str] = json.loads(text[start : text.rindex("}") + 1])
+    return found
+
+
+def web_codes() -> set[str]:
+    return {p.stem for p in WEB.glob("*.js") if p.stem != "index"}
+
+
+def by_base(strings: dict[str, str]) -> dict[str, set[str]]:
+    """Each key (a counted one without its plural form) → the placeholders its texts use."""
+    found: dict[str, set[str]] = {}
+    for key, text in strings.items():
+        base, _, form = key.rpartition(".")
+        name = base if form in PLURAL_FORMS else key
+        found.setdefault(name, set()).update(PLACEHOLDER.findall(text))
+    return found
+
+
+def agree(files: dict[str, dict[str, str]]) -> None:
+    english = by_base(files["en"])
+    for code, strings in files.items():
+        other = by_base(strings)
+        assert set(other) == set(english), (
+            code,
+            sorted(set(english) - set(other)),
+            sorted(set(other) - set(english)),
+        )
+        for key, names in english.items():
+            assert other[key] == names, (code, key, names, other[key])
+        for key in strings:
+            base, _, form = key.rpartition(".")
+            if form in PLURAL_FORMS:
+                assert f"{base}.other" in strings, (code, key)
+
+
+def test_the_page_languages_have_the_same_keys_and_placeholders() -> None:
+    codes = web_codes()
+    assert {"en", "ru"} <= codes
+    agree({code: web_file(code) for code in codes})
+    # the switch lists every file, and only those
+    index = (WEB / "index.js").read_text(encoding="utf-8")
+    assert set(re.findall(r"^\s+(\w+): \"", index, re.MULTILINE)) == codes
+
+
+def test_the_no_js_languages_have_the_same_keys_and_placeholders() -> None:
+    assert {"en", "ru"} <= set(i18n.LANGUAGES)
+    agree({code: i18n.strings(code) for code in i18n.LANGUAGES})
+    assert set(i18n.LANGUAGES) == web_codes()  # both tiers speak the same languages
+
+
+def test_a_language_is_chosen_from_the_account_then_accept_language() -> None:
+    assert i18n.choose("ru", "en-US,en;q=0.9") == "ru"
+    assert i18n.choose(None, "de-DE, ru;q=0.8, en;q=0.5") == "ru"
+    assert i18n.choose(None, "en;q=0.2, ru-RU;q=0.9") == "ru"
+    assert i18n.choose(None, "de, fr;q=0.5") == "en"
+    assert i18n.choose("xx", None) == "en"
+    assert i18n.choose(None, "ru;q=0") == "en"  # q=0: not acceptable
+    assert i18n.text("ru", "rooms.title") == "Комнаты"
+    assert i18n.text("en", "rooms.online", count=3) == "3 online"
+
+
+# -- the page, in Chromium -------------------------------------------------------------------
+
+
+async def sign_up_ru(page: Page, name: str) -> None:
+    await page.get_by_label("Имя пользователя").fill(name)
+    await page.get_by_label("Пароль", exact=True).fill(PASSWORD)
+    await page.get_by_label("Пароль ещё раз").fill(PASSWORD)
+    await page.get_by_role("button", name="Создать учётную запись").click()
+    await expect(page.locator("#status")).to_have_text("подключено")
+    await expect(page.locator("#me")).to_have_text(name)
+
+
+async def open_room_ru(page: Page, name: str) -> None:
+    toggle = page.locator("#new-room-toggle")
+    if await toggle.is_visible():  # a phone: the form is folded away
+        await toggle.click()
+    await page.get_by_label("Войти в комнату или создать её").fill(name)
+    await page.get_by_role("button", name="Войти", exact=True).click()
+    await expect(page.locator("#room-title")).to_contain_text(f"#{name}")
+
+
+async def say_ru(page: Page, text: str) -> None:
+    box = page.get_by_label("Сообщение", exact=True)
+    await box.fill(text)
+    await box.press("Enter")
+    await expect(box).to_have_value("")
+
+
+async def test_a_russian_browser_and_the_accounts_language_on_another_device(
+    node: NodeProcess, browser: Browser
+) -> None:
+    async with open_page(browser, node, locale="ru-RU") as watched:
+        page = watched.page
+        await expect(page.locator("#login-title")).to_have_text("Вход или новая учётная запись")
+        assert await page.evaluate("document.documentElement.lang") == "ru"
+        await shot(page, "ru-login")
+        await sign_up_ru(page, "anya")
+        await open_room_ru(page, "kuhnya")
+        await say_ru(page, "привет всем")
+        await expect(texts(page)).to_have_text(["привет всем"])
+        await expect(page.locator("#members-title")).to_have_text("В сети (1)")
+        await expect(page.locator("#messages li.day")).to_have_text(MONTHS_RU)
+        reply = page.locator("#messages button[data-act=reply]")  # shown on hover
+        await expect(reply).to_have_attribute("aria-label", "Ответить")
+        # the plural forms, as Intl.PluralRules sorts the numbers
+        counted = await page.evaluate(
+            """async () => {
+              const i = await import("/static/js/i18n.js");
+              return [1, 2, 5, 11, 21, 22].map((n) => i.plural("rooms.unread", n));
+            }"""
+        )
+        assert counted == [
+            "1 непрочитанное",
+            "2 непрочитанных",
+            "5 непрочитанных",
+            "11 непрочитанных",
+            "21 непрочитанное",
+            "22 непрочитанных",
+        ]
+        # every counted key has each form its language's rules can pick
+        missing = await page.evaluate(
+            """async () => {
+              const names = (await import("/static/i18n/index.js")).default;
+              const missing = [];
+              for (const code of Object.keys(names)) {
+                const strings = (await import(`/static/i18n/${code}.js`)).default;
+                const forms = new Intl.PluralRules(code).resolvedOptions().pluralCategories;
+                const bases = new Set(Object.keys(strings).filter((k) => k.endsWith(".other"))
+                  .map((k) => k.slice(0, -6)));
+                for (const base of bases) {
+                  for (const form of forms) {
+                    if (!(`${base}.${form}` in strings)) missing.push(`${code} ${base}.${form}`);
+                  }
+                }
+              }
+              return missing;
+            }"""
+        )
+        assert missing == []
+        await shot(page, "ru-room")
+
+        switch = page.get_by_label("Language / Язык")
+        await switch.select_option("en")
+        await expect(page.locator("#rooms-title")).to_have_text("Rooms")
+        await expect(page.locator("#status")).to_have_text("connected")
+        await expect(page.locator("#members-title")).to_have_text("Members online (1)")
+        await expect(page.locator("#messages li.day")).to_have_text(MONTHS_EN)
+        assert await page.evaluate("document.documentElement.lang") == "en"
+        await switch.select_option("ru")
+        await expect(page.locator("#rooms-title")).to_have_text("Комнаты")
+        await expect(page.locator("#messages li.day")).to_have_text(MONTHS_RU)
+        await watched.assert_clean()
+
+    # another device, an English browser: the account's Russian comes with ready.lang
+    async with open_page(browser, node) as watched:
+        page = watched.page
+        await expect(page.locator("#login-title")).to_have_text("Log in or create an account")
+        await log_in(page, "anya")
+        await expect(page.locator("#status")).to_have_text("подключено")
+        await expect(page.locator("#rooms-title")).to_have_text("Комнаты")
+        await expect(page.get_by_label("Language / Язык")).to_have_value("ru")
+        # the browser's own language, chosen here, goes to the account (the node forgets ru)
+        await page.get_by_label("Language / Язык").select_option("")
+        await expect(page.locator("#status")).to_have_text("connected")
+        await page.get_by_role("button", name="Log out").click()
+        await expect(page.locator("#login-title")).to_have_text("Log in or create an account")
+        await watched.assert_clean()
+
+
+async def test_a_russian_phone(node: NodeProcess, browser: Browser) -> None:
+    async with open_page(browser, node, width=390, height=844, locale="ru-RU") as watched:
+        page = watched.page
+        await shot(page, "ru-phone-login")
+        await sign_up_ru(page, "vasilisa")
+        await open_room_ru(page, "dacha")
+        await say_ru(page, "набрано на телефоне " + "длинное слово " * 30)
+        await expect(texts(page)).to_have_count(1)
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390  # nothing overflows sideways
+        for part in ("#rooms", "#messages", "#composer-text", "#language"):
+            rect = await page.locator(part).bounding_box()
+            assert rect is not None and rect["x"] >= 0 and rect["x"] + rect["width"] <= 390
+        await shot(page, "ru-phone-room")
+        await watched.assert_clean()
+
+
+# -- the pages without JavaScript --------------------------------------------------------------
+
+
+def nojs_shot(name: str) -> str:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return str(SCREENSHOTS / f"nojs-{name}.png")
+
+
+async def test_the_pages_without_javascript_by_accept_language(
+    node: NodeProcess, browser: Browser
+) -> None:
+    async with httpx.AsyncClient(base_url=node.url) as http:
+        english = await http.get("/nojs/login", headers={"accept-language": "en-US,en;q=0.9"})
+        assert '<html lang="en">' in english.text and "Create an account" in english.text
+        plain = await http.get("/nojs/login")  # no header: English
+        assert '<html lang="en">' in plain.text
+    for width, height, tag in ((1200, 800, ""), (390, 844, "-phone")):
+        context = await browser.new_context(
+            java_script_enabled=False, locale="ru-RU", viewport={"width": width, "height": height}
+        )
+        page = await context.new_page()
+        await page.goto(f"{node.url}/nojs/")
+        assert await page.get_attribute("html", "lang") == "ru"
+        note = page.locator("#password-note")
+        await expect(note).to_contain_text("отправляет на узел сам пароль")
+        await page.screenshot(path=nojs_shot(f"ru{tag}-login"), full_page=True)
+        name = f"boris{tag.strip('-')}"
+        form = page.locator("form[action='/nojs/register']")
+        await form.get_by_label("Имя").fill(name)
+        await form.get_by_label("Пароль", exact=True).fill(PASSWORD)
+        await form.get_by_label("Пароль ещё раз").fill(PASSWORD)
+        await form.get_by_role("button", name="Создать учётную запись").click()
+        await expect(page.locator("nav")).to_contain_text(f"вы вошли как {name}")
+        await page.get_by_label("Комната").fill(f"chai{tag.strip('-')}")
+        await page.get_by_role("button", name="Войти").click()
+        await page.get_by_label("Сообщение").fill("чай готов, заходите")
+        async with page.expect_navigation():
+            await page.get_by_role("button", name="Отправить").click()
+        frame = page.frame_locator("iframe")
+        await expect(frame.locator("li.message")).to_contain_text("чай готов, заходите")
+        await expect(frame.locator(".hint")).to_have_text("Время — UTC.")
+        await expect(frame.locator("a.act").first).to_have_text("ответить")
+        width_now = await page.evaluate("document.documentElement.scrollWidth")
+        assert width_now <= width  # nothing overflows sideways
+        await page.screenshot(path=nojs_shot(f"ru{tag}-room"), full_page=True)
+        await page.goto(f"{node.url}/nojs/rooms")
+        await expect(page.locator("h1")).to_have_text("Комнаты")
+        await page.screenshot(path=nojs_shot(f"ru{tag}-rooms"), full_page=True)
+        await context.close()
+
+
+async def test_the_pages_without_javascript_speak_the_accounts_language(
+    node: NodeProcess,
+) -> None:
+    token = await register(node, "gleb")
+    async with connect(node, token) as client:
+        await client.send(type="language", lang="ru", ref="l")
+        await client.expect("language", ref="l")
+        await client.join("sad")
+    english = {"accept-language": "en-US,en;q=0.9"}
+    async with httpx.AsyncClient(base_url=node.url, headers=english) as http:
+        http.cookies.set(COOKIE, token)
+        rooms = await http.get("/nojs/rooms")
+        assert '<html lang="ru">' in rooms.text and "<h1>Комнаты</h1>" in rooms.text
+        assert "вы вошли как <b>gleb</b>" in rooms.text
+        frame = await http.get("/nojs/room/sad/messages")
+        assert "Время — UTC." in frame.text and "Сейчас здесь: gleb" in frame.text
+        bad = await http.post("/nojs/join", data={"room": "x"})  # no form token
+        assert bad.status_code == 403 and "эта форма устарела" in bad.text
+    async with connect(node, token) as client:  # back to the browser's: English
+        await client.send(type="language", ref="none")
+        await client.expect("language", ref="none")
+    async with httpx.AsyncClient(base_url=node.url, headers=english) as http:
+        http.cookies.set(COOKIE, token)
+        assert "<h1>Rooms</h1>" in (await http.get("/nojs/rooms")).text
