@@ -10,12 +10,13 @@ import re
 from pathlib import Path
 
 import httpx
-from playwright.async_api import Browser, Page, expect
+import pytest
+from playwright.async_api import Browser, FilePayload, Page, expect
 
 from onionchat import i18n
 from onionchat.auth import COOKIE
 
-from conftest import PASSWORD, SCREENSHOTS, NodeProcess, connect, register
+from conftest import PASSWORD, SCREENSHOTS, NodeProcess, connect, register, user
 from test_web import log_in, open_page, shot, texts
 
 WEB = Path(__file__).resolve().parent.parent / "web" / "i18n"
@@ -295,3 +296,41 @@ async def test_the_pages_without_javascript_speak_the_accounts_language(
     async with httpx.AsyncClient(base_url=node.url, headers=english) as http:
         http.cookies.set(COOKIE, token)
         assert "<h1>Rooms</h1>" in (await http.get("/nojs/rooms")).text
+
+
+@pytest.mark.parametrize("size", [(1200, 800), (390, 844)], ids=["desktop", "phone"])
+async def test_replies_reactions_edits_and_files_in_russian(
+    node: NodeProcess, browser: Browser, size: tuple[int, int]
+) -> None:
+    width, height = size
+    async with open_page(browser, node, width=width, height=height, locale="ru-RU") as watched:
+        page = watched.page
+        await sign_up_ru(page, f"olya{width}")
+        await open_room_ru(page, f"kuhnya{width}")
+        async with user(node, f"petya{width}") as petya:
+            await petya.join(f"kuhnya{width}")
+            asked = await petya.say(f"kuhnya{width}", "чай или кофе?", ref="q")
+            item = page.locator(f"#messages li.message[data-id='{asked['id']}']")
+            await page.mouse.move(0, 0)
+            await item.locator(".text").click()  # a tap shows its buttons
+            await item.get_by_role("button", name="Ответить").click()
+            await expect(page.locator("#composing-text")).to_have_text(
+                re.compile(f"^Ответ на сообщение petya{width}: чай или кофе\\?")
+            )
+            await say_ru(page, "чай, пожалуйста")
+            reply = await petya.expect("message", text="чай, пожалуйста")
+            assert reply["reply"] == asked["id"]
+            await petya.send(type="send", room=f"kuhnya{width}", text="❤️", react=reply["id"],
+                             ref="t")  # fmt: skip
+            await petya.send(type="send", room=f"kuhnya{width}", text="чай или какао?",
+                             edit=asked["id"], ref="e")  # fmt: skip
+            await expect(item.locator(".edited")).to_have_text("(изменено)")
+            mine = page.locator("#messages li.message", has_text="чай, пожалуйста")
+            await expect(mine.locator(".reaction")).to_have_text("❤️ 1")
+            recipe: FilePayload = {"name": "рецепт.txt", "mimeType": "text/plain",
+                                   "buffer": "мёд".encode()}  # fmt: skip
+            await page.locator("#attach-input").set_input_files(files=[recipe])
+            saving = page.get_by_role("button", name=re.compile("^Сохранить рецепт.txt"))
+            await expect(saving).to_be_visible()
+            await shot(page, f"ru-daily-{'phone' if width < 700 else 'desktop'}")
+        await watched.assert_clean()

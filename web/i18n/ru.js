@@ -139,7 +139,7 @@ export default {
 
   "composing.cancel": "Отмена",
   "composing.edit": "Правка вашего сообщения (Escape — отмена)",
-  "composing.reply": "Ответ {sender}: {text}",
+  "composing.reply": "Ответ на сообщение {sender}: {text}",
   "file.none": "этот узел не принимает файлы",
   "file.tooLarge": "файл слишком большой ({size} байт, не больше {max})",
   "file.firstMessage": "сначала напишите в этот разговор сообщение, потом отправляйте файлы",
