@@ -369,3 +369,35 @@ async def test_daily_use_in_firefox(
             assert title == "(1) OnionChat"
             await shot(page, f"daily-{'phone' if size == PHONE else 'desktop'}")
         await page.assert_clean()
+
+
+async def test_in_russian_in_firefox(node: NodeProcess, tmp_path: Path) -> None:
+    """A Firefox whose language is Russian (as a Russian Tor Browser asks pages for): the
+    page in Russian, dates too, at desktop and phone size; a reply and a reaction."""
+    prefs = {"intl.accept_languages": "ru-RU, ru", "intl.locale.requested": "ru"}
+    async with firefox(tmp_path / "driver.log", prefs) as russian:
+        for width, height in ((1200, 800), PHONE):
+            page = await russian.new_page(node.url, width, height)
+            await page.goto(node.url + "/")
+            await expect(page.locator("#login-title")).to_have_text("Вход или новая учётная запись")
+            name = f"masha{width}"
+            await page.get_by_label("Имя пользователя").fill(name)
+            await page.get_by_label("Пароль").fill(PASSWORD)
+            await page.get_by_label("Пароль ещё раз").fill(PASSWORD)
+            await page.get_by_role("button", name="Создать учётную запись").click()
+            await expect(page.locator("#status")).to_have_text("подключено")
+            async with user(node, f"misha{width}") as misha:
+                await misha.join("lobby")
+                asked = await misha.say("lobby", "привет, как дела?", ref="q")
+                await expect(page.locator("#messages .day")).to_contain_text("декабря")
+                await tap(page, asked["id"], "Ответить")
+                await page.get_by_label("Сообщение").fill("хорошо!")
+                await page.get_by_label("Сообщение").press("Enter")
+                reply = await misha.expect("message", text="хорошо!")
+                assert reply["reply"] == asked["id"]
+                await tap(page, asked["id"], "Реакция")
+                await line(page, asked["id"]).get_by_label("Реакция 👍").click()
+                await expect(line(page, asked["id"]).locator(".reaction")).to_have_text("👍 1")
+                await shot(page, f"ru-{'phone' if width < 700 else 'desktop'}")
+            await page.assert_clean()
+            await page.close()
