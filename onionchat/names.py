@@ -238,3 +238,15 @@ def direct_room(a: str, b: str) -> str:
     """The room that holds the direct messages between two users (`@` never starts a room)."""
     first, second = sorted((key(a), key(b)))
     return f"@{first}+{second}"
+
+
+def direct_room_there(room: str, here: str) -> tuple[str, str] | None:
+    """A conversation of a user of this node (`here`) with a user of another: that node, and
+    the name it gives the conversation (`@ann+bob@south` here is `@ann@north+bob` on south);
+    None for a conversation of two users of this node."""
+    first, _, second = room[1:].partition("+")
+    remote, local = (first, second) if "@" in first else (second, first)
+    user, _, node = remote.rpartition("@")
+    if not user or "@" in local:
+        return None
+    return node, direct_room(f"{local}@{here}", user)

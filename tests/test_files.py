@@ -238,3 +238,38 @@ async def test_a_file_is_brought_from_its_writers_node_when_someone_opens_it(
 
 async def _bytes(data: bytes) -> Any:
     yield data
+
+
+async def test_a_file_in_a_conversation_across_nodes_is_brought_too(tmp_path: Path) -> None:
+    """ann on north sends bob on south a file in their conversation: south asks north for it
+    under north's name of the conversation; north sends it to south alone, for south has a part
+    in it, and to no third node."""
+    with brokers(tmp_path, 1) as (broker,):
+        net = Network(tmp_path, ["north", "south", "east"], [broker.url])
+        async with net.all() as (north, south, east):
+            ann, bob = await member(north, "ann"), await member(south, "bob")
+            await linked([north, south, east])
+            await ann.send(type="send", to="bob@south", text="hi", ref="h")
+            first = await ann.expect("ack", ref="h")
+            await bob.expect("message", id=first["id"], timeout=20)
+            here = await north.store.room(first["room"])
+            assert here is not None
+            data = secrets.token_bytes(150_000)
+            file_id = await north.node.files.put(here, "ann", len(data), _bytes(data))
+            ref = {"id": file_id, "size": len(data), "name": "map.png", "type": "image/png"}
+            await ann.send(type="send", to="bob@south", text="map.png", file=ref, ref="f")
+            sent = await ann.expect("ack", ref="f")
+            got = await bob.expect("message", id=sent["id"], timeout=20)
+            there = await south.store.room(got["room"])
+            assert there is not None and got["file"] == ref
+            path = await south.node.file_path(there, file_id)
+            assert path is not None and path.read_bytes() == data
+
+            # east has no part in it: north will not send it there
+            assert east.federation is not None and north.federation is not None
+            want = envelope.WantBody(origin="east", to="north", room=first["room"],
+                                     file=file_id, ts=0)  # fmt: skip
+            await east.federation._to_node("north", east.federation._sealed(want))
+            drops = north.federation.drops
+            reason = "a file wanted of a conversation the asker has no part in"
+            await until(lambda: drops[reason] == 1, what=reason)

@@ -43,6 +43,7 @@ Send = Callable[[str, bytes], Awaitable[None]]  # (node, payload) → published 
 @dataclasses.dataclass
 class _Fetch:
     room: Room
+    asked: str  # the room as the writer's node names it
     file: str
     message: str
     uploader: str
@@ -70,6 +71,12 @@ class Fetcher:
         if message is None or message.file is None or "@" not in message.sender:
             return False
         origin = message.sender.rpartition("@")[2]
+        asked = room.name
+        if room.name.startswith("@"):  # a conversation: as the writer's node names it
+            there = names.direct_room_there(room.name, self.name)
+            if there is None or there[0] != origin:
+                return False
+            asked = there[1]
         found = self._fetches.get(file_id)
         if found is None:
             if len(self._fetches) >= FETCHES:
@@ -79,10 +86,10 @@ class Fetcher:
             self.node.files.directory.mkdir(mode=0o700, exist_ok=True)
             path = str(self.node.files.directory / f"{new_id()}.part")
             loop = asyncio.get_running_loop()
-            found = _Fetch(room, file_id, message.id, names.key(message.sender),
+            found = _Fetch(room, asked, file_id, message.id, names.key(message.sender),
                            message.file.size, path, loop.create_future())  # fmt: skip
             self._fetches[file_id] = found
-            want = WantBody(origin=self.name, to=origin, room=room.name, file=file_id,
+            want = WantBody(origin=self.name, to=origin, room=asked, file=file_id,
                             ts=int(time.time() * 1000))  # fmt: skip
             await self._send(origin, self._sign(want))
         try:
@@ -94,7 +101,7 @@ class Fetcher:
     async def chunk(self, body: ChunkBody) -> None:
         """A piece of a file asked for: written where it goes; the last one makes it a file."""
         fetch = self._fetches.get(body.file)
-        if body.to != self.name or fetch is None or body.room != fetch.room.name:
+        if body.to != self.name or fetch is None or body.room != fetch.asked:
             raise Broken("a file chunk nobody here asked for")
         count = math.ceil(fetch.size / CHUNK)
         length = min(CHUNK, fetch.size - body.index * CHUNK)
@@ -138,18 +145,21 @@ class Fetcher:
         one of a room shared with that node, in chunks on its topic."""
         if body.to != self.name:
             return
-        if not shares(body.room) or not self._wants.allow(body.origin):
+        direct = body.room.startswith("@")
+        if not (direct or shares(body.room)) or not self._wants.allow(body.origin):
             raise Broken("a file wanted of a room not shared, or too often")
-        room = await self.node.room(body.room)
+        room = await self.node.store.room(body.room)
         stored = await self.node.store.file(body.file)
-        message = await self.node.store.message_of_file(room, body.file)
+        message = await self.node.store.message_of_file(room, body.file) if room else None
         if stored is None or message is None or "@" in message.sender:
             raise Broken("a file wanted that is not one written here")
+        if direct and not (message.to or "").endswith(f"@{body.origin}"):
+            raise Broken("a file wanted of a conversation the asker has no part in")
         path = self.node.files.path(body.file)
         data = await asyncio.to_thread(path.read_bytes)
         count = math.ceil(len(data) / CHUNK)
         for index in range(count):
-            chunk = ChunkBody(origin=self.name, to=body.origin, room=room.name, file=body.file,
+            chunk = ChunkBody(origin=self.name, to=body.origin, room=body.room, file=body.file,
                               index=index, count=count, size=len(data),
                               data=data[index * CHUNK : (index + 1) * CHUNK])  # fmt: skip
             await self._send(body.origin, self._sign(chunk))

@@ -256,12 +256,10 @@ class Federation:
         """A writer's deletion in a conversation with a user of another node: to that node
         only, naming the conversation as it does (`@ann@north+bob` there, `@ann+bob@south`
         here)."""
-        first, second = order.room[1:].split("+")
-        remote, local = (first, second) if "@" in first else (second, first)
-        peer = _node_of(remote)
-        if peer not in self.peers:
+        found = names.direct_room_there(order.room, self.name)
+        if found is None or found[0] not in self.peers:
             return
-        there = names.direct_room(f"{local}@{self.name}", remote.rpartition("@")[0])
+        peer, there = found
         body = OrderBody(
             origin=self.name,
             room=there,
