@@ -32,6 +32,7 @@ from onionchat.auth import (
 )
 from onionchat.auth import b64encode as b64
 from onionchat.config import Settings
+from onionchat.http import FLOODED
 from onionchat.hub import Connection
 from onionchat.node import Node, Refused
 from onionchat.protocol import Auth, Close, Code, ProtocolError
@@ -557,6 +558,7 @@ async def chat(ws: WebSocket) -> None:
         await ws.send_text(protocol.error(code, exc.reason))
         await ws.close(close, _reason(exc.reason))
         return
+    ws.scope[FLOODED] = functools.partial(node.flooded, conn)
     tasks = [asyncio.create_task(_read(ws, node, conn)), asyncio.create_task(_write(ws, conn))]
     for task in tasks:
         task.add_done_callback(functools.partial(_ended, conn))

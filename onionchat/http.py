@@ -80,6 +80,9 @@ SLICE = 1024  # bytes of WebSocket data parsed at a time: a flood is seen within
 # thousand sockets opened at once then do not all time out in one tick (that held the loop
 # 17 ms, measured with the bench's slowloris), and each is still cut within the bound.
 SPREAD = 0.75
+# A WebSocket's scope may hold, under this key, what the application does the moment its
+# socket is closed for flooding (before any other frame of anyone is read): its penalty.
+FLOODED = "onionchat.flooded"
 BODY_RATE = 16 * 1024  # bytes a second a request body comes at, at least (an onion's is faster)
 
 
@@ -532,6 +535,9 @@ class WebSockets(_Stalls, WebSocketsSansIOProtocol):
 
     def _close_flooding(self) -> None:
         self._flooded = True
+        hook = (getattr(self, "scope", None) or {}).get(FLOODED)
+        if hook is not None:
+            hook()
         self.disconnected = True  # the app's sends now raise ClientDisconnected
         self.conn.data_to_send()  # the flood's pongs go unsent
         reason = "flooding: too many pings"

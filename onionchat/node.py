@@ -338,6 +338,12 @@ class Node:
                 if barred:
                     self.expel(name, conn.user_key, f"{barred.by} took you out of #{name}")
 
+    def flooded(self, conn: Connection) -> None:
+        """Its socket was closed for a flood of pings: the penalty holds from now, before any
+        reconnection can be read (the close reaches the connection's reader later)."""
+        conn.close(Close.FLOODING, "flooding: too many pings")
+        self._penalize(conn.user_key)
+
     def _penalize(self, user_key: str) -> None:
         """A flooder's reconnections cost the node a refusal each, not a whole connection."""
         penalty = self.settings.limits.flood_penalty

@@ -48,12 +48,16 @@ def screen_lines(screen: str) -> list[str]:
     return [line.rstrip() for line in screen.splitlines()]
 
 
-async def wait_for_lines(session: str, text: str, timeout: float = 15) -> list[str]:
-    """The screen's lines once `text` is on it, a line wrapped by the terminal joined again."""
+async def wait_for_lines(
+    session: str, text: str, timeout: float = 15, scrolled: bool = False
+) -> list[str]:
+    """The screen's lines once `text` is on it, a line wrapped by the terminal joined again
+    (`scrolled`: those scrolled off its top too)."""
     deadline = time.monotonic() + timeout
     screen = ""
+    scrollback = ["-S", "-"] if scrolled else []
     while time.monotonic() < deadline:
-        args = ["tmux", "capture-pane", "-p", "-J", "-t", session]
+        args = ["tmux", "capture-pane", "-p", "-J", "-t", session, *scrollback]
         screen = subprocess.run(args, capture_output=True, text=True).stdout
         if text in screen:
             return screen_lines(screen)
@@ -100,7 +104,7 @@ async def test_a_terminal_shows_one_line_per_message_and_no_escapes(
             assert not any(line.startswith(FAKE) for line in lines)
             # a notice of the node's on several lines: the lines after the first indented
             subprocess.run(["tmux", "send-keys", "-t", session, "/help", "Enter"], check=True)
-            lines = await wait_for_lines(session, "/who")
+            lines = await wait_for_lines(session, "leave (Ctrl-D too)", scrolled=True)  # its end
             assert "Commands:" in lines and any(line.startswith("   /who") for line in lines)
             # a direct message, and one's own name: the same (plain text: marked not sealed)
             await alice.send(type="send", to="bob", text=f"psst\n{FAKE}", ref="d")
