@@ -20,7 +20,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from onionchat import PROTOCOL_VERSION, __version__, cookies, names, nojs, protocol, server
+from onionchat import PROTOCOL_VERSION, __version__, cookies, i18n, names, nojs, protocol, server
 from onionchat.auth import (
     COOKIE,
     DEVICE_COOKIE,
@@ -354,7 +354,9 @@ async def upload(request: Request) -> Response:
         id_ = await files.put(room, names.key(session.user.name), int(length), request.stream())
     except ProtocolError as exc:
         status = {Code.TOO_LARGE: 413, Code.RATE_LIMITED: 429, Code.FORBIDDEN: 403}
-        raise AuthError(exc.code, exc.message, status.get(exc.code, 400)) from None
+        lang = i18n.choose(session.user.lang, request.headers.get("accept-language"))
+        said = i18n.said(lang, exc.message)
+        raise AuthError(exc.code, said, status.get(exc.code, 400)) from None
     return JSONResponse({"id": id_, "size": int(length)}, 201)
 
 

@@ -52,6 +52,7 @@ class Connection:
         "close_code",
         "close_reason",
         "entering",
+        "lang",
         "pipeline",
         "rooms",
         "session",
@@ -64,6 +65,7 @@ class Connection:
         self.session = session
         self.user = session.user.name
         self.user_key = names.key(session.user.name)
+        self.lang = session.user.lang  # what the node says is read out in it (i18n.said)
         self.rooms: set[str] = set()
         self.budget = budget or Budget(limit)
         self.bucket: TokenBucket | None = None  # the node's rate limit for this connection

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from onionchat import __version__, names
+from onionchat import __version__, i18n, names
 from onionchat.auth import Accounts, Session
 from onionchat.authority import (
     NODE_STAFF,
@@ -396,7 +396,7 @@ class Node:
             self.admit(conn, ref)
             await self.handle(conn, frame)
         except ProtocolError as exc:
-            conn.send(error(exc.code, exc.message, exc.ref or ref))
+            conn.send(error(exc.code, i18n.said(conn.lang, exc.message), exc.ref or ref))
         except Exception:
             log.exception("frame failed", extra={"event": "error", "user": conn.user})
             conn.send(error(Code.INTERNAL, "the node failed on this frame", ref))
@@ -446,6 +446,7 @@ class Node:
             case Language():
                 await self.store.set_lang(conn.session.user.id, frame.lang)
                 for other in self.hub.user_connections(conn.user_key):
+                    other.lang = frame.lang
                     told = LanguageSet(lang=frame.lang, ref=frame.ref if other is conn else None)
                     other.send(encode(told))
             case Ping():
@@ -1193,7 +1194,7 @@ class Node:
     def notice(
         self, conn: Connection, text: str, room: str | None = None, ref: str | None = None
     ) -> None:
-        conn.send(encode(Notice(text=text, room=room, ref=ref)))
+        conn.send(encode(Notice(text=i18n.said(conn.lang, text), room=room, ref=ref)))
 
     def announce(
         self, room: str, text: str, conn: Connection | None = None, ref: str | None = None

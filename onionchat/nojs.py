@@ -384,7 +384,7 @@ def _handles_errors(handler: Handler) -> Handler:
             if isinstance(exc, FormError):
                 message, status = exc.message(lang), exc.status
             else:
-                message, status = exc.message, _status(exc)
+                message, status = i18n.said(lang, exc.message), _status(exc)
             body = f"<main>{_error(message)}{_back(lang)}</main>"
             return _page(i18n.text(lang, "error.title"), body, status, lang=lang)
 
@@ -674,7 +674,8 @@ async def join(request: Request) -> Response:
                 raise
             await _readers(request).get(session, name, create=True)
     except ProtocolError as exc:
-        return await _rooms_page(request, session, _status(exc), exc.message, typed)
+        said = i18n.said(_lang(request, session), exc.message)
+        return await _rooms_page(request, session, _status(exc), said, typed)
     return _redirect(room_path(name))
 
 
@@ -974,7 +975,8 @@ async def post(request: Request) -> Response:
             frame = Send(v=1, room=room.name, text=body, ref=REF, reply=reply, react=react)
             await node.send(reader.conn, frame)
     except ProtocolError as exc:
-        return await _room_page(request, session, room.name, _status(exc), exc.message, text)
+        said = i18n.said(_lang(request, session), exc.message)
+        return await _room_page(request, session, room.name, _status(exc), said, text)
     # The answer was queued after the command's last await, so no other request on this
     # page's connection (a frame reload) can have taken it in between.
     frames = [_decode(frame) for frame in reader.conn.take()]

@@ -80,6 +80,49 @@ def markup(
     return "".join(parts)
 
 
+def _said(lang: str) -> list[tuple[re.Pattern[str], str]]:
+    """A language's `[said]` table: each English sentence the node says (a template, its
+    {names} standing for what varies) as a pattern, and its translation."""
+    table = _SAID_TABLES.get(lang)
+    if table is None:
+        table = _SAID_TABLES[lang] = [
+            (_pattern(key.removeprefix("said.")), value)
+            for key, value in _STRINGS.get(lang, {}).items()
+            if key.startswith("said.")
+        ]
+    return table
+
+
+def _pattern(template: str) -> re.Pattern[str]:
+    parts, last = [], 0
+    for m in PLACEHOLDER.finditer(template):
+        parts.append(re.escape(template[last : m.start()]))
+        parts.append(f"(?P<{m[1]}>.+?)")
+        last = m.end()
+    parts.append(re.escape(template[last:]))
+    return re.compile("".join(parts), re.DOTALL)
+
+
+_SAID_TABLES: dict[str, list[tuple[re.Pattern[str], str]]] = {}
+
+
+def said(lang: str | None, english: str) -> str:
+    """What the node says (an error, a notice), in `lang` where its file translates that
+    sentence; as it is otherwise. The node's code keeps its words in English: this is where
+    they are read out in the reader's language."""
+    if not lang or lang == DEFAULT:
+        return english
+    for pattern, translation in _said(lang):
+        found = pattern.fullmatch(english)
+        if found is not None:
+            return _filled(translation, found.groupdict())
+    return english
+
+
+def _filled(template: str, values: Mapping[str, str]) -> str:
+    return PLACEHOLDER.sub(lambda m: values.get(m[1], m[0]), template)
+
+
 def _accepted(header: str) -> list[str]:
     """The languages of an Accept-Language header, most wanted first (q=0 left out)."""
     ranked: list[tuple[float, int, str]] = []
