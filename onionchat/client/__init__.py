@@ -18,6 +18,9 @@ out) for scripts and tests.
     trust        peers' keys pinned on first sight, key changes, /whois, /trust; every box checked
     invitations  /invite, invitations opened and checked, which key is taken, /usekey
     views        JSON lines for scripts, a coloured terminal for people
+    numbers      each shown message's [N], to name it by
+    attachments  /file and /save
+    passwords    the weakest refused for a new account
     run          the two modes, and the entry point
 """
 

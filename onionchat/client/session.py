@@ -37,7 +37,7 @@ from websockets.exceptions import ConnectionClosed
 
 from onionchat import PROTOCOL_VERSION, crypto, sealed
 from onionchat.addressing import Addressing
-from onionchat.client import attachments
+from onionchat.client.attachments import download, read, save, upload
 from onionchat.client.errors import ChatError
 from onionchat.client.invitations import Invitations, room_boxes
 from onionchat.client.keys import NO_SIGNER, OwnKeys
@@ -375,7 +375,7 @@ class Chat:
 
     async def _cmd_file(self, args: str) -> bool:
         """/file PATH: a file to the room in view, sealed here in a key-protected room."""
-        found = await asyncio.to_thread(attachments.read, args)
+        found = await asyncio.to_thread(read, args)
         room = self.state.current
         if found is None:
             self._refuse("usage: /file PATH (a file to send to this room)")
@@ -391,7 +391,7 @@ class Chat:
             return True
         key = crypto.new_room_key() if hidden else None
         try:
-            sent = await attachments.upload(
+            sent = await upload(
                 self._options, self._token, room, crypto.seal_file(key, data) if key else data
             )
         except ChatError as exc:
@@ -418,7 +418,7 @@ class Chat:
             return True
         file = target.file
         try:
-            data = await attachments.download(self._options, self._token, target.room, file["id"])
+            data = await download(self._options, self._token, target.room, file["id"])
         except ChatError as exc:
             self._refuse(str(exc))
             return True
@@ -432,7 +432,7 @@ class Chat:
                 self._refuse(str(exc))
                 return True
         name = str(file.get("name") or "file")
-        saved = await asyncio.to_thread(attachments.save, Path.cwd(), name, data)
+        saved = await asyncio.to_thread(save, Path.cwd(), name, data)
         self._view.note(f"saved {saved}")
         return True
 
