@@ -32,8 +32,9 @@ from onionchat.auth import (
 )
 from onionchat.auth import b64encode as b64
 from onionchat.config import Settings
-from onionchat.http import FLOODED
+from onionchat.http import FLOODED, Flood
 from onionchat.hub import Connection
+from onionchat.i18n import say
 from onionchat.node import Node, Refused
 from onionchat.protocol import Auth, Close, Code, ProtocolError
 from onionchat.store import Room
@@ -198,20 +199,25 @@ def problem(code: Code, message: str, status: int, **headers: str) -> JSONRespon
 
 async def _body(request: Request, kind: type[T]) -> T:
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-        raise AuthError(Code.BAD_FRAME, "send the body as application/json", 415)
+        raise AuthError(Code.BAD_FRAME, say("send the body as application/json"), 415)
     chunks = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_BODY:
-            raise AuthError(Code.TOO_LARGE, f"the body is over {MAX_BODY} bytes", 413)
+            raise AuthError(Code.TOO_LARGE, say("the body is over {max} bytes", max=MAX_BODY), 413)
         chunks.append(chunk)
     try:
         return msgspec.json.decode(b"".join(chunks), type=kind)
     except msgspec.ValidationError as exc:
-        raise AuthError(Code.BAD_FRAME, f"invalid body: {exc}", 400) from None
+        raise AuthError(Code.BAD_FRAME, say("invalid body: {exc}", exc=exc), 400) from None
     except msgspec.DecodeError as exc:
-        raise AuthError(Code.BAD_JSON, f"malformed JSON: {exc}", 400) from None
+        raise AuthError(Code.BAD_JSON, say("malformed JSON: {exc}", exc=exc), 400) from None
+
+
+def _said(request: Request, text: str) -> str:
+    """An answer's words in the language the request accepts (the page sends its own)."""
+    return i18n.said(i18n.choose(None, request.headers.get("accept-language")), text)
 
 
 def _node(conn: HTTPConnection) -> Node:
@@ -236,9 +242,9 @@ def _errors(handler: Any) -> Any:
             response: Response = await handler(request)
         except AuthError as exc:
             headers = {"Retry-After": str(int(exc.retry_after))} if exc.retry_after else {}
-            return problem(exc.code, exc.message, exc.status, **headers)
+            return problem(exc.code, _said(request, exc.message), exc.status, **headers)
         except ProtocolError as exc:
-            return problem(exc.code, exc.message, 400)
+            return problem(exc.code, _said(request, exc.message), 400)
         return response
 
     return endpoint
@@ -297,7 +303,7 @@ async def logout(request: Request) -> Response:
     token = _token(request)
     if not token:
         raise AuthError(
-            Code.NOT_AUTHENTICATED, "no session: send the cookie or a bearer token", 401
+            Code.NOT_AUTHENTICATED, say("no session: send the cookie or a bearer token"), 401
         )
     node = _node(request)
     session = await node.accounts.session(token)
@@ -318,7 +324,7 @@ async def whoami(request: Request) -> Response:
 async def _session_of(request: Request) -> Session:
     token = _token(request)
     if not token:
-        raise AuthError(Code.NOT_AUTHENTICATED, "no session: log in", 401)
+        raise AuthError(Code.NOT_AUTHENTICATED, say("no session: log in"), 401)
     return await _node(request).accounts.session(token)
 
 
@@ -329,14 +335,14 @@ async def _files_room(request: Request, session: Session) -> Room:
     if raw.startswith("@"):
         parts = raw[1:].split("+")
         if len(parts) != 2 or names.key(session.user.name) not in map(names.key, parts):
-            raise ProtocolError(Code.FORBIDDEN, "that conversation is not yours")
+            raise ProtocolError(Code.FORBIDDEN, say("that conversation is not yours"))
         room = await node.store.room(names.direct_room(*parts))
         if room is None:
-            raise ProtocolError(Code.UNKNOWN_ROOM, "there are no messages with that user yet")
+            raise ProtocolError(Code.UNKNOWN_ROOM, say("there are no messages with that user yet"))
         return room
     room = await node.room(raw)
     if not await node.store.is_member(session.user.id, room.id):
-        raise ProtocolError(Code.NOT_JOINED, f"join #{room.name} first")
+        raise ProtocolError(Code.NOT_JOINED, say("join #{room} first", room=room.name))
     return room
 
 
@@ -348,7 +354,7 @@ async def upload(request: Request) -> Response:
     room = await _files_room(request, session)
     length = request.headers.get("content-length")
     if length is None or not length.isdigit():
-        raise AuthError(Code.BAD_FRAME, "send the file with its Content-Length", 411)
+        raise AuthError(Code.BAD_FRAME, say("send the file with its Content-Length"), 411)
     files = _node(request).files
     try:
         id_ = await files.put(room, names.key(session.user.name), int(length), request.stream())
@@ -368,7 +374,7 @@ async def download(request: Request) -> Response:
     room = await _files_room(request, session)
     path = await _node(request).file_path(room, request.path_params["id"])
     if path is None:
-        raise AuthError(Code.UNKNOWN_MESSAGE, "no such file here (deleted, or expired)", 404)
+        raise AuthError(Code.UNKNOWN_MESSAGE, say("no such file here (deleted, or expired)"), 404)
     return FileResponse(
         path,
         media_type="application/octet-stream",
@@ -437,6 +443,7 @@ def _origin_allowed(ws: WebSocket, extra: set[str]) -> bool:
 async def _authenticate(ws: WebSocket, node: Node) -> Session | None:
     """By cookie, or else by a first `auth` frame. Frames before it get an error, not a close."""
     accounts = node.accounts
+    lang = i18n.choose(None, ws.headers.get("accept-language"))  # no account yet
     token = ws.cookies.get(COOKIE)
     deadline = time.monotonic() + node.settings.auth.auth_timeout
     for _ in range(MAX_FRAMES_BEFORE_AUTH + 1):
@@ -453,31 +460,35 @@ async def _authenticate(ws: WebSocket, node: Node) -> Session | None:
         text = message.get("text")
         try:
             if text is None:
-                raise ProtocolError(Code.BINARY_FRAME, "send JSON in text frames, not binary")
+                raise ProtocolError(Code.BINARY_FRAME, say("send JSON in text frames, not binary"))
             if len(text) > MAX_AUTH_FRAME:
                 raise ProtocolError(
-                    Code.TOO_LARGE, f"authenticate first, in a frame of at most {MAX_AUTH_FRAME}"
+                    Code.TOO_LARGE,
+                    say("authenticate first, in a frame of at most {max}", max=MAX_AUTH_FRAME),
                 )
             frame = protocol.decode(text)
             if not isinstance(frame, Auth):
                 raise ProtocolError(
                     Code.NOT_AUTHENTICATED,
-                    f"authenticate first: {type(frame).__name__.lower()} frames need a "
-                    "session (send an auth frame)",
+                    say(
+                        "authenticate first: {kind} frames need a session (send an auth frame)",
+                        kind=type(frame).__name__.lower(),
+                    ),
                     frame.ref,
                 )
             token = frame.token
         except ProtocolError as exc:
-            await ws.send_text(protocol.error(exc.code, exc.message, exc.ref))
+            await ws.send_text(protocol.error(exc.code, i18n.said(lang, exc.message), exc.ref))
     if token is None:
         await ws.close(Close.AUTH_FAILED, "too many frames without authenticating")
         return None
     try:
         return await accounts.session(token)
     except AuthError as exc:
-        await ws.send_text(protocol.error(exc.code, exc.message))
+        said = i18n.said(lang, exc.message)
+        await ws.send_text(protocol.error(exc.code, said))
         code = Close.SESSION_EXPIRED if exc.code == Code.SESSION_EXPIRED else Close.AUTH_FAILED
-        await ws.close(code, exc.message)
+        await ws.close(code, _reason(said))
         return None
 
 
@@ -526,7 +537,7 @@ def _ended(conn: Connection, task: asyncio.Task[None]) -> None:
     exc = task.exception()
     if exc is not None and not isinstance(exc, WebSocketDisconnect | OSError):
         log.error("connection failed", exc_info=exc, extra={"event": "error", "user": conn.user})
-        conn.close(Close.INTERNAL, "internal error")
+        conn.close(Close.INTERNAL, say("internal error"))
     conn.end()
 
 
@@ -535,6 +546,7 @@ async def chat(ws: WebSocket) -> None:
     if not _origin_allowed(ws, ws.app.state.origins):
         await ws.close()  # before the handshake: the client sees HTTP 403
         return
+    flood = ws.scope[FLOODED] = Flood()  # before the first ping can come
     await ws.accept()
     waiting: Waiting = ws.app.state.waiting
     if waiting.count >= node.settings.limits.unauthenticated:
@@ -550,17 +562,19 @@ async def chat(ws: WebSocket) -> None:
         waiting.count -= 1
     if session is None:
         return
+    accepted = i18n.choose(None, ws.headers.get("accept-language"))
     try:
-        conn = await node.connect(session, PIPELINE)
+        conn = await node.connect(session, PIPELINE, accepted)
     except Refused as exc:
         await waiting.hold(exc.retry_after)
         code, close = (
             (Code.FORBIDDEN, Close.BANNED) if exc.banned else (Code.TOO_MANY, Close.TRY_AGAIN)
         )
-        await ws.send_text(protocol.error(code, exc.reason))
-        await ws.close(close, _reason(exc.reason))
+        reason = i18n.said(session.user.lang or accepted, exc.reason)
+        await ws.send_text(protocol.error(code, reason))
+        await ws.close(close, _reason(reason))
         return
-    ws.scope[FLOODED] = functools.partial(node.flooded, conn)
+    flood.then(functools.partial(node.flooded, conn))
     tasks = [asyncio.create_task(_read(ws, node, conn)), asyncio.create_task(_write(ws, conn))]
     for task in tasks:
         task.add_done_callback(functools.partial(_ended, conn))
@@ -568,7 +582,7 @@ async def chat(ws: WebSocket) -> None:
         async with asyncio.timeout(max(0.0, session.expires - time.time())):
             await conn.wait_ended()
     except TimeoutError:
-        conn.close(Close.SESSION_EXPIRED, "the session has expired; log in again")
+        conn.close(Close.SESSION_EXPIRED, say("the session has expired; log in again"))
     finally:
         for task in tasks:
             task.cancel()

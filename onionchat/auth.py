@@ -30,6 +30,7 @@ import nacl.pwhash
 from onionchat import crypto, names
 from onionchat.background import Workers
 from onionchat.config import Auth as AuthSettings
+from onionchat.i18n import say
 from onionchat.protocol import Code, ProtocolError
 from onionchat.ratelimit import Guesses, TokenBucket
 from onionchat.store import Conflict, Lookalike, NotAdmitted, Store, User
@@ -84,7 +85,7 @@ def busy() -> AuthError:
     """The refusal when password work is queued as far as it may be: at once, with no work."""
     return AuthError(
         Code.RATE_LIMITED,
-        f"the node is busy with other logins; try again in {BUSY_RETRY} s",
+        say("the node is busy with other logins; try again in {seconds} s", seconds=BUSY_RETRY),
         429,
         retry_after=BUSY_RETRY,
     )
@@ -94,9 +95,12 @@ def b64decode(text: str, size: int, what: str) -> bytes:
     try:
         raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
-        raise ProtocolError(Code.BAD_FRAME, f"{what} is not base64url") from None
+        raise ProtocolError(Code.BAD_FRAME, say("{what} is not base64url", what=what)) from None
     if len(raw) != size:
-        raise ProtocolError(Code.BAD_FRAME, f"{what} must be {size} bytes, got {len(raw)}")
+        raise ProtocolError(
+            Code.BAD_FRAME,
+            say("{what} must be {size} bytes, got {n}", what=what, size=size, n=len(raw)),
+        )
     return raw
 
 
@@ -118,8 +122,10 @@ def invite_hash(code: str) -> bytes:
 
 def _not_admitted(mode: str, reason: str) -> AuthError:
     if mode == "closed":
-        return AuthError(Code.REGISTRATION_CLOSED, f"{reason}: ask its operator", 403)
-    return AuthError(Code.INVITE_NEEDED, f"{reason}: ask a member for one", 403)
+        return AuthError(
+            Code.REGISTRATION_CLOSED, say("{reason}: ask its operator", reason=reason), 403
+        )
+    return AuthError(Code.INVITE_NEEDED, say("{reason}: ask a member for one", reason=reason), 403)
 
 
 def token_hash(token: str) -> bytes:
@@ -241,7 +247,10 @@ class Accounts:
             seconds = math.ceil(wait)
             raise AuthError(
                 Code.RATE_LIMITED,
-                f"too many failed logins for this name; try again in {seconds} s",
+                say(
+                    "too many failed logins for this name; try again in {seconds} s",
+                    seconds=seconds,
+                ),
                 429,
                 retry_after=seconds,
             )
@@ -273,24 +282,36 @@ class Accounts:
         any hashing, and again in the account's transaction)."""
         name = names.username(username)
         if names.key(name) in self._reserved_keys:
-            raise AuthError(Code.NAME_TAKEN, f"the name {name!r} belongs to a bot here", 409)
+            raise AuthError(
+                Code.NAME_TAKEN, say("the name {name} belongs to a bot here", name=f"{name!r}"), 409
+            )
         if (bot := names.lookalike(name, self._reserved)) is not None:
             raise AuthError(
-                Code.NAME_TAKEN, f"the name {name!r} looks like {bot!r}, a bot here", 409
+                Code.NAME_TAKEN,
+                say(
+                    "the name {name} looks like {bot}, a bot here", name=f"{name!r}", bot=f"{bot!r}"
+                ),
+                409,
             )
         if iterations < self._settings.pbkdf2_iterations:
             raise AuthError(
                 Code.BAD_FRAME,
-                f"iterations must be at least {self._settings.pbkdf2_iterations}",
+                say(
+                    "iterations must be at least {pbkdf2_iterations}",
+                    pbkdf2_iterations=self._settings.pbkdf2_iterations,
+                ),
                 400,
             )
         if iterations > self._settings.max_iterations:
             raise AuthError(
                 Code.BAD_FRAME,
-                f"iterations must be at most {self._settings.max_iterations}",
+                say(
+                    "iterations must be at most {max_iterations}",
+                    max_iterations=self._settings.max_iterations,
+                ),
                 400,
             )
-        self._count_newcomer("new accounts")
+        self._count_newcomer(say("new accounts"))
         admission, code = await self.admission(invite, answer)
         stored = await self._hash(secret)
         try:
@@ -308,11 +329,17 @@ class Accounts:
         except Lookalike as exc:
             raise AuthError(
                 Code.NAME_TAKEN,
-                f"the name {name!r} looks too much like {exc.existing!r}, who is already here",
+                say(
+                    "the name {name} looks too much like {existing}, who is already here",
+                    name=f"{name!r}",
+                    existing=f"{exc.existing!r}",
+                ),
                 409,
             ) from None
         except Conflict:
-            raise AuthError(Code.NAME_TAKEN, f"the name {name!r} is taken", 409) from None
+            raise AuthError(
+                Code.NAME_TAKEN, say("the name {name} is taken", name=f"{name!r}"), 409
+            ) from None
         log.info("account created", extra={"event": "register", "user": user.name})
         token, expires = await self._new_session(user)
         return user, token, expires
@@ -326,9 +353,9 @@ class Accounts:
         if question and _folded(answer or "") not in {_folded(a) for a in self._settings.answers}:
             raise AuthError(
                 Code.WRONG_ANSWER,
-                f"answer the node's question to register: {question}"
+                say("answer the node's question to register: {question}", question=question)
                 if not answer
-                else f"that is not the answer to: {question}",
+                else say("that is not the answer to: {question}", question=question),
                 403,
             )
         mode = self._settings.registration
@@ -352,7 +379,11 @@ class Accounts:
             seconds = math.ceil(self._registrations.delay())
             raise AuthError(
                 Code.RATE_LIMITED,
-                f"too many {what} on this node just now; try again in {seconds} s",
+                say(
+                    "too many {what} on this node just now; try again in {seconds} s",
+                    what=what,
+                    seconds=seconds,
+                ),
                 429,
                 retry_after=seconds,
             )
@@ -361,8 +392,10 @@ class Accounts:
         """A session without an account: a name of the node's making, for `guest_hours`, and
         no password (a guest's name cannot be logged in to). No hashing at all."""
         if not self._settings.guests or not self.guests_welcome():
-            raise AuthError(Code.NO_GUESTS, "this node takes no guests now: make an account", 403)
-        self._count_newcomer("newcomers")
+            raise AuthError(
+                Code.NO_GUESTS, say("this node takes no guests now: make an account"), 403
+            )
+        self._count_newcomer(say("newcomers"))
         for _ in range(5):
             name = f"guest-{secrets.token_hex(3)}"
             try:
@@ -373,7 +406,7 @@ class Accounts:
                 continue
             break
         else:
-            raise AuthError(Code.UNAVAILABLE, "no guest name is free just now: try again", 503)
+            raise AuthError(Code.UNAVAILABLE, say("no guest name is free just now: try again"), 503)
         token = b64encode(secrets.token_bytes(32))
         expires = int(time.time() + self._settings.guest_hours * 3600)
         await self._store.create_session(token_hash(token), user.id, expires)
@@ -411,7 +444,7 @@ class Accounts:
             else:
                 self._names.failed(key)
             log.info("login refused", extra={"event": "auth_failure"})
-            raise AuthError(Code.AUTH_FAILED, "wrong username or password", 401)
+            raise AuthError(Code.AUTH_FAILED, say("wrong username or password"), 401)
         if known:  # the name's own count stays: the attacker gets no fresh free guesses
             self._devices.succeeded(known)
         else:
@@ -431,11 +464,11 @@ class Accounts:
         digest = token_hash(token)
         found = await self._store.session(digest)
         if found is None:
-            raise AuthError(Code.AUTH_FAILED, "unknown or revoked session token", 401)
+            raise AuthError(Code.AUTH_FAILED, say("unknown or revoked session token"), 401)
         user, expires = found
         session = Session(user, digest, expires)
         if session.expired:
-            raise AuthError(Code.SESSION_EXPIRED, "the session has expired; log in again", 401)
+            raise AuthError(Code.SESSION_EXPIRED, say("the session has expired; log in again"), 401)
         return session
 
     def close(self) -> None:

@@ -15,12 +15,25 @@ import dataclasses
 import math
 import time
 
+from onionchat.i18n import say
 from onionchat.protocol import Code, ProtocolError
 from onionchat.store import AuditEntry, Room, Sanction, Store
 
 NODE_ROLES = {"admin": 100, "moderator": 75, "member": 0, "guest": -10, "waiting": -20, "bot": 0}
 NODE_STAFF = 75  # the level of a node moderator
 ROOM_ROLES = {"owner": 60, "moderator": 50, "voice": 10, "allowed": 0}
+ROLE_WORDS = {
+    "admin": say("admin"),
+    "moderator": say("moderator"),
+    "member": say("member"),
+    "guest": say("guest"),
+    "waiting": say("waiting"),
+    "bot": say("bot"),
+    "owner": say("owner"),
+    "voice": say("voice"),
+    "allowed": say("allowed"),
+}
+GUEST_WORDS = {"in": say("in"), "muted": say("muted"), "out": say("out")}
 STAFF = 50  # the level of a room moderator: staff pass every room mode
 VOICE = 10  # who may speak in a moderated room
 NODE_WIDE = 0  # the room id of a sanction that holds in every room
@@ -35,26 +48,26 @@ class Act:
 
 
 ACTS = {
-    "topic": Act(50, "set the topic"),
-    "bots": Act(50, "invite or uninvite bots"),
-    "kick": Act(50, "kick"),
-    "ban": Act(50, "ban"),
-    "mute": Act(50, "mute"),
-    "delete": Act(50, "delete others' messages"),
-    "purge": Act(50, "purge"),
-    "audit": Act(50, "read the audit log"),
-    "modes": Act(50, "change the room's modes"),
-    "voice": Act(50, "give or take a voice"),
-    "allow": Act(50, "let people into an invite-only room"),
-    "moderator": Act(60, "name room moderators"),
-    "owner": Act(75, "name a room's owner"),
-    "node-ban": Act(75, "ban from the whole node"),
-    "node-audit": Act(75, "read the whole node's audit log"),
-    "grant": Act(100, "grant node roles"),
-    "admit": Act(75, "admit newcomers"),
-    "guests": Act(75, "mute or shut out the guests"),
-    "create": Act(0, "make rooms"),
-    "invitecode": Act(0, "make invite codes"),
+    "topic": Act(50, say("set the topic")),
+    "bots": Act(50, say("invite or uninvite bots")),
+    "kick": Act(50, say("kick")),
+    "ban": Act(50, say("ban")),
+    "mute": Act(50, say("mute")),
+    "delete": Act(50, say("delete others' messages")),
+    "purge": Act(50, say("purge")),
+    "audit": Act(50, say("read the audit log")),
+    "modes": Act(50, say("change the room's modes")),
+    "voice": Act(50, say("give or take a voice")),
+    "allow": Act(50, say("let people into an invite-only room")),
+    "moderator": Act(60, say("name room moderators")),
+    "owner": Act(75, say("name a room's owner")),
+    "node-ban": Act(75, say("ban from the whole node")),
+    "node-audit": Act(75, say("read the whole node's audit log")),
+    "grant": Act(100, say("grant node roles")),
+    "admit": Act(75, say("admit newcomers")),
+    "guests": Act(75, say("mute or shut out the guests")),
+    "create": Act(0, say("make rooms")),
+    "invitecode": Act(0, say("make invite codes")),
 }
 
 
@@ -76,24 +89,24 @@ class Order:
 
 def who_may(level: int) -> str:
     if level >= 100:
-        return "node admins"
+        return say("node admins")
     if level >= 75:
-        return "node moderators and admins"
+        return say("node moderators and admins")
     if level >= 60:
-        return "room owners and node staff"
-    return "room moderators and up"
+        return say("room owners and node staff")
+    return say("room moderators and up")
 
 
 def remaining(until: int | None) -> str:
     """How long a sanction still runs, in words."""
     if until is None:
-        return "for good"
+        return say("for good")
     minutes = max(1, math.ceil((until - time.time() * 1000) / 60_000))
     if minutes < 120:
-        return f"{minutes} min more"
+        return say("{minutes} min more", minutes=minutes)
     if minutes < 48 * 60:
-        return f"{math.ceil(minutes / 60)} h more"
-    return f"{math.ceil(minutes / 1440)} days more"
+        return say("{hours} h more", hours=math.ceil(minutes / 60))
+    return say("{days} days more", days=math.ceil(minutes / 1440))
 
 
 class Authority:
@@ -149,14 +162,17 @@ class Authority:
     def require(self, key: str, act: str, room: str | None = None) -> None:
         needed = ACTS[act]
         if self.level(key, room) < needed.level:
-            raise ProtocolError(Code.FORBIDDEN, f"only {who_may(needed.level)} may {needed.what}")
+            raise ProtocolError(
+                Code.FORBIDDEN,
+                say("only {who_may} may {what}", who_may=who_may(needed.level), what=needed.what),
+            )
 
     def over(self, actor: str, target: str, room: str | None = None) -> None:
         """Staff act only on lower ranks (and never on themselves)."""
         if actor == target:
-            raise ProtocolError(Code.FORBIDDEN, "you cannot do that to yourself")
+            raise ProtocolError(Code.FORBIDDEN, say("you cannot do that to yourself"))
         if self.level(target, room) >= self.level(actor, room):
-            raise ProtocolError(Code.FORBIDDEN, "you can act only on those of a lower rank")
+            raise ProtocolError(Code.FORBIDDEN, say("you can act only on those of a lower rank"))
 
     def sanction(self, key: str, kind: str, room_id: int = NODE_WIDE) -> Sanction | None:
         """The sanction of this kind that holds now, if any (expired ones are forgotten)."""

@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from onionchat import crypto, models, names, sealed
+from onionchat import crypto, i18n, models, names, sealed
 from onionchat.addressing import Addressing
 from onionchat.config import Bot
+from onionchat.i18n import say
 from onionchat.onion_keys import write_secret
-from onionchat.protocol import Delta, Message, Notice, Readers, encode
+from onionchat.protocol import Delta, Message, Readers, encode
 from onionchat.ratelimit import TokenBucket
 from onionchat.store import Room
 
@@ -53,6 +54,7 @@ class Request:
     message_id: str
     key: bytes | None = None  # the room key the call was sealed with: the answer's, too
     signed: sealed.Body | None = None  # the call's sealed body, its signature checked later
+    lang: str | None = None  # the asker's: what goes wrong is said in it
 
 
 @dataclasses.dataclass
@@ -156,19 +158,29 @@ class Bots:
         try:
             key = await self._open_invitation(bot_id, room.name, conn.user, invitation)
         except crypto.CryptoError:
-            text = f"{self.bots[bot_id].name} cannot open that key: it was sealed to another key"
-            conn.send(encode(Notice(text=text, room=room.name, ref=ref)))
+            text = say(
+                "{bot} cannot open that key: it was sealed to another key",
+                bot=self.bots[bot_id].name,
+            )
+            self.node.notice(conn, text, room.name, ref)
             return True
         except sealed.Rejected as exc:
-            text = f"{self.bots[bot_id].name} refused that invitation: {exc}"
-            conn.send(encode(Notice(text=text, room=room.name, ref=ref)))
+            text = say(
+                "{bot} refused that invitation: {why}", bot=self.bots[bot_id].name, why=str(exc)
+            )
+            self.node.notice(conn, text, room.name, ref)
             return True
         self._keep(bot_id, room.name, key)
         bot = self.bots[bot_id]
         self._tell(
             room.name,
-            f"{bot.name} can read #{room.name} now ({conn.user} invited it): its "
-            f"answers are sealed with the room key; /uninvite {bot.name} takes that back",
+            say(
+                "{bot} can read #{room} now ({user} invited it): its answers are sealed with "
+                "the room key; /uninvite {bot} takes that back",
+                bot=bot.name,
+                room=room.name,
+                user=conn.user,
+            ),
             conn,
             ref,
         )
@@ -183,7 +195,12 @@ class Bots:
         await self.node.store.delete_invitation(room.id, self._users[bot_id])
         self._tell(
             room.name,
-            f"{self.bots[bot_id].name} can no longer read #{room.name} ({by} took the key back)",
+            say(
+                "{bot} can no longer read #{room} ({user} took the key back)",
+                bot=self.bots[bot_id].name,
+                room=room.name,
+                user=by,
+            ),
         )
         log.info(
             "bot uninvited", extra={"event": "bot_uninvited", "bot": bot_id, "room": room.name}
@@ -193,17 +210,18 @@ class Bots:
     def greet(self, conn: Connection, room: Room) -> None:
         """Whoever joins a key-protected room learns which bots can read it."""
         for bot in self.readers(room.name):
-            self.node.notice(conn, f"{bot} can read #{room.name}: a member invited it", room.name)
+            self.node.notice(
+                conn,
+                say("{bot} can read #{room}: a member invited it", bot=bot, room=room.name),
+                room.name,
+            )
 
     def _tell(
         self, room: str, text: str, conn: Connection | None = None, ref: str | None = None
     ) -> None:
         """Every member learns who can read the room; the one who changed it, with its ref."""
-        hub = self.node.hub
-        hub.broadcast(room, encode(Readers(room=room, bots=self.readers(room))))
-        hub.broadcast(room, encode(Notice(text=text, room=room)), skip=conn)
-        if conn is not None:
-            conn.send(encode(Notice(text=text, room=room, ref=ref)))
+        self.node.hub.broadcast(room, encode(Readers(room=room, bots=self.readers(room))))
+        self.node.announce(room, text, conn, ref)
 
     async def close(self) -> None:
         if self._status is not None:
@@ -244,7 +262,11 @@ class Bots:
             return  # the caller's client explains why; the node cannot even read the call
         bot = self.bots[call.bot]
         if "*" not in bot.rooms and room.name not in bot.rooms:
-            self.node.notice(conn, f"{bot.name} does not answer in #{room.name}", room.name)
+            self.node.notice(
+                conn,
+                say("{bot} does not answer in #{room}", bot=bot.name, room=room.name),
+                room.name,
+            )
             return
         rate = self._rates.setdefault(
             (call.bot, conn.user_key),
@@ -253,8 +275,12 @@ class Bots:
         if not rate.allow():
             self.node.notice(
                 conn,
-                f"you are asking {bot.name} too often "
-                f"(at most {bot.user_per_minute:g} a minute): wait a little",
+                say(
+                    "you are asking {bot} too often (at most {user_per_minute} a minute): "
+                    "wait a little",
+                    bot=bot.name,
+                    user_per_minute=f"{bot.user_per_minute:g}",
+                ),
                 room.name,
             )
             return
@@ -263,16 +289,26 @@ class Bots:
         if busy and lane.queue.qsize() >= bot.queue:
             self.node.notice(
                 conn,
-                f"{bot.name} is busy in #{room.name} and {lane.queue.qsize()} request(s) wait: "
-                "ask again in a moment",
+                say(
+                    "{bot} is busy in #{room} and {waiting} request(s) wait: ask again in a moment",
+                    bot=bot.name,
+                    room=room.name,
+                    waiting=lane.queue.qsize(),
+                ),
                 room.name,
             )
             return
-        lane.queue.put_nowait(Request(conn.user, call.prompt, message.id, key, body))
+        lane.queue.put_nowait(Request(conn.user, call.prompt, message.id, key, body, conn.lang))
         if busy:
             ahead = lane.queue.qsize()
             self.node.notice(
-                conn, f"{bot.name} will answer you after {ahead} earlier request(s)", room.name
+                conn,
+                say(
+                    "{bot} will answer you after {ahead} earlier request(s)",
+                    bot=bot.name,
+                    ahead=ahead,
+                ),
+                room.name,
             )
 
     def stop(self, room: str, by: str, bot_name: str | None = None) -> list[str]:
@@ -383,10 +419,17 @@ class Bots:
 
         hub.broadcast(room.name, delta(""))
         growth = Coalescer(lambda grown: hub.broadcast(room.name, delta(grown)))
-        text, ending, outcome = "", "", "complete"
+        text, outcome = "", "complete"
+        ending: str = ""
         try:
             if bot.via_tor and self._proxy() is None:
-                raise models.ModelError(f"{bot.name} {NO_TOR}")
+                raise models.ModelError(
+                    say(
+                        "{bot} reaches its model server only through Tor, and this node's Tor "
+                        "is not running",
+                        bot=bot.name,
+                    )
+                )
             turns = await self._context(bot, room, request, key)
             stream = models.stream(self._model(bot), bot.system_prompt, turns, self._client(bot))
             # Closed the moment we stop reading (/stop, too long): the model server stops too.
@@ -395,28 +438,33 @@ class Bots:
                     text += chunk
                     if len(text) >= bot.max_answer_chars:
                         text = text[: bot.max_answer_chars]
-                        ending, outcome = f"cut at {bot.max_answer_chars} characters", "too_long"
+                        ending = say("cut at {n} characters", n=bot.max_answer_chars)
+                        outcome = "too_long"
                         break
                     growth.add(text)
         except models.ModelCut as exc:
-            ending, outcome = f"cut: {exc.said}", "cut"
+            ending, outcome = say("cut: {why}", why=exc.said), "cut"
             self._failed(lane, exc)
         except models.ModelError as exc:
             if text:
-                ending, outcome = f"cut: {exc.said}", "cut"
+                ending, outcome = say("cut: {why}", why=exc.said), "cut"
             else:
-                text, outcome = f"⚠ {exc.said}", "error"
+                text, outcome = "⚠ " + i18n.said(request.lang, exc.said), "error"
             self._failed(lane, exc)
         except asyncio.CancelledError:
             if lane.stopped_by is None:
                 raise
-            ending, outcome = f"stopped by {lane.stopped_by}", "stopped"
+            ending, outcome = say("stopped by {user}", user=lane.stopped_by), "stopped"
         finally:
             growth.close()  # no delta may follow the message
         if ending:
+            ending = i18n.said(request.lang, ending)
             text = f"{text.rstrip()}\n[{ending}]" if text.strip() else f"[{ending}]"
         if not text.strip():
-            text, outcome = "⚠ the model answered nothing", "empty"
+            text, outcome = (
+                "⚠ " + i18n.said(request.lang, say("the model answered nothing")),
+                "empty",
+            )
         if room.protected and key not in self._keys.get((lane.bot_id, room.name), []):
             return  # uninvited while answering: it may no longer write there
         said, box = seal(text, ts)

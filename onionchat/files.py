@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from onionchat.config import Files as FileSettings
+from onionchat.i18n import say
 from onionchat.protocol import Code, ProtocolError
 from onionchat.ratelimit import Buckets
 from onionchat.store import OverQuota, Room, Store, StoredFile
@@ -46,15 +47,20 @@ class Files:
         bounds; its id. Nothing of a refused upload stays."""
         limit = self.settings.max_bytes
         if not limit:
-            raise ProtocolError(Code.FORBIDDEN, "this node takes no files")
+            raise ProtocolError(Code.FORBIDDEN, say("this node takes no files"))
         if length > limit:
-            said = f"the file is too large ({length:,} bytes, at most {limit:,})"
+            said = say(
+                "the file is too large ({size} bytes, at most {max})",
+                size=f"{length:,}",
+                max=f"{limit:,}",
+            )
             raise ProtocolError(Code.TOO_LARGE, said)
         if length < 1:
-            raise ProtocolError(Code.BAD_BODY, "the file is empty")
+            raise ProtocolError(Code.BAD_BODY, say("the file is empty"))
         if not self._uploads.allow(uploader):
             raise ProtocolError(
-                Code.RATE_LIMITED, f"at most {self.settings.per_minute} files a minute"
+                Code.RATE_LIMITED,
+                say("at most {per_minute} files a minute", per_minute=self.settings.per_minute),
             )
         self.directory.mkdir(mode=0o700, exist_ok=True)
         id_ = new_id()
@@ -65,10 +71,10 @@ class Files:
                 async for chunk in body:
                     got += len(chunk)
                     if got > length:
-                        raise ProtocolError(Code.BAD_BODY, "the file is longer than it said")
+                        raise ProtocolError(Code.BAD_BODY, say("the file is longer than it said"))
                     out.write(chunk)
             if got != length:
-                raise ProtocolError(Code.BAD_BODY, "the file is shorter than it said")
+                raise ProtocolError(Code.BAD_BODY, say("the file is shorter than it said"))
             await self.store.add_file(
                 StoredFile(id_, room.id, uploader, length, int(time.time())),
                 self.settings.user_bytes,
@@ -76,7 +82,7 @@ class Files:
             )
         except OverQuota as exc:
             path.unlink(missing_ok=True)
-            raise ProtocolError(Code.TOO_LARGE, str(exc)) from None
+            raise ProtocolError(Code.TOO_LARGE, exc.args[0]) from None
         except BaseException:
             path.unlink(missing_ok=True)
             raise
@@ -87,11 +93,16 @@ class Files:
         the size the message says."""
         found = await self.store.file(id_)
         if found is None or found.room_id != room.id or found.uploader != uploader:
-            raise ProtocolError(Code.BAD_FRAME, "no such upload of yours here: upload it first")
+            raise ProtocolError(
+                Code.BAD_FRAME, say("no such upload of yours here: upload it first")
+            )
         if found.message is not None:
-            raise ProtocolError(Code.BAD_FRAME, "that file was sent already")
+            raise ProtocolError(Code.BAD_FRAME, say("that file was sent already"))
         if found.size != size:
-            raise ProtocolError(Code.BAD_FRAME, f"the file has {found.size} bytes, not {size}")
+            raise ProtocolError(
+                Code.BAD_FRAME,
+                say("the file has {size} bytes, not {expected}", size=found.size, expected=size),
+            )
         await self.store.attach_file(id_, message)
 
     async def readable(self, room: Room, id_: str) -> Path | None:

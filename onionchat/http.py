@@ -80,9 +80,30 @@ SLICE = 1024  # bytes of WebSocket data parsed at a time: a flood is seen within
 # thousand sockets opened at once then do not all time out in one tick (that held the loop
 # 17 ms, measured with the bench's slowloris), and each is still cut within the bound.
 SPREAD = 0.75
-# A WebSocket's scope may hold, under this key, what the application does the moment its
-# socket is closed for flooding (before any other frame of anyone is read): its penalty.
+# A WebSocket's scope holds, under this key, a Flood: what the application does the moment
+# its socket is closed for flooding (before any other frame of anyone is read): its penalty.
 FLOODED = "onionchat.flooded"
+
+
+class Flood:
+    """A socket's flood, told to the application: at once if it has said what to do, else
+    when it does (a flood may come while the socket is still authenticating)."""
+
+    def __init__(self) -> None:
+        self.happened = False
+        self._then: Callable[[], None] | None = None
+
+    def then(self, action: Callable[[], None]) -> None:
+        self._then = action
+        if self.happened:
+            action()
+
+    def __call__(self) -> None:
+        self.happened = True
+        if self._then is not None:
+            self._then()
+
+
 BODY_RATE = 16 * 1024  # bytes a second a request body comes at, at least (an onion's is faster)
 
 

@@ -12,8 +12,9 @@ import collections
 import sys
 from collections.abc import Iterable
 
-from onionchat import names
+from onionchat import i18n, names
 from onionchat.auth import Session
+from onionchat.i18n import say
 from onionchat.protocol import Close
 from onionchat.ratelimit import TokenBucket
 
@@ -47,6 +48,7 @@ class Connection:
         "_limit",
         "_settled",
         "_waiter",
+        "accepted",
         "bucket",
         "budget",
         "close_code",
@@ -66,6 +68,7 @@ class Connection:
         self.user = session.user.name
         self.user_key = names.key(session.user.name)
         self.lang = session.user.lang  # what the node says is read out in it (i18n.said)
+        self.accepted: str | None = None  # the language its transport asked for, if any
         self.rooms: set[str] = set()
         self.budget = budget or Budget(limit)
         self.bucket: TokenBucket | None = None  # the node's rate limit for this connection
@@ -96,11 +99,16 @@ class Connection:
             return  # closed; but the acks of what it sent before still go out, before the close
         cost = sys.getsizeof(frame)
         if self._bytes + cost > self._limit or self.budget.queued + cost > self.budget.limit:
-            whose = "this client" if self._bytes + cost > self._limit else "this user"
-            limit = self._limit if whose == "this client" else self.budget.limit
+            mine = self._bytes + cost > self._limit
+            limit = self._limit if mine else self.budget.limit
+            whose = say("this client") if mine else say("this user")
             self.close(
                 Close.TOO_SLOW,
-                f"too slow: over {limit // 1024} KiB were waiting for {whose}",
+                say(
+                    "too slow: over {size} KiB were waiting for {whose}",
+                    size=limit // 1024,
+                    whose=whose,
+                ),
             )
             return
         self._add(cost)
@@ -162,7 +170,7 @@ class Connection:
         """Close after the frames already queued (a client too slow for them gets none)."""
         if self.close_code is None:
             self.close_code = code
-            self.close_reason = reason
+            self.close_reason = i18n.said(self.lang, reason)
             if code == Close.TOO_SLOW:
                 self.take()
                 self._held = None

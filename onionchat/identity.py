@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from onionchat import names
 from onionchat.authority import STAFF
 from onionchat.bots import Bots
+from onionchat.i18n import say
 from onionchat.protocol import (
     INVITATION_CHARS,
     KEY_BYTES,
@@ -34,7 +35,6 @@ from onionchat.protocol import (
     KeyringFrame,
     KeyringUpdate,
     Keys,
-    Notice,
     ProtocolError,
     PublicKey,
     Ready,
@@ -55,13 +55,18 @@ def _decoded(text: str, what: str) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise ProtocolError(Code.BAD_CIPHERTEXT, f"{what} is not valid base64") from None
+        raise ProtocolError(
+            Code.BAD_CIPHERTEXT, say("{what} is not valid base64", what=what)
+        ) from None
 
 
 def _exactly(text: str, size: int, what: str) -> None:
     raw = _decoded(text, what)
     if len(raw) != size:
-        raise ProtocolError(Code.BAD_CIPHERTEXT, f"{what} must be {size} bytes, got {len(raw)}")
+        raise ProtocolError(
+            Code.BAD_CIPHERTEXT,
+            say("{what} must be {size} bytes, got {n}", what=what, size=size, n=len(raw)),
+        )
 
 
 def install(node: Node) -> None:
@@ -133,9 +138,11 @@ async def key_of(node: Node, conn: Connection, frame: KeyOf) -> None:
     else:
         found = await node.store.identity(names.key(frame.user))
     if found is None:
-        raise ProtocolError(Code.UNKNOWN_USER, f"there is no user {frame.user!r}")
+        raise ProtocolError(
+            Code.UNKNOWN_USER, say("there is no user {user}", user=f"{frame.user!r}")
+        )
     if found.public is None:
-        raise ProtocolError(Code.NO_KEY, f"{found.name} has no identity key yet")
+        raise ProtocolError(Code.NO_KEY, say("{user} has no identity key yet", user=found.name))
     direct = names.direct_room(conn.user, found.name)
     answer = PublicKey(
         user=found.name, public=found.public, signing=found.signing, direct=direct, ref=frame.ref
@@ -147,7 +154,7 @@ async def keep_keyring(node: Node, conn: Connection, frame: KeyringUpdate) -> No
     """Store the keyring when it was made from the latest one, and tell every device of the
     account; otherwise refuse (`conflict`) and send the latest, for the client to merge."""
     if len(_decoded(frame.sealed, "the keyring")) < NONCE_BYTES + 16 + 2:
-        raise ProtocolError(Code.BAD_CIPHERTEXT, "the keyring is too short to be a secretbox")
+        raise ProtocolError(Code.BAD_CIPHERTEXT, say("the keyring is too short to be a secretbox"))
     user_id = conn.session.user.id
     stored = await node.store.set_keyring(user_id, frame.sealed, frame.version)
     if stored is not None:
@@ -156,8 +163,12 @@ async def keep_keyring(node: Node, conn: Connection, frame: KeyringUpdate) -> No
             conn.send(encode(KeyringFrame(sealed=latest[0], version=latest[1])))
         raise ProtocolError(
             Code.CONFLICT,
-            f"the keyring changed on another device (version {stored}): merge and send "
-            f"version {stored + 1}",
+            say(
+                "the keyring changed on another device (version {stored}): merge and send "
+                "version {next}",
+                stored=stored,
+                next=stored + 1,
+            ),
         )
     changed = encode(KeyringFrame(sealed=frame.sealed, version=frame.version))
     node.hub.to_user(conn.user_key, changed, skip=conn)
@@ -167,26 +178,31 @@ async def keep_keyring(node: Node, conn: Connection, frame: KeyringUpdate) -> No
 async def invite(node: Node, conn: Connection, frame: Invite) -> None:
     room = await node.room(frame.room)
     if room.name not in conn.rooms:
-        raise ProtocolError(Code.NOT_JOINED, f"join #{room.name} first")
+        raise ProtocolError(Code.NOT_JOINED, say("join #{room} first", room=room.name))
     if not room.protected:
         raise ProtocolError(
-            Code.ROOM_MODE, f"#{room.name} is open: anyone may join it, no key to share"
+            Code.ROOM_MODE,
+            say("#{room} is open: anyone may join it, no key to share", room=room.name),
         )
     if len(_decoded(frame.sealed, "the invitation")) < SMALLEST_INVITATION:
         raise ProtocolError(
             Code.BAD_CIPHERTEXT,
-            "the invitation is too short to hold a room key "
-            f"(at least {SMALLEST_INVITATION} bytes; at most {INVITATION_CHARS} characters)",
+            say(
+                "the invitation is too short to hold a room key (at least "
+                "{smallest_invitation} bytes; at most {invitation_chars} characters)",
+                smallest_invitation=SMALLEST_INVITATION,
+                invitation_chars=INVITATION_CHARS,
+            ),
         )
     remote = node.elsewhere(frame.to) if "@" in frame.to else None
     if remote is not None and node.invite_elsewhere is not None:
         await node.invite_elsewhere(room, conn.user, remote, frame.sealed)
-        text = f"invited {remote} to #{room.name} (through their node)"
-        conn.send(encode(Notice(text=text, room=room.name, ref=frame.ref)))
+        text = say("invited {user} to #{room} (through their node)", user=remote, room=room.name)
+        node.notice(conn, text, room.name, frame.ref)
         return
     target = await node.store.user_by_key(names.key(frame.to))
     if target is None:
-        raise ProtocolError(Code.UNKNOWN_USER, f"there is no user {frame.to!r}")
+        raise ProtocolError(Code.UNKNOWN_USER, say("there is no user {to}", to=f"{frame.to!r}"))
     await deliver_invitation(node, room, target, conn.user, frame.sealed, conn, frame.ref)
 
 
@@ -213,6 +229,6 @@ async def deliver_invitation(
     ):
         return  # the bot's notice to the room answers the inviter too
     node.hub.to_user(names.key(target.name), encode(invited))
-    conn.send(
-        encode(Notice(text=f"invited {target.name} to #{room.name}", room=room.name, ref=ref))
+    node.notice(
+        conn, say("invited {target} to #{room}", target=target.name, room=room.name), room.name, ref
     )

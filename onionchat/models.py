@@ -34,13 +34,15 @@ from typing import Any
 
 import httpx
 
+from onionchat.i18n import say
+
 __all__ = ["ModelConfig", "ModelCut", "ModelError", "Turn", "check", "stream"]
 
 PROVIDERS = ("ollama", "openai", "anthropic")
 ANTHROPIC_VERSION = "2023-06-01"
 
-CUT = "the connection to the model server was cut"
-UNREADABLE = "the model server sent something unreadable"
+CUT = say("the connection to the model server was cut")
+UNREADABLE = say("the model server sent something unreadable")
 
 # A line longer than this is not a token stream any more: refuse it rather than buffer it all.
 _MAX_LINE = 1 << 20
@@ -78,8 +80,8 @@ class ModelError(Exception):
 
 
 #: what the room is told of a model server that cannot be reached or is not set up right
-UNREACHABLE = "the model server is not reachable now (the node's log says why)"
-MISCONFIGURED = "the model server is not set up right for this bot (the node's log says why)"
+UNREACHABLE = say("the model server is not reachable now (the node's log says why)")
+MISCONFIGURED = say("the model server is not set up right for this bot (the node's log says why)")
 
 
 class ModelCut(ModelError):
@@ -99,7 +101,10 @@ class _Unreadable(Exception):
 
 def not_installed(model: str) -> str:
     """The hint for an Ollama model that was never pulled: the fix is one command."""
-    return f"model '{model}' is not installed on the model server: run `ollama pull {model}`"
+    return say(
+        "model '{model}' is not installed on the model server: run `ollama pull {model}`",
+        model=model,
+    )
 
 
 def shown(address: str) -> str:
@@ -135,15 +140,18 @@ def _clean(text: object, config: ModelConfig) -> str:
 
 
 def _with(text: str, detail: str) -> str:
-    return f"{text}: {detail}" if detail else text
+    return say("{text}: {detail}", text=text, detail=detail) if detail else text
 
 
 def _late(config: ModelConfig) -> str:
-    return f"the model did not start answering within {config.first_token_timeout:g} s"
+    return say(
+        "the model did not start answering within {seconds} s",
+        seconds=f"{config.first_token_timeout:g}",
+    )
 
 
 def _silent(config: ModelConfig) -> str:
-    return f"the model stopped sending text for {config.idle_timeout:g} s"
+    return say("the model stopped sending text for {seconds} s", seconds=f"{config.idle_timeout:g}")
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -261,7 +269,10 @@ def _refusal(config: ModelConfig, status: int, body: bytes) -> ModelError:
             return ModelError(not_installed(config.model))
         if code == "model_not_found" or "model" in message.lower():
             return ModelError(
-                _with(f"model '{config.model}' is not available on the model server", said)
+                _with(
+                    say("model '{model}' is not available on the model server", model=config.model),
+                    said,
+                )
             )
         return ModelError(
             f"the model server at {_server(config)} has no chat endpoint for "
@@ -269,14 +280,22 @@ def _refusal(config: ModelConfig, status: int, body: bytes) -> ModelError:
             MISCONFIGURED,
         )
     if status == 429:
-        return ModelError("the model server is rate limiting requests (HTTP 429): try again later")
+        return ModelError(
+            say("the model server is rate limiting requests (HTTP 429): try again later")
+        )
     if status in (503, 529) or kind == "overloaded_error":
-        return ModelError(_with(f"the model server is overloaded (HTTP {status})", said))
+        return ModelError(
+            _with(say("the model server is overloaded (HTTP {status})", status=status), said)
+        )
     if status >= 500:
-        return ModelError(_with(f"the model server failed (HTTP {status})", said))
+        return ModelError(
+            _with(say("the model server failed (HTTP {status})", status=status), said)
+        )
     if status >= 400:
-        return ModelError(_with(f"the model server rejected the request (HTTP {status})", said))
-    return ModelError(_with(f"the model server answered HTTP {status}", said))
+        return ModelError(
+            _with(say("the model server rejected the request (HTTP {status})", status=status), said)
+        )
+    return ModelError(_with(say("the model server answered HTTP {status}", status=status), said))
 
 
 # -- decoders: one line of the response in, text out -----------------------------------------
@@ -504,7 +523,11 @@ def _chat(config: ModelConfig, system: str, turns: list[Turn]) -> _Chat:
             _AnthropicDecoder,
         )
     raise ModelError(
-        f"unknown model provider '{config.provider}': use one of {', '.join(PROVIDERS)}"
+        say(
+            "unknown model provider '{provider}': use one of {providers}",
+            provider=config.provider,
+            providers=", ".join(PROVIDERS),
+        )
     )
 
 
@@ -604,7 +627,7 @@ async def _answer(
                     text, finished = decoder.feed(line.removesuffix("\r"))
                 except _ServerSaid as said:
                     raise failed(
-                        _with("the model server reported an error", _clean(said, config))
+                        _with(say("the model server reported an error"), _clean(said, config))
                     ) from None
                 except _Unreadable:
                     raise failed(UNREADABLE) from None

@@ -16,9 +16,18 @@ from typing import TYPE_CHECKING, Any
 
 from onionchat import names
 from onionchat.auth import invite_hash
-from onionchat.authority import NODE_ROLES, NODE_WIDE, ROOM_ROLES, STAFF, Order
+from onionchat.authority import (
+    GUEST_WORDS,
+    NODE_ROLES,
+    NODE_WIDE,
+    ROLE_WORDS,
+    ROOM_ROLES,
+    STAFF,
+    Order,
+)
+from onionchat.i18n import Said, joined, say
 from onionchat.ids import is_valid
-from onionchat.protocol import Close, Code, Notice, ProtocolError, encode
+from onionchat.protocol import Close, Code, ProtocolError
 from onionchat.store import Modes, Room, Sanction
 
 if TYPE_CHECKING:
@@ -53,7 +62,10 @@ def until(minutes: int | None) -> int | None:
         return None
     if not 1 <= minutes <= MAX_MINUTES:
         raise ProtocolError(
-            Code.BAD_COMMAND, f"a duration is from 1 minute to {MAX_MINUTES // 1440} days"
+            Code.BAD_COMMAND,
+            say(
+                "a duration is from 1 minute to {max_minutes} days", max_minutes=MAX_MINUTES // 1440
+            ),
         )
     return int(time.time() * 1000) + minutes * 60_000
 
@@ -61,21 +73,29 @@ def until(minutes: int | None) -> int | None:
 def reason(words: list[str]) -> str | None:
     reason = " ".join(words).strip()
     if len(reason) > MAX_REASON:
-        raise ProtocolError(Code.BAD_COMMAND, f"a reason is at most {MAX_REASON} characters")
+        raise ProtocolError(
+            Code.BAD_COMMAND,
+            say("a reason is at most {max_reason} characters", max_reason=MAX_REASON),
+        )
     return reason or None
 
 
 def _said(minutes: int | None, reason: str | None) -> str:
     """ " for 2 h: spam", as the room is told."""
+    span: str
     if minutes is None:
         span = ""
+    elif minutes == 1440:
+        span = say(" for 1 day")
     elif minutes % 1440 == 0:
-        span = f" for {minutes // 1440} day{'s' if minutes > 1440 else ''}"
+        span = say(" for {days} days", days=minutes // 1440)
     elif minutes % 60 == 0:
-        span = f" for {minutes // 60} h"
+        span = say(" for {hours} h", hours=minutes // 60)
     else:
-        span = f" for {minutes} min"
-    return span + (f": {reason}" if reason else "")
+        span = say(" for {minutes} min", minutes=minutes)
+    if reason:
+        return say("{span}: {reason}", span=span, reason=reason)
+    return span
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -91,14 +111,16 @@ class Target:
 
 async def _user(node: Node, name: str, act: str, remote: bool = False) -> Target:
     if not name:
-        raise ProtocolError(Code.BAD_COMMAND, f"/{act} needs a user's name")
+        raise ProtocolError(Code.BAD_COMMAND, say("/{act} needs a user's name", act=act))
     name = name.removeprefix("@")
     elsewhere = node.elsewhere(name) if remote and "@" in name else None
     if elsewhere is not None:
         return Target(elsewhere, names.key(elsewhere))
     user = await node.store.user_by_key(names.key(name))
     if user is None:
-        raise ProtocolError(Code.UNKNOWN_USER, f"there is no user {name!r} on this node")
+        raise ProtocolError(
+            Code.UNKNOWN_USER, say("there is no user {name} on this node", name=f"{name!r}")
+        )
     return Target(user.name, names.key(user.name), user.id, user.role)
 
 
@@ -135,8 +157,17 @@ async def kick(
         await node.store.set_member(target.id, room.id, False)
     _tell_peers(node, room, "kick", conn.user, target.name, until=sanction.until, reason=reason)
     said = _said(minutes, reason)
-    node.expel(room.name, key, f"{conn.user} kicked you from #{room.name}{said}")
-    node.announce(room.name, f"{conn.user} kicked {target.name}{said}", conn, ref)
+    node.expel(
+        room.name,
+        key,
+        _sanctioned("kick", conn.user, None, room.name, said),
+    )
+    node.announce(
+        room.name,
+        _sanctioned("kick", conn.user, target.name, room.name, said),
+        conn,
+        ref,
+    )
     _rotate_hint(node, conn, room, target.name)
     await node.authority.record(conn.user, "kick", target.name, room.name, _detail(sanction))
 
@@ -145,7 +176,11 @@ def _rotate_hint(node: Node, conn: Connection, room: Room, name: str) -> None:
     if room.protected:
         node.notice(
             conn,
-            f"{name} still holds #{room.name}'s key: /rotate seals a new one to the others",
+            say(
+                "{name} still holds #{room}'s key: /rotate seals a new one to the others",
+                name=name,
+                room=room.name,
+            ),
             room.name,
         )
 
@@ -173,15 +208,29 @@ async def ban(
         if target.id is not None:
             await node.store.set_member(target.id, room.id, False)
         _tell_peers(node, room, "ban", conn.user, target.name, until=sanction.until, reason=reason)
-        node.expel(room.name, key, f"{conn.user} banned you from #{room.name}{said}")
-        node.announce(room.name, f"{conn.user} banned {target.name}{said}", conn, ref)
+        node.expel(
+            room.name,
+            key,
+            _sanctioned("ban", conn.user, None, room.name, said),
+        )
+        node.announce(
+            room.name,
+            _sanctioned("ban", conn.user, target.name, room.name, said),
+            conn,
+            ref,
+        )
         _rotate_hint(node, conn, room, target.name)
     else:
-        told = f"{conn.user} banned {target.name} from this node{said}"
+        told = say(
+            "{user} banned {target} from this node{said}",
+            user=conn.user,
+            target=target.name,
+            said=said,
+        )
         for joined in sorted({r for c in node.hub.user_connections(key) for r in c.rooms}):
             node.announce(joined, told)
         for other in list(node.hub.user_connections(key)):
-            other.close(Close.BANNED, f"banned from this node by {conn.user}")
+            other.close(Close.BANNED, say("banned from this node by {user}", user=conn.user))
         node.notice(conn, told, ref=ref)
     await node.authority.record(conn.user, "ban", target.name, where, _detail(sanction))
 
@@ -190,7 +239,7 @@ async def unban(
     node: Node, conn: Connection, room: Room | None, name: str, ref: str | None = None
 ) -> int:
     """Lift a ban and a kick's penalty (of the room, or node-wide); how many there were."""
-    return await _lift(node, conn, room, name, "unban", ("ban", "kick"), "let {} back in", ref)
+    return await _lift(node, conn, room, name, "unban", ("ban", "kick"), ref)
 
 
 async def mute(
@@ -213,16 +262,25 @@ async def mute(
     said = _said(minutes, reason)
     if room is not None:
         _tell_peers(node, room, "mute", conn.user, target.name, until=sanction.until, reason=reason)
-        node.announce(room.name, f"{conn.user} muted {target.name}{said}", conn, ref)
+        node.announce(
+            room.name,
+            _sanctioned("mute", conn.user, target.name, room.name, said),
+            conn,
+            ref,
+        )
     else:
-        node.notice(conn, f"{target.name} is muted on this whole node{said}", ref=ref)
+        node.notice(
+            conn,
+            say("{target} is muted on this whole node{said}", target=target.name, said=said),
+            ref=ref,
+        )
     await node.authority.record(conn.user, "mute", target.name, where, _detail(sanction))
 
 
 async def unmute(
     node: Node, conn: Connection, room: Room | None, name: str, ref: str | None = None
 ) -> int:
-    return await _lift(node, conn, room, name, "unmute", ("mute",), "unmuted {}", ref)
+    return await _lift(node, conn, room, name, "unmute", ("mute",), ref)
 
 
 async def _lift(
@@ -232,7 +290,6 @@ async def _lift(
     name: str,
     act: str,
     kinds: tuple[str, ...],
-    said: str,
     ref: str | None,
 ) -> int:
     where = None if room is None else room.name
@@ -242,7 +299,12 @@ async def _lift(
     if lifted:
         if room is not None:
             _tell_peers(node, room, act, conn.user, target.name)
-            node.announce(room.name, f"{conn.user} {said.format(target.name)}", conn, ref)
+            node.announce(
+                room.name,
+                _lifted(act, conn.user, target.name),
+                conn,
+                ref,
+            )
         await node.authority.record(conn.user, act, target.name, where)
     return lifted
 
@@ -259,14 +321,16 @@ async def delete(
     staff. `told`: the writer hears it in a notice too (a command's answer), not only from
     the `deleted` frame everyone in the room gets."""
     direct = room.name.startswith("@")
-    where = "this conversation" if direct else f"#{room.name}"
+    where = say("this conversation") if direct else f"#{room.name}"
     target = None if not is_valid(id_) else await node.store.target(room.id, id_)
     if target is None or target.deleted:
-        raise ProtocolError(Code.UNKNOWN_MESSAGE, f"{where} has no message {id_}")
+        raise ProtocolError(
+            Code.UNKNOWN_MESSAGE, say("{where} has no message {id}", where=where, id=id_)
+        )
     own = names.key(target.sender) == conn.user_key
     if not own:
         if direct:
-            raise ProtocolError(Code.FORBIDDEN, "you can delete your own messages only")
+            raise ProtocolError(Code.FORBIDDEN, say("you can delete your own messages only"))
         node.authority.require(conn.user_key, "delete", room.name)
         if "@" not in target.sender:
             node.authority.over(conn.user_key, names.key(target.sender), room.name)
@@ -275,9 +339,14 @@ async def delete(
         _tell_peers(node, room, "delete", conn.user, target.sender, ids=(id_,))
     if own:
         if told:
-            node.notice(conn, "your message was deleted", None if direct else room.name, ref)
+            node.notice(conn, say("your message was deleted"), None if direct else room.name, ref)
     else:
-        node.announce(room.name, f"{conn.user} deleted a message of {target.sender}", conn, ref)
+        node.announce(
+            room.name,
+            say("{user} deleted a message of {sender}", user=conn.user, sender=target.sender),
+            conn,
+            ref,
+        )
         await node.authority.record(conn.user, "delete", target.sender, room.name, id_)
 
 
@@ -295,7 +364,10 @@ async def purge(
     node.authority.require(conn.user_key, "purge", room.name)
     target = await _target(node, conn, name, "purge", room.name)
     if count is not None and not 1 <= count <= PURGE_COUNT:
-        raise ProtocolError(Code.BAD_COMMAND, f"a purge deletes 1 to {PURGE_COUNT} messages")
+        raise ProtocolError(
+            Code.BAD_COMMAND,
+            say("a purge deletes 1 to {purge_count} messages", purge_count=PURGE_COUNT),
+        )
     since = int(time.time() * 1000) - (minutes * 60_000 if minutes else PURGE_SINCE)
     if count is not None:
         since = 0
@@ -303,7 +375,12 @@ async def purge(
     gone = await node.erase(room, ids, conn.user) if ids else []
     if gone:
         _tell_peers(node, room, "delete", conn.user, target.name, ids=tuple(gone))
-    told = f"{conn.user} purged {len(gone)} messages of {target.name}"
+    told = say(
+        "{user} purged {count} messages of {target}",
+        user=conn.user,
+        count=len(gone),
+        target=target.name,
+    )
     node.announce(room.name, told, conn, ref)
     detail = f"{len(gone)} messages"
     await node.authority.record(conn.user, "purge", target.name, room.name, detail)
@@ -321,8 +398,17 @@ async def name_staff(
     authority.require(conn.user_key, needed, room.name)
     authority.over(conn.user_key, key, room.name)
     await authority.grant_room(room, key, role)
-    title = f"a {role} of #{room.name}" if role else f"no longer staff of #{room.name}"
-    node.announce(room.name, f"{conn.user} made {target.name} {title}", conn, ref)
+    title = (
+        say("a {role} of #{room}", role=ROLE_WORDS[role], room=room.name)
+        if role
+        else say("no longer staff of #{room}", room=room.name)
+    )
+    node.announce(
+        room.name,
+        say("{user} made {target} {title}", user=conn.user, target=target.name, title=title),
+        conn,
+        ref,
+    )
     await authority.record(conn.user, f"room role {role or 'member'}", target.name, room.name)
 
 
@@ -330,32 +416,36 @@ async def grant(node: Node, conn: Connection, name: str, role: str, ref: str | N
     """A node role, by an admin."""
     if role not in NODE_ROLES or role == "bot":
         roles = ", ".join(r for r in NODE_ROLES if r != "bot")
-        raise ProtocolError(Code.BAD_COMMAND, f"a node role is one of: {roles}")
+        raise ProtocolError(Code.BAD_COMMAND, say("a node role is one of: {roles}", roles=roles))
     node.authority.require(conn.user_key, "grant")
     target = await _target(node, conn, name, "grant", None)
     await node.authority.grant(target.key, role)
     await node.authority.record(conn.user, f"grant {role}", target.name)
-    node.notice(conn, f"{target.name} is a {role} of this node now", ref=ref)
+    node.notice(
+        conn,
+        say("{target} is a {role} of this node now", target=target.name, role=ROLE_WORDS[role]),
+        ref=ref,
+    )
 
 
-MODES = {
-    "invite": "invite-only",
-    "moderated": "moderated",
-    "limit": "at most {} present",
-    "slow": "slow: a message every {} s",
-    "expiry": "messages kept {} h",
-    "lockdown": "locked down",
-}
+MODES = ("invite", "moderated", "limit", "slow", "expiry", "lockdown")
 MAX_MODE_VALUE = {"limit": 100_000, "slow": 3600, "expiry": 24 * 366}
 
 
-def describe(modes: Modes) -> str:
-    shown = []
-    for name, text in MODES.items():
-        value = getattr(modes, name)
-        if value:
-            shown.append(text.format(value))
-    return ", ".join(shown) or "none (open to all, everyone speaks)"
+def describe(modes: Modes) -> Said:
+    shown = [
+        said
+        for said in (
+            say("invite-only") if modes.invite else None,
+            say("moderated") if modes.moderated else None,
+            say("at most {n} present", n=modes.limit) if modes.limit else None,
+            say("slow: a message every {n} s", n=modes.slow) if modes.slow else None,
+            say("messages kept {n} h", n=modes.expiry) if modes.expiry else None,
+            say("locked down") if modes.lockdown else None,
+        )
+        if said is not None
+    ]
+    return joined(", ", shown) if shown else say("none (open to all, everyone speaks)")
 
 
 async def set_mode(
@@ -371,11 +461,13 @@ async def set_mode(
 def changed_modes(modes: Modes, name: str, value: str) -> Modes:
     """The room's modes with one changed, or the reason why not (`bad_command`)."""
     if name not in MODES:
-        raise ProtocolError(Code.BAD_COMMAND, f"a mode is one of: {', '.join(MODES)}")
+        raise ProtocolError(
+            Code.BAD_COMMAND, say("a mode is one of: {modes}", modes=", ".join(MODES))
+        )
     current = getattr(modes, name)
     if isinstance(current, bool):
         if value not in ("on", "off"):
-            raise ProtocolError(Code.BAD_COMMAND, f"usage: /mode {name} on|off")
+            raise ProtocolError(Code.BAD_COMMAND, say("usage: /mode {name} on|off", name=name))
         new: bool | int = value == "on"
     elif value == "off":
         new = 0
@@ -383,7 +475,12 @@ def changed_modes(modes: Modes, name: str, value: str) -> Modes:
         new = int(value)
     else:
         raise ProtocolError(
-            Code.BAD_COMMAND, f"usage: /mode {name} N|off (N from 1 to {MAX_MODE_VALUE[name]})"
+            Code.BAD_COMMAND,
+            say(
+                "usage: /mode {name} N|off (N from 1 to {max_mode_value})",
+                name=name,
+                max_mode_value=MAX_MODE_VALUE[name],
+            ),
         )
     changes: dict[str, Any] = {name: new}
     return dataclasses.replace(modes, **changes)
@@ -400,7 +497,14 @@ async def _apply_modes(
     ref: str | None = None,
 ) -> None:
     room = await node.set_modes(room, modes)
-    said = f"{by} set #{room.name} {name} {value}; modes: {describe(room.modes)}"
+    said = say(
+        "{by} set #{room} {name} {value}; modes: {modes}",
+        by=by,
+        room=room.name,
+        name=name,
+        value=value,
+        modes=describe(room.modes),
+    )
     node.announce(room.name, said, conn, ref)
     await node.authority.record(by, f"mode {name} {value}", None, room.name)
     if name == "expiry" and modes.expiry:
@@ -422,12 +526,24 @@ async def let_in(
     key = target.key
     await node.authority.grant_room(room, key, role)
     if role == "allowed":
-        said = f"{conn.user} let {target.name} into #{room.name}"
-        node.hub.to_user(key, encode(Notice(text=f"{said}: /join {room.name}", room=room.name)))
+        said = say(
+            "{user} let {target} into #{room}", user=conn.user, target=target.name, room=room.name
+        )
+        node.tell(key, say("{said}: /join {room}", said=said, room=room.name), room.name)
     elif role == "voice":
-        said = f"{conn.user} gave {target.name} a voice in #{room.name}"
+        said = say(
+            "{user} gave {target} a voice in #{room}",
+            user=conn.user,
+            target=target.name,
+            room=room.name,
+        )
     else:
-        said = f"{conn.user} took {target.name}'s voice in #{room.name}"
+        said = say(
+            "{user} took {target}'s voice in #{room}",
+            user=conn.user,
+            target=target.name,
+            room=room.name,
+        )
     node.announce(room.name, said, conn, ref)
     await node.authority.record(conn.user, f"room role {role or 'member'}", target.name, room.name)
 
@@ -439,11 +555,13 @@ def knock(node: Node, conn: Connection, room: Room, ref: str | None = None) -> N
         for other in node.hub.room_connections(room.name)
         if node.authority.level(other.user_key, room.name) >= STAFF
     ]
-    text = f"{conn.user} knocks on #{room.name}: /allow {conn.user} lets them in"
+    text = say(
+        "{user} knocks on #{room}: /allow {user} lets them in", user=conn.user, room=room.name
+    )
     for other in staff:
-        other.send(encode(Notice(text=text, room=room.name)))
-    told = "its staff were told" if staff else "none of its staff is here now: try later"
-    node.notice(conn, f"you knocked on #{room.name}: {told}", None, ref)
+        node.notice(other, text, room.name)
+    told = say("its staff were told") if staff else say("none of its staff is here now: try later")
+    node.notice(conn, say("you knocked on #{room}: {told}", room=room.name, told=told), None, ref)
 
 
 #: the acts another node's staff may tell of, and the act of this node's that each needs
@@ -455,7 +573,26 @@ FEDERATED = {
     "unmute": "mute",
     "delete": "delete",
 }
-VERBS = {"kick": "kicked", "ban": "banned", "mute": "muted"}
+SANCTIONS = ("kick", "ban", "mute")
+
+
+def _lifted(act: str, actor: str, target: str) -> Said:
+    if act == "unban":
+        return say("{user} let {target} back in", user=actor, target=target)
+    return say("{user} unmuted {target}", user=actor, target=target)
+
+
+def _sanctioned(act: str, actor: str, target: str | None, room: str, said: str) -> Said:
+    """What the room is told of a sanction (`target` given), or its target is told."""
+    if target is None:
+        if act == "kick":
+            return say("{user} kicked you from #{room}{said}", user=actor, room=room, said=said)
+        return say("{user} banned you from #{room}{said}", user=actor, room=room, said=said)
+    if act == "kick":
+        return say("{user} kicked {target}{said}", user=actor, target=target, said=said)
+    if act == "ban":
+        return say("{user} banned {target}{said}", user=actor, target=target, said=said)
+    return say("{user} muted {target}{said}", user=actor, target=target, said=said)
 
 
 async def obey(
@@ -473,7 +610,7 @@ async def obey(
     here as it was there, said in the room, written to the audit log. `only_from`: the
     node whose own users' messages alone a deletion may take."""
     key = names.key(target)
-    if act in VERBS:
+    if act in SANCTIONS:
         sanction = Sanction(room.id, key, act, until, actor, reason)
         await node.authority.impose(sanction)
         minutes = None if until is None else max(1, round((until - time.time() * 1000) / 60_000))
@@ -482,14 +619,14 @@ async def obey(
             user = await node.store.user_by_key(key)
             if user is not None:
                 await node.store.set_member(user.id, room.id, False)
-            node.expel(room.name, key, f"{actor} {VERBS[act]} you from #{room.name}{said}")
-        node.announce(room.name, f"{actor} {VERBS[act]} {target}{said}")
+            node.expel(room.name, key, _sanctioned(act, actor, None, room.name, said))
+        node.announce(room.name, _sanctioned(act, actor, target, room.name, said))
         detail: str | None = _detail(sanction)
     elif act in ("unban", "unmute"):
         kinds = ("ban", "kick") if act == "unban" else ("mute",)
         if not await node.authority.lift(room.id, key, kinds):
             return
-        node.announce(room.name, f"{actor} lifted {target}'s {act[2:]}")
+        node.announce(room.name, _lifted(act, actor, target))
         detail = None
     else:
         found = await node.store.signed_messages(room, ids)
@@ -512,13 +649,15 @@ async def guests(node: Node, conn: Connection, word: str, ref: str | None = None
     node.authority.require(conn.user_key, "guests")
     state = GUEST_STATES.get(word)
     if state is None:
-        raise ProtocolError(Code.BAD_COMMAND, "usage: /guests [mute|unmute|out|in]")
+        raise ProtocolError(Code.BAD_COMMAND, say("usage: /guests [mute|unmute|out|in]"))
     await node.authority.set_guests(state)
     if state == "out":
         for other in node.hub.all_connections():
             if other.session.user.role == "guest":
-                other.close(Close.BANNED, f"{conn.user} shut the guests out of this node")
-    node.notice(conn, f"guests are {state} on this node now", ref=ref)
+                other.close(
+                    Close.BANNED, say("{user} shut the guests out of this node", user=conn.user)
+                )
+    node.notice(conn, say("guests are {state} on this node now", state=GUEST_WORDS[state]), ref=ref)
     await node.authority.record(conn.user, f"guests {state}")
 
 
@@ -528,10 +667,10 @@ async def admit(node: Node, conn: Connection, name: str, ref: str | None = None)
     target = await _user(node, name, "admit")
     key = target.key
     if node.authority.node_role(key) != "waiting" and target.role != "waiting":
-        raise ProtocolError(Code.BAD_COMMAND, f"{target.name} is not waiting")
+        raise ProtocolError(Code.BAD_COMMAND, say("{target} is not waiting", target=target.name))
     await node.authority.grant(key, "member")
-    node.hub.to_user(key, encode(Notice(text=f"{conn.user} let you in: join a room")))
-    node.notice(conn, f"{target.name} is a member now", ref=ref)
+    node.tell(key, say("{user} let you in: join a room", user=conn.user))
+    node.notice(conn, say("{target} is a member now", target=target.name), ref=ref)
     await node.authority.record(conn.user, "admit", target.name)
 
 
@@ -544,8 +683,12 @@ async def make_invite(
     if not 1 <= uses <= MAX_INVITE_USES or not 1 <= hours <= MAX_INVITE_HOURS:
         raise ProtocolError(
             Code.BAD_COMMAND,
-            f"an invite code has 1 to {MAX_INVITE_USES} uses and lasts 1 to "
-            f"{MAX_INVITE_HOURS} hours",
+            say(
+                "an invite code has 1 to {max_invite_uses} uses and lasts 1 to "
+                "{max_invite_hours} hours",
+                max_invite_uses=MAX_INVITE_USES,
+                max_invite_hours=MAX_INVITE_HOURS,
+            ),
         )
     code = secrets.token_urlsafe(12)
     expires = int(time.time()) + hours * 3600
@@ -555,13 +698,22 @@ async def make_invite(
     if not made:
         raise ProtocolError(
             Code.TOO_MANY,
-            f"you have {LIVE_INVITES} invite codes that can still be used: /revokecode one",
+            say(
+                "you have {live_invites} invite codes that can still be used: /revokecode one",
+                live_invites=LIVE_INVITES,
+            ),
         )
     plural = "s" if uses > 1 else ""
     node.notice(
         conn,
-        f"invite code {code} ({uses} use{plural}, {hours} h): whoever registers with it is "
-        "recorded as your invitee",
+        say(
+            "invite code {code} ({uses} use{plural}, {hours} h): whoever registers with it "
+            "is recorded as your invitee",
+            code=code,
+            uses=uses,
+            plural=plural,
+            hours=hours,
+        ),
         ref=ref,
     )
     await node.authority.record(conn.user, "invite code", None, None, f"{code[:4]}…, {uses} uses")

@@ -29,6 +29,7 @@ from importlib import resources
 
 from confusable_homoglyphs import categories
 
+from onionchat.i18n import say
 from onionchat.protocol import Code, ProtocolError
 
 MAX_USER = 32
@@ -95,22 +96,36 @@ def _check_marks(name: str, kind: str) -> None:
         if base is None:
             raise ProtocolError(
                 Code.BAD_NAME,
-                f"{kind} name has a combining mark ({_describe(char)}) that is not on a letter",
+                say(
+                    "{kind} name has a combining mark ({describe}) that is not on a letter",
+                    kind=kind,
+                    describe=_describe(char),
+                ),
             )
         marks, stacked = marks + 1, stacked + 1
         if stacked > MAX_MARKS_PER_LETTER:
             raise ProtocolError(
                 Code.BAD_NAME,
-                f"{kind} name stacks more than {MAX_MARKS_PER_LETTER} combining marks on "
-                f"{unicodedata.normalize('NFC', base)!r}",
+                say(
+                    "{kind} name stacks more than {most} combining marks on {letter}",
+                    kind=kind,
+                    most=MAX_MARKS_PER_LETTER,
+                    letter=f"{unicodedata.normalize('NFC', base)!r}",
+                ),
             )
     most = max(MAX_MARKS, letters)
     if marks > most:
         raise ProtocolError(
-            Code.BAD_NAME, f"{kind} name has {marks} combining marks (at most {most} here)"
+            Code.BAD_NAME,
+            say(
+                "{kind} name has {marks} combining marks (at most {most} here)",
+                kind=kind,
+                marks=marks,
+                most=most,
+            ),
         )
     if not letters:
-        raise ProtocolError(Code.BAD_NAME, f"{kind} name needs at least one letter")
+        raise ProtocolError(Code.BAD_NAME, say("{kind} name needs at least one letter", kind=kind))
 
 
 def _check(raw: str, kind: str, limit: int) -> str:
@@ -124,17 +139,27 @@ def _check(raw: str, kind: str, limit: int) -> str:
 def _checked(raw: str, kind: str, limit: int) -> str:
     name = unicodedata.normalize("NFKC", raw).strip()
     if not name:
-        raise ProtocolError(Code.BAD_NAME, f"{kind} name is empty")
+        raise ProtocolError(Code.BAD_NAME, say("{kind} name is empty", kind=kind))
     if len(name) > limit:
         raise ProtocolError(
-            Code.BAD_NAME, f"{kind} name is too long ({len(name)} characters, at most {limit})"
+            Code.BAD_NAME,
+            say(
+                "{kind} name is too long ({n} characters, at most {limit})",
+                kind=kind,
+                n=len(name),
+                limit=limit,
+            ),
         )
     for char in name:  # NFKC keeps these invisible, and makes none from visible ones
         if _ignorable(char):
             raise ProtocolError(
                 Code.BAD_NAME,
-                f"{kind} name holds an invisible character ({_describe(char)}), "
-                "which could make it pass for another name",
+                say(
+                    "{kind} name holds an invisible character ({describe}), which could make "
+                    "it pass for another name",
+                    kind=kind,
+                    describe=_describe(char),
+                ),
             )
     scripts: set[str] = set()
     zeros: dict[int, str] = {}  # the zero of each digit system used -> a digit of it
@@ -145,7 +170,11 @@ def _checked(raw: str, kind: str, limit: int) -> str:
         elif not (category[0] == "L" or category in ("Mn", "Mc") or char in _PUNCT):
             raise ProtocolError(
                 Code.BAD_NAME,
-                f"{kind} name may hold only letters, digits and _ - . (not {char!r})",
+                say(
+                    "{kind} name may hold only letters, digits and _ - . (not {char})",
+                    kind=kind,
+                    char=f"{char!r}",
+                ),
             )
         if category[0] in "LM" and (script := _script(char)) not in _NEUTRAL:
             scripts.add(script)
@@ -154,21 +183,34 @@ def _checked(raw: str, kind: str, limit: int) -> str:
         mixed = " and ".join(sorted(s.title() for s in scripts))
         raise ProtocolError(
             Code.BAD_NAME,
-            f"{kind} name mixes {mixed} letters, which could impersonate another name",
+            say(
+                "{kind} name mixes {mixed} letters, which could impersonate another name",
+                kind=kind,
+                mixed=mixed,
+            ),
         )
     if len(zeros) > 1:
         digits = " and ".join(repr(d) for d in sorted(zeros.values()))
         raise ProtocolError(
             Code.BAD_NAME,
-            f"{kind} name mixes digits of different number systems ({digits})",
+            say(
+                "{kind} name mixes digits of different number systems ({digits})",
+                kind=kind,
+                digits=digits,
+            ),
         )
     for zero, digit in zeros.items():
         if zero != ord("0") and _script(digit) not in scripts:
             theirs = " and ".join(sorted(s.title() for s in scripts))
             raise ProtocolError(
                 Code.BAD_NAME,
-                f"{kind} name mixes {_script(digit).title()} digits with {theirs} letters, "
-                "which could impersonate another name",
+                say(
+                    "{kind} name mixes {digits} digits with {theirs} letters, which could "
+                    "impersonate another name",
+                    kind=kind,
+                    digits=_script(digit).title(),
+                    theirs=theirs,
+                ),
             )
     return name
 
@@ -178,12 +220,12 @@ _remembered = functools.lru_cache(maxsize=4096)(_checked)
 
 def username(raw: str) -> str:
     """The display form of a valid username (NFKC); raises ProtocolError if invalid."""
-    return _check(raw, "user", MAX_USER)
+    return _check(raw, say("user"), MAX_USER)
 
 
 def room(raw: str) -> str:
     """The canonical (case-folded) form of a valid room name; a leading `#` is dropped."""
-    return _check(raw.removeprefix("#"), "room", MAX_ROOM).casefold()
+    return _check(raw.removeprefix("#"), say("room"), MAX_ROOM).casefold()
 
 
 def key(name: str) -> str:

@@ -37,6 +37,7 @@ from onionchat.authority import (
 from onionchat.config import Settings
 from onionchat.files import Files
 from onionchat.hub import Budget, Connection, Hub
+from onionchat.i18n import say
 from onionchat.ids import IdGenerator, is_valid
 from onionchat.protocol import (
     MAC_BYTES,
@@ -92,7 +93,7 @@ EXPIRY_EVERY = 60.0  # seconds between rounds of deleting expired messages
 EXPIRED_BATCH = 1000  # messages one round deletes in one room, at most
 SPOKEN = 10_000  # (room, user) pairs slow mode remembers, at most
 LINK = re.compile(r"(?i)\b(?:https?://|www\.)|\b[a-z2-7]{56}\.onion\b|\.(?:com|net|org|ru)/")
-WAITING = "you are in the waiting room: node staff will let you in, and you will be told here"
+WAITING = say("you are in the waiting room: node staff will let you in, and you will be told here")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -198,10 +199,13 @@ class Node:
 
     # -- connections ----------------------------------------------------------------------
 
-    async def connect(self, session: Session, pipeline: int = 0) -> Connection:
+    async def connect(
+        self, session: Session, pipeline: int = 0, accepted: str | None = None
+    ) -> Connection:
         """A new connection of an authenticated user, or Refused when the node or the user
         already has as many as the limits allow. `pipeline`: how many of its messages may be
-        committing while its next frames are read (0: each is waited for, as a page needs)."""
+        committing while its next frames are read (0: each is waited for, as a page needs).
+        `accepted`: the language its transport asked for, spoken unless the account chose."""
         limits = self.settings.limits
         key = names.key(session.user.name)
         self.authority.seen(key, session.user.role)
@@ -210,26 +214,44 @@ class Node:
                 "connection refused: the node is full",
                 extra={"event": "refused", "connections": self.hub.connections},
             )
-            raise Refused(f"the node is full ({limits.connections} connections): try again later")
+            raise Refused(
+                say(
+                    "the node is full ({connections} connections): try again later",
+                    connections=limits.connections,
+                )
+            )
         if any(c.close_code == Close.FLOODING for c in self.hub.user_connections(key)):
             self._penalize(key)  # its flood's teardown is under way: the penalty holds now
         wait = self._penalties.get(key, 0.0) - time.monotonic()
         if wait > 0:
             raise Refused(
-                f"flooding: {session.user.name} may connect again in {math.ceil(wait)} s", wait
+                say(
+                    "flooding: {user} may connect again in {wait} s",
+                    user=session.user.name,
+                    wait=math.ceil(wait),
+                ),
+                wait,
             )
         if session.user.role == "guest" and self.authority.guests == "out":
-            raise Refused("guests are shut out of this node now: make an account", banned=True)
+            raise Refused(say("guests are shut out of this node now: make an account"), banned=True)
         banned = self.authority.sanction(key, "ban")
         if banned is not None:
-            reason = f"{session.user.name} is banned from this node{_why(banned)}"
+            reason = say(
+                "{user} is banned from this node{why}", user=session.user.name, why=_why(banned)
+            )
             raise Refused(reason, banned=True)
         if self.hub.user_count(key) >= limits.user_connections:
             raise Refused(
-                f"{session.user.name} has {limits.user_connections} connections open already "
-                "(close a tab or a page)"
+                say(
+                    "{user} has {user_connections} connections open already (close a tab or "
+                    "a page)",
+                    user=session.user.name,
+                    user_connections=limits.user_connections,
+                )
             )
         conn = Connection(session, limits.send_queue_bytes, Budget(limits.user_queue_bytes))
+        conn.accepted = accepted
+        conn.lang = session.user.lang or accepted
         conn.pipeline = pipeline
         conn.bucket = TokenBucket(limits.rate, limits.burst)
         self.hub.attach(conn)
@@ -266,7 +288,9 @@ class Node:
             self.notice(conn, WAITING)
             for other in self.hub.all_connections():
                 if self.authority.level(other.user_key) >= NODE_STAFF:
-                    self.notice(other, f"{conn.user} waits to be admitted: /admit {conn.user}")
+                    self.notice(
+                        other, say("{user} waits to be admitted: /admit {user}", user=conn.user)
+                    )
         return conn
 
     def staff_around(self) -> bool:
@@ -330,18 +354,22 @@ class Node:
         for conn in list(self.hub.all_connections()):
             banned = self.authority.sanction(conn.user_key, "ban")
             if banned is not None:
-                conn.close(Close.BANNED, f"banned from this node by {banned.by}")
+                conn.close(Close.BANNED, say("banned from this node by {user}", user=banned.by))
                 continue
             for name in sorted(conn.rooms):
                 room = self._rooms.get(name)
                 barred = room and self.authority.barred(conn.user_key, room.id)
                 if barred:
-                    self.expel(name, conn.user_key, f"{barred.by} took you out of #{name}")
+                    self.expel(
+                        name,
+                        conn.user_key,
+                        say("{by} took you out of #{name}", by=barred.by, name=name),
+                    )
 
     def flooded(self, conn: Connection) -> None:
         """Its socket was closed for a flood of pings: the penalty holds from now, before any
         reconnection can be read (the close reaches the connection's reader later)."""
-        conn.close(Close.FLOODING, "flooding: too many pings")
+        conn.close(Close.FLOODING, say("flooding: too many pings"))
         self._penalize(conn.user_key)
 
     def _penalize(self, user_key: str) -> None:
@@ -355,7 +383,7 @@ class Node:
     def revoke(self, session: Session) -> None:
         """Close every connection of a session that was logged out."""
         for conn in self.hub.session_connections(session.token_hash):
-            conn.close(Close.SESSION_EXPIRED, "logged out")
+            conn.close(Close.SESSION_EXPIRED, say("logged out"))
 
     # -- frames ---------------------------------------------------------------------------
 
@@ -366,7 +394,10 @@ class Node:
             return
         raise self._strike(
             conn,
-            f"at most {self.settings.limits.rate:g} frames a second; this one was dropped",
+            say(
+                "at most {rate} frames a second; this one was dropped",
+                rate=f"{self.settings.limits.rate:g}",
+            ),
             ref,
         )
 
@@ -378,8 +409,8 @@ class Node:
         strike = STRIKE_WINDOW / self.settings.limits.flood_strikes
         conn.strikes = max(conn.strikes, now - STRIKE_WINDOW) + strike
         if conn.strikes > now:
-            conn.close(Close.FLOODING, "flooding: too many frames over the rate limits")
-        return ProtocolError(Code.RATE_LIMITED, f"slow down: {limit}", ref)
+            conn.close(Close.FLOODING, say("flooding: too many frames over the rate limits"))
+        return ProtocolError(Code.RATE_LIMITED, say("slow down: {limit}", limit=limit), ref)
 
     async def receive(self, conn: Connection, text: str | None) -> None:
         """One frame as the client sent it: limits, then decoding, then `handle`. Whatever is
@@ -399,16 +430,19 @@ class Node:
             conn.send(error(exc.code, i18n.said(conn.lang, exc.message), exc.ref or ref))
         except Exception:
             log.exception("frame failed", extra={"event": "error", "user": conn.user})
-            conn.send(error(Code.INTERNAL, "the node failed on this frame", ref))
+            self.failed(conn, ref)
 
     def _decode(self, text: str | None) -> AnyClientFrame:
         if text is None:
-            raise ProtocolError(Code.BINARY_FRAME, "send JSON in text frames, not binary")
+            raise ProtocolError(Code.BINARY_FRAME, say("send JSON in text frames, not binary"))
         limit = self.settings.limits.max_frame_bytes
         size = len(text.encode()) if len(text) * 4 > limit else len(text)
         if size > limit:
             raise ProtocolError(
-                Code.TOO_LARGE, f"the frame is {size} bytes; at most {limit} are allowed"
+                Code.TOO_LARGE,
+                say(
+                    "the frame is {size} bytes; at most {limit} are allowed", size=size, limit=limit
+                ),
             )
         return decode(text)
 
@@ -446,7 +480,7 @@ class Node:
             case Language():
                 await self.store.set_lang(conn.session.user.id, frame.lang)
                 for other in self.hub.user_connections(conn.user_key):
-                    other.lang = frame.lang
+                    other.lang = frame.lang or other.accepted
                     told = LanguageSet(lang=frame.lang, ref=frame.ref if other is conn else None)
                     other.send(encode(told))
             case Ping():
@@ -455,7 +489,7 @@ class Node:
                 handler = self.handlers.get(type(frame))
                 if handler is None:
                     raise ProtocolError(
-                        Code.BAD_FRAME, f"{type(frame).__name__} is only valid first"
+                        Code.BAD_FRAME, say("{name} is only valid first", name=type(frame).__name__)
                     )
                 await handler(conn, frame)
 
@@ -465,7 +499,7 @@ class Node:
         if room is None:
             room = await self.store.room(name)
             if room is None:
-                raise ProtocolError(Code.UNKNOWN_ROOM, f"there is no room #{name}")
+                raise ProtocolError(Code.UNKNOWN_ROOM, say("there is no room #{name}", name=name))
             self._rooms[name] = room
         return room
 
@@ -479,18 +513,20 @@ class Node:
             try:
                 room = await self.store.create_room(name, protected)
             except Lookalike as exc:
-                raise ProtocolError(Code.NAME_TAKEN, f"looks like #{exc.existing}") from None
+                raise ProtocolError(
+                    Code.NAME_TAKEN, say("looks like #{existing}", existing=exc.existing)
+                ) from None
             except Conflict:
                 room = await self.room(name)
             else:
                 self._rooms[name] = room
         if room.protected != protected:
-            raise ProtocolError(Code.ROOM_MODE, "the room has the other mode here")
+            raise ProtocolError(Code.ROOM_MODE, say("the room has the other mode here"))
         return room
 
     def _joined(self, conn: Connection, room: Room) -> None:
         if room.name not in conn.rooms:
-            raise ProtocolError(Code.NOT_JOINED, f"join #{room.name} first")
+            raise ProtocolError(Code.NOT_JOINED, say("join #{room} first", room=room.name))
 
     async def join(
         self,
@@ -508,7 +544,9 @@ class Node:
         self._admitted(conn)
         if name not in conn.rooms and not self._joins.allow(conn.user_key):
             raise self._strike(
-                conn, f"at most {self.settings.limits.join_rate:g} joins a second", ref
+                conn,
+                say("at most {rate} joins a second", rate=f"{self.settings.limits.join_rate:g}"),
+                ref,
             )
         try:
             room = await self.room(name)
@@ -517,23 +555,33 @@ class Node:
                 raise
             room = None
         if room is not None and new:
-            kind = "key-protected" if room.protected else "open"
+            kind = say("key-protected") if room.protected else say("open")
             raise ProtocolError(
                 Code.ROOM_EXISTS,
-                f"#{name} already exists ({kind}): join it, or choose another name",
+                say(
+                    "#{name} already exists ({kind}): join it, or choose another name",
+                    name=name,
+                    kind=kind,
+                ),
                 ref,
             )
         if room is None:
             if not self.authority.may(conn.user_key, "create"):
                 raise ProtocolError(
-                    Code.FORBIDDEN, "guests cannot make rooms: join one, or make an account", ref
+                    Code.FORBIDDEN,
+                    say("guests cannot make rooms: join one, or make an account"),
+                    ref,
                 )
             wait = self._creations.retry_after(conn.user_key)
             if wait > 0:
                 raise ProtocolError(
                     Code.RATE_LIMITED,
-                    f"you have created {self.settings.limits.room_creations} rooms this hour: "
-                    f"try again in {math.ceil(wait / 60)} min",
+                    say(
+                        "you have created {room_creations} rooms this hour: try again in "
+                        "{wait} min",
+                        room_creations=self.settings.limits.room_creations,
+                        wait=math.ceil(wait / 60),
+                    ),
                     ref,
                 ) from None
             try:
@@ -541,13 +589,19 @@ class Node:
             except Lookalike as exc:
                 raise ProtocolError(
                     Code.NAME_TAKEN,
-                    f"#{name} looks too much like #{exc.existing}, which exists",
+                    say(
+                        "#{name} looks too much like #{existing}, which exists",
+                        name=name,
+                        existing=exc.existing,
+                    ),
                     ref,
                 ) from None
             except Conflict:
                 if new:  # made by someone else a moment ago
                     raise ProtocolError(
-                        Code.ROOM_EXISTS, f"#{name} already exists: choose another name", ref
+                        Code.ROOM_EXISTS,
+                        say("#{name} already exists: choose another name", name=name),
+                        ref,
                     ) from None
                 room = await self.room(name)
             else:
@@ -556,13 +610,19 @@ class Node:
                 self.authority.owned(name, conn.user_key)
                 log.info("room created", extra={"event": "room_created", "room": name})
         if (create or protected) and room.protected != protected:
-            kind = "key-protected" if room.protected else "open"
-            raise ProtocolError(Code.ROOM_MODE, f"#{name} already exists and is {kind}")
+            kind = say("key-protected") if room.protected else say("open")
+            raise ProtocolError(
+                Code.ROOM_MODE, say("#{name} already exists and is {kind}", name=name, kind=kind)
+            )
         barred = self.authority.barred(conn.user_key, room.id)
         if barred is not None:
-            verb = "kicked from" if barred.kind == "kick" else "banned from"
-            where = "this node" if barred.room_id == NODE_WIDE else f"#{name}"
-            raise ProtocolError(Code.FORBIDDEN, f"you were {verb} {where}{_why(barred)}", ref)
+            verb = say("kicked from") if barred.kind == "kick" else say("banned from")
+            where = say("this node") if barred.room_id == NODE_WIDE else f"#{name}"
+            raise ProtocolError(
+                Code.FORBIDDEN,
+                say("you were {verb} {where}{why}", verb=verb, where=where, why=_why(barred)),
+                ref,
+            )
         if name not in conn.rooms:
             await self._may_enter(conn, room, ref)
         # Enter the room, list its members and tell them, all before the first await: the
@@ -618,16 +678,26 @@ class Node:
         if modes.invite or modes.lockdown:
             let_in = self.authority.room_role(key, room.name) is not None
             if not let_in and not await self.store.is_member(conn.session.user.id, room.id):
-                state = "locked down" if modes.lockdown else "invite-only"
+                state = say("locked down") if modes.lockdown else say("invite-only")
                 raise ProtocolError(
                     Code.FORBIDDEN,
-                    f"#{room.name} is {state}: /knock {room.name} asks its staff to let you in",
+                    say(
+                        "#{room} is {state}: /knock {room} asks its staff to let you in",
+                        room=room.name,
+                        state=state,
+                    ),
                     ref,
                 )
         present = any(room.name in c.rooms for c in self.hub.user_connections(key))
         if modes.limit and not present and self.hub.online(room.name) >= modes.limit:
             raise ProtocolError(
-                Code.FORBIDDEN, f"#{room.name} is full ({modes.limit} present): try later", ref
+                Code.FORBIDDEN,
+                say(
+                    "#{room} is full ({limit} present): try later",
+                    room=room.name,
+                    limit=modes.limit,
+                ),
+                ref,
             )
 
     async def _count_newcomer(self, room: Room) -> None:
@@ -642,8 +712,13 @@ class Node:
             seconds = self.settings.limits.join_wave_seconds
             self.announce(
                 room.name,
-                f"#{room.name} is invite-only now: {wave} newcomers joined within {seconds:g} s. "
-                "Staff: /allow NAME lets someone in, /mode invite off opens it again",
+                say(
+                    "#{room} is invite-only now: {wave} newcomers joined within {seconds} s. "
+                    "Staff: /allow NAME lets someone in, /mode invite off opens it again",
+                    room=room.name,
+                    wave=wave,
+                    seconds=f"{seconds:g}",
+                ),
             )
             log.warning("join wave: a room made invite-only", extra={"event": "join_wave"})
 
@@ -697,7 +772,7 @@ class Node:
     def who(self, conn: Connection, raw: str, ref: str | None = None) -> None:
         name = names.room(raw)
         if name not in conn.rooms:
-            raise ProtocolError(Code.NOT_JOINED, f"join #{name} first")
+            raise ProtocolError(Code.NOT_JOINED, say("join #{name} first", name=name))
         conn.send(encode(WhoList(room=name, members=self.members(name), ref=ref)))
 
     async def all_members(self, conn: Connection, raw: str, ref: str | None = None) -> None:
@@ -723,10 +798,15 @@ class Node:
         box no longer than one holding a reaction."""
         if related is None or related[0] != "react":
             return self.check_body(room, text, box, self.settings.limits.max_text_chars)
-        text, box = self.check_body(room, text, box, REACTION_CHARS, "reaction")
+        text, box = self.check_body(room, text, box, REACTION_CHARS, say("reaction"))
         if text is not None and text not in REACTIONS:
             raise ProtocolError(
-                Code.BAD_BODY, f"a reaction is one of {' '.join(REACTIONS)}, not {text!r}"
+                Code.BAD_BODY,
+                say(
+                    "a reaction is one of {reactions}, not {text}",
+                    reactions=" ".join(REACTIONS),
+                    text=f"{text!r}",
+                ),
             )
         return text, box
 
@@ -749,25 +829,28 @@ class Node:
         if target is None and not strict:
             return
         if target is None:
-            where = "this conversation" if room.name.startswith("@") else f"#{room.name}"
-            raise ProtocolError(Code.UNKNOWN_MESSAGE, f"{where} has no message {id_}")
+            where = say("this conversation") if room.name.startswith("@") else f"#{room.name}"
+            raise ProtocolError(
+                Code.UNKNOWN_MESSAGE, say("{where} has no message {id}", where=where, id=id_)
+            )
         if target.deleted:
-            raise ProtocolError(Code.UNKNOWN_MESSAGE, "that message was deleted")
+            raise ProtocolError(Code.UNKNOWN_MESSAGE, say("that message was deleted"))
         if target.rel in ("edit", "react"):
             noun = _NOUNS[kind]
             raise ProtocolError(
-                Code.BAD_FRAME, f"a {noun} is about a message, not an edit or a reaction"
+                Code.BAD_FRAME,
+                say("a {noun} is about a message, not an edit or a reaction", noun=noun),
             )
         if kind == "edit" and names.key(target.sender) != names.key(sender):
-            raise ProtocolError(Code.FORBIDDEN, "you can edit your own messages only")
+            raise ProtocolError(Code.FORBIDDEN, say("you can edit your own messages only"))
         if kind == "edit" and me != target.me:
-            raise ProtocolError(Code.BAD_FRAME, "an edit keeps a message an action or not")
+            raise ProtocolError(Code.BAD_FRAME, say("an edit keeps a message an action or not"))
         if (
             kind == "react"
             and text is not None
             and await self.store.reacted(room.id, id_, sender, text)
         ):
-            raise ProtocolError(Code.CONFLICT, f"you reacted with {text} already")
+            raise ProtocolError(Code.CONFLICT, say("you reacted with {text} already", text=text))
 
     def check_body(
         self,
@@ -775,26 +858,36 @@ class Node:
         text: str | None,
         box: str | None,
         limit: int,
-        what: str = "message",
+        what: str = say("message"),
     ) -> tuple[str | None, str | None]:
         """Check a body against the room's mode: text in open rooms, box in protected ones
         (also of messages from other nodes)."""
         if (text is None) == (box is None):
-            raise ProtocolError(Code.BAD_BODY, "give exactly one of text or box")
+            raise ProtocolError(Code.BAD_BODY, say("give exactly one of text or box"))
         if room is not None and room.protected and text is not None:
             raise ProtocolError(
                 Code.BAD_BODY,
-                f"#{room.name} is key-protected: send a box sealed with the room key, not text",
+                say(
+                    "#{room} is key-protected: send a box sealed with the room key, not text",
+                    room=room.name,
+                ),
             )
         if room is not None and not room.protected and box is not None:
-            raise ProtocolError(Code.BAD_BODY, f"#{room.name} is open: send text, not a box")
+            raise ProtocolError(
+                Code.BAD_BODY, say("#{room} is open: send text, not a box", room=room.name)
+            )
         if text is not None:
             if not text.strip():
-                raise ProtocolError(Code.BAD_BODY, f"the {what} is empty")
+                raise ProtocolError(Code.BAD_BODY, say("the {what} is empty", what=what))
             if len(text) > limit:
                 raise ProtocolError(
                     Code.BAD_BODY,
-                    f"the {what} is too long ({len(text)} characters, at most {limit})",
+                    say(
+                        "the {what} is too long ({n} characters, at most {limit})",
+                        what=what,
+                        n=len(text),
+                        limit=limit,
+                    ),
                 )
             return text, None
         assert box is not None
@@ -803,7 +896,7 @@ class Node:
 
     async def send(self, conn: Connection, frame: Send) -> None:
         if (frame.room is None) == (frame.to is None):
-            raise ProtocolError(Code.BAD_FRAME, "give exactly one of room or to")
+            raise ProtocolError(Code.BAD_FRAME, say("give exactly one of room or to"))
         related = relation(frame)
         if frame.to is not None:
             await self.direct(
@@ -847,11 +940,11 @@ class Node:
         if file is None:
             return
         if related is not None and related[0] != "reply":
-            raise ProtocolError(Code.BAD_FRAME, "an edit or a reaction carries no file")
+            raise ProtocolError(Code.BAD_FRAME, say("an edit or a reaction carries no file"))
         if box is not None and (file.name is not None or file.type is not None):
-            raise ProtocolError(Code.BAD_FRAME, "a sealed file's name and type go in the box")
+            raise ProtocolError(Code.BAD_FRAME, say("a sealed file's name and type go in the box"))
         if box is None and (file.name is None or file.type is None):
-            raise ProtocolError(Code.BAD_FRAME, "a file in the clear needs its name and type")
+            raise ProtocolError(Code.BAD_FRAME, say("a file in the clear needs its name and type"))
         await self.files.attach(room, conn.user_key, file.id, file.size, id_)
 
     async def direct(
@@ -873,7 +966,7 @@ class Node:
         else:
             target = await self.store.user_by_key(names.key(to))
             if target is None:
-                raise ProtocolError(Code.UNKNOWN_USER, f"there is no user {to!r}")
+                raise ProtocolError(Code.UNKNOWN_USER, say("there is no user {to}", to=f"{to!r}"))
             to_name, members = target.name, [conn.session.user.id, target.id]
         text, box = self.body_of(None, text, box, related)
         room = await self.conversation(conn.user, to_name, members)
@@ -905,13 +998,15 @@ class Node:
         """A mute in the room, or node-wide, leaves the user reading, not writing."""
         self._admitted(conn)
         if self.authority.guests == "muted" and conn.session.user.role == "guest":
-            raise ProtocolError(Code.FORBIDDEN, "guests are muted on this node now")
+            raise ProtocolError(Code.FORBIDDEN, say("guests are muted on this node now"))
         muted = self.authority.sanction(conn.user_key, "mute")
         if muted is None and room_id != NODE_WIDE:
             muted = self.authority.sanction(conn.user_key, "mute", room_id)
         if muted is not None:
-            where = "on this node" if muted.room_id == NODE_WIDE else "here"
-            raise ProtocolError(Code.FORBIDDEN, f"you are muted {where}{_why(muted)}")
+            where = say("on this node") if muted.room_id == NODE_WIDE else say("here")
+            raise ProtocolError(
+                Code.FORBIDDEN, say("you are muted {where}{why}", where=where, why=_why(muted))
+            )
 
     def _may_speak_here(self, conn: Connection, room: Room) -> None:
         """A moderated room hears only its voiced members and staff; slow mode lets a member
@@ -921,9 +1016,14 @@ class Node:
             return
         level = self.authority.level(conn.user_key, room.name)
         if (modes.moderated or modes.lockdown) and level < VOICE:
-            state = "locked down" if modes.lockdown else "moderated"
+            state = say("locked down") if modes.lockdown else say("moderated")
             raise ProtocolError(
-                Code.FORBIDDEN, f"#{room.name} is {state}: only voiced members and staff speak"
+                Code.FORBIDDEN,
+                say(
+                    "#{room} is {state}: only voiced members and staff speak",
+                    room=room.name,
+                    state=state,
+                ),
             )
         if modes.slow and level < STAFF:
             now = time.monotonic()
@@ -931,8 +1031,12 @@ class Node:
             if now - last < modes.slow:
                 raise ProtocolError(
                     Code.RATE_LIMITED,
-                    f"slow mode in #{room.name}: one message every {modes.slow} s; "
-                    f"wait {math.ceil(modes.slow - (now - last))} s",
+                    say(
+                        "slow mode in #{room}: one message every {slow} s; wait {wait} s",
+                        room=room.name,
+                        slow=modes.slow,
+                        wait=math.ceil(modes.slow - (now - last)),
+                    ),
                 )
             self._spoken[(room.id, conn.user_key)] = now
             if len(self._spoken) > SPOKEN:
@@ -945,13 +1049,17 @@ class Node:
         left = conn.session.user.created + minutes * 60 - time.time()
         if left <= 0 or self.authority.level(conn.user_key, room) >= STAFF:
             return
-        wait = f"your account is new: for {math.ceil(left / 60)} min more"
+        wait = say("your account is new: for {minutes} min more", minutes=math.ceil(left / 60))
         if text is not None and LINK.search(text):
-            raise ProtocolError(Code.FORBIDDEN, f"{wait} you cannot write links")
+            raise ProtocolError(Code.FORBIDDEN, say("{wait} you cannot write links", wait=wait))
         if not self._newcomers.allow(conn.user_key):
             raise ProtocolError(
                 Code.RATE_LIMITED,
-                f"{wait} you write at most {self.settings.auth.newcomer_rate:g} messages a second",
+                say(
+                    "{wait} you write at most {newcomer_rate} messages a second",
+                    wait=wait,
+                    newcomer_rate=f"{self.settings.auth.newcomer_rate:g}",
+                ),
             )
 
     async def conversation(self, a: str, b: str, members: list[int]) -> Room:
@@ -1060,7 +1168,7 @@ class Node:
     def _sent_done(self, conn: Connection, ref: str | None, entered: asyncio.Future[bool]) -> None:
         if not entered.cancelled() and (exc := entered.exception()) is not None:
             log.error("frame failed", exc_info=exc, extra={"event": "error", "user": conn.user})
-            conn.send(error(Code.INTERNAL, "the node failed on this frame", ref))
+            self.failed(conn, ref)
         conn.entered()
 
     def _logged(self, room: Room, message: Message) -> None:
@@ -1081,11 +1189,16 @@ class Node:
 
     async def history(self, conn: Connection, frame: HistoryRequest) -> None:
         if frame.before is not None and not is_valid(frame.before):
-            raise ProtocolError(Code.BAD_FRAME, "before must be a message id")
+            raise ProtocolError(Code.BAD_FRAME, say("before must be a message id"))
         if not self._pages.allow(conn.user_key):
             rate = self.settings.limits.history_rate
             raise self._strike(
-                conn, f"at most {rate:g} history pages a second; this one was not sent", frame.ref
+                conn,
+                say(
+                    "at most {rate} history pages a second; this one was not sent",
+                    rate=f"{rate:g}",
+                ),
+                frame.ref,
             )
         room = await self.readable_room(conn, frame.room)
         messages, more = await self._page(room, frame.before, frame.limit)
@@ -1133,10 +1246,10 @@ class Node:
     async def _direct_room(self, conn: Connection, name: str) -> Room:
         parts = name[1:].split("+")
         if len(parts) != 2 or conn.user_key not in map(names.key, parts):
-            raise ProtocolError(Code.FORBIDDEN, "that conversation is not yours")
+            raise ProtocolError(Code.FORBIDDEN, say("that conversation is not yours"))
         room = await self.store.room(names.direct_room(*parts))
         if room is None:
-            raise ProtocolError(Code.UNKNOWN_ROOM, "there are no messages with that user yet")
+            raise ProtocolError(Code.UNKNOWN_ROOM, say("there are no messages with that user yet"))
         return room
 
     async def set_topic(
@@ -1151,10 +1264,13 @@ class Node:
         if room.protected and box is None:
             raise ProtocolError(
                 Code.BAD_BODY,
-                f"#{room.name} is key-protected: seal the topic (an empty one clears it)",
+                say(
+                    "#{room} is key-protected: seal the topic (an empty one clears it)",
+                    room=room.name,
+                ),
             )
         if text is not None or box is not None:
-            text, box = self.check_body(room, text, box, MAX_TOPIC_CHARS, "topic")
+            text, box = self.check_body(room, text, box, MAX_TOPIC_CHARS, say("topic"))
         ts = int(time.time() * 1000)
         changed = await self._topic(room, text, box, conn.user, ts, skip=conn)
         changed.ref = ref
@@ -1196,14 +1312,31 @@ class Node:
     ) -> None:
         conn.send(encode(Notice(text=i18n.said(conn.lang, text), room=room, ref=ref)))
 
+    def failed(self, conn: Connection, ref: str | None) -> None:
+        """A bug of the node's: the client hears only that its frame failed."""
+        said = i18n.said(conn.lang, say("the node failed on this frame"))
+        conn.send(error(Code.INTERNAL, said, ref))
+
+    def tell(self, user_key: str, text: str, room: str | None = None) -> None:
+        """A notice to every connection of a user, wherever they are."""
+        for conn in self.hub.user_connections(user_key):
+            self.notice(conn, text, room)
+
     def announce(
         self, room: str, text: str, conn: Connection | None = None, ref: str | None = None
     ) -> None:
         """A notice to everyone in the room now (what staff did, and who did it); the one who
         did it gets it with their ref, wherever they are."""
-        self.hub.broadcast(room, encode(Notice(text=text, room=room)), skip=conn)
+        frames: dict[str | None, str] = {}  # one encoding per language in the room
+        for other in self.hub.room_connections(room):
+            if other is not conn:
+                frame = frames.get(other.lang)
+                if frame is None:
+                    said = i18n.said(other.lang, text)
+                    frame = frames[other.lang] = encode(Notice(text=said, room=room))
+                other.send(frame, room)
         if conn is not None:
-            conn.send(encode(Notice(text=text, room=room, ref=ref)))
+            self.notice(conn, text, room, ref)
 
     def expel(self, room: str, user_key: str, why: str) -> int:
         """Take every connection of a user out of a room, each told why; how many there were."""
@@ -1212,7 +1345,7 @@ class Node:
             if room in conn.rooms:
                 conn.release(room, deliver=False)
                 self._part(conn, room)
-                conn.send(encode(Left(room=room, reason=why)))
+                conn.send(encode(Left(room=room, reason=i18n.said(conn.lang, why))))
                 count += 1
         return count
 
@@ -1239,7 +1372,7 @@ class Node:
         return gone
 
 
-_NOUNS = {"reply": "reply", "edit": "edit", "react": "reaction"}
+_NOUNS = {"reply": say("reply"), "edit": say("edit"), "react": say("reaction")}
 
 
 def _as_fields(related: tuple[str, str] | None) -> dict[str, Any]:
@@ -1247,23 +1380,32 @@ def _as_fields(related: tuple[str, str] | None) -> dict[str, Any]:
 
 
 def _why(sanction: Sanction) -> str:
-    reason = f": {sanction.reason}" if sanction.reason else ""
-    return f" by {sanction.by} ({remaining(sanction.until)}){reason}"
+    by = say(" by {user} ({remaining})", user=sanction.by, remaining=remaining(sanction.until))
+    if sanction.reason:
+        return say("{by}: {reason}", by=by, reason=sanction.reason)
+    return by
 
 
 def _check_box(box: str, max_length: int) -> None:
     if len(box) > max_length:
         raise ProtocolError(
             Code.BAD_CIPHERTEXT,
-            f"the box is too long ({len(box)} base64 characters, at most {max_length})",
+            say(
+                "the box is too long ({n} base64 characters, at most {max_length})",
+                n=len(box),
+                max_length=max_length,
+            ),
         )
     try:
         raw = base64.b64decode(box, validate=True)
     except (binascii.Error, ValueError):
-        raise ProtocolError(Code.BAD_CIPHERTEXT, "the box is not valid base64") from None
+        raise ProtocolError(Code.BAD_CIPHERTEXT, say("the box is not valid base64")) from None
     if len(raw) < NONCE_BYTES + MAC_BYTES + 1:
         raise ProtocolError(
             Code.BAD_CIPHERTEXT,
-            f"the box is too short to be a secretbox ({len(raw)} bytes: a 24-byte nonce, "
-            "a 16-byte tag and at least one byte of message)",
+            say(
+                "the box is too short to be a secretbox ({n} bytes: a 24-byte nonce, a "
+                "16-byte tag and at least one byte of message)",
+                n=len(raw),
+            ),
         )

@@ -38,6 +38,7 @@ from onionchat.authority import STAFF
 from onionchat.background import Workers
 from onionchat.config import Auth as AuthSettings
 from onionchat.hub import Connection
+from onionchat.i18n import say
 from onionchat.ids import is_valid
 from onionchat.node import Node, Refused
 from onionchat.protocol import Code, ProtocolError, Send
@@ -129,9 +130,8 @@ class Readers:
             try:
                 conn = await self.node.connect(session)
             except Refused as exc:
-                raise FormError(
-                    "error.node", 403 if exc.banned else 503, reason=exc.reason
-                ) from None
+                reason = i18n.said(session.user.lang, exc.reason)
+                raise FormError("error.node", 403 if exc.banned else 503, reason=reason) from None
             current = self._readers.get(key)
             if current is not None and current.conn.close_code is None:
                 self.node.disconnect(conn)  # a request beside this one made it first
@@ -971,7 +971,7 @@ async def post(request: Request) -> Response:
             body = text[1:] if text.startswith("//") else text
             reply, react = form.get("reply") or None, form.get("react") or None
             if not all(is_valid(v) for v in (reply, react) if v is not None):
-                raise ProtocolError(Code.BAD_FRAME, "that is not a message id")
+                raise ProtocolError(Code.BAD_FRAME, say("that is not a message id"))
             frame = Send(v=1, room=room.name, text=body, ref=REF, reply=reply, react=react)
             await node.send(reader.conn, frame)
     except ProtocolError as exc:

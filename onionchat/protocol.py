@@ -14,6 +14,7 @@ from typing import Annotated
 import msgspec
 
 from onionchat import PROTOCOL_VERSION
+from onionchat.i18n import say
 
 NONCE_BYTES = 24
 MAC_BYTES = 16
@@ -262,15 +263,21 @@ def decode(data: str | bytes) -> AnyClientFrame:
     try:
         frame: AnyClientFrame = _decoder.decode(data)
     except msgspec.ValidationError as exc:
-        raise ProtocolError(Code.BAD_FRAME, f"invalid frame: {exc}", ref_of(data)) from None
+        raise ProtocolError(
+            Code.BAD_FRAME, say("invalid frame: {exc}", exc=exc), ref_of(data)
+        ) from None
     except msgspec.DecodeError as exc:
-        raise ProtocolError(Code.BAD_JSON, f"malformed JSON: {exc}") from None
+        raise ProtocolError(Code.BAD_JSON, say("malformed JSON: {exc}", exc=exc)) from None
     except RecursionError:  # msgspec's own guard, long before Python's stack is at risk
-        raise ProtocolError(Code.BAD_FRAME, "the frame is nested too deep") from None
+        raise ProtocolError(Code.BAD_FRAME, say("the frame is nested too deep")) from None
     if frame.v != PROTOCOL_VERSION:
         raise ProtocolError(
             Code.UNSUPPORTED_VERSION,
-            f"protocol version {frame.v} is not supported; this node speaks {PROTOCOL_VERSION}",
+            say(
+                "protocol version {v} is not supported; this node speaks {protocol_version}",
+                v=frame.v,
+                protocol_version=PROTOCOL_VERSION,
+            ),
             frame.ref,
         )
     return frame
@@ -574,11 +581,18 @@ def relation(item: object) -> tuple[str, str] | None:
     `react`, its id)."""
     found = [(kind, getattr(item, kind)) for kind in RELATIONS if getattr(item, kind)]
     if len(found) > 1:
-        raise ProtocolError(Code.BAD_FRAME, "give at most one of reply, edit and react")
+        raise ProtocolError(Code.BAD_FRAME, say("give at most one of reply, edit and react"))
     return found[0] if found else None
 
 
-_encoder = msgspec.json.Encoder()
+def _plain(value: object) -> object:
+    """A sentence of the node's (a str subclass msgspec leaves alone) goes as its English."""
+    if isinstance(value, str):
+        return str(value)
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_plain)
 
 
 def encode(frame: ServerFrame | msgspec.Struct) -> str:

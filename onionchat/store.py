@@ -29,6 +29,7 @@ import aiosqlite
 import msgspec
 
 from onionchat import names
+from onionchat.i18n import say
 from onionchat.protocol import FileRef, Message, relation
 
 T = TypeVar("T")
@@ -823,14 +824,18 @@ class Store:
             ).fetchone()
             if user_bytes is not None and mine + file.size > user_bytes:
                 raise OverQuota(
-                    f"you keep {_mib(mine)} of files here, at most {_mib(user_bytes)}: delete "
-                    "some, or wait for them to expire"
+                    say(
+                        "you keep {size} of files here, at most {max}: delete some, or wait "
+                        "for them to expire",
+                        size=_mib(mine),
+                        max=_mib(user_bytes),
+                    )
                 )
             (theirs,) = db.execute(
                 "SELECT coalesce(sum(size), 0) FROM files WHERE room_id = ?", (file.room_id,)
             ).fetchone()
             if theirs + file.size > room_bytes:
-                raise OverQuota(f"this room keeps {_mib(room_bytes)} of files at most")
+                raise OverQuota(say("this room keeps {max} of files at most", max=_mib(room_bytes)))
             db.execute(
                 "INSERT INTO files (id, room_id, uploader, size, created, message) "
                 "VALUES (?, ?, ?, ?, ?, ?)",

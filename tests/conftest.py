@@ -243,6 +243,16 @@ async def register(node: NodeProcess, name: str, password: str = PASSWORD) -> st
         return token
 
 
+async def upload(http: httpx.AsyncClient, token: str, room: str, data: bytes) -> httpx.Response:
+    """A file for a message of `room` to carry, uploaded as the page and the CLI do."""
+    return await http.post(
+        "/api/files",
+        params={"room": room},
+        content=data,
+        headers={"authorization": f"Bearer {token}", "content-type": "application/octet-stream"},
+    )
+
+
 async def login(
     node: NodeProcess, name: str, password: str = PASSWORD, device: str | None = None
 ) -> httpx.Response:

@@ -210,8 +210,12 @@ async def test_the_cli_sees_the_answer_grow(
 # -- failures ---------------------------------------------------------------------------------
 
 
-async def say_and_get(node: NodeProcess, text: str = "Olga, tell a joke") -> str:
-    async with user(node, "alice") as alice:
+async def say_and_get(
+    node: NodeProcess, text: str = "Olga, tell a joke", name: str = "alice", lang: str = "en"
+) -> str:
+    async with user(node, name) as alice:
+        await alice.send(type="language", lang=lang, ref="lang")
+        await alice.expect("language", ref="lang")
         await alice.join("lobby")
         await alice.say("lobby", text, ref="1")
         _, final = await answer(alice, timeout=30)
@@ -225,6 +229,9 @@ async def test_model_server_down(node_factory: Any) -> None:
     said = await say_and_get(node)
     # the room gets a plain sentence; the model server's address is the operator's, in the log
     assert said == "⚠ the model server is not reachable now (the node's log says why)"
+    # said to the room in the language of the one who asked
+    said = await say_and_get(node, "Ольга, расскажи шутку", "sasha", "ru")
+    assert said == "⚠ сервер моделей сейчас недоступен (почему — написано в журнале узла)"
     failed = [e for e in node.events() if e.get("event") == "bot_error"]
     assert failed and f"http://127.0.0.1:{port} is not reachable" in failed[0]["error"]
     assert "tell a joke" not in node.log_path.read_text()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from onionchat import crypto, sealed
 
-from conftest import NodeProcess, connect, pipe_client, register, user
+from conftest import NodeProcess, connect, pipe_client, register, upload, user
 from test_client import terminal_client, wait_for_screen
 from test_web import publish_identity
 
@@ -118,10 +118,7 @@ async def test_files_at_a_terminal_and_sealed_in_pipe_mode(
     alice = await register(node, "alice")
     async with connect(node, alice) as raw, node.http() as http:
         await raw.join("shed")
-        sent = await http.post(
-            "/api/files", params={"room": "shed"}, content=b"hammer\nsaw\n",
-            headers={"authorization": f"Bearer {alice}"},
-        )  # fmt: skip
+        sent = await upload(http, alice, "shed", b"hammer\nsaw\n")
         file = {**sent.json(), "name": "../tools.txt", "type": "text/plain"}
         await raw.send(type="send", room="shed", text="../tools.txt", file=file, ref="f")
         await raw.expect("ack", ref="f")

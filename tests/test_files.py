@@ -9,7 +9,6 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import httpx
 import msgspec
 from brokers import brokers
 from federation import Network, linked, until
@@ -19,20 +18,11 @@ from onionchat import crypto, sealed
 from onionchat.federation import envelope
 from onionchat.protocol import FileRef
 
-from conftest import NodeProcess, connect, register
+from conftest import NodeProcess, connect, register, upload
 
 
 def bearer(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
-
-
-async def upload(http: httpx.AsyncClient, token: str, room: str, data: bytes) -> httpx.Response:
-    return await http.post(
-        "/api/files",
-        params={"room": room},
-        content=data,
-        headers={**bearer(token), "content-type": "application/octet-stream"},
-    )
 
 
 async def test_a_file_goes_to_the_room_and_its_members_only(node_factory: Any) -> None:

@@ -5,18 +5,20 @@ language; the no-JS pages by Accept-Language and by the account."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
 
 import httpx
 import pytest
+from inproc import Member, member, running
 from playwright.async_api import Browser, FilePayload, Page, expect
 
 from onionchat import i18n
 from onionchat.auth import COOKIE
 
-from conftest import PASSWORD, SCREENSHOTS, NodeProcess, connect, register, user
+from conftest import PASSWORD, SCREENSHOTS, NodeProcess, connect, register, upload, user
 from test_web import log_in, open_page, shot, texts
 
 WEB = Path(__file__).resolve().parent.parent / "web" / "i18n"
@@ -88,26 +90,181 @@ def test_the_no_js_languages_have_the_same_keys_and_placeholders() -> None:
     assert set(i18n.LANGUAGES) == web_codes()  # both tiers speak the same languages
 
 
+SOURCE = Path(i18n.__file__).resolve().parent.parent
+# Where the node speaks to a user, and which argument is the words: a literal or an f-string
+# there would be English for everyone.
+SPEAKING = {
+    "ProtocolError": 1, "AuthError": 1, "Refused": 0, "notice": 1, "announce": 1, "expel": 2,
+    "_strike": 1, "ModelError": 0, "OverQuota": 0, "error": 1, "tell": 1,
+}  # fmt: skip
+
+
+def node_modules() -> list[Path]:
+    """The node's modules (not the CLI client's, not the operator's tools, which speak to an
+    operator in English)."""
+    return sorted([*SOURCE.glob("*.py"), *SOURCE.glob("federation/*.py")])
+
+
+def _called(call: ast.Call) -> str | None:
+    func = call.func
+    return func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+
+
+def templates() -> dict[str, str]:
+    """Every sentence the node can say, as its template (the literal of each `say(...)`), and
+    where it is."""
+    found: dict[str, str] = {}
+    for path in node_modules():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = any(
+            isinstance(n, ast.ImportFrom) and n.module == "onionchat.i18n"
+            and any(a.name == "say" for a in n.names)
+            for n in tree.body
+        )  # fmt: skip
+        for call in ast.walk(tree):
+            if imported and isinstance(call, ast.Call) and _called(call) == "say":
+                where = f"{path.relative_to(SOURCE)}:{call.lineno}"
+                first = call.args[0] if call.args else None
+                assert isinstance(first, ast.Constant) and isinstance(first.value, str), (
+                    f"{where}: say() takes its template as a literal, so that it can be listed"
+                )
+                found.setdefault(first.value, where)
+    return found
+
+
+def test_every_sentence_the_node_says_has_its_translation() -> None:
+    """A language file's `[said]` holds each template the code says, with no {name} the
+    template lacks; a sentence the code no longer says is no longer there."""
+    said = templates()
+    assert len(said) > 300
+    for code in i18n.LANGUAGES - {i18n.DEFAULT}:
+        table = {
+            key.removeprefix("said."): value
+            for key, value in i18n.strings(code).items()
+            if key.startswith("said.")
+        }
+        missing = {t: where for t, where in said.items() if t not in table}
+        assert not missing, (code, missing)
+        assert not set(table) - set(said), (code, "no longer said", set(table) - set(said))
+        for template, translation in table.items():
+            assert set(PLACEHOLDER.findall(translation)) <= set(PLACEHOLDER.findall(template)), (
+                code, template
+            )  # fmt: skip
+
+
+def test_the_node_speaks_through_templates_only() -> None:
+    """Where the node tells a user something, its words are a template (say) or a value made
+    of one, never a literal or an f-string, which no language file could translate."""
+    plain = []
+    for path in node_modules():
+        for call in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(call, ast.Call):
+                continue
+            name = _called(call)
+            words: ast.expr | None = None
+            if name == "ModelError" and len(call.args) > 1:
+                words = call.args[1]  # the detail is the operator's; this, the room's
+            elif name in SPEAKING and len(call.args) > SPEAKING[name]:
+                words = call.args[SPEAKING[name]]
+            elif name in ("Notice", "Left"):
+                words = next((k.value for k in call.keywords if k.arg in ("text", "reason")), None)
+            if isinstance(words, ast.JoinedStr) or (
+                isinstance(words, ast.Constant) and isinstance(words.value, str)
+            ):
+                plain.append(f"{path.relative_to(SOURCE)}:{call.lineno}")
+            if name == "Notice" and path.name != "node.py":  # read out there, per reader
+                plain.append(f"{path.relative_to(SOURCE)}:{call.lineno}: use Node.notice")
+    assert not plain, plain
+
+
 def test_what_the_node_says_is_read_out_in_the_readers_language() -> None:
-    """A `[said]` sentence is the node's English with {names} for what varies: its
-    translation uses no name the sentence lacks; one not in the file stays as it is."""
-    for code in i18n.LANGUAGES:
-        for key, translation in i18n.strings(code).items():
-            if key.startswith("said."):
-                names = set(i18n.PLACEHOLDER.findall(key))
-                assert set(i18n.PLACEHOLDER.findall(translation)) <= names, (code, key)
-    said = i18n.said
-    assert (
-        said("ru", "you can edit your own messages only") == "изменять можно только свои сообщения"
-    )
-    assert said("ru", "#lobby has no message 01M870CN8N8D8H7XC83M91XZ81") == (
-        "в #lobby нет сообщения 01M870CN8N8D8H7XC83M91XZ81"
-    )
-    assert said("ru", "slow down: at most 20 frames a second; this one was dropped") == (
-        "помедленнее: не больше 20 кадров в секунду; этот отброшен"
-    )
-    assert said("ru", "a sentence no file has") == "a sentence no file has"
-    assert said("en", "that message was deleted") == said(None, "that message was deleted")
+    """A sentence is read out in the reader's language, what varies in it filled in, a value
+    that is itself a sentence read out in the same language; English as it was written."""
+    said, say = i18n.said, i18n.say
+    own = say("you can edit your own messages only")
+    assert own == "you can edit your own messages only"  # the code's English, as a str
+    assert said("ru", own) == "изменять можно только свои сообщения"
+    missing = say("{where} has no message {id}", where="#lobby", id="01M870CN8N8D8H7XC83M91XZ81")
+    assert said("ru", missing) == "#lobby: нет сообщения 01M870CN8N8D8H7XC83M91XZ81"
+    assert said("en", missing) == said(None, missing) == str(missing)
+    rate = say("at most {rate} frames a second; this one was dropped", rate="20")
+    slow = say("slow down: {limit}", limit=rate)
+    assert said("ru", slow) == "помедленнее: не больше 20 кадров в секунду; этот отброшен"
+    assert said("ru", "a sentence of no template") == "a sentence of no template"
+    assert said("ru", say("a template no file has")) == "a template no file has"
+    table = i18n.joined("\n", [say("Commands:"), say("{usage}  {help}", usage="/help", help=say(
+        "list the commands"))])  # fmt: skip
+    assert said("ru", table) == "Команды:\n/help  список команд"
+    assert said("ru", say("{user} kicked {target}{said}", user="{said}", target="b", said="")) == (
+        "{said} выгнал(а) b"
+    )  # a value is never read as a template
+
+
+async def russian(who: Member) -> Member:
+    await who.send(type="language", lang="ru", ref="lang")
+    await who.expect("language", ref="lang")
+    return who
+
+
+async def test_a_room_hears_what_staff_did_each_in_their_own_language(tmp_path: Path) -> None:
+    """What is said to a whole room (a kick, a mode) is read out once per language there:
+    the Russian members get it in Russian, the English in English, and so does the one who
+    did it and the one it was done to."""
+    async with running(tmp_path / "node") as parts:
+        alice = await member(parts, "alice")  # the first account: the node's admin
+        bob, dasha, carol = [await member(parts, name) for name in ("bob", "dasha", "carol")]
+        await russian(bob)
+        await russian(dasha)
+        for who in (alice, bob, dasha, carol):
+            await who.join("lobby")
+        for who in (alice, bob, dasha, carol):
+            await who.barrier()
+        await alice.send(type="command", room="lobby", line="/kick bob 10 спам", ref="k")
+        assert (await alice.expect("notice", ref="k"))["text"] == (
+            "alice kicked bob for 10 min: спам"
+        )
+        assert (await dasha.expect("notice"))["text"] == "alice выгнал(а) bob на 10 мин: спам"
+        assert (await carol.expect("notice"))["text"] == "alice kicked bob for 10 min: спам"
+        left = await bob.expect("left", room="lobby")
+        assert left["reason"] == "alice выгнал(а) вас из #lobby на 10 мин: спам"
+        await bob.send(type="join", room="lobby", ref="j")
+        again = (await bob.expect("error", ref="j"))["message"]
+        assert again.startswith("вы выгнаны: #lobby, решение alice (ещё 10 мин"), again
+        await alice.send(type="command", room="lobby", line="/mode slow 5", ref="m")
+        assert (await alice.expect("notice", ref="m"))["text"] == (
+            "alice set #lobby slow 5; modes: slow: a message every 5 s"
+        )
+        assert (await dasha.expect("notice"))["text"] == (
+            "alice установил(а) в #lobby slow 5; режимы: медленно: сообщение раз в 5 с"
+        )
+        assert (await carol.expect("notice"))["text"].startswith("alice set #lobby slow 5")
+        await dasha.send(type="command", room="lobby", line="/help", ref="h")
+        table = (await dasha.expect("notice", ref="h"))["text"].splitlines()
+        assert table[0] == "Команды:"
+        assert any(line.startswith("/help ") and line.endswith("  список команд") for line in table)
+        assert any("/join ROOM" in line and "войти в комнату" in line for line in table)
+        await carol.send(type="command", room="lobby", line="/help", ref="h")
+        assert (await carol.expect("notice", ref="h"))["text"].startswith("Commands:\n")
+
+
+async def test_the_account_api_answers_in_the_language_asked(node: NodeProcess) -> None:
+    """The page asks in its own language (Accept-Language): a refused login or sign-up is
+    answered in it; a client that asks for nothing in particular is answered in English."""
+    await register(node, "vera")
+    async with node.http() as http:
+        prelogin = (await http.post("/api/prelogin", json={"username": "vera"})).json()
+        body = {"username": "vera", "secret": "A" * 43}
+        ru = {"accept-language": "ru-RU,ru;q=0.9"}
+        wrong = await http.post("/api/login", json=body, headers=ru)
+        assert (wrong.status_code, wrong.json()["message"]) == (401, "неверное имя или пароль")
+        plain = await http.post("/api/login", json=body)
+        assert plain.json()["message"] == "wrong username or password"
+        taken = {
+            "username": "vera", "salt": prelogin["salt"], "iterations": prelogin["iterations"],
+            "secret": "A" * 43,
+        }  # fmt: skip
+        again = await http.post("/api/register", json=taken, headers=ru)
+        assert again.status_code == 409 and again.json()["message"] == "имя 'vera' занято"
 
 
 async def test_a_russian_account_hears_the_node_in_russian(node: NodeProcess) -> None:
@@ -132,10 +289,7 @@ async def test_a_russian_account_hears_the_node_in_russian(node: NodeProcess) ->
             "неизвестная команда /nonsense: /help перечисляет команды"
         )
         async with node.http() as http:
-            answer = await http.post(
-                "/api/files", params={"room": "dvor"}, content=b"",
-                headers={"authorization": f"Bearer {token}"},
-            )  # fmt: skip
+            answer = await upload(http, token, "dvor", b"")
         assert answer.json()["message"] == "файл пустой"
 
 
@@ -186,10 +340,21 @@ async def test_a_russian_browser_and_the_accounts_language_on_another_device(
         await expect(page.locator("#login-title")).to_have_text("Вход или новая учётная запись")
         assert await page.evaluate("document.documentElement.lang") == "ru"
         await shot(page, "ru-login")
+        # the node's refusal is in the page's language too (the page asks in it)
+        await page.get_by_label("Имя пользователя").fill("nikto")
+        await page.get_by_label("Пароль", exact=True).fill(PASSWORD)
+        await page.locator("#do-login").click()
+        await expect(page.locator("#login-error")).to_have_text("неверное имя или пароль")
         await sign_up_ru(page, "anya")
         await open_room_ru(page, "kuhnya")
         await say_ru(page, "привет всем")
         await expect(texts(page)).to_have_text(["привет всем"])
+        # the node's commands, their help in Russian (the page's own are translated by it)
+        await say_ru(page, "/help")
+        await expect(page.locator("#help-list")).to_contain_text("список команд")
+        await expect(page.locator("#help-list")).to_contain_text("войти в комнату")
+        await shot(page, "ru-help")
+        await page.locator("#help-close").click()
         await expect(page.locator("#members-title")).to_have_text("В сети (1)")
         await expect(page.locator("#messages li.day")).to_have_text(MONTHS_RU)
         reply = page.locator("#messages button[data-act=reply]")  # shown on hover
@@ -238,10 +403,14 @@ async def test_a_russian_browser_and_the_accounts_language_on_another_device(
         await expect(page.locator("#members-title")).to_have_text("Members online (1)")
         await expect(page.locator("#messages li.day")).to_have_text(MONTHS_EN)
         assert await page.evaluate("document.documentElement.lang") == "en"
+        await page.get_by_label("Message", exact=True).fill("/help")
+        await page.get_by_label("Message", exact=True).press("Enter")
+        await expect(page.locator("#help-list")).to_contain_text("list the commands")
+        await page.locator("#help-close").click()
         await switch.select_option("ru")
         await expect(page.locator("#rooms-title")).to_have_text("Комнаты")
         await expect(page.locator("#messages li.day")).to_have_text(MONTHS_RU)
-        await watched.assert_clean()
+        await watched.assert_clean(http_errors=True)  # the wrong password, on purpose
 
     # another device, an English browser: the account's Russian comes with ready.lang
     async with open_page(browser, node) as watched:

@@ -15,7 +15,7 @@ from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, 
 from onionchat import nojs
 from onionchat.auth import COOKIE
 
-from conftest import PASSWORD, SCREENSHOTS, NodeProcess, connect, register, user
+from conftest import PASSWORD, SCREENSHOTS, NodeProcess, connect, register, upload, user
 
 REFRESHED = (nojs.REFRESH + 5) * 1000  # ms: long enough for the frame to reload once
 
@@ -395,10 +395,7 @@ async def test_open_room_files_are_links_without_javascript(
     await page.get_by_role("button", name="Join").click()
     async with connect(node, token) as cat, node.http() as http:
         await cat.join("shed")
-        sent = await http.post(
-            "/api/files", params={"room": "shed"}, content=b"hammer, saw\n",
-            headers={"authorization": f"Bearer {token}"},
-        )  # fmt: skip
+        sent = await upload(http, token, "shed", b"hammer, saw\n")
         file = {**sent.json(), "name": "tools.txt", "type": "text/plain"}
         await cat.send(type="send", room="shed", text="tools.txt", file=file, ref="f")
         await cat.expect("ack", ref="f")

@@ -5,6 +5,9 @@ One real node and raw clients here; federation at the end (nodes in process, rea
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ from onionchat import crypto, sealed
 from onionchat.federation import envelope
 from onionchat.ids import IdGenerator
 from onionchat.protocol import Message
+from onionchat.server import Server
 
 from conftest import Client, NodeProcess, user
 
@@ -195,43 +199,62 @@ async def test_in_a_key_protected_room_the_box_says_what_it_is_about(node: NodeP
         assert said["code"] == "bad_ciphertext"
 
 
-async def test_edits_reactions_and_deletions_reach_every_node(tmp_path: Path) -> None:
+@dataclasses.dataclass
+class Linked:
+    """Two nodes of one network, a user on each."""
+
+    net: Network
+    broker: str
+    north: Server
+    south: Server
+    ann: Member
+    bob: Member
+
+
+@contextlib.asynccontextmanager
+async def north_and_south(tmp_path: Path, *rooms: str) -> AsyncIterator[Linked]:
+    """ann on north, bob on south, in `rooms`, the two nodes linked through one broker."""
     with brokers(tmp_path, 1) as (broker,):
         net = Network(tmp_path, ["north", "south"], [broker.url])
         async with net.all() as (north, south):
             ann, bob = await member(north, "ann"), await member(south, "bob")
-            await ann.join("lobby")
-            await bob.join("lobby")
+            for room in rooms:
+                await ann.join(room)
+                await bob.join(room)
             await linked([north, south])
-            first = await ann.say("lobby", "lunch at noon", ref="q")
-            await bob.expect("message", id=first["id"])
-            await ann.send(
-                type="send", room="lobby", text="lunch at one", edit=first["id"], ref="e"
-            )
-            edit = await ann.expect("ack", ref="e")
-            got = await bob.expect("message", id=edit["id"])
-            assert (got["sender"], got["edit"], got["text"]) == (
-                "ann@north",
-                first["id"],
-                "lunch at one",
-            )
-            await bob.send(type="send", room="lobby", text="🎉", react=first["id"], ref="t")
-            thumb = await bob.expect("ack", ref="t")
-            got = await ann.expect("message", id=thumb["id"])
-            assert (got["sender"], got["react"]) == ("bob@south", first["id"])
-            await bob.send(type="send", room="lobby", text="see you", reply=first["id"], ref="r")
-            reply = await bob.expect("ack", ref="r")
-            assert (await ann.expect("message", id=reply["id"]))["reply"] == first["id"]
+            yield Linked(net, broker.url, north, south, ann, bob)
 
-            await ann.send(type="delete", room="lobby", id=first["id"], ref="d")
-            gone = await bob.expect("deleted", timeout=20)
-            assert set(gone["ids"]) == {first["id"], edit["id"], thumb["id"]}
 
-            async def only_the_reply_left() -> bool:
-                return [t for _, _, t in await history(south, "lobby")] == ["see you"]
+async def test_edits_reactions_and_deletions_reach_every_node(tmp_path: Path) -> None:
+    async with north_and_south(tmp_path, "lobby") as both:
+        north, south, ann, bob = both.north, both.south, both.ann, both.bob
+        first = await ann.say("lobby", "lunch at noon", ref="q")
+        await bob.expect("message", id=first["id"])
+        await ann.send(type="send", room="lobby", text="lunch at one", edit=first["id"], ref="e")
+        edit = await ann.expect("ack", ref="e")
+        got = await bob.expect("message", id=edit["id"])
+        assert (got["sender"], got["edit"], got["text"]) == (
+            "ann@north",
+            first["id"],
+            "lunch at one",
+        )
+        await bob.send(type="send", room="lobby", text="🎉", react=first["id"], ref="t")
+        thumb = await bob.expect("ack", ref="t")
+        got = await ann.expect("message", id=thumb["id"])
+        assert (got["sender"], got["react"]) == ("bob@south", first["id"])
+        await bob.send(type="send", room="lobby", text="see you", reply=first["id"], ref="r")
+        reply = await bob.expect("ack", ref="r")
+        assert (await ann.expect("message", id=reply["id"]))["reply"] == first["id"]
 
-            await until(only_the_reply_left, what="south deleting the message and its kin")
-            assert [t for _, _, t in await history(north, "lobby")] == ["see you"]
+        await ann.send(type="delete", room="lobby", id=first["id"], ref="d")
+        gone = await bob.expect("deleted", timeout=20)
+        assert set(gone["ids"]) == {first["id"], edit["id"], thumb["id"]}
+
+        async def only_the_reply_left() -> bool:
+            return [t for _, _, t in await history(south, "lobby")] == ["see you"]
+
+        await until(only_the_reply_left, what="south deleting the message and its kin")
+        assert [t for _, _, t in await history(north, "lobby")] == ["see you"]
 
 
 async def test_an_edit_in_another_writers_name_from_another_node_is_dropped(
@@ -239,48 +262,43 @@ async def test_an_edit_in_another_writers_name_from_another_node_is_dropped(
 ) -> None:
     """A node vouches for its own users' words only: an edit that south signs as bob's, of
     ann's message, is dropped by north, which holds ann's message; one of bob's own is taken."""
-    with brokers(tmp_path, 1) as (broker,):
-        net = Network(tmp_path, ["north", "south"], [broker.url])
-        async with net.all() as (north, south):
-            ann, bob = await member(north, "ann"), await member(south, "bob")
-            await ann.join("lobby")
-            await bob.join("lobby")
-            await linked([north, south])
-            first = await ann.say("lobby", "my words", ref="q")
-            await bob.expect("message", id=first["id"])
-            said = await refused(bob, "x", type="send", room="lobby", text="mine", edit=first["id"])
-            assert said["code"] == "forbidden"  # south's own clients are refused at once
-            assert south.federation is not None and north.federation is not None
-            network = base64.b64decode(net.secret)
-            topic = envelope.topic("onionchat", "south", "m", envelope.room_tag(network, "lobby"))
-            made = IdGenerator()
+    async with north_and_south(tmp_path, "lobby") as both:
+        net, north, south, ann, bob = both.net, both.north, both.south, both.ann, both.bob
+        first = await ann.say("lobby", "my words", ref="q")
+        await bob.expect("message", id=first["id"])
+        said = await refused(bob, "x", type="send", room="lobby", text="mine", edit=first["id"])
+        assert said["code"] == "forbidden"  # south's own clients are refused at once
+        assert south.federation is not None and north.federation is not None
+        network = base64.b64decode(net.secret)
+        topic = envelope.topic("onionchat", "south", "m", envelope.room_tag(network, "lobby"))
+        made = IdGenerator()
 
-            def item(text: str, edit: str) -> bytes:
-                id_, ts = made.next()
-                body = envelope.MessageBody(
-                    origin="south", room="lobby", protected=False, id=id_, ts=ts,
-                    sender="bob", text=text, edit=edit,
-                )  # fmt: skip
-                return envelope.signed(body, south.federation.key)  # type: ignore[union-attr]
+        def item(text: str, edit: str) -> bytes:
+            id_, ts = made.next()
+            body = envelope.MessageBody(
+                origin="south", room="lobby", protected=False, id=id_, ts=ts,
+                sender="bob", text=text, edit=edit,
+            )  # fmt: skip
+            return envelope.signed(body, south.federation.key)  # type: ignore[union-attr]
 
-            bobs = await bob.say("lobby", "bob's words", ref="b")
-            await ann.expect("message", id=bobs["id"])
-            async with await raw_client(broker.url, identifier="south-gone-bad") as bad:
-                await bad.publish(
-                    topic,
-                    envelope.seal(
-                        [item("ann's words, changed", edit=first["id"]),
-                         item("bob's words, mended", edit=bobs["id"])],
-                        network,
-                    ),
-                    qos=1,
-                )  # fmt: skip
-            mended = await ann.expect("message", edit=bobs["id"])
-            assert mended["text"] == "bob's words, mended"
-            drops = north.federation.drops
-            await until(lambda: drops.get("refused as a client's would be (forbidden)") == 1)
-            stored = [t for _, _, t in await history(north, "lobby")]
-            assert "ann's words, changed" not in stored and "bob's words, mended" in stored
+        bobs = await bob.say("lobby", "bob's words", ref="b")
+        await ann.expect("message", id=bobs["id"])
+        async with await raw_client(both.broker, identifier="south-gone-bad") as bad:
+            await bad.publish(
+                topic,
+                envelope.seal(
+                    [item("ann's words, changed", edit=first["id"]),
+                     item("bob's words, mended", edit=bobs["id"])],
+                    network,
+                ),
+                qos=1,
+            )  # fmt: skip
+        mended = await ann.expect("message", edit=bobs["id"])
+        assert mended["text"] == "bob's words, mended"
+        drops = north.federation.drops
+        await until(lambda: drops.get("refused as a client's would be (forbidden)") == 1)
+        stored = [t for _, _, t in await history(north, "lobby")]
+        assert "ann's words, changed" not in stored and "bob's words, mended" in stored
 
 
 async def test_a_deletion_in_a_conversation_across_nodes_reaches_the_other_node(
@@ -289,39 +307,36 @@ async def test_a_deletion_in_a_conversation_across_nodes_reaches_the_other_node(
     """ann on north deletes her own direct message to bob on south: gone on both nodes; an
     order from south to delete ann's words is nothing on north (a node answers for its own
     users only)."""
-    with brokers(tmp_path, 1) as (broker,):
-        net = Network(tmp_path, ["north", "south"], [broker.url])
-        async with net.all() as (north, south):
-            ann, bob = await member(north, "ann"), await member(south, "bob")
-            await linked([north, south])
-            sent = {}
-            for text in ("oops, wrong person", "this stays"):
-                await ann.send(type="send", to="bob@south", text=text, ref=text)
-                sent[text] = await ann.expect("ack", ref=text)
-                got = await bob.expect("message", id=sent[text]["id"], timeout=20)
-            oops, stays = sent["oops, wrong person"], sent["this stays"]
+    async with north_and_south(tmp_path) as both:
+        north, south, ann, bob = both.north, both.south, both.ann, both.bob
+        sent = {}
+        for text in ("oops, wrong person", "this stays"):
+            await ann.send(type="send", to="bob@south", text=text, ref=text)
+            sent[text] = await ann.expect("ack", ref=text)
+            got = await bob.expect("message", id=sent[text]["id"], timeout=20)
+        oops, stays = sent["oops, wrong person"], sent["this stays"]
 
-            await bob.send(type="delete", room=got["room"], id=stays["id"], ref="x")
-            said = await bob.expect("error", ref="x")
-            assert said["message"] == "you can delete your own messages only"
-            assert south.federation is not None
-            forged = envelope.OrderBody(
-                origin="south", room=stays["room"], act="delete", by="bob", target="ann",
-                ts=0, ids=(stays["id"],),
-            )  # fmt: skip
-            await south.federation._to_node("north", south.federation._sealed(forged))
-            # on the same topic after it: once this is there, so was the order
-            await bob.send(type="send", to="ann@north", text="after the order", ref="k")
-            await ann.expect("message", text="after the order", timeout=20)
+        await bob.send(type="delete", room=got["room"], id=stays["id"], ref="x")
+        said = await bob.expect("error", ref="x")
+        assert said["message"] == "you can delete your own messages only"
+        assert south.federation is not None
+        forged = envelope.OrderBody(
+            origin="south", room=stays["room"], act="delete", by="bob", target="ann",
+            ts=0, ids=(stays["id"],),
+        )  # fmt: skip
+        await south.federation._to_node("north", south.federation._sealed(forged))
+        # on the same topic after it: once this is there, so was the order
+        await bob.send(type="send", to="ann@north", text="after the order", ref="k")
+        await ann.expect("message", text="after the order", timeout=20)
 
-            await ann.send(type="delete", room=oops["room"], id=oops["id"], ref="del")
-            assert (await ann.expect("deleted"))["ids"] == [oops["id"]]
-            gone = await bob.expect("deleted", timeout=20)
-            assert gone == {**gone, "room": got["room"], "ids": [oops["id"]], "by": "ann@north"}
+        await ann.send(type="delete", room=oops["room"], id=oops["id"], ref="del")
+        assert (await ann.expect("deleted"))["ids"] == [oops["id"]]
+        gone = await bob.expect("deleted", timeout=20)
+        assert gone == {**gone, "room": got["room"], "ids": [oops["id"]], "by": "ann@north"}
 
-            async def left(parts: Any, room: str) -> list[str | None]:
-                stored, _ = await parts.store.history(await parts.store.room(room), None, 10)
-                return [m.text for m in stored]
+        async def left(parts: Any, room: str) -> list[str | None]:
+            stored, _ = await parts.store.history(await parts.store.room(room), None, 10)
+            return [m.text for m in stored]
 
-            assert await left(south, got["room"]) == ["this stays", "after the order"]
-            assert await left(north, oops["room"]) == ["this stays", "after the order"]
+        assert await left(south, got["room"]) == ["this stays", "after the order"]
+        assert await left(north, oops["room"]) == ["this stays", "after the order"]

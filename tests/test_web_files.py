@@ -16,7 +16,7 @@ from playwright.async_api import Browser, FilePayload, Page, expect
 
 from onionchat import crypto, sealed
 
-from conftest import NodeProcess, connect, register
+from conftest import NodeProcess, connect, register, upload
 from test_web import open_page, open_room, publish_identity, say, shot, sign_up
 
 
@@ -43,16 +43,6 @@ async def fetch(node: NodeProcess, token: str, room: str, id_: str) -> httpx.Res
         return await http.get(
             f"/api/files/{id_}", params={"room": room}, headers={"authorization": f"Bearer {token}"}
         )
-
-
-async def upload(node: NodeProcess, token: str, room: str, data: bytes) -> dict[str, Any]:
-    async with node.http() as http:
-        answer = await http.post(
-            "/api/files", params={"room": room}, content=data,
-            headers={"authorization": f"Bearer {token}"},
-        )  # fmt: skip
-    sent: dict[str, Any] = answer.json()
-    return sent
 
 
 async def attach(page: Page, name: str, kind: str, data: bytes) -> None:
@@ -116,7 +106,8 @@ async def test_files_in_an_open_room(node: NodeProcess, browser: Browser, tmp_pa
             await shown_image(page, "dropped.png")
 
             # a file that is no image is saved, under its name, never shown
-            sent = await upload(node, bob, "photos", b"a,b\n1,2\n")
+            async with node.http() as http:
+                sent = (await upload(http, bob, "photos", b"a,b\n1,2\n")).json()
             file = {**sent, "name": "table.csv", "type": "text/csv"}
             await raw.send(type="send", room="photos", text="table.csv", file=file, ref="f")
             await raw.expect("ack", ref="f")
@@ -143,7 +134,8 @@ async def test_a_file_in_a_key_protected_room_is_sealed_in_the_page(
         # bob's sealed image, for the page to open
         picture = png(16, 12, (10, 160, 90))
         file_key = crypto.new_room_key()
-        sent = await upload(node, bob, "vault", crypto.seal_file(file_key, picture))
+        async with node.http() as http:
+            sent = (await upload(http, bob, "vault", crypto.seal_file(file_key, picture))).json()
         descriptor = {"id": sent["id"], "name": "green.png", "type": "image/png",
                       "size": sent["size"], "key": crypto.encode_key(file_key)}  # fmt: skip
         box = sealed.seal_body(key, signer, room="vault", sender="bob", kind="message",

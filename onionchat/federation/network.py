@@ -41,6 +41,7 @@ from onionchat.federation.files import Fetcher
 from onionchat.federation.link import Link
 from onionchat.federation.presence import Rosters
 from onionchat.federation.repair import Repair
+from onionchat.i18n import say
 from onionchat.identity import deliver_invitation
 from onionchat.node import MAX_TOPIC_CHARS, Arrival, Node
 from onionchat.onion_keys import write_secret
@@ -598,7 +599,7 @@ class Federation:
         if not links:
             raise ProtocolError(
                 Code.UNAVAILABLE,
-                "no broker is reachable now: the invitation was not sent, try again",
+                say("no broker is reachable now: the invitation was not sent, try again"),
             )
         topic = envelope.topic(self.settings.network, self.name, "d", _node_of(to))
         payload = envelope.seal([envelope.signed(body, self.key)], self.network_key)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from typing import Any
 
@@ -80,47 +80,52 @@ def markup(
     return "".join(parts)
 
 
-def _said(lang: str) -> list[tuple[re.Pattern[str], str]]:
-    """A language's `[said]` table: each English sentence the node says (a template, its
-    {names} standing for what varies) as a pattern, and its translation."""
-    table = _SAID_TABLES.get(lang)
-    if table is None:
-        table = _SAID_TABLES[lang] = [
-            (_pattern(key.removeprefix("said.")), value)
-            for key, value in _STRINGS.get(lang, {}).items()
-            if key.startswith("said.")
-        ]
-    return table
+class Said(str):
+    """A sentence of the node's: the English text, which keeps its template and values so
+    that `said` can read it out in another language wherever it ends up."""
+
+    template: str
+    values: Mapping[str, object]
+
+    def __new__(cls, template: str, values: Mapping[str, object]) -> Said:
+        self = super().__new__(cls, _filled(template, values))
+        self.template = template
+        self.values = values
+        return self
 
 
-def _pattern(template: str) -> re.Pattern[str]:
-    parts, last = [], 0
-    for m in PLACEHOLDER.finditer(template):
-        parts.append(re.escape(template[last : m.start()]))
-        parts.append(f"(?P<{m[1]}>.+?)")
-        last = m.end()
-    parts.append(re.escape(template[last:]))
-    return re.compile("".join(parts), re.DOTALL)
+def say(template: str, **values: object) -> Said:
+    """A sentence the node says to someone: `template` is its English, each `{name}` one of
+    `values`. A language's `[said]` table holds the template as a key, its translation as
+    the value; a value that is itself said is read out in the same language."""
+    return Said(template, values)
 
 
-_SAID_TABLES: dict[str, list[tuple[re.Pattern[str], str]]] = {}
+def joined(separator: str, parts: Iterable[str]) -> Said:
+    """Sentences one after another (the lines of a table), each read out in the reader's
+    language."""
+    values = {f"p{index}": part for index, part in enumerate(parts)}
+    return Said(separator.join(f"{{{name}}}" for name in values), values)
 
 
-def said(lang: str | None, english: str) -> str:
+def said(lang: str | None, text: str) -> str:
     """What the node says (an error, a notice), in `lang` where its file translates that
-    sentence; as it is otherwise. The node's code keeps its words in English: this is where
-    they are read out in the reader's language."""
+    sentence, else in English. The node's code keeps its words in English templates: this is
+    where they are read out in the reader's language."""
+    if not isinstance(text, Said):
+        return str(text)
     if not lang or lang == DEFAULT:
-        return english
-    for pattern, translation in _said(lang):
-        found = pattern.fullmatch(english)
-        if found is not None:
-            return _filled(translation, found.groupdict())
-    return english
+        return str(text)
+    translation = _STRINGS.get(lang, {}).get(f"said.{text.template}", text.template)
+    values = {
+        name: said(lang, value) if isinstance(value, Said) else value
+        for name, value in text.values.items()
+    }
+    return _filled(translation, values)
 
 
-def _filled(template: str, values: Mapping[str, str]) -> str:
-    return PLACEHOLDER.sub(lambda m: values.get(m[1], m[0]), template)
+def _filled(template: str, values: Mapping[str, object]) -> str:
+    return PLACEHOLDER.sub(lambda m: str(values[m[1]]) if m[1] in values else m[0], template)
 
 
 def _accepted(header: str) -> list[str]:

@@ -2,7 +2,7 @@
 // The password never leaves this module: only the PBKDF2 login secret is sent. The wrapping
 // key (another label, so unrelated to the login secret) is returned to the page, never sent.
 
-import { t } from "./i18n.js";
+import { language, t } from "./i18n.js";
 
 const LOGIN_LABEL = new TextEncoder().encode("onionchat login\0");
 const WRAP_LABEL = new TextEncoder().encode("onionchat wrap\0");
@@ -40,7 +40,7 @@ export function wrappingKey(password, salt, iterations) {
 }
 
 async function post(path, body) {
-  const init = { method: "POST", credentials: "same-origin", headers: {} };
+  const init = { method: "POST", credentials: "same-origin", headers: { "Accept-Language": language() } };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -69,7 +69,7 @@ export async function upload(room, bytes) {
   try {
     response = await fetch(`/api/files?room=${encodeURIComponent(room)}`, {
       method: "POST", credentials: "same-origin", body: bytes,
-      headers: { "Content-Type": "application/octet-stream" },
+      headers: { "Content-Type": "application/octet-stream", "Accept-Language": language() },
     });
   } catch {
     throw new Error(t("api.unreachable"));

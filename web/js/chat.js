@@ -27,7 +27,7 @@ const LOCAL_COMMANDS = [
   { name: "/rotate", usage: "/rotate" },
 ];
 const LOCAL_NAMES = new Set(LOCAL_COMMANDS.map((c) => c.name));
-// Their help in the current language (the node's own commands say theirs in English).
+// Their help in the current language (the node says its own commands' help in the account's).
 function localCommands() {
   return LOCAL_COMMANDS.map((c) => ({ ...c, help: t(`command${c.name.replace("/", ".")}`) }));
 }
@@ -906,6 +906,7 @@ export class Chat {
   // Another language: what this page says of messages and commands is said again in it.
   relanguage() {
     if (this.nodeCommands) this.commands = this.nodeCommands.concat(localCommands());
+    if (this.user) this.socket.send({ type: "command", line: "/help", ref: "help" }); // the node's help, in it too
     this.redecodeAll();
   }
 

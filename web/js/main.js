@@ -91,8 +91,9 @@ for (const [code, name] of Object.entries(LANGUAGES)) {
 $("language").value = stored();
 $("language").addEventListener("change", () => {
   const lang = $("language").value;
-  speak(lang);
+  // The node first, so that what the page asks it again (its /help) comes in the new language.
   socket.send(lang ? { type: "language", lang, ref: "language" } : { type: "language", ref: "language" });
+  speak(lang);
 });
 
 // Everything drawn says it again in the new language (what was said before stays as it was).
