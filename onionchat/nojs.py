@@ -119,18 +119,18 @@ class Readers:
         self.node = node
         self._readers: dict[tuple[bytes, str], _Reader] = {}
 
-    async def get(self, session: Session, room: str, create: bool = False) -> _Reader:
-        """The page's connection, in the room; everything queued for it before is dropped
-        (the page renders from the store)."""
+    async def get(self, session: Session, room: str, lang: str, create: bool = False) -> _Reader:
+        """The page's connection, in the room, speaking the page's language; everything queued
+        for it before is dropped (the page renders from the store)."""
         key = (session.token_hash, room)
         reader = self._readers.get(key)
         if reader is None or reader.conn.close_code is not None:
             if reader is not None:
                 self._expire(key)
             try:
-                conn = await self.node.connect(session)
+                conn = await self.node.connect(session, accepted=lang)
             except Refused as exc:
-                reason = i18n.said(session.user.lang, exc.reason)
+                reason = i18n.said(lang, exc.reason)
                 raise FormError("error.node", 403 if exc.banned else 503, reason=reason) from None
             current = self._readers.get(key)
             if current is not None and current.conn.close_code is None:
@@ -139,6 +139,7 @@ class Readers:
             else:
                 reader = _Reader(conn)
                 self._readers[key] = reader
+        reader.conn.lang = lang
         if reader.timer is not None:
             reader.timer.cancel()
         reader.timer = asyncio.get_running_loop().call_later(LINGER, self._expire, key)
@@ -672,7 +673,7 @@ async def join(request: Request) -> Response:
         except ProtocolError as exc:
             if exc.code != Code.UNKNOWN_ROOM:
                 raise
-            await _readers(request).get(session, name, create=True)
+            await _readers(request).get(session, name, _lang(request, session), create=True)
     except ProtocolError as exc:
         said = i18n.said(_lang(request, session), exc.message)
         return await _rooms_page(request, session, _status(exc), said, typed)
@@ -701,7 +702,7 @@ async def _room_page(
     room = await node.room(name)
     if room.protected:
         return _page(f"#{room.name}", _protected(room.name, lang), lang=lang, session=session)
-    reader = await _readers(request).get(session, room.name)
+    reader = await _readers(request).get(session, room.name, lang)
     if reader.answer and not answer:
         answer, reader.answer = f'<div class="answer">{reader.answer}</div>', ""
     topic = f'<p class="topic">{esc(room.topic)}</p>' if room.topic else ""
@@ -863,7 +864,7 @@ async def messages(request: Request) -> Response:
     if before is not None and not is_valid(before):
         body = f"<p>{_t(lang, 'frame.badId')}</p>"
         return framed(i18n.text(lang, "frame.badIdTitle"), body, 400)
-    reader = await _readers(request).get(session, room.name)
+    reader = await _readers(request).get(session, room.name, lang)
     if before is not None and not node.may_page(reader.conn):
         rate = f"{node.settings.limits.history_rate:g}"
         body = f"<p>{_t(lang, 'frame.tooMany', rate=rate)}</p>"
@@ -962,7 +963,7 @@ async def post(request: Request) -> Response:
     if room.protected:
         return _page(f"#{room.name}", _protected(room.name, lang), 409, lang=lang, session=session)
     text = form.get("text", "")
-    reader = await _readers(request).get(session, room.name)
+    reader = await _readers(request).get(session, room.name, lang)
     try:
         node.admit(reader.conn)
         if text.startswith("/") and not text.startswith("//"):

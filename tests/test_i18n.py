@@ -487,6 +487,11 @@ async def test_the_pages_without_javascript_by_accept_language(
         await expect(frame.locator("li.message")).to_contain_text("чай готов, заходите")
         await expect(frame.locator(".hint")).to_have_text("Время — UTC.")
         await expect(frame.locator("a.act").first).to_have_text("ответить")
+        # a command's answer, the node's words, in the page's language too
+        await page.get_by_label("Сообщение").fill("/help")
+        async with page.expect_navigation():
+            await page.get_by_role("button", name="Отправить").click()
+        await expect(page.locator(".answer")).to_contain_text("войти в комнату")
         width_now = await page.evaluate("document.documentElement.scrollWidth")
         assert width_now <= width  # nothing overflows sideways
         await page.screenshot(path=nojs_shot(f"ru{tag}-room"), full_page=True)
