@@ -562,6 +562,11 @@ async def chat(ws: WebSocket) -> None:
         waiting.count -= 1
     if session is None:
         return
+    # A flood while authenticating costs its user from the moment the user is known (before a
+    # reconnection could be taken); one while connected closes the connection too.
+    flood.then(functools.partial(node.penalize, names.key(session.user.name)))
+    if flood.happened:
+        return
     accepted = i18n.choose(None, ws.headers.get("accept-language"))
     try:
         conn = await node.connect(session, PIPELINE, accepted)

@@ -221,7 +221,7 @@ class Node:
                 )
             )
         if any(c.close_code == Close.FLOODING for c in self.hub.user_connections(key)):
-            self._penalize(key)  # its flood's teardown is under way: the penalty holds now
+            self.penalize(key)  # its flood's teardown is under way: the penalty holds now
         wait = self._penalties.get(key, 0.0) - time.monotonic()
         if wait > 0:
             raise Refused(
@@ -308,7 +308,7 @@ class Node:
         if self.authority.level(conn.user_key) >= NODE_STAFF:
             self._staff_seen = time.monotonic()
         if conn.close_code == Close.FLOODING:
-            self._penalize(conn.user_key)
+            self.penalize(conn.user_key)
         for room in sorted(conn.rooms):
             self._part(conn, room)
         self.hub.detach(conn)
@@ -370,9 +370,9 @@ class Node:
         """Its socket was closed for a flood of pings: the penalty holds from now, before any
         reconnection can be read (the close reaches the connection's reader later)."""
         conn.close(Close.FLOODING, say("flooding: too many pings"))
-        self._penalize(conn.user_key)
+        self.penalize(conn.user_key)
 
-    def _penalize(self, user_key: str) -> None:
+    def penalize(self, user_key: str) -> None:
         """A flooder's reconnections cost the node a refusal each, not a whole connection."""
         penalty = self.settings.limits.flood_penalty
         self._penalties[user_key] = time.monotonic() + penalty

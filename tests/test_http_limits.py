@@ -369,6 +369,28 @@ async def test_a_ping_flood_closes_the_websocket_4008_and_others_chat_on(node: N
     assert (await log_event(node, "ping_flood"))["closed"] == 1
 
 
+async def test_a_ping_flood_sent_with_the_login_costs_its_user_too(node: NodeProcess) -> None:
+    """The flood comes before the node has looked the token up (one burst with the auth
+    frame): the penalty still holds from the moment the user is known, so the reconnection
+    that follows at once is refused, not taken."""
+    token = await register(node, "mallory")
+    async with websockets.connect(node.ws_url, proxy=None) as mallory:
+        burst = [json.dumps({"v": 1, "type": "auth", "token": token})]
+        with pytest.raises(websockets.ConnectionClosed):
+            await mallory.send(burst[0])
+            for n in range(100_000):
+                await mallory.ping(b"%d" % n)
+            while True:
+                await asyncio.wait_for(mallory.recv(), 5)
+    # (the close frame may go unread by a client that only writes: then it sees 1006)
+    async with websockets.connect(node.ws_url, proxy=None) as again:
+        await again.send(burst[0])
+        refusal = json.loads(await asyncio.wait_for(again.recv(), 10))
+        assert refusal["type"] == "error" and refusal["code"] == "too_many", refusal
+        assert "flooding: mallory may connect again" in refusal["message"]
+    assert (await log_event(node, "ping_flood"))["closed"] == 1
+
+
 async def test_invalid_utf8_closes_1007_and_logs_no_traceback(node: NodeProcess) -> None:
     async with user(node, "alice") as alice:
         await alice.ws.send(b'{"v":1,"type":"ping","ref":"\xc3\x28"}', text=True)
