@@ -399,5 +399,9 @@ async def test_in_russian_in_firefox(node: NodeProcess, tmp_path: Path) -> None:
                 await line(page, asked["id"]).get_by_label("Реакция 👍").click()
                 await expect(line(page, asked["id"]).locator(".reaction")).to_have_text("👍 1")
                 await shot(page, f"ru-{'phone' if width < 700 else 'desktop'}")
+            # no language chosen: the node speaks the one the browser asked for, /help too
+            await page.get_by_label("Сообщение").fill("/help")
+            await page.get_by_label("Сообщение").press("Enter")
+            await expect(page.locator("#help-list")).to_contain_text("войти в комнату")
             await page.assert_clean()
             await page.close()
