@@ -32,7 +32,7 @@ from onionchat.auth import (
 )
 from onionchat.auth import b64encode as b64
 from onionchat.config import Settings
-from onionchat.http import FLOODED, Flood
+from onionchat.http import FLOODED, STOPPING, Flood
 from onionchat.hub import Connection
 from onionchat.i18n import say
 from onionchat.node import Node, Refused
@@ -580,6 +580,7 @@ async def chat(ws: WebSocket) -> None:
         await ws.close(close, _reason(reason))
         return
     flood.then(functools.partial(node.flooded, conn))
+    ws.scope[STOPPING] = functools.partial(conn.close, Close.RESTART, say("the node is stopping"))
     tasks = [asyncio.create_task(_read(ws, node, conn)), asyncio.create_task(_write(ws, conn))]
     for task in tasks:
         task.add_done_callback(functools.partial(_ended, conn))

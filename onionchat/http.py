@@ -83,6 +83,13 @@ SPREAD = 0.75
 # A WebSocket's scope holds, under this key, a Flood: what the application does the moment
 # its socket is closed for flooding (before any other frame of anyone is read): its penalty.
 FLOODED = "onionchat.flooded"
+# And under this one, what the application does when the server stops: close the connection
+# itself, once what its client sent is committed and acknowledged (uvicorn would close it
+# 1012 at once, and acks of messages still committing would never reach the client).
+STOPPING = "onionchat.stopping"
+# Seconds it has for that before uvicorn's close goes ahead: at most half the stop's grace,
+# so that the close still comes before the connections are cut.
+STOP_WAIT = 5.0
 
 
 class Flood:
@@ -226,6 +233,7 @@ class Policy:
     ping_burst: float
     gate: Gate
     floods: Tally
+    stop_wait: float = 0.0
 
     def deadline(self) -> float:
         return self.request_timeout * random.uniform(SPREAD, 1.0)
@@ -513,6 +521,7 @@ class WebSockets(_Stalls, WebSocketsSansIOProtocol):
         self._lost = False
         self._linger = LINGER_BYTES
         self._abort_timer: asyncio.TimerHandle | None = None
+        self._stop_timer: asyncio.TimerHandle | None = None
 
     async def run_asgi(self) -> None:
         """uvicorn then closes the transport, which waits for its buffer to be written: a
@@ -527,6 +536,16 @@ class WebSockets(_Stalls, WebSocketsSansIOProtocol):
     def _abort(self) -> None:
         if not self._lost:
             self.transport.abort()
+
+    def shutdown(self) -> None:
+        """The application closes (STOPPING), with uvicorn's close as the fallback."""
+        hook = (getattr(self, "scope", None) or {}).get(STOPPING)
+        wait = self.policy.stop_wait
+        if not wait or hook is None or self.close_sent or self._flooded or self._stop_timer:
+            super().shutdown()
+            return
+        hook()
+        self._stop_timer = self.loop.call_later(wait, super().shutdown)
 
     def data_received(self, data: bytes) -> None:
         """Parsed a slice at a time: a read of 256 KiB holds 40,000 pings, which the parser
@@ -579,9 +598,10 @@ class WebSockets(_Stalls, WebSocketsSansIOProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
-        if self._abort_timer is not None:
-            self._abort_timer.cancel()
-            self._abort_timer = None
+        for timer in (self._abort_timer, self._stop_timer):
+            if timer is not None:
+                timer.cancel()
+        self._abort_timer = self._stop_timer = None
         self._unstall()
         super().connection_lost(exc)
         self.policy.gate.release()  # counted by the HTTP protocol it took over from
@@ -608,6 +628,7 @@ def protocols(settings: Settings) -> tuple[type[asyncio.Protocol], type[asyncio.
         ping_burst=max(10.0, 10 * limits.ping_rate),
         gate=Gate(cap, why),
         floods=Tally(_say_floods),
+        stop_wait=min(STOP_WAIT, int(settings.server.shutdown_grace) / 2),
     )
 
     class Ws(WebSockets):

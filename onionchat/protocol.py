@@ -77,6 +77,7 @@ class Close(enum.IntEnum):
     INVALID_UTF8 = 1007
     TOO_BIG = 1009
     INTERNAL = 1011
+    RESTART = 1012
     TRY_AGAIN = 1013
     AUTH_FAILED = 4001
     SESSION_EXPIRED = 4002
