@@ -907,12 +907,16 @@ async def messages(request: Request) -> Response:
     return framed(f"#{room.name}", body, head=refresh)
 
 
-def _answer(frames: list[dict[str, Any]], room: str, lang: str) -> tuple[str, str | None]:
+def _answer(
+    frames: list[dict[str, Any]], room: str, lang: str, line: str
+) -> tuple[str, str | None]:
     """What the node answered a command with, as HTML; or where to go instead."""
     parts: list[str] = []
     for frame in frames:
         kind = frame.get("type")
-        if kind == "notice":
+        if kind == "notice" and line == "/help":
+            parts.append(_help_table(frame["text"]))
+        elif kind == "notice":
             parts.append(f"<pre>{esc(frame['text'])}</pre>")
         elif kind == "who":
             members = ", ".join(frame["members"]) or i18n.text(lang, "answer.nobody")
@@ -981,12 +985,26 @@ async def post(request: Request) -> Response:
     # The answer was queued after the command's last await, so no other request on this
     # page's connection (a frame reload) can have taken it in between.
     frames = [_decode(frame) for frame in reader.conn.take()]
-    answer, target = _answer([f for f in frames if f.get("ref") == REF], room.name, lang)
+    answered = [f for f in frames if f.get("ref") == REF]
+    answer, target = _answer(answered, room.name, lang, text.strip())
     if target is not None:
         return _redirect(target)
     # shown by the room's page, which the post redirects to: a reload does not post again
     reader.answer = answer
     return _redirect(room_path(room.name))
+
+
+def _help_table(text: str) -> str:
+    """/help's answer, a title and a "usage  help" line per command, as a table: as text it
+    wrapped out of its columns on a phone."""
+    title, *lines = text.split("\n")
+    rows = "".join(
+        "<tr>"
+        + "".join(f"<td>{esc(cell)}</td>" for cell in re.split(r"\s{2,}", row, maxsplit=1))
+        + "</tr>"
+        for row in lines
+    )
+    return f'<table class="help"><caption>{esc(title)}</caption>{rows}</table>'
 
 
 def _decode(frame: str) -> dict[str, Any]:

@@ -492,6 +492,16 @@ async def test_the_pages_without_javascript_by_accept_language(
         async with page.expect_navigation():
             await page.get_by_role("button", name="Отправить").click()
         await expect(page.locator(".answer")).to_contain_text("войти в комнату")
+        # a row a command, its usage and what it does in cells of their own, whatever the width
+        help_row = page.locator("table.help tr").filter(has_text="/help")
+        await expect(help_row.locator("td")).to_have_text(["/help", "список команд"])
+        await expect(page.locator("table.help caption")).to_have_text("Команды:")
+        usage, meaning = [await help_row.locator("td").nth(n).bounding_box() for n in (0, 1)]
+        assert usage and meaning
+        if tag:  # a phone: what it does under the usage
+            assert meaning["y"] >= usage["y"] + usage["height"] - 1
+        else:  # side by side
+            assert meaning["x"] > usage["x"] + usage["width"] - 1 and meaning["y"] == usage["y"]
         width_now = await page.evaluate("document.documentElement.scrollWidth")
         assert width_now <= width  # nothing overflows sideways
         await page.screenshot(path=nojs_shot(f"ru{tag}-room"), full_page=True)
