@@ -286,6 +286,11 @@ def _parser() -> argparse.ArgumentParser:
         "line, exit at end of input",
     )
     connect.add_argument(
+        "--bell",
+        action="store_true",
+        help="ring the terminal's bell when someone mentions you or writes to you directly",
+    )
+    connect.add_argument(
         "--socks",
         metavar="HOST:PORT",
         help="connect through this SOCKS5 proxy, names resolved by the proxy (default: none, "

@@ -359,7 +359,11 @@ async def test_interactive_mode_in_a_terminal(node: NodeProcess, password_file: 
 
 @contextlib.contextmanager
 def terminal_client(
-    node: NodeProcess, name: str, password_file: Path, cwd: Path | None = None
+    node: NodeProcess,
+    name: str,
+    password_file: Path,
+    cwd: Path | None = None,
+    args: tuple[str, ...] = (),
 ) -> Iterator[str]:
     """`onionchat connect --register` at a real terminal (tmux, 120×30, in `cwd`): yields the
     session."""
@@ -367,7 +371,7 @@ def terminal_client(
     session = f"onionchat-{name}-{os.getpid()}"
     command = (
         f"{sys.executable} -m onionchat connect {node.url} --user {name} --register "
-        f"--password-file {password_file}"
+        f"--password-file {password_file} {' '.join(args)}"
     )
     subprocess.run(
         [
@@ -390,6 +394,12 @@ def terminal_client(
         yield session
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def keys(session: str, line: str) -> None:
+    """Type `line` at the terminal, then Enter."""
+    subprocess.run(["tmux", "send-keys", "-t", session, "-l", line], check=True)
+    subprocess.run(["tmux", "send-keys", "-t", session, "Enter"], check=True)
 
 
 async def wait_for_screen(
@@ -456,3 +466,56 @@ def test_the_cli_refuses_the_weakest_passwords_for_a_new_account(
     )
     assert result.returncode == 1
     assert said in result.stderr and "cannot be recovered" in result.stderr
+
+
+def bells(session: str, count: Path) -> None:
+    """Each bell the session's window rings adds a line to `count` (tmux's alert-bell hook)."""
+    hook = f"run-shell 'echo rang >> {count}'"
+    subprocess.run(["tmux", "set-hook", "-t", session, "alert-bell", hook], check=True)
+
+
+async def rang(count: Path, times: int) -> None:
+    """Wait a little for the bells tmux counts (its hook runs a moment later), then check."""
+    for _ in range(30):
+        if count.exists() and len(count.read_text().splitlines()) >= times:
+            break
+        await asyncio.sleep(0.1)
+    assert (len(count.read_text().splitlines()) if count.exists() else 0) == times
+
+
+async def test_with_bell_the_terminal_rings_for_a_mention_or_a_direct_message(
+    node: NodeProcess, password_file: Path, tmp_path: Path
+) -> None:
+    """The terminal's own notification, at a real terminal (tmux counts the bells): a mention
+    and a direct message ring, a plain message does not, history does not, and without
+    --bell nothing does."""
+    async with user(node, "alice") as alice:
+        await alice.join("lobby")
+        await alice.say("lobby", "earlier, @bob")  # history when bob joins: no bell
+        with terminal_client(node, "bob", password_file, args=("--bell",)) as session:
+            count = tmp_path / "bob.bells"
+            bells(session, count)
+            await alice.expect("presence", user="bob", state="join")
+            await wait_for_screen(session, "earlier, @bob")
+            await alice.say("lobby", "just talking")
+            await wait_for_screen(session, "just talking")
+            await rang(count, 0)
+            await alice.say("lobby", "@bob dinner?")
+            await wait_for_screen(session, "@bob dinner?")
+            await rang(count, 1)
+            await alice.send(type="send", to="bob", text="psst", ref="dm")
+            await alice.expect("ack", ref="dm")
+            await wait_for_screen(session, "psst")
+            await rang(count, 2)
+            keys(session, "@alice coming")  # one's own words ring nothing
+            await alice.expect("message", sender="bob", text="@alice coming")
+            await rang(count, 2)
+        with terminal_client(node, "carol", password_file) as session:
+            count = tmp_path / "carol.bells"
+            bells(session, count)
+            await alice.expect("presence", user="carol", state="join")
+            await alice.say("lobby", "@carol hi")
+            await wait_for_screen(session, "@carol hi")
+            await alice.send(type="send", to="carol", text="psst", ref="dm2")
+            await wait_for_screen(session, "psst")
+            await rang(count, 0)

@@ -4,19 +4,13 @@ against a real node; the other side a raw client."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 from onionchat import crypto, sealed
 
 from conftest import NodeProcess, connect, pipe_client, register, upload, user
-from test_client import terminal_client, wait_for_screen
+from test_client import keys, terminal_client, wait_for_screen
 from test_web import publish_identity
-
-
-def keys(session: str, line: str) -> None:
-    subprocess.run(["tmux", "send-keys", "-t", session, "-l", line], check=True)
-    subprocess.run(["tmux", "send-keys", "-t", session, "Enter"], check=True)
 
 
 async def test_at_a_terminal_messages_are_numbered_and_named_by_number(

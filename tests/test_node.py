@@ -32,6 +32,7 @@ def test_help_documents_every_option() -> None:
         "--register",
         "--key",
         "--pipe",
+        "--bell",
         "--socks",
         "--ca",
         "--timeout",

@@ -39,6 +39,7 @@ class Options:
     answer: str | None = None  # the answer to the node's registration question
     key: bytes | None = dataclasses.field(default=None, repr=False)
     pipe: bool = False
+    bell: bool = False  # ring the terminal's bell for a mention or a direct message
     socks: str | None = None  # HOST:PORT of a SOCKS5 proxy, e.g. Tor's 127.0.0.1:9050
     timeout: float = 30.0
     ca: Path | None = None  # PEM CA bundle trusted for https:// instead of the system's CAs
@@ -93,6 +94,7 @@ class Options:
             answer=args.answer,
             key=key,
             pipe=bool(args.pipe),
+            bell=bool(args.bell),
             socks=socks,
             timeout=timeout,
             ca=ca,

@@ -122,7 +122,7 @@ async def _chat(options: Options, session: Login) -> int:
         _fail(str(exc))
         return 1
     state = State(user=session.user)
-    view: View = PipeView() if options.pipe else TerminalView(state)
+    view: View = PipeView() if options.pipe else TerminalView(state, options.bell)
     chat = Chat(ws, view, state, options, wrapping=session.wrapping)
     reader = asyncio.create_task(chat.read())
     try:

@@ -159,6 +159,7 @@ class Shown:
     number: int = 0  # a line's short number (`[3]`); 0 for an edit or a reaction
     about: Numbered | None = None  # what a reply, an edit or a reaction is about, if shown
     file: dict[str, Any] | None = None  # its file: id, name, type, size (and key, if sealed)
+    live: bool = False  # come as it was sent, not in a page of history
 
 
 class View(Protocol):
@@ -741,7 +742,7 @@ class Chat:
             case Error():
                 await self._error(frame, data)
             case MessageFrame():
-                self._later(self._show(frame))
+                self._later(self._show(frame, live=True))
             case Joined():
                 self._joined(frame, data)
             case HistoryPage() if frame.ref is not None and self._invitations.probing(frame.ref):
@@ -876,7 +877,7 @@ class Chat:
             self.failures += 1
         self._show_frame(frame, data)
 
-    async def _show(self, message: MessageFrame) -> None:
+    async def _show(self, message: MessageFrame, live: bool = False) -> None:
         """Show a message once, however often it comes (history, live, a second join)."""
         if message.id in self._seen:
             return
@@ -887,7 +888,7 @@ class Chat:
         if message.box is None:
             unsealed = message.to is not None or self.state.protected(message.room)
             file = None if message.file is None else msgspec.to_builtins(message.file)
-            shown = Shown(message, message.text, unsealed=unsealed, file=file)
+            shown = Shown(message, message.text, unsealed=unsealed, file=file, live=live)
         else:
             if message.to is not None:
                 checked = await self._trust.check_direct(message, message.box, kind, re)
@@ -910,6 +911,7 @@ class Chat:
                 sealed=True,
                 rejected=checked.rejected,
                 file=checked.file,
+                live=live,
             )
         self._view.message(self._numbered(shown, re))
 

@@ -122,10 +122,13 @@ def _reconfigure(stream: TextIO, encoding: str | None = None) -> None:
 
 
 class TerminalView:
-    """The interactive face: lines printed above the prompt, in colour."""
+    """The interactive face: lines printed above the prompt, in colour; with `bell`, the
+    terminal's bell for what is meant for the user (a terminal's notification: tmux, screen
+    and most terminals mark the window or tab that rang)."""
 
-    def __init__(self, state: State) -> None:
+    def __init__(self, state: State, bell: bool = False) -> None:
         self._state = state
+        self._bell = bell
 
     def message(self, shown: Shown) -> None:
         m = shown.frame
@@ -151,7 +154,10 @@ class TerminalView:
         else:
             body = printable(shown.text)
             mine = m.sender == self._state.user  # the node spells us as in `ready`
-            body_style = "bold ansiyellow" if not mine and mentions(body, self._state.user) else ""
+            mentioned = not mine and mentions(body, self._state.user)
+            body_style = "bold ansiyellow" if mentioned else ""
+            if shown.live and (mentioned or (m.to is not None and not mine)):
+                self._ring()
         sender = printable(m.sender)
         if m.to is not None and shown.unsealed:
             head.append(("bold ansiyellow", "[dm, not sealed] "))
@@ -253,6 +259,7 @@ class TerminalView:
                 now = time.strftime("%H:%M")
                 said = printable(f"{frame.sender} mentioned you in #{frame.room}: {frame.text}")
                 _print([("ansibrightblack", f"{now} "), ("bold ansiyellow", said)])
+                self._ring()
             case Error():
                 self.error(frame.message)
             case _:
@@ -295,6 +302,11 @@ class TerminalView:
             app.renderer.clear()
         else:
             clear_screen()
+
+    def _ring(self) -> None:
+        app = get_app_or_none()
+        if self._bell and app is not None:
+            app.output.bell()
 
     def _info(self, text: str, style: str = "ansibrightblack") -> None:
         _print([(style, f"-- {printable(text)}")])
