@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from onionchat import moderation
+from onionchat import i18n, moderation
 from onionchat.authority import GUEST_WORDS, NODE_STAFF
 from onionchat.bots import Bots
 from onionchat.i18n import joined, say
@@ -42,10 +42,12 @@ def _room(room: str | None, name: str) -> str:
 
 
 async def _help(node: Node, conn: Connection, args: str, room: str | None, ref: str | None) -> None:
-    width = max(len(spec.usage) for spec in COMMANDS.values())
+    """The usages read out here, in the reader's language, so that their column lines up."""
+    usages = [i18n.said(conn.lang, spec.usage) for spec in COMMANDS.values()]
+    width = max(map(len, usages))
     lines = [
-        say("{usage}  {help}", usage=spec.usage.ljust(width), help=spec.help)
-        for spec in COMMANDS.values()
+        say("{usage}  {help}", usage=usage.ljust(width), help=spec.help)
+        for usage, spec in zip(usages, COMMANDS.values(), strict=True)
     ]
     node.notice(conn, joined("\n", [say("Commands:"), *lines]), room, ref)
 
@@ -490,78 +492,86 @@ async def _guests(
 
 
 COMMANDS: dict[str, Spec] = {
-    "help": Spec("/help", say("list the commands"), _help),
-    "clear": Spec("/clear", say("clear this window (only on your screen)"), _clear),
-    "me": Spec("/me ACTION", say("say what you are doing: * alice waves"), _me),
-    "who": Spec("/who [ROOM]", say("who is in the room now"), _who),
+    "help": Spec(say("/help"), say("list the commands"), _help),
+    "clear": Spec(say("/clear"), say("clear this window (only on your screen)"), _clear),
+    "me": Spec(say("/me ACTION"), say("say what you are doing: * alice waves"), _me),
+    "who": Spec(say("/who [ROOM]"), say("who is in the room now"), _who),
     "join": Spec(
-        "/join ROOM", say("join a room, creating an open one if it does not exist"), _join
+        say("/join ROOM"), say("join a room, creating an open one if it does not exist"), _join
     ),
-    "leave": Spec("/leave [ROOM]", say("leave this room (or ROOM)"), _leave),
-    "rooms": Spec("/rooms", say("list the rooms on this node"), _rooms),
-    "msg": Spec("/msg USER MESSAGE", say("send a direct message"), _msg),
-    "topic": Spec("/topic [TEXT]", say("show or set the room's topic"), _topic),
-    "bots": Spec("/bots", say("the bots you can call by name, and whether they answer now"), _bots),
-    "stop": Spec("/stop [BOT]", say("stop the answer a bot is writing in this room"), _stop),
+    "leave": Spec(say("/leave [ROOM]"), say("leave this room (or ROOM)"), _leave),
+    "rooms": Spec(say("/rooms"), say("list the rooms on this node"), _rooms),
+    "msg": Spec(say("/msg USER MESSAGE"), say("send a direct message"), _msg),
+    "topic": Spec(say("/topic [TEXT]"), say("show or set the room's topic"), _topic),
+    "bots": Spec(
+        say("/bots"), say("the bots you can call by name, and whether they answer now"), _bots
+    ),
+    "stop": Spec(say("/stop [BOT]"), say("stop the answer a bot is writing in this room"), _stop),
     "uninvite": Spec(
-        "/uninvite BOT", say("make a bot forget this key-protected room's key"), _uninvite
+        say("/uninvite BOT"), say("make a bot forget this key-protected room's key"), _uninvite
     ),
     "nodes": Spec(
-        "/nodes", say("the brokers and peer nodes this node shares rooms through"), _nodes
+        say("/nodes"), say("the brokers and peer nodes this node shares rooms through"), _nodes
     ),
-    "staff": Spec("/staff", say("the room's owner and moderators"), _staff),
+    "staff": Spec(say("/staff"), say("the room's owner and moderators"), _staff),
     "kick": Spec(
-        "/kick NAME [MINUTES] [REASON]",
+        say("/kick NAME [MINUTES] [REASON]"),
         say("staff: out of the room for a while"),
         _sanctioning("kick", moderation.kick),
     ),
     "ban": Spec(
-        "/ban NAME [DURATION] [REASON]",
+        say("/ban NAME [DURATION] [REASON]"),
         say("staff: out of the room (for good)"),
         _sanctioning("ban", moderation.ban),
     ),
-    "unban": Spec("/unban NAME", say("staff: lift a ban or a kick"), _unban),
+    "unban": Spec(say("/unban NAME"), say("staff: lift a ban or a kick"), _unban),
     "mute": Spec(
-        "/mute NAME [DURATION] [REASON]",
+        say("/mute NAME [DURATION] [REASON]"),
         say("staff: may read, not write"),
         _sanctioning("mute", moderation.mute),
     ),
-    "unmute": Spec("/unmute NAME", say("staff: may write again"), _unmute),
-    "delete": Spec("/delete ID", say("delete your message (staff: anyone's)"), _delete),
-    "purge": Spec("/purge NAME [COUNT|TIME]", say("staff: delete NAME's newest messages"), _purge),
-    "op": Spec("/op NAME [moderator|owner]", say("owner: name a room moderator"), _op),
-    "deop": Spec("/deop NAME", say("owner: make a moderator a member again"), _deop),
-    "audit": Spec("/audit [all] [LINES]", say("staff: what staff did, newest last"), _audit),
+    "unmute": Spec(say("/unmute NAME"), say("staff: may write again"), _unmute),
+    "delete": Spec(say("/delete ID"), say("delete your message (staff: anyone's)"), _delete),
+    "purge": Spec(
+        say("/purge NAME [COUNT|TIME]"), say("staff: delete NAME's newest messages"), _purge
+    ),
+    "op": Spec(say("/op NAME [moderator|owner]"), say("owner: name a room moderator"), _op),
+    "deop": Spec(say("/deop NAME"), say("owner: make a moderator a member again"), _deop),
+    "audit": Spec(say("/audit [all] [LINES]"), say("staff: what staff did, newest last"), _audit),
     "nodeban": Spec(
-        "/nodeban NAME [DURATION] [REASON]",
+        say("/nodeban NAME [DURATION] [REASON]"),
         say("node staff: off the node"),
         _sanctioning("nodeban", moderation.ban, node_wide=True),
     ),
     "nodemute": Spec(
-        "/nodemute NAME [DURATION] [REASON]",
+        say("/nodemute NAME [DURATION] [REASON]"),
         say("node staff: silent on the node"),
         _sanctioning("nodemute", moderation.mute, node_wide=True),
     ),
-    "grant": Spec("/grant NAME ROLE", say("admin: admin, moderator, member or guest"), _grant),
+    "grant": Spec(say("/grant NAME ROLE"), say("admin: admin, moderator, member or guest"), _grant),
     "mode": Spec(
-        "/mode [MODE VALUE]",
+        say("/mode [MODE VALUE]"),
         say("the room's modes; staff: invite, moderated, limit, slow, expiry, lockdown"),
         _mode,
     ),
-    "voice": Spec("/voice NAME", say("staff: NAME may speak in a moderated room"), _voice),
-    "devoice": Spec("/devoice NAME", say("staff: NAME may no longer speak there"), _devoice),
-    "allow": Spec("/allow NAME", say("staff: let NAME into an invite-only room"), _allow),
-    "knock": Spec("/knock ROOM", say("ask an invite-only room's staff to let you in"), _knock),
+    "voice": Spec(say("/voice NAME"), say("staff: NAME may speak in a moderated room"), _voice),
+    "devoice": Spec(say("/devoice NAME"), say("staff: NAME may no longer speak there"), _devoice),
+    "allow": Spec(say("/allow NAME"), say("staff: let NAME into an invite-only room"), _allow),
+    "knock": Spec(say("/knock ROOM"), say("ask an invite-only room's staff to let you in"), _knock),
     "invitecode": Spec(
-        "/invitecode [USES] [HOURS]", say("a code that lets friends register"), _invitecode
+        say("/invitecode [USES] [HOURS]"), say("a code that lets friends register"), _invitecode
     ),
-    "invitecodes": Spec("/invitecodes", say("your invite codes and their uses"), _invitecodes),
+    "invitecodes": Spec(say("/invitecodes"), say("your invite codes and their uses"), _invitecodes),
     "revokecode": Spec(
-        "/revokecode CODE", say("stop an invite code (its first 4 letters)"), _revokecode
+        say("/revokecode CODE"), say("stop an invite code (its first 4 letters)"), _revokecode
     ),
-    "admit": Spec("/admit NAME", say("node staff: let a newcomer out of the waiting room"), _admit),
-    "waiting": Spec("/waiting", say("node staff: who waits to be admitted"), _waiting),
-    "guests": Spec("/guests [mute|unmute|out|in]", say("node staff: all guests at once"), _guests),
+    "admit": Spec(
+        say("/admit NAME"), say("node staff: let a newcomer out of the waiting room"), _admit
+    ),
+    "waiting": Spec(say("/waiting"), say("node staff: who waits to be admitted"), _waiting),
+    "guests": Spec(
+        say("/guests [mute|unmute|out|in]"), say("node staff: all guests at once"), _guests
+    ),
 }
 
 

@@ -242,7 +242,11 @@ async def test_a_room_hears_what_staff_did_each_in_their_own_language(tmp_path: 
         table = (await dasha.expect("notice", ref="h"))["text"].splitlines()
         assert table[0] == "Команды:"
         assert any(line.startswith("/help ") and line.endswith("  список команд") for line in table)
-        assert any("/join ROOM" in line and "войти в комнату" in line for line in table)
+        assert any(
+            line.startswith("/join КОМНАТА ") and "войти в комнату" in line for line in table
+        )
+        starts = {re.match(r"\S.*?\s{2,}", line).end() for line in table[1:]}  # type: ignore[union-attr]
+        assert len(starts) == 1  # the usages read out in Russian, the column lined up for them
         await carol.send(type="command", room="lobby", line="/help", ref="h")
         assert (await carol.expect("notice", ref="h"))["text"].startswith("Commands:\n")
 

@@ -123,6 +123,12 @@ export default {
 
   "help.title": "Commands",
   "help.close": "Close",
+  "usage.me": "/me ACTION",
+  "usage.msg": "/msg USER MESSAGE",
+  "usage.invite": "/invite USER",
+  "usage.whois": "/whois [USER]",
+  "usage.trust": "/trust USER",
+  "usage.rotate": "/rotate",
   "command.msg": "send a direct message, end-to-end encrypted when USER has an identity key",
   "command.invite": "seal this key-protected room's key to USER",
   "command.whois": "show USER's key fingerprint (yours without USER)",

@@ -19,17 +19,14 @@ const FILE_URLS = 100; // blob: URLs kept at once (each holds a file's bytes)
 const TOPIC_CHARS = 300; // the node's topic limit (docs/protocol.md, topic)
 const offline = () => t("chat.offline");
 // Commands this page handles itself: they seal with identity keys the node never sees.
-const LOCAL_COMMANDS = [
-  { name: "/msg", usage: "/msg USER MESSAGE" },
-  { name: "/invite", usage: "/invite USER" },
-  { name: "/whois", usage: "/whois [USER]" },
-  { name: "/trust", usage: "/trust USER" },
-  { name: "/rotate", usage: "/rotate" },
-];
-const LOCAL_NAMES = new Set(LOCAL_COMMANDS.map((c) => c.name));
-// Their help in the current language (the node says its own commands' help in the account's).
+const LOCAL_COMMANDS = ["/msg", "/invite", "/whois", "/trust", "/rotate"];
+const LOCAL_NAMES = new Set(LOCAL_COMMANDS);
+// Their usage and help in the current language (the node says its own in the account's).
 function localCommands() {
-  return LOCAL_COMMANDS.map((c) => ({ ...c, help: t(`command${c.name.replace("/", ".")}`) }));
+  return LOCAL_COMMANDS.map((name) => {
+    const key = name.replace("/", ".");
+    return { name, usage: t(`usage${key}`), help: t(`command${key}`) };
+  });
 }
 // The node's mention syntax (docs/protocol.md, Mentions).
 const MENTION = /(?<![\p{L}\p{N}_@])@([\p{L}\p{N}_.-]+)/gu;
@@ -373,12 +370,12 @@ export class Chat {
       if (long) return long;
     }
     if (room && room.direct && (name === "me" || name === "topic")) {
-      if (name === "me") return args ? this.say(room, args, true) : t("chat.usage", { usage: "/me ACTION" });
+      if (name === "me") return args ? this.say(room, args, true) : t("chat.usage", { usage: t("usage.me") });
       return t("chat.noTopic");
     }
     if (room && room.protected && (name === "me" || name === "topic")) {
       // The node refuses plain text in a key-protected room: seal here.
-      if (name === "me") return args ? this.say(room, args, true) : t("chat.usage", { usage: "/me ACTION" });
+      if (name === "me") return args ? this.say(room, args, true) : t("chat.usage", { usage: t("usage.me") });
       if (!args) { this.changed("notice", t("chat.topicOf", { room: room.name, topic: this.topicText(room) || t("chat.none") })); return ""; }
       const long = this.tooLong(args, "topic", TOPIC_CHARS);
       if (long) return long;
@@ -1145,7 +1142,7 @@ export class Chat {
 
   msgCommand(args) {
     const match = args.match(/^@?(\S+)\s+([\s\S]+)$/);
-    if (!match) return t("chat.usage", { usage: "/msg USER MESSAGE" });
+    if (!match) return t("chat.usage", { usage: t("usage.msg") });
     const [, user, text] = match;
     return this.sayDirect(user, text, false, true);
   }

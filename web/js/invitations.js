@@ -193,7 +193,7 @@ export class Invitations {
   inviteCommand(room, args) {
     const host = this.host;
     const user = args.replace(/^@/, "").trim();
-    if (!user || /\s/.test(user)) return t("chat.usage", { usage: "/invite USER" });
+    if (!user || /\s/.test(user)) return t("chat.usage", { usage: t("usage.invite") });
     if (!room || room.direct) return t("invite.openFirst");
     if (!room.protected) return t("invite.openRoom", { room: room.name });
     const key = this.keyring.keysOf(room.name)[0];

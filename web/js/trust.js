@@ -221,7 +221,7 @@ export class Trust {
   whoisCommand(args) {
     const host = this.host;
     const user = args.replace(/^@/, "").trim();
-    if (/\s/.test(user)) return t("chat.usage", { usage: "/whois [USER]" });
+    if (/\s/.test(user)) return t("chat.usage", { usage: t("usage.whois") });
     if (!user) {
       if (!host.identity) return host.identityProblem();
       host.changed("notice", t("trust.yours", { fingerprint: sealed.fingerprint(host.identity.publicKey, host.signer.publicKey) }));
@@ -250,7 +250,7 @@ export class Trust {
   trustCommand(args) {
     const host = this.host;
     const typedName = args.replace(/^@/, "").trim();
-    if (!typedName || /\s/.test(typedName)) return t("chat.usage", { usage: "/trust USER" });
+    if (!typedName || /\s/.test(typedName)) return t("chat.usage", { usage: t("usage.trust") });
     const name = this.knownName(typedName, this.changedKeys.keys());
     const now = this.changedKeys.get(name);
     if (!now) return t("trust.unchanged", { name: typedName });
