@@ -43,12 +43,9 @@ def _room(room: str | None, name: str) -> str:
 
 async def _help(node: Node, conn: Connection, args: str, room: str | None, ref: str | None) -> None:
     """The usages read out here, in the reader's language, so that their column lines up."""
-    usages = [i18n.said(conn.lang, spec.usage) for spec in COMMANDS.values()]
-    width = max(map(len, usages))
-    lines = [
-        say("{usage}  {help}", usage=usage.ljust(width), help=spec.help)
-        for usage, spec in zip(usages, COMMANDS.values(), strict=True)
-    ]
+    rows = [(i18n.said(conn.lang, spec.usage), spec.help) for spec in COMMANDS.values()]
+    width = max(len(usage) for usage, _ in rows)
+    lines = [say("{usage}  {help}", usage=usage.ljust(width), help=help) for usage, help in rows]
     node.notice(conn, joined("\n", [say("Commands:"), *lines]), room, ref)
 
 

@@ -233,7 +233,7 @@ class Policy:
     ping_burst: float
     gate: Gate
     floods: Tally
-    stop_wait: float = 0.0
+    stop_wait: float
 
     def deadline(self) -> float:
         return self.request_timeout * random.uniform(SPREAD, 1.0)

@@ -20,13 +20,14 @@ from onionchat.store import Store
 from conftest import connect, register
 
 SENT = 3000  # sent at once: far more than a commit takes, so that many commit during the stop
+UNLIMITED = {"ONIONCHAT_LIMITS_RATE": "100000", "ONIONCHAT_LIMITS_BURST": "100000"}
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 async def test_a_stop_tells_clients_1012_keeps_every_acked_message_and_exits_0(
     node_factory: Any, sig: signal.Signals
 ) -> None:
-    node = node_factory(env={"ONIONCHAT_LIMITS_RATE": "100000", "ONIONCHAT_LIMITS_BURST": "100000"})
+    node = node_factory(env=UNLIMITED)
     token = await register(node, "alice")
     acked: list[str] = []
     async with connect(node, token) as alice:
@@ -75,7 +76,7 @@ async def test_a_client_that_sends_on_through_a_stop_is_told_1012_all_the_same(
 ) -> None:
     """While its messages keep committing the node's own close waits for them to be
     acknowledged; past half the grace (5 s at most) the WebSocket layer closes instead."""
-    node = node_factory(env={"ONIONCHAT_LIMITS_RATE": "100000", "ONIONCHAT_LIMITS_BURST": "100000"})
+    node = node_factory(env=UNLIMITED)
     token = await register(node, "alice")
     async with connect(node, token) as alice:
         await alice.join("lobby")

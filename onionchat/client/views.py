@@ -304,8 +304,10 @@ class TerminalView:
             clear_screen()
 
     def _ring(self) -> None:
+        if not self._bell:
+            return
         app = get_app_or_none()
-        if self._bell and app is not None:
+        if app is not None:
             app.output.bell()
 
     def _info(self, text: str, style: str = "ansibrightblack") -> None:
