@@ -474,13 +474,19 @@ def bells(session: str, count: Path) -> None:
     subprocess.run(["tmux", "set-hook", "-t", session, "alert-bell", hook], check=True)
 
 
-async def rang(count: Path, times: int) -> None:
+async def rang(session: str, count: Path, times: int) -> None:
     """Wait a little for the bells tmux counts (its hook runs a moment later), then check."""
-    for _ in range(30):
-        if count.exists() and len(count.read_text().splitlines()) >= times:
+
+    def heard() -> int:
+        return len(count.read_text().splitlines()) if count.exists() else 0
+
+    for _ in range(50):
+        if heard() >= times:
             break
         await asyncio.sleep(0.1)
-    assert (len(count.read_text().splitlines()) if count.exists() else 0) == times
+    await asyncio.sleep(1)  # and a moment more, for a bell too many
+    screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True)
+    assert heard() == times, f"{heard()} bells, not {times}:\n{screen.stdout.decode()}"
 
 
 async def test_with_bell_the_terminal_rings_for_a_mention_or_a_direct_message(
@@ -499,23 +505,24 @@ async def test_with_bell_the_terminal_rings_for_a_mention_or_a_direct_message(
             await wait_for_screen(session, "earlier, @bob")
             await alice.say("lobby", "just talking")
             await wait_for_screen(session, "just talking")
-            await rang(count, 0)
+            await rang(session, count, 0)
             await alice.say("lobby", "@bob dinner?")
             await wait_for_screen(session, "@bob dinner?")
-            await rang(count, 1)
+            await rang(session, count, 1)
             await alice.send(type="send", to="bob", text="psst", ref="dm")
             await alice.expect("ack", ref="dm")
             await wait_for_screen(session, "psst")
-            await rang(count, 2)
+            await rang(session, count, 2)
             keys(session, "@alice coming")  # one's own words ring nothing
             await alice.expect("message", sender="bob", text="@alice coming")
-            await rang(count, 2)
-        with terminal_client(node, "carol", password_file) as session:
-            count = tmp_path / "carol.bells"
-            bells(session, count)
-            await alice.expect("presence", user="carol", state="join")
-            await alice.say("lobby", "@carol hi")
-            await wait_for_screen(session, "@carol hi")
-            await alice.send(type="send", to="carol", text="psst", ref="dm2")
-            await wait_for_screen(session, "psst")
-            await rang(count, 0)
+            await rang(session, count, 2)
+            # inside bob's: tmux's server, left with no session, would be exiting meanwhile
+            with terminal_client(node, "carol", password_file) as quiet:
+                still = tmp_path / "carol.bells"
+                bells(quiet, still)
+                await alice.expect("presence", user="carol", state="join")
+                await alice.say("lobby", "@carol hi")
+                await wait_for_screen(quiet, "@carol hi")
+                await alice.send(type="send", to="carol", text="psst", ref="dm2")
+                await wait_for_screen(quiet, "psst")
+                await rang(quiet, still, 0)
